@@ -1,0 +1,58 @@
+//! Command-line interface: one module per subcommand family.
+
+mod agent;
+mod compile;
+mod offline;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "palisade", version, about = "Kubernetes NetworkPolicy enforcement with eBPF")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the node agent: compile policies and program the kernel.
+    Agent(agent::AgentArgs),
+    /// Offline verdict for one flow, with the policies and rules that decide it.
+    Check(offline::CheckArgs),
+    /// Offline reachability matrix of every ordered pair of pods.
+    Matrix(offline::MatrixArgs),
+    /// Show the compiled per-pod map contents for a node.
+    Compile(compile::CompileArgs),
+}
+
+/// Logs go to stderr (stdout is for results); `RUST_LOG` filters them.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Agent(a) => agent::run(a),
+        Command::Check(a) => offline::check(a),
+        Command::Matrix(a) => offline::matrix(a),
+        Command::Compile(a) => compile::run(a),
+    }
+}
+
+/// `--manifests DIR` shared by the offline commands.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ManifestArgs {
+    /// Directory of Kubernetes manifests (YAML or JSON, multi-document).
+    #[arg(long)]
+    pub manifests: PathBuf,
+    /// Exit non-zero when any object was skipped as invalid.
+    #[arg(long)]
+    pub strict: bool,
+}

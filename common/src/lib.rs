@@ -1,0 +1,260 @@
+//! Types shared by the eBPF classifiers and the agent: map keys, map values,
+//! constants. Everything is `#[repr(C)]` with explicit padding so that both
+//! halves (and `bpftool`, through BTF) agree on every byte.
+//!
+//! Addresses of both families share one layout, [`IpKey`]: a family byte
+//! followed by 16 address bytes (IPv4 in the first four). The family byte is
+//! part of every LPM prefix, so an IPv6 `::/0` can never cover an IPv4 address.
+#![no_std]
+
+/// Directions, as seen from the pod.
+pub const DIR_INGRESS: u32 = 0;
+pub const DIR_EGRESS: u32 = 1;
+
+/// Address families as stored in [`IpKey::family`].
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+/// IP protocol numbers the datapath understands.
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMPV6: u8 = 58;
+pub const PROTO_SCTP: u8 = 132;
+
+/// Reserved identities. Pod identities start at [`IDENTITY_FIRST_POD`].
+/// An address missing from the identity trie is WORLD.
+pub const IDENTITY_NONE: u32 = 0;
+pub const IDENTITY_HOST: u32 = 1;
+pub const IDENTITY_WORLD: u32 = 2;
+pub const IDENTITY_FIRST_POD: u32 = 256;
+
+/// Number of rule groups that get a bit; the rest spill (see [`SpillKey`]).
+pub const RULE_BITS: u32 = 64;
+
+/// [`Endpoint::flags`].
+pub const EP_ISOLATED_INGRESS: u32 = 1 << 0;
+pub const EP_ISOLATED_EGRESS: u32 = 1 << 1;
+/// The interface is known but its policy is not programmed yet: drop all IP.
+pub const EP_PENDING: u32 = 1 << 2;
+/// The pod's compiled maps could not be written (capacity): deny all IP,
+/// as if isolated with no rule, in both directions.
+pub const EP_DENY_ALL: u32 = 1 << 3;
+
+/// Capacities of the inner (per-pod, per-direction) maps. All inner maps of
+/// one outer map share one template, hence one size; they are created with
+/// `BPF_F_NO_PREALLOC`, so the size costs nothing until used.
+pub const INNER_IDENTITY_MAX: u32 = 65_536;
+pub const INNER_CIDR_MAX: u32 = 65_536;
+pub const INNER_PORT_MAX: u32 = 16_384;
+pub const INNER_SPILL_MAX: u32 = 262_144;
+/// Outer map capacity: local endpoints x 2 directions x 2 generations.
+pub const MAX_ENDPOINTS: u32 = 1_024;
+pub const OUTER_MAX: u32 = MAX_ENDPOINTS * 4;
+pub const IDENTITY_TRIE_MAX: u32 = 1_048_576;
+pub const CONNTRACK_MAX: u32 = 262_144;
+pub const FRAG_MAX: u32 = 8_192;
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+
+/// Conntrack idle timeouts.
+pub const CT_TIMEOUT_TCP_NS: u64 = 6 * 3600 * 1_000_000_000;
+pub const CT_TIMEOUT_OTHER_NS: u64 = 60 * 1_000_000_000;
+
+/// Data part of every address LPM key (identity trie, per-pod CIDR trie).
+/// LPM prefix length = 8 (family) + CIDR prefix length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IpKey {
+    pub family: u8,
+    pub addr: [u8; 16],
+}
+
+/// Data part of the per-pod port LPM key: protocol, then the port in network
+/// byte order. LPM prefix length = 8 (protocol) + port prefix length (0..=16).
+/// Protocols without ports are looked up with port 0 at full length.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortKey {
+    pub proto: u8,
+    pub port_be: [u8; 2],
+}
+
+/// Value of the identity map, the CIDR trie and the port trie of a pod.
+/// `bits`: the rule groups (bit i = group i) this peer / port belongs to.
+/// `class`: the class of this peer / port for the spilled groups (0 = none).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleBits {
+    pub bits: u64,
+    pub class: u32,
+    pub _pad: u32,
+}
+
+/// Kinds of [`SpillKey::kind`].
+pub const SPILL_ANY_PEER: u32 = 0;
+pub const SPILL_IDENTITY: u32 = 1;
+pub const SPILL_CIDR_CLASS: u32 = 2;
+
+/// Key of the per-pod spill table, for rule groups beyond [`RULE_BITS`]:
+/// present (value 1) iff (peer, port class) is allowed by a spilled group.
+/// `peer` is the identity (SPILL_IDENTITY), the CIDR trie's class
+/// (SPILL_CIDR_CLASS) or 0 (SPILL_ANY_PEER); `port_class` is the port trie's
+/// class, or the direction's `any_port_class` for an any-port group.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpillKey {
+    pub kind: u32,
+    pub peer: u32,
+    pub port_class: u32,
+}
+
+/// Key of the outer (map-of-maps) policy maps: one inner map per endpoint,
+/// direction and generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyKey {
+    pub ifindex: u32,
+    pub generation: u32,
+    pub direction: u32,
+}
+
+/// The rule groups that hold for every peer / every port of one direction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DirPolicy {
+    pub any_peer: u64,
+    pub any_port: u64,
+    /// Port class that every packet has for spilled any-port groups (0 = none).
+    pub any_port_class: u32,
+    /// Non-zero when some spilled group allows any peer.
+    pub spill_any_peer: u32,
+}
+
+/// Endpoint record, keyed by the ifindex of the pod's host-side interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub flags: u32,
+    /// Which generation of the pod's inner maps is live (see [`PolicyKey`]).
+    pub generation: u32,
+    pub ingress: DirPolicy,
+    pub egress: DirPolicy,
+    /// The pod's own addresses, for anti-spoofing at pod egress.
+    /// Unused slots have family 0.
+    pub addrs: [IpKey; 2],
+    pub _pad: [u8; 6],
+}
+
+/// Conntrack key: the tuple as it was seen at a hook, plus the hook's ifindex
+/// (each pod's check keeps its own entry).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub ifindex: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub src: IpKey,
+    pub dst: IpKey,
+    pub _pad: [u8; 1],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtValue {
+    pub last_seen_ns: u64,
+    /// Bit that allowed the flow when it was created (`u32::MAX`: not
+    /// isolated; `u32::MAX - 1`: allowed by a spilled group).
+    pub rule: u32,
+    pub _pad: u32,
+}
+
+/// Fragment tracking: the first fragment's ports and verdict, keyed by the
+/// fragment identity.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub ifindex: u32,
+    pub id: u32,
+    pub proto: u8,
+    pub src: IpKey,
+    pub dst: IpKey,
+    pub _pad: [u8; 1],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragValue {
+    pub sport: u16,
+    pub dport: u16,
+    pub allowed: u32,
+}
+
+/// Event reasons.
+pub const REASON_POLICY: u32 = 1;
+pub const REASON_SPOOF: u32 = 2;
+pub const REASON_PENDING: u32 = 3;
+pub const REASON_MALFORMED: u32 = 4;
+pub const REASON_FRAGMENT: u32 = 5;
+
+/// A denied packet, sent to the ring buffer (sampled).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    pub ifindex: u32,
+    pub direction: u32,
+    pub reason: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub src: IpKey,
+    pub dst: IpKey,
+    pub _pad: [u8; 1],
+}
+
+/// Names of the maps and programs, as declared in the eBPF object and pinned
+/// under the bpffs root.
+pub mod names {
+    pub const ENDPOINTS: &str = "ENDPOINTS";
+    pub const IDENTITIES: &str = "IDENTITIES";
+    pub const POLICY_IDENTITY: &str = "POLICY_IDENTITY";
+    pub const POLICY_CIDR: &str = "POLICY_CIDR";
+    pub const POLICY_PORT: &str = "POLICY_PORT";
+    pub const POLICY_SPILL: &str = "POLICY_SPILL";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const FRAGMENTS: &str = "FRAGMENTS";
+    pub const EVENTS: &str = "EVENTS";
+    /// TC egress of the host-side veth: the pod's ingress.
+    pub const PROG_INGRESS: &str = "pod_ingress";
+    /// TC ingress of the host-side veth: the pod's egress.
+    pub const PROG_EGRESS: &str = "pod_egress";
+}
+
+// Layouts are a contract with the eBPF object and with pinned maps that
+// outlive an agent binary: any change here must be deliberate.
+const _: () = {
+    assert!(core::mem::size_of::<IpKey>() == 17);
+    assert!(core::mem::size_of::<PortKey>() == 3);
+    assert!(core::mem::size_of::<RuleBits>() == 16);
+    assert!(core::mem::size_of::<SpillKey>() == 12);
+    assert!(core::mem::size_of::<PolicyKey>() == 12);
+    assert!(core::mem::size_of::<DirPolicy>() == 24);
+    assert!(core::mem::size_of::<Endpoint>() == 96);
+    assert!(core::mem::size_of::<CtKey>() == 44);
+    assert!(core::mem::size_of::<CtValue>() == 16);
+    assert!(core::mem::size_of::<FragKey>() == 44);
+    assert!(core::mem::size_of::<FragValue>() == 8);
+    assert!(core::mem::size_of::<Event>() == 52);
+};
+
+#[cfg(feature = "user")]
+mod pod_impls {
+    use super::*;
+    macro_rules! pod {
+        ($($t:ty),*) => { $(unsafe impl aya::Pod for $t {})* };
+    }
+    pod!(
+        IpKey, PortKey, RuleBits, SpillKey, PolicyKey, DirPolicy, Endpoint, CtKey, CtValue,
+        FragKey, FragValue, Event
+    );
+}

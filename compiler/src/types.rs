@@ -1,0 +1,82 @@
+//! What the compiler produces: per local pod and direction, exactly the
+//! contents of the BPF maps (see `docs/maps.md`). The map writer copies
+//! these into the kernel; the lookup model answers flows from them by doing
+//! the datapath's lookups.
+
+use palisade_policy::{Direction, RuleRef};
+use ipnetwork::IpNetwork;
+use palisade_common::{RuleBits, SpillKey};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// A port trie prefix: protocol number, then `port` with `len` leading
+/// bits significant (0..=16). `len == 16` is one port. A protocol-wide
+/// entry (`len == 0`) covers protocols without ports too (looked up as port 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct PortPrefix {
+    pub proto: u8,
+    pub port: u16,
+    pub len: u8,
+}
+
+/// One rule group (one bit, or one spilled group): rules that share a port
+/// set, in a stable order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RuleGroup {
+    pub rules: Vec<RuleRef>,
+}
+
+/// One direction of one pod, ready to be written.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledDirection {
+    pub isolated: bool,
+    pub any_peer: u64,
+    pub any_port: u64,
+    /// Port class every packet has for spilled any-port groups (0 = none).
+    pub any_port_class: u32,
+    /// Some spilled group allows any peer.
+    pub spill_any_peer: bool,
+    /// Peer identity -> groups.
+    pub identities: BTreeMap<u32, RuleBits>,
+    /// Disjoint-by-longest-match CIDR prefixes -> groups (flattened: each
+    /// entry carries the union of every group covering it).
+    pub cidrs: BTreeMap<IpNetwork, RuleBits>,
+    /// Port prefixes -> groups, flattened the same way.
+    pub ports: BTreeMap<PortPrefix, RuleBits>,
+    /// Allowed (peer, port class) pairs of the spilled groups.
+    pub spill: BTreeSet<SpillKey>,
+    /// Group i (bit i for i < RULE_BITS, then the spilled ones).
+    pub groups: Vec<RuleGroup>,
+}
+
+/// A local pod's compiled state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledPod {
+    pub namespace: String,
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    pub ingress: CompiledDirection,
+    pub egress: CompiledDirection,
+    /// Set when the pod's state exceeds a hard map capacity: the writer then
+    /// programs the pod as deny-all, never open.
+    pub error: Option<String>,
+}
+
+impl CompiledPod {
+    pub fn direction(&self, dir: Direction) -> &CompiledDirection {
+        match dir {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// Everything one node needs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompiledNode {
+    /// Node-wide identity trie: every pod IP in the cluster (/32, /128) ->
+    /// its identity. Missing addresses are WORLD.
+    pub identities: BTreeMap<IpAddr, u32>,
+    /// Local pods by `namespace/name`.
+    pub pods: BTreeMap<String, CompiledPod>,
+}

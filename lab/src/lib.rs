@@ -1,0 +1,1 @@
+//! Network-namespace lab: a node with pods, servers and probes.

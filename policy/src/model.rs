@@ -1,0 +1,235 @@
+//! The validated policy model: what the oracle and the compiler read.
+//!
+//! Sources (manifest directories, the Kubernetes API) produce k8s-openapi
+//! objects; `palisade_policy::build` validates them into these types. Everything here
+//! is already checked: CIDRs parsed, ports in range, protocols known. An
+//! object that failed validation is absent and reported in `Model::errors`.
+
+use ipnetwork::IpNetwork;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+pub type Labels = BTreeMap<String, String>;
+
+/// L4 protocols a NetworkPolicy port can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    /// IANA protocol number (what the packet carries).
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => palisade_common::PROTO_TCP,
+            Protocol::Udp => palisade_common::PROTO_UDP,
+            Protocol::Sctp => palisade_common::PROTO_SCTP,
+        }
+    }
+
+    pub fn from_number(n: u8) -> Option<Protocol> {
+        match n {
+            palisade_common::PROTO_TCP => Some(Protocol::Tcp),
+            palisade_common::PROTO_UDP => Some(Protocol::Udp),
+            palisade_common::PROTO_SCTP => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SelectorOp {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Requirement {
+    pub key: String,
+    pub op: SelectorOp,
+    pub values: Vec<String>,
+}
+
+/// A label selector; the empty selector matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub match_labels: Labels,
+    pub match_expressions: Vec<Requirement>,
+}
+
+/// A container port a pod declares (for named ports).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// A namespace: its name and labels (always including
+/// `kubernetes.io/metadata.name`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    pub name: String,
+    pub labels: Labels,
+}
+
+/// A pod that takes part in traffic: running, with at least one IP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub node: Option<String>,
+    /// Pod IPs (one per family at most, as Kubernetes assigns them).
+    pub ips: Vec<IpAddr>,
+    pub ports: Vec<NamedPort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// `podSelector` and/or `namespaceSelector`. `namespaces: None` means
+    /// the policy's own namespace; `pods: None` means every pod.
+    Pods {
+        namespaces: Option<Selector>,
+        pods: Option<Selector>,
+    },
+    IpBlock {
+        cidr: IpNetwork,
+        except: Vec<IpNetwork>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortMatch {
+    /// Every port of the protocol.
+    Any,
+    /// `port` ..= `end` (end == port without `endPort`).
+    Range { port: u16, end: u16 },
+    /// A named container port.
+    Named(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    pub protocol: Protocol,
+    pub port: PortMatch,
+}
+
+/// One ingress or egress rule. `peers: None` (from/to empty or absent)
+/// matches every peer; `ports: None` matches every protocol and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub peers: Option<Vec<Peer>>,
+    pub ports: Option<Vec<PortSpec>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub namespace: String,
+    pub name: String,
+    pub pod_selector: Selector,
+    /// Effective policyTypes (defaulting already applied).
+    pub isolates_ingress: bool,
+    pub isolates_egress: bool,
+    pub ingress: Vec<Rule>,
+    pub egress: Vec<Rule>,
+}
+
+/// An object that was skipped, with the reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputError {
+    /// File the object came from, when it came from a file.
+    pub source: Option<String>,
+    /// `Kind namespace/name`, or the document index when unparsable.
+    pub object: String,
+    /// The offending field, as a JSON-ish path (`spec.ingress[0].from[1].ipBlock.cidr`).
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for InputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(src) = &self.source {
+            write!(f, "{src}: ")?;
+        }
+        write!(f, "{}: {}: {}", self.object, self.field, self.message)
+    }
+}
+
+/// The whole validated model. Pods not taking part in traffic are absent.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub namespaces: BTreeMap<String, Namespace>,
+    pub pods: Vec<Pod>,
+    pub policies: Vec<Policy>,
+    pub errors: Vec<InputError>,
+}
+
+/// Direction of a check, as seen from the pod whose policy is consulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+/// A packet's identity for a verdict: addresses, L4 protocol number and
+/// destination port (0 for protocols without ports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub dport: u16,
+}
+
+/// Which rule allowed a flow: policy `namespace/name`, direction, rule index.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct RuleRef {
+    pub policy: String,
+    pub direction: Direction,
+    pub rule: usize,
+}
+
+/// The verdict of one direction's check.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum DirVerdict {
+    /// The pod is not isolated in this direction (or the address is not a
+    /// local pod's: nothing to check).
+    NotIsolated,
+    /// Allowed by these rules (all of them, sorted).
+    Allowed(Vec<RuleRef>),
+    /// Denied: isolated by these policies (`namespace/name`, sorted) and
+    /// no rule allows it.
+    Denied(Vec<String>),
+}
+
+impl DirVerdict {
+    pub fn allows(&self) -> bool {
+        !matches!(self, DirVerdict::Denied(_))
+    }
+}
+
+/// A full verdict: the source pod's egress and the destination pod's ingress.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Verdict {
+    pub egress: DirVerdict,
+    pub ingress: DirVerdict,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        self.egress.allows() && self.ingress.allows()
+    }
+}

@@ -197,6 +197,11 @@ pub const REASON_PENDING: u32 = 3;
 pub const REASON_MALFORMED: u32 = 4;
 pub const REASON_FRAGMENT: u32 = 5;
 
+/// Indexes of the `EVENTS_LOST` per-CPU counters: events suppressed by the
+/// per-CPU rate limit, and events lost because the ring buffer was full.
+pub const EVENTS_LOST_SAMPLED: u32 = 0;
+pub const EVENTS_LOST_FULL: u32 = 1;
+
 /// A denied packet, sent to the ring buffer (sampled).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -224,6 +229,10 @@ pub mod names {
     pub const CONNTRACK: &str = "CONNTRACK";
     pub const FRAGMENTS: &str = "FRAGMENTS";
     pub const EVENTS: &str = "EVENTS";
+    /// Per-CPU `u64` counters of deny events not delivered, indexed by
+    /// [`EVENTS_LOST_SAMPLED`](super::EVENTS_LOST_SAMPLED) and
+    /// [`EVENTS_LOST_FULL`](super::EVENTS_LOST_FULL).
+    pub const EVENTS_LOST: &str = "EVENTS_LOST";
     /// TC egress of the host-side veth: the pod's ingress.
     pub const PROG_INGRESS: &str = "pod_ingress";
     /// TC ingress of the host-side veth: the pod's egress.

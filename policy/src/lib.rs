@@ -1,7 +1,41 @@
 //! The NetworkPolicy model: validated types, loading from manifests, label
 //! selectors, and the spec oracle that answers flows straight from the
 //! policy text.
+//!
+//! Entry points: [`load_paths`] (manifest files and directories) and
+//! [`build`] (objects from the API server) give a [`Model`]; [`evaluate`]
+//! answers one flow; [`matrix`] answers every pod pair for a set of ports.
+//!
+//! Choices made where Kubernetes leaves room, in one place:
+//! - A pod takes part when it has an address and its phase is Running (or
+//!   absent, for hand-written manifests); Pending, Succeeded, Failed and
+//!   `hostNetwork` pods are left out without error.
+//! - CIDRs with host bits set (`10.0.0.1/24`) are accepted and read as the
+//!   network (`10.0.0.0/24`), as older API servers stored them unchanged.
+//!   `except` entries must be strictly inside `cidr`, same family.
+//! - Rules of a direction missing from the effective policyTypes are
+//!   dropped from the model (Kubernetes ignores them).
+//! - Only named container ports are kept on pods; a named policy port
+//!   matches when any declaration of that name and protocol has the
+//!   packet's port.
+//! - A namespace that pods or policies use but no manifest declares exists
+//!   with just the `kubernetes.io/metadata.name` label. Objects without a
+//!   namespace are in `default`.
+//! - The first of two objects with the same kind, namespace and name wins;
+//!   so does the first of two running pods claiming one address.
 
+mod build;
+mod load;
+mod matrix;
 mod model;
+mod names;
+mod oracle;
+mod query;
+mod selector;
 
+pub use build::{build, NAMESPACE_NAME_LABEL};
+pub use load::{load_paths, load_str};
+pub use matrix::{matrix, render_table, MatrixEntry, ProbePort};
 pub use model::*;
+pub use oracle::{evaluate, evaluate_direction};
+pub use query::Family;

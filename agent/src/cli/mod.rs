@@ -46,12 +46,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `--manifests DIR` shared by the offline commands.
+/// `--manifests PATH` shared by the offline commands.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ManifestArgs {
-    /// Directory of Kubernetes manifests (YAML or JSON, multi-document).
-    #[arg(long)]
-    pub manifests: PathBuf,
+    /// Manifest file or directory (read recursively: *.yaml, *.yml, *.json;
+    /// multi-document, `kind: List`). Repeat to load several.
+    #[arg(long = "manifests", value_name = "PATH", required = true)]
+    pub manifests: Vec<PathBuf>,
     /// Exit non-zero when any object was skipped as invalid.
     #[arg(long)]
     pub strict: bool,

@@ -1,24 +1,499 @@
-//! `palisade check` and `palisade matrix`: verdicts from the spec oracle.
+//! `palisade check` and `palisade matrix`: verdicts of the spec oracle on
+//! manifests, no kernel involved. Results go to stdout; skipped objects are
+//! reported on stderr and fail the command only with `--strict`.
 
 use super::ManifestArgs;
+use palisade_common::{PROTO_ICMP, PROTO_ICMPV6};
+use palisade_policy::{
+    evaluate, load_paths, matrix as oracle_matrix, render_table, DirVerdict, Direction, Family,
+    Flow, Model, ProbePort, RuleRef, Verdict,
+};
+use std::net::IpAddr;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
 pub struct CheckArgs {
     #[command(flatten)]
     pub manifests: ManifestArgs,
+    /// Source: NAMESPACE/POD or an IP address.
+    #[arg(long)]
+    pub from: String,
+    /// Destination: NAMESPACE/POD or an IP address.
+    #[arg(long)]
+    pub to: String,
+    /// PORT/PROTOCOL (TCP, UDP or SCTP; a bare PORT is TCP), or ICMP.
+    #[arg(long)]
+    pub port: String,
+    /// Address family used for pods given by name (4 or 6). Defaults to
+    /// the family of an IP given as --from or --to, else 4.
+    #[arg(long, value_parser = parse_family)]
+    pub family: Option<Family>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: CheckOutput,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CheckOutput {
+    /// ALLOW or DENY, then why.
+    #[default]
+    Text,
+    /// One JSON object: allowed, the flow, and both directions' verdicts.
+    Json,
 }
 
 #[derive(clap::Args, Debug)]
 pub struct MatrixArgs {
     #[command(flatten)]
     pub manifests: ManifestArgs,
+    /// Ports to probe, comma-separated PORT/PROTOCOL (e.g. 80/TCP,81/UDP).
+    #[arg(long, value_delimiter = ',', default_value = "80/TCP", value_parser = parse_probe)]
+    pub ports: Vec<ProbePort>,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: MatrixOutput,
+    /// Address family of the pod addresses used (4 or 6).
+    #[arg(long, value_parser = parse_family, default_value = "4")]
+    pub family: Family,
 }
 
-pub fn check(_args: CheckArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("check: not available in this build")
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MatrixOutput {
+    /// A truth table per port: sources down, destinations across, `.`
+    /// allowed, `X` denied.
+    #[default]
+    Table,
+    /// One JSON array of {from, to, port, protocol, allowed}.
+    Json,
 }
 
-pub fn matrix(_args: MatrixArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("matrix: not available in this build")
+fn parse_family(s: &str) -> Result<Family, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(Family::from_number)
+        .ok_or_else(|| format!("{s:?}: expected 4 or 6"))
+}
+
+fn parse_probe(s: &str) -> Result<ProbePort, String> {
+    s.parse()
+}
+
+/// Loads the manifests and reports skipped objects on stderr. The flag
+/// says whether `--strict` turns them into a failure.
+pub(super) fn load(args: &ManifestArgs) -> (Model, bool) {
+    let model = load_paths(&args.manifests);
+    for e in &model.errors {
+        eprintln!("skipped: {e}");
+    }
+    let failed = args.strict && !model.errors.is_empty();
+    (model, failed)
+}
+
+fn exit(failed: bool) -> ExitCode {
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (model, failed) = load(&args.manifests);
+    let query = Query::resolve(&model, &args)?;
+    let verdict = evaluate(&model, &query.flow);
+    match args.output {
+        CheckOutput::Text => print!("{}", query.explain(&model, &verdict)),
+        CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&query.json(&verdict))?),
+    }
+    Ok(exit(failed))
+}
+
+pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
+    let (model, failed) = load(&args.manifests);
+    let entries = oracle_matrix(&model, &args.ports, args.family);
+    match args.output {
+        MatrixOutput::Json => println!("{}", serde_json::to_string(&entries)?),
+        MatrixOutput::Table => {
+            if entries.is_empty() {
+                eprintln!(
+                    "no pair of running pods with an IPv{} address",
+                    family_number(args.family)
+                );
+            }
+            print!("{}", render_table(&entries));
+        }
+    }
+    Ok(exit(failed))
+}
+
+fn family_number(f: Family) -> u8 {
+    match f {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    }
+}
+
+/// `--from`/`--to`: a pod by name or an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    Pod { namespace: String, name: String },
+    Ip(IpAddr),
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<Endpoint> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Endpoint::Ip(ip));
+        }
+        match s.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Ok(Endpoint::Pod {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                })
+            }
+            _ => anyhow::bail!("{s:?}: expected NAMESPACE/POD or an IP address"),
+        }
+    }
+}
+
+/// `--port`: an L4 port or ICMP (of the flow's family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortArg {
+    L4(ProbePort),
+    Icmp,
+}
+
+impl std::str::FromStr for PortArg {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> anyhow::Result<PortArg> {
+        if s.eq_ignore_ascii_case("icmp") {
+            return Ok(PortArg::Icmp);
+        }
+        s.parse::<ProbePort>()
+            .map(PortArg::L4)
+            .map_err(|e| anyhow::anyhow!("--port {e} (or ICMP)"))
+    }
+}
+
+/// A resolved `check`: the flow and how to name its ends.
+struct Query {
+    flow: Flow,
+    from: String,
+    to: String,
+    port: String,
+}
+
+impl Query {
+    fn resolve(model: &Model, args: &CheckArgs) -> anyhow::Result<Query> {
+        let from: Endpoint = args.from.parse()?;
+        let to: Endpoint = args.to.parse()?;
+        let port: PortArg = args.port.parse()?;
+
+        // An address fixes the family; pods by name follow it.
+        let mut family = args.family;
+        for e in [&from, &to] {
+            if let Endpoint::Ip(ip) = e {
+                let f = Family::of(ip);
+                match family {
+                    Some(known) if known != f => anyhow::bail!(
+                        "{ip} is IPv{} but the flow is IPv{}",
+                        family_number(f),
+                        family_number(known)
+                    ),
+                    _ => family = Some(f),
+                }
+            }
+        }
+        let family = family.unwrap_or_default();
+        let (src, from_label) = endpoint_address(model, &from, family)?;
+        let (dst, to_label) = endpoint_address(model, &to, family)?;
+        let (proto, dport, port) = match port {
+            PortArg::L4(p) => (p.protocol.number(), p.port, p.to_string()),
+            PortArg::Icmp => match family {
+                Family::V4 => (PROTO_ICMP, 0, "ICMP".to_string()),
+                Family::V6 => (PROTO_ICMPV6, 0, "ICMPv6".to_string()),
+            },
+        };
+        Ok(Query {
+            flow: Flow {
+                src,
+                dst,
+                proto,
+                dport,
+            },
+            from: from_label,
+            to: to_label,
+            port,
+        })
+    }
+
+    /// The text answer: the verdict line, then one line per direction.
+    fn explain(&self, model: &Model, verdict: &Verdict) -> String {
+        let word = if verdict.allowed() { "ALLOW" } else { "DENY" };
+        let mut out = format!("{word} {} -> {} {}\n", self.from, self.to, self.port);
+        let sides = [
+            (Direction::Egress, self.flow.src, &verdict.egress),
+            (Direction::Ingress, self.flow.dst, &verdict.ingress),
+        ];
+        for (dir, addr, v) in sides {
+            let dir_name = match dir {
+                Direction::Egress => "egress",
+                Direction::Ingress => "ingress",
+            };
+            let line = match (model.pod_by_ip(addr), v) {
+                (None, _) => format!("{dir_name}: {addr} is not a pod address: nothing to check"),
+                (Some(p), DirVerdict::NotIsolated) => format!(
+                    "{dir_name} of {}: not isolated (no policy selects it for {dir_name}): allowed",
+                    p.key()
+                ),
+                (Some(p), DirVerdict::Allowed(rules)) => format!(
+                    "{dir_name} of {}: allowed by {}",
+                    p.key(),
+                    rules
+                        .iter()
+                        .map(describe_rule)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                (Some(p), DirVerdict::Denied(policies)) => format!(
+                    "{dir_name} of {}: denied: no {dir_name} rule allows it (isolated by {})",
+                    p.key(),
+                    policies.join(", ")
+                ),
+            };
+            out.push_str(&format!("  {line}\n"));
+        }
+        out
+    }
+
+    fn json(&self, verdict: &Verdict) -> serde_json::Value {
+        serde_json::json!({
+            "allowed": verdict.allowed(),
+            "from": self.from,
+            "to": self.to,
+            "src": self.flow.src,
+            "dst": self.flow.dst,
+            "proto": self.flow.proto,
+            "dport": self.flow.dport,
+            "egress": verdict.egress,
+            "ingress": verdict.ingress,
+        })
+    }
+}
+
+fn describe_rule(r: &RuleRef) -> String {
+    let dir = match r.direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    format!("{} ({dir} rule {})", r.policy, r.rule)
+}
+
+/// The address an endpoint stands for and how to print it.
+fn endpoint_address(
+    model: &Model,
+    e: &Endpoint,
+    family: Family,
+) -> anyhow::Result<(IpAddr, String)> {
+    match e {
+        Endpoint::Ip(ip) => Ok(match model.pod_by_ip(*ip) {
+            Some(p) => (*ip, format!("{} ({ip})", p.key())),
+            None => (*ip, ip.to_string()),
+        }),
+        Endpoint::Pod { namespace, name } => {
+            let pod = model.pod(namespace, name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "pod {namespace}/{name} not found among running pods with an address"
+                )
+            })?;
+            let ip = pod.ip(family).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "pod {namespace}/{name} has no IPv{} address",
+                    family_number(family)
+                )
+            })?;
+            Ok((ip, format!("{namespace}/{name} ({ip})")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    fn repo(rel: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    }
+
+    fn scenario(name: &str) -> Model {
+        let m = load_paths(&[
+            repo("tests/scenarios/topology.yaml"),
+            repo(&format!("tests/scenarios/{name}")),
+        ]);
+        assert!(m.errors.is_empty(), "{:#?}", m.errors);
+        m
+    }
+
+    fn args(from: &str, to: &str, port: &str, family: Option<Family>) -> CheckArgs {
+        CheckArgs {
+            manifests: ManifestArgs {
+                manifests: vec![],
+                strict: false,
+            },
+            from: from.into(),
+            to: to.into(),
+            port: port.into(),
+            family,
+            output: CheckOutput::Text,
+        }
+    }
+
+    fn run_check(model: &Model, a: &CheckArgs) -> (bool, String) {
+        let q = Query::resolve(model, a).unwrap();
+        let v = evaluate(model, &q.flow);
+        (v.allowed(), q.explain(model, &v))
+    }
+
+    #[test]
+    fn check_explains_allow_and_deny() {
+        let m = scenario("pod-selector");
+        let (ok, text) = run_check(&m, &args("x/b", "x/a", "80/TCP", None));
+        assert!(ok);
+        assert_eq!(
+            text,
+            "ALLOW x/b (10.244.1.11) -> x/a (10.244.1.10) 80/TCP\n  \
+             egress of x/b: not isolated (no policy selects it for egress): allowed\n  \
+             ingress of x/a: allowed by x/x-a-allows-x-b (ingress rule 0)\n"
+        );
+        let (ok, text) = run_check(&m, &args("y/b", "x/a", "80", Some(Family::V6)));
+        assert!(!ok);
+        assert!(
+            text.starts_with("DENY y/b (fd00:10:244::211) -> x/a (fd00:10:244::110) 80/TCP\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ingress of x/a: denied: no ingress rule allows it (isolated by x/x-a-allows-x-b)"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn check_takes_addresses_and_icmp() {
+        let m = scenario("egress-cidr");
+        // An outside address: only x/a's egress is checked.
+        let (ok, text) = run_check(&m, &args("x/a", "192.0.2.1", "ICMP", None));
+        assert!(!ok);
+        assert!(
+            text.contains("ingress: 192.0.2.1 is not a pod address"),
+            "{text}"
+        );
+        // A pod's address stands for the pod; the family follows it.
+        let a = args("x/a", "fd00:10:244::211", "80/TCP", None);
+        let q = Query::resolve(&m, &a).unwrap();
+        assert_eq!(q.flow.src, "fd00:10:244::110".parse::<IpAddr>().unwrap());
+        assert_eq!(q.to, "y/b (fd00:10:244::211)");
+        let (ok, _) = run_check(&m, &args("x/a", "10.244.2.11", "80/TCP", None));
+        assert!(ok);
+        let q = Query::resolve(&m, &args("x/a", "y/b", "icmp", Some(Family::V6))).unwrap();
+        assert_eq!((q.flow.proto, q.flow.dport), (PROTO_ICMPV6, 0));
+    }
+
+    #[test]
+    fn check_rejects_bad_arguments() {
+        let m = scenario("egress-cidr");
+        for (from, to, port, family, msg) in [
+            ("x", "x/a", "80/TCP", None, "NAMESPACE/POD"),
+            ("x/nope", "x/a", "80/TCP", None, "not found"),
+            ("x/a", "x/b", "80/ICMP", None, "unknown protocol"),
+            ("x/a", "x/b", "0/TCP", None, "1-65535"),
+            (
+                "10.0.0.1",
+                "fd00::1",
+                "80",
+                None,
+                "IPv6 but the flow is IPv4",
+            ),
+            (
+                "10.0.0.1",
+                "x/b",
+                "80",
+                Some(Family::V6),
+                "IPv4 but the flow is IPv6",
+            ),
+        ] {
+            let err = Query::resolve(&m, &args(from, to, port, family))
+                .err()
+                .unwrap();
+            assert!(err.to_string().contains(msg), "{from} {to} {port}: {err}");
+        }
+    }
+
+    #[test]
+    fn matrix_json_shape() {
+        let m = scenario("default-deny-ingress");
+        let entries = oracle_matrix(&m, &["80/TCP".parse().unwrap()], Family::V4);
+        let json = serde_json::to_string(&entries).unwrap();
+        assert!(json.starts_with(
+            r#"[{"from":"x/a","to":"x/b","port":80,"protocol":"TCP","allowed":false},"#
+        ));
+        let back: Vec<palisade_policy::MatrixEntry> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, entries);
+    }
+
+    #[test]
+    fn cli_parses_repeated_manifests_and_port_lists() {
+        use clap::Parser;
+        let cli = super::super::Cli::try_parse_from([
+            "palisade",
+            "matrix",
+            "--manifests",
+            "a",
+            "--manifests",
+            "b.yaml",
+            "--ports",
+            "80/TCP,81/udp,80/SCTP",
+            "--family",
+            "6",
+            "--output",
+            "json",
+        ])
+        .unwrap();
+        let super::super::Command::Matrix(m) = cli.command else {
+            panic!("not matrix")
+        };
+        assert_eq!(
+            m.manifests.manifests,
+            [PathBuf::from("a"), PathBuf::from("b.yaml")]
+        );
+        let ports: Vec<String> = m.ports.iter().map(|p| p.to_string()).collect();
+        assert_eq!(ports, ["80/TCP", "81/UDP", "80/SCTP"]);
+        assert_eq!(m.family, Family::V6);
+        assert_eq!(m.output, MatrixOutput::Json);
+        assert!(super::super::Cli::try_parse_from(["palisade", "matrix"]).is_err());
+        assert!(super::super::Cli::try_parse_from([
+            "palisade",
+            "matrix",
+            "--manifests",
+            "a",
+            "--family",
+            "5"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn deploy_examples_load_cleanly() {
+        let m = load_paths(&[repo("deploy/examples")]);
+        assert!(m.errors.is_empty(), "{:#?}", m.errors);
+        assert!(!m.pods.is_empty());
+        assert!(!m.policies.is_empty());
+        let entries = oracle_matrix(&m, &["80/TCP".parse().unwrap()], Family::V4);
+        assert!(entries.iter().any(|e| e.allowed));
+        assert!(entries.iter().any(|e| !e.allowed));
+    }
 }

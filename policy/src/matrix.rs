@@ -1,0 +1,178 @@
+//! The reachability matrix: the oracle's verdict for every ordered pair of
+//! distinct pods and every probed port, in the shape the lab compares its
+//! measurements against.
+
+use crate::model::{Flow, Model, Protocol};
+use crate::oracle::evaluate;
+use crate::query::Family;
+use std::fmt;
+use std::str::FromStr;
+
+/// A probed destination port, written `80/TCP`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProbePort {
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ProbePort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.port, self.protocol.name())
+    }
+}
+
+impl FromStr for Protocol {
+    type Err = String;
+
+    /// `TCP`, `UDP` or `SCTP`, any case.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            _ => Err(format!("unknown protocol {s:?}: expected TCP, UDP or SCTP")),
+        }
+    }
+}
+
+impl FromStr for ProbePort {
+    type Err = String;
+
+    /// `PORT/PROTO`; a bare `PORT` is TCP.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (port, protocol) = match s.split_once('/') {
+            Some((p, proto)) => (p, proto.parse()?),
+            None => (s, Protocol::Tcp),
+        };
+        let port: u16 = port
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("bad port in {s:?}: expected 1-65535"))?;
+        Ok(ProbePort { port, protocol })
+    }
+}
+
+/// One cell of the matrix. Serialized as
+/// `{"from":"x/a","to":"y/b","port":80,"protocol":"TCP","allowed":true}`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MatrixEntry {
+    pub from: String,
+    pub to: String,
+    pub port: u16,
+    #[serde(with = "protocol_name")]
+    pub protocol: Protocol,
+    pub allowed: bool,
+}
+
+/// Protocols as Kubernetes spells them (`TCP`), not as Rust does.
+mod protocol_name {
+    use crate::model::Protocol;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(p: &Protocol, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(p.name())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Protocol, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every ordered pair of distinct pods having an address of `family`
+/// (sorted by `namespace/name`), for each port in the given order: port
+/// first, then source, then destination.
+pub fn matrix(model: &Model, ports: &[ProbePort], family: Family) -> Vec<MatrixEntry> {
+    let mut pods: Vec<_> = model
+        .pods
+        .iter()
+        .filter_map(|p| p.ip(family).map(|ip| (p.key(), ip)))
+        .collect();
+    pods.sort();
+    let mut out = Vec::new();
+    for probe in ports {
+        for (from, src) in &pods {
+            for (to, dst) in &pods {
+                if from == to {
+                    continue;
+                }
+                let flow = Flow {
+                    src: *src,
+                    dst: *dst,
+                    proto: probe.protocol.number(),
+                    dport: probe.port,
+                };
+                out.push(MatrixEntry {
+                    from: from.clone(),
+                    to: to.clone(),
+                    port: probe.port,
+                    protocol: probe.protocol,
+                    allowed: evaluate(model, &flow).allowed(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Truth tables, one per port in order of first appearance: sources down,
+/// destinations across, `.` allowed, `X` denied, `-` not probed (a pod to
+/// itself).
+pub fn render_table(entries: &[MatrixEntry]) -> String {
+    let mut probes: Vec<ProbePort> = Vec::new();
+    let mut pods: Vec<&str> = Vec::new();
+    for e in entries {
+        let probe = ProbePort {
+            port: e.port,
+            protocol: e.protocol,
+        };
+        if !probes.contains(&probe) {
+            probes.push(probe);
+        }
+        for p in [e.from.as_str(), e.to.as_str()] {
+            if !pods.contains(&p) {
+                pods.push(p);
+            }
+        }
+    }
+    pods.sort();
+    // Rows are padded to the longest name, each column to its own.
+    let width = pods.iter().map(|p| p.len()).max().unwrap_or(1);
+
+    let mut out = String::new();
+    for probe in probes {
+        out.push_str(&format!("{probe}\n{:width$}", "-"));
+        for to in &pods {
+            out.push_str(&format!(" {to}"));
+        }
+        out.push('\n');
+        for from in &pods {
+            let mut row = format!("{from:width$}");
+            for to in &pods {
+                let cell = entries
+                    .iter()
+                    .find(|e| {
+                        e.from == *from
+                            && e.to == *to
+                            && e.port == probe.port
+                            && e.protocol == probe.protocol
+                    })
+                    .map_or("-", |e| if e.allowed { "." } else { "X" });
+                // Centre the mark under its column's name.
+                let w = to.len();
+                let left = (w - 1) / 2;
+                row.push_str(&format!(
+                    " {:left$}{cell}{:right$}",
+                    "",
+                    "",
+                    right = w - 1 - left
+                ));
+            }
+            out.push_str(row.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}

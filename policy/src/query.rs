@@ -1,0 +1,158 @@
+//! Lookups on the model shared by the oracle, the compiler and the CLI.
+
+use crate::build::NAMESPACE_NAME_LABEL;
+use crate::model::{Direction, Labels, Model, Namespace, Peer, Pod, Policy, Protocol, Rule};
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// An address family, for picking one of a dual-stack pod's addresses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Family {
+    #[default]
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: &IpAddr) -> Family {
+        if ip.is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+
+    /// From the number users type: 4 or 6.
+    pub fn from_number(n: u8) -> Option<Family> {
+        match n {
+            4 => Some(Family::V4),
+            6 => Some(Family::V6),
+            _ => None,
+        }
+    }
+}
+
+impl Pod {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The pod's address of that family, if it has one.
+    pub fn ip(&self, family: Family) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|ip| Family::of(ip) == family)
+    }
+
+    /// Whether the pod declares container port `name` as `port`/`protocol`.
+    /// Any declaration matching counts (Kubernetes does not forbid two
+    /// containers from reusing a name).
+    pub fn has_named_port(&self, name: &str, protocol: Protocol, port: u16) -> bool {
+        self.ports
+            .iter()
+            .any(|p| p.name == name && p.protocol == protocol && p.port == port)
+    }
+}
+
+impl Policy {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether the policy's effective policyTypes include `dir`.
+    pub fn isolates(&self, dir: Direction) -> bool {
+        match dir {
+            Direction::Ingress => self.isolates_ingress,
+            Direction::Egress => self.isolates_egress,
+        }
+    }
+
+    pub fn rules(&self, dir: Direction) -> &[Rule] {
+        match dir {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// Whether the policy applies to `pod`: same namespace, podSelector
+    /// matches.
+    pub fn selects(&self, pod: &Pod) -> bool {
+        self.namespace == pod.namespace && self.pod_selector.matches(&pod.labels)
+    }
+}
+
+impl Model {
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.get(name)
+    }
+
+    /// Labels of namespace `name`. A namespace missing from the model still
+    /// has the label the API server sets on every namespace.
+    pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
+        match self.namespaces.get(name) {
+            Some(ns) => Cow::Borrowed(&ns.labels),
+            None => Cow::Owned(Labels::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                name.to_string(),
+            )])),
+        }
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&Pod> {
+        self.pods
+            .iter()
+            .find(|p| p.namespace == namespace && p.name == name)
+    }
+
+    /// The pod owning `ip`; `None` for addresses outside the cluster's pods.
+    pub fn pod_by_ip(&self, ip: IpAddr) -> Option<&Pod> {
+        self.pods.iter().find(|p| p.ips.contains(&ip))
+    }
+
+    /// Every policy that selects `pod`, whatever its policyTypes.
+    pub fn policies_selecting<'a>(&'a self, pod: &'a Pod) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies.iter().filter(move |p| p.selects(pod))
+    }
+
+    /// The policies isolating `pod` in `dir`; empty when the pod is not
+    /// isolated in that direction.
+    pub fn isolating_policies<'a>(
+        &'a self,
+        pod: &'a Pod,
+        dir: Direction,
+    ) -> impl Iterator<Item = &'a Policy> + 'a {
+        self.policies_selecting(pod)
+            .filter(move |p| p.isolates(dir))
+    }
+
+    /// Whether a pod peer (`podSelector` and/or `namespaceSelector`) of a
+    /// policy in `policy_namespace` selects `pod`. IP blocks are matched
+    /// on addresses, never here: this returns false for them.
+    pub fn peer_selects_pod(&self, peer: &Peer, policy_namespace: &str, pod: &Pod) -> bool {
+        match peer {
+            Peer::IpBlock { .. } => false,
+            Peer::Pods { namespaces, pods } => {
+                let namespace_ok = match namespaces {
+                    // podSelector alone: the policy's own namespace.
+                    None => pod.namespace == policy_namespace,
+                    Some(sel) => sel.matches(&self.namespace_labels(&pod.namespace)),
+                };
+                let pod_ok = pods.as_ref().is_none_or(|sel| sel.matches(&pod.labels));
+                namespace_ok && pod_ok
+            }
+        }
+    }
+}
+
+impl Peer {
+    /// Whether an ipBlock peer covers `addr` (inside `cidr`, outside every
+    /// `except`). Pod peers never match by address alone.
+    pub fn block_contains(&self, addr: IpAddr) -> bool {
+        match self {
+            Peer::IpBlock { cidr, except } => {
+                cidr.contains(addr) && !except.iter().any(|e| e.contains(addr))
+            }
+            Peer::Pods { .. } => false,
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! IP fragments: only the first fragment carries the ports, so its verdict is
+//! recorded and the later fragments of the same datagram take it.
+
+use palisade_common::{FragKey, FragValue};
+
+use crate::{maps::FRAGMENTS, parse::Tuple};
+
+#[inline(always)]
+fn fill(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) {
+    k.ifindex = ifindex;
+    k.id = id;
+    k.proto = t.proto;
+    k.src = t.src;
+    k.dst = t.dst;
+    k._pad = [0];
+}
+
+/// Remembers that the datagram `id` was allowed at this hook.
+#[inline(always)]
+pub fn record(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) {
+    let v = FragValue {
+        sport: t.sport,
+        dport: t.dport,
+        allowed: 1,
+    };
+    fill(k, ifindex, id, t);
+    // Passed by reference: the key stays in the scratch, off the stack.
+    let k: &FragKey = k;
+    let _ = FRAGMENTS.insert(k, v, 0);
+}
+
+/// The recorded verdict of the datagram a later fragment belongs to:
+/// `None` when its first fragment was not seen (or was denied).
+#[inline(always)]
+pub fn verdict(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) -> Option<bool> {
+    fill(k, ifindex, id, t);
+    let k: &FragKey = k;
+    let v = unsafe { FRAGMENTS.get(k) }?;
+    Some(v.allowed != 0)
+}

@@ -1,0 +1,174 @@
+//! The check one hook makes: the pod's ingress policy at TC egress of its
+//! host-side interface, its egress policy (plus anti-spoofing) at TC ingress.
+
+use aya_ebpf::{
+    bindings::tcx_action_base::{TCX_DROP, TCX_PASS},
+    programs::TcContext,
+};
+use palisade_common::{
+    Endpoint, IpKey, PolicyKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_ISOLATED_EGRESS,
+    EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V6, PROTO_ICMPV6, REASON_FRAGMENT, REASON_MALFORMED,
+    REASON_PENDING, REASON_POLICY, REASON_SPOOF,
+};
+
+use crate::{
+    conntrack, events, frag,
+    maps::ENDPOINTS,
+    parse::{self, Tuple, FRAG_FIRST, FRAG_LATER, ICMP_ERROR, ICMP_NDP, L2},
+    policy,
+    scratch::{self, Scratch},
+};
+
+/// `CtValue::rule` of a flow created while the direction was not isolated.
+const RULE_NOT_ISOLATED: u32 = u32::MAX;
+
+#[inline(always)]
+fn drop_with(ifindex: u32, dir: u32, reason: u32, t: &Tuple) -> i32 {
+    events::deny(ifindex, dir, reason, t);
+    TCX_DROP
+}
+
+#[inline(always)]
+fn same_addr(a: &IpKey, b: &IpKey) -> bool {
+    a.family == b.family && a.addr == b.addr
+}
+
+#[inline(always)]
+fn own_addr(ep: &Endpoint, a: &IpKey) -> bool {
+    same_addr(&ep.addrs[0], a) || same_addr(&ep.addrs[1], a)
+}
+
+/// Neighbour discovery is sent from the unspecified address (duplicate
+/// address detection) or a link-local address, which the endpoint record
+/// does not list; any other source must still be the pod's own.
+#[inline(always)]
+fn ndp_source_ok(ep: Option<&Endpoint>, a: &IpKey) -> bool {
+    if a.family != FAMILY_V6 {
+        return false;
+    }
+    let unspecified = a.addr == [0u8; 16];
+    let link_local = a.addr[0] == 0xfe && a.addr[1] & 0xc0 == 0x80;
+    unspecified || link_local || ep.is_some_and(|ep| own_addr(ep, a))
+}
+
+#[inline(always)]
+pub fn run(ctx: &TcContext, dir: u32) -> i32 {
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let ip = match parse::l2(ctx) {
+        L2::NotIp => return TCX_PASS,
+        l2 => l2,
+    };
+    // Only fails if the per-CPU array is missing, which cannot happen once
+    // loaded; failing closed keeps it honest anyway.
+    let Some(s) = scratch::get() else {
+        return TCX_DROP;
+    };
+    match ip {
+        L2::V4 => parse::ipv4(ctx, s),
+        L2::V6 => parse::ipv6(ctx, s),
+        // A tagged frame: treated as an unreadable IP header (`l3_ok` false).
+        _ => parse::reset(&mut s.pkt),
+    }
+    let ep = ENDPOINTS.get_ptr(ifindex).map(|p| unsafe { &*p });
+    // When `l3_ok` is false the parser left the tuple zeroed: events then
+    // report no addresses.
+    let p = &s.pkt;
+    let t = &p.tuple;
+
+    // Neighbour discovery is IPv6's ARP: it passes like ARP does.
+    if p.l3_ok && !p.malformed && p.icmp == ICMP_NDP && t.proto == PROTO_ICMPV6 {
+        if dir == DIR_EGRESS && !ndp_source_ok(ep, &t.src) {
+            return drop_with(ifindex, dir, REASON_SPOOF, t);
+        }
+        return TCX_PASS;
+    }
+
+    // Fail closed: no record yet, pending, or deny-all.
+    let Some(ep) = ep else {
+        return drop_with(ifindex, dir, REASON_PENDING, t);
+    };
+    let flags = ep.flags;
+    if flags & EP_PENDING != 0 {
+        return drop_with(ifindex, dir, REASON_PENDING, t);
+    }
+    if flags & EP_DENY_ALL != 0 {
+        return drop_with(ifindex, dir, REASON_POLICY, t);
+    }
+    let iso_flag = if dir == DIR_INGRESS {
+        EP_ISOLATED_INGRESS
+    } else {
+        EP_ISOLATED_EGRESS
+    };
+    let isolated = flags & iso_flag != 0;
+
+    if !p.l3_ok {
+        // At pod egress the source cannot be verified: dropped whatever the
+        // policy says.
+        if isolated || dir == DIR_EGRESS {
+            return drop_with(ifindex, dir, REASON_MALFORMED, t);
+        }
+        return TCX_PASS;
+    }
+    if dir == DIR_EGRESS && !own_addr(ep, &t.src) {
+        return drop_with(ifindex, dir, REASON_SPOOF, t);
+    }
+    if p.malformed {
+        if isolated {
+            return drop_with(ifindex, dir, REASON_MALFORMED, t);
+        }
+        return TCX_PASS;
+    }
+    if p.frag == FRAG_LATER {
+        let id = p.frag_id;
+        if !isolated || frag::verdict(&mut s.frag, ifindex, id, &s.pkt.tuple) == Some(true) {
+            return TCX_PASS;
+        }
+        return drop_with(ifindex, dir, REASON_FRAGMENT, &s.pkt.tuple);
+    }
+    decide(ifindex, dir, ep, isolated, s)
+}
+
+/// Conntrack, then policy, for a parsed, non-spoofed packet that is whole or
+/// a first fragment.
+#[inline(always)]
+fn decide(ifindex: u32, dir: u32, ep: &Endpoint, isolated: bool, s: &mut Scratch) -> i32 {
+    let error = s.pkt.icmp == ICMP_ERROR;
+    let established = if error {
+        // An error belongs to the connection of the packet it quotes.
+        s.pkt.has_quoted && conntrack::known(ifindex, &mut s.pkt.quoted)
+    } else {
+        conntrack::known(ifindex, &mut s.pkt.tuple)
+    };
+    let t = &s.pkt.tuple;
+    let rule = if established {
+        None
+    } else if !isolated {
+        Some(RULE_NOT_ISOLATED)
+    } else {
+        let (d, peer) = if dir == DIR_INGRESS {
+            (&ep.ingress, &t.src)
+        } else {
+            (&ep.egress, &t.dst)
+        };
+        let key = PolicyKey {
+            ifindex,
+            generation: ep.generation,
+            direction: dir,
+        };
+        let port = policy::policy_port(t.proto, t.dport);
+        match policy::check(&key, d, peer, t.proto, port, &mut s.ip, &mut s.port) {
+            Some(r) => Some(r),
+            None => return drop_with(ifindex, dir, REASON_POLICY, t),
+        }
+    };
+    if let Some(r) = rule {
+        // Errors are not flows of their own: they never open one.
+        if !error {
+            conntrack::create(ifindex, &mut s.pkt.tuple, r);
+        }
+    }
+    if s.pkt.frag == FRAG_FIRST {
+        frag::record(&mut s.frag, ifindex, s.pkt.frag_id, &s.pkt.tuple);
+    }
+    TCX_PASS
+}

@@ -1,0 +1,36 @@
+//! Palisade's TC classifiers: `pod_ingress` runs at TC egress of a pod's
+//! host-side interface (packets going into the pod, checked against the
+//! pod's ingress policy), `pod_egress` at its TC ingress (packets from the
+//! pod, checked against its egress policy and for spoofed sources).
+//! See `docs/ebpf.md` and `docs/maps.md`.
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod events;
+mod frag;
+mod hook;
+mod maps;
+mod parse;
+mod policy;
+mod scratch;
+
+use aya_ebpf::{macros::classifier, programs::TcContext};
+use palisade_common::{DIR_EGRESS, DIR_INGRESS};
+
+#[classifier]
+pub fn pod_ingress(ctx: TcContext) -> i32 {
+    hook::run(&ctx, DIR_INGRESS)
+}
+
+#[classifier]
+pub fn pod_egress(ctx: TcContext) -> i32 {
+    hook::run(&ctx, DIR_EGRESS)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here.
+    loop {}
+}

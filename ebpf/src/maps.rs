@@ -1,0 +1,84 @@
+//! Every map of the object, declared BTF-style so that `bpftool` shows field
+//! names. Names, key and value types are the contract of `docs/maps.md`.
+//!
+//! All hash maps and the outer map-of-maps use `BPF_F_NO_PREALLOC`: the
+//! kernel then frees replaced or deleted elements only after an RCU grace
+//! period, so a classifier that holds a pointer to an endpoint record or to an
+//! inner map never reads an element that userspace is rewriting.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    btf_maps::{HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    macros::btf_map,
+};
+use palisade_common::{
+    CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey, PortKey, RuleBits,
+    SpillKey, CONNTRACK_MAX, EVENTS_BYTES, FRAG_MAX, IDENTITY_TRIE_MAX, INNER_CIDR_MAX,
+    INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, MAX_ENDPOINTS, OUTER_MAX,
+};
+
+const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
+
+/// Inner map templates. Userspace must create every inner map with exactly
+/// these type, key size, value size and flags (`BPF_F_NO_PREALLOC`), or the
+/// kernel refuses to insert it into the outer map.
+pub type IdentityInner = HashMap<u32, RuleBits, { INNER_IDENTITY_MAX as usize }, NO_PREALLOC>;
+pub type CidrInner = LpmTrie<IpKey, RuleBits, { INNER_CIDR_MAX as usize }, NO_PREALLOC>;
+pub type PortInner = LpmTrie<PortKey, RuleBits, { INNER_PORT_MAX as usize }, NO_PREALLOC>;
+pub type SpillInner = HashMap<SpillKey, u8, { INNER_SPILL_MAX as usize }, NO_PREALLOC>;
+
+#[btf_map]
+pub static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }, NO_PREALLOC> =
+    HashMap::new();
+
+#[btf_map]
+pub static IDENTITIES: LpmTrie<IpKey, u32, { IDENTITY_TRIE_MAX as usize }, NO_PREALLOC> =
+    LpmTrie::new();
+
+#[btf_map]
+pub static POLICY_IDENTITY: HashOfMaps<
+    PolicyKey,
+    IdentityInner,
+    { OUTER_MAX as usize },
+    NO_PREALLOC,
+> = HashOfMaps::new();
+
+#[btf_map]
+pub static POLICY_CIDR: HashOfMaps<PolicyKey, CidrInner, { OUTER_MAX as usize }, NO_PREALLOC> =
+    HashOfMaps::new();
+
+#[btf_map]
+pub static POLICY_PORT: HashOfMaps<PolicyKey, PortInner, { OUTER_MAX as usize }, NO_PREALLOC> =
+    HashOfMaps::new();
+
+#[btf_map]
+pub static POLICY_SPILL: HashOfMaps<PolicyKey, SpillInner, { OUTER_MAX as usize }, NO_PREALLOC> =
+    HashOfMaps::new();
+
+#[btf_map]
+pub static CONNTRACK: LruHashMap<CtKey, CtValue, { CONNTRACK_MAX as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static FRAGMENTS: LruHashMap<FragKey, FragValue, { FRAG_MAX as usize }> = LruHashMap::new();
+
+#[btf_map]
+pub static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
+
+/// Deny events not delivered: [sampled out, ring buffer full], per CPU.
+#[btf_map]
+pub static EVENTS_LOST: PerCpuArray<u64, 2> = PerCpuArray::new();
+
+/// Per-CPU token bucket that rate-limits deny events (internal).
+#[repr(C)]
+pub struct EventBudget {
+    pub tokens: u64,
+    pub last_ns: u64,
+}
+
+#[btf_map]
+pub static EVENT_BUDGET: PerCpuArray<EventBudget, 1> = PerCpuArray::new();
+
+/// Per-CPU working memory of one packet (internal): the 512-byte BPF stack
+/// cannot hold the parsed packet and every lookup key at once.
+#[btf_map]
+pub static SCRATCH: PerCpuArray<crate::scratch::Scratch, 1> = PerCpuArray::new();

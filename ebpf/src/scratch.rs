@@ -1,0 +1,44 @@
+//! Per-packet working memory in a per-CPU array: the parsed packet, the
+//! header bytes being read and the lookup keys. A classifier runs to its end
+//! on one CPU without being preempted by another classifier run on the same
+//! CPU's slot, so the slot is exclusively this packet's.
+
+use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext};
+use palisade_common::{FragKey, IpKey, PortKey};
+
+use crate::{maps::SCRATCH, parse::Packet};
+
+#[repr(C)]
+pub struct Scratch {
+    pub pkt: Packet,
+    /// Raw header bytes (an IPv6 header is the largest read).
+    pub hdr: [u8; 40],
+    pub frag: FragKey,
+    pub ip: Key<IpKey>,
+    pub port: Key<PortKey>,
+}
+
+#[inline(always)]
+pub fn get() -> Option<&'static mut Scratch> {
+    SCRATCH.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}
+
+/// Fills `dst` with the packet bytes at `off`; `Err` when the packet is
+/// shorter than `off + dst.len()`. Callers pass constant-length slices, so
+/// the verifier sees a constant size.
+#[inline(always)]
+pub fn load(ctx: &TcContext, off: usize, dst: &mut [u8]) -> Result<(), ()> {
+    let ret = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb.cast(),
+            off as u32,
+            dst.as_mut_ptr().cast(),
+            dst.len() as u32,
+        )
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(())
+    }
+}

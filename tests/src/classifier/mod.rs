@@ -1,0 +1,334 @@
+//! Test harness for the eBPF classifiers: loads the compiled object with its
+//! own (unpinned) maps, programs endpoints, identities and per-pod policy
+//! maps directly, and runs crafted frames through BPF_PROG_TEST_RUN. Every
+//! harness owns its maps, so tests using separate harnesses never interfere.
+
+pub mod netns;
+pub mod packet;
+
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context, Result};
+use aya::{
+    maps::{lpm_trie::Key, HashMap, HashOfMaps, LpmTrie, MapData, PerCpuArray, RingBuf},
+    programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions},
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
+use palisade_common::{
+    names, CtKey, CtValue, Endpoint, Event, IpKey, PolicyKey, PortKey, RuleBits, SpillKey,
+    FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
+};
+
+/// The flag every inner map template in the object carries.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+pub const TCX_PASS: u32 = 0;
+pub const TCX_DROP: u32 = 2;
+
+/// Interface index of `lo`: BPF_PROG_TEST_RUN runs TC programs on it
+/// when no other device is named, so endpoints in these tests live there.
+pub const IFINDEX: u32 = 1;
+
+/// Offset of `ifindex` in `struct __sk_buff` (UAPI, stable).
+const SKB_IFINDEX_OFFSET: usize = 40;
+
+/// Which classifier runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    /// TC egress of the host-side interface: the pod's ingress.
+    Ingress,
+    /// TC ingress of the host-side interface: the pod's egress.
+    Egress,
+}
+
+impl Hook {
+    pub fn program(self) -> &'static str {
+        match self {
+            Hook::Ingress => names::PROG_INGRESS,
+            Hook::Egress => names::PROG_EGRESS,
+        }
+    }
+
+    pub fn direction(self) -> u32 {
+        match self {
+            Hook::Ingress => palisade_common::DIR_INGRESS,
+            Hook::Egress => palisade_common::DIR_EGRESS,
+        }
+    }
+}
+
+/// Where the compiled object is: `PALISADE_EBPF_OBJECT`, else the release
+/// build inside the workspace.
+pub fn object_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_EBPF_OBJECT") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ebpf/target/bpfel-unknown-none/release/palisade-ebpf")
+}
+
+/// An address as the maps store it.
+pub fn ip_key(a: IpAddr) -> IpKey {
+    let mut k = IpKey::default();
+    match a {
+        IpAddr::V4(v4) => {
+            k.family = FAMILY_V4;
+            k.addr[..4].copy_from_slice(&v4.octets());
+        }
+        IpAddr::V6(v6) => {
+            k.family = FAMILY_V6;
+            k.addr = v6.octets();
+        }
+    }
+    k
+}
+
+/// The LPM key of a CIDR: the family byte takes 8 bits of the prefix.
+pub fn cidr_key(a: IpAddr, len: u32) -> Key<IpKey> {
+    Key::new(8 + len, ip_key(a))
+}
+
+pub fn bits(bits: u64) -> RuleBits {
+    RuleBits {
+        bits,
+        class: 0,
+        _pad: 0,
+    }
+}
+
+pub fn class(bits: u64, class: u32) -> RuleBits {
+    RuleBits {
+        bits,
+        class,
+        _pad: 0,
+    }
+}
+
+/// The contents of one pod direction's four inner maps.
+#[derive(Default, Clone)]
+pub struct DirMaps {
+    pub identity: Vec<(u32, RuleBits)>,
+    /// (address, CIDR length, value)
+    pub cidr: Vec<(IpAddr, u32, RuleBits)>,
+    /// (protocol, port, number of leading port bits, value)
+    pub port: Vec<(u8, u16, u32, RuleBits)>,
+    pub spill: Vec<SpillKey>,
+}
+
+pub struct Classifier {
+    ebpf: Ebpf,
+}
+
+impl Classifier {
+    /// Loads both programs. A missing object fails with the command that
+    /// builds it.
+    pub fn load() -> Result<Self> {
+        Self::load_with(VerifierLogLevel::default())
+    }
+
+    pub fn load_with(log: VerifierLogLevel) -> Result<Self> {
+        let path = object_path();
+        if !path.exists() {
+            bail!(
+                "eBPF object {} not found: build it with `cargo xtask build-ebpf` \
+                 (or set PALISADE_EBPF_OBJECT)",
+                path.display()
+            );
+        }
+        let mut ebpf = EbpfLoader::new()
+            .verifier_log_level(log)
+            .load_file(&path)
+            .with_context(|| format!("loading {}", path.display()))?;
+        for hook in [Hook::Ingress, Hook::Egress] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(hook.program())
+                .with_context(|| format!("program {} missing", hook.program()))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("verifier rejected {}", hook.program()))?;
+        }
+        Ok(Classifier { ebpf })
+    }
+
+    pub fn program(&self, hook: Hook) -> &SchedClassifier {
+        self.ebpf
+            .program(hook.program())
+            .expect("loaded in Classifier::load")
+            .try_into()
+            .expect("a classifier")
+    }
+
+    /// Runs one frame through a classifier, returning its verdict.
+    pub fn run(&self, hook: Hook, frame: &[u8]) -> Result<u32> {
+        Ok(self.run_repeat(hook, frame, 1)?.0)
+    }
+
+    /// Runs one frame `repeat` times; returns the verdict and the kernel's
+    /// average time per run in nanoseconds.
+    pub fn run_repeat(&self, hook: Hook, frame: &[u8], repeat: u32) -> Result<(u32, u128)> {
+        self.run_full(hook, frame, repeat, None)
+    }
+
+    /// Runs one frame on the device `ifindex` (of the calling thread's
+    /// network namespace) instead of `lo`.
+    pub fn run_on(&self, hook: Hook, frame: &[u8], ifindex: u32) -> Result<u32> {
+        Ok(self.run_full(hook, frame, 1, Some(ifindex))?.0)
+    }
+
+    fn run_full(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        repeat: u32,
+        ifindex: Option<u32>,
+    ) -> Result<(u32, u128)> {
+        let mut out = vec![0u8; frame.len() + 256];
+        // The head of a `struct __sk_buff` up to and including `ifindex`;
+        // the kernel zero-fills the rest.
+        let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 8];
+        if let Some(i) = ifindex {
+            ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4].copy_from_slice(&i.to_ne_bytes());
+        }
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: ifindex.map(|_| &ctx[..]),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        let r = self
+            .program(hook)
+            .test_run(opts)
+            .context("BPF_PROG_TEST_RUN")?;
+        Ok((r.return_value, r.duration.as_nanos()))
+    }
+
+    /// Attaches a classifier to `iface` of the calling thread's network
+    /// namespace the way the agent does (TCX on this kernel): `pod_ingress`
+    /// at TC egress, `pod_egress` at TC ingress. The link lives as long as
+    /// this harness or the interface.
+    pub fn attach(&mut self, hook: Hook, iface: &str) -> Result<()> {
+        let at = match hook {
+            Hook::Ingress => TcAttachType::Egress,
+            Hook::Egress => TcAttachType::Ingress,
+        };
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(hook.program())
+            .context("program missing")?
+            .try_into()?;
+        prog.attach(iface, at)
+            .with_context(|| format!("attaching {} to {iface}", hook.program()))?;
+        Ok(())
+    }
+
+    pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
+        let mut m: HashMap<_, u32, Endpoint> =
+            HashMap::try_from(self.ebpf.map_mut(names::ENDPOINTS).context("ENDPOINTS")?)?;
+        m.insert(ifindex, ep, 0)?;
+        Ok(())
+    }
+
+    pub fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
+        let mut m: HashMap<_, u32, Endpoint> =
+            HashMap::try_from(self.ebpf.map_mut(names::ENDPOINTS).context("ENDPOINTS")?)?;
+        m.remove(&ifindex)?;
+        Ok(())
+    }
+
+    /// Maps a prefix of the node-wide identity trie to an identity.
+    pub fn set_identity(&mut self, addr: IpAddr, len: u32, id: u32) -> Result<()> {
+        let mut m: LpmTrie<_, IpKey, u32> =
+            LpmTrie::try_from(self.ebpf.map_mut(names::IDENTITIES).context("IDENTITIES")?)?;
+        m.insert(&cidr_key(addr, len), id, 0)?;
+        Ok(())
+    }
+
+    /// Creates the four inner maps of one pod direction and generation and
+    /// inserts them into the outer maps, as the agent's writer does.
+    pub fn set_policy(&mut self, key: PolicyKey, maps: &DirMaps) -> Result<()> {
+        let mut identity: HashMap<MapData, u32, RuleBits> =
+            HashMap::create(INNER_IDENTITY_MAX, BPF_F_NO_PREALLOC)?;
+        for (id, v) in &maps.identity {
+            identity.insert(id, v, 0)?;
+        }
+        let mut cidr: LpmTrie<MapData, IpKey, RuleBits> =
+            LpmTrie::create(INNER_CIDR_MAX, BPF_F_NO_PREALLOC)?;
+        for (addr, len, v) in &maps.cidr {
+            cidr.insert(&cidr_key(*addr, *len), v, 0)?;
+        }
+        let mut port: LpmTrie<MapData, PortKey, RuleBits> =
+            LpmTrie::create(INNER_PORT_MAX, BPF_F_NO_PREALLOC)?;
+        for (proto, p, len, v) in &maps.port {
+            let k = Key::new(
+                8 + len,
+                PortKey {
+                    proto: *proto,
+                    port_be: p.to_be_bytes(),
+                },
+            );
+            port.insert(&k, v, 0)?;
+        }
+        let mut spill: HashMap<MapData, SpillKey, u8> =
+            HashMap::create(INNER_SPILL_MAX, BPF_F_NO_PREALLOC)?;
+        for k in &maps.spill {
+            spill.insert(k, 1, 0)?;
+        }
+        self.outer_insert(names::POLICY_IDENTITY, key, &identity)?;
+        self.outer_insert(names::POLICY_CIDR, key, &cidr)?;
+        self.outer_insert(names::POLICY_PORT, key, &port)?;
+        self.outer_insert(names::POLICY_SPILL, key, &spill)?;
+        Ok(())
+    }
+
+    fn outer_insert<V: aya::maps::InnerMap>(
+        &mut self,
+        name: &str,
+        key: PolicyKey,
+        inner: &V,
+    ) -> Result<()> {
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .with_context(|| format!("{name} missing"))?;
+        let mut outer: HashOfMaps<_, PolicyKey, V> = HashOfMaps::try_from(map)?;
+        outer
+            .insert(key, inner, 0)
+            .with_context(|| format!("inserting into {name}"))?;
+        Ok(())
+    }
+
+    pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
+        Ok(HashMap::try_from(
+            self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?,
+        )?)
+    }
+
+    /// Drains the deny events delivered so far.
+    pub fn events(&mut self) -> Result<Vec<Event>> {
+        let mut rb = RingBuf::try_from(self.ebpf.map_mut(names::EVENTS).context("EVENTS")?)?;
+        let mut out = Vec::new();
+        while let Some(item) = rb.next() {
+            assert_eq!(
+                item.len(),
+                std::mem::size_of::<Event>(),
+                "event record size"
+            );
+            // SAFETY: Event is plain old data of exactly this size.
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<Event>()) });
+        }
+        Ok(out)
+    }
+
+    /// Sum over CPUs of the `EVENTS_LOST` counter at `index`.
+    pub fn events_lost(&mut self, index: u32) -> Result<u64> {
+        let m: PerCpuArray<_, u64> = PerCpuArray::try_from(
+            self.ebpf
+                .map_mut(names::EVENTS_LOST)
+                .context("EVENTS_LOST")?,
+        )?;
+        Ok(m.get(&index, 0)?.iter().sum())
+    }
+}

@@ -1,0 +1,229 @@
+//! A small builder of Ethernet frames for BPF_PROG_TEST_RUN: IPv4 (with
+//! options and fragment fields), IPv6 (with extension headers), TCP, UDP,
+//! SCTP, ICMP and ICMPv6. Checksums are left zero: the classifiers never
+//! look at them.
+
+use std::net::IpAddr;
+
+pub const PROTO_HOPOPTS: u8 = 0;
+pub const PROTO_ROUTING: u8 = 43;
+pub const PROTO_FRAGMENT: u8 = 44;
+pub const PROTO_AH: u8 = 51;
+pub const PROTO_DSTOPTS: u8 = 60;
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_ARP: u16 = 0x0806;
+
+/// Fragment fields: `offset` in 8-byte units.
+#[derive(Clone, Copy, Debug)]
+pub struct Frag {
+    pub id: u32,
+    pub offset: u16,
+    pub more: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Packet {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    l4: Vec<u8>,
+    v4_options: Vec<u8>,
+    /// IPv6 extension headers in order: (header type, body after the
+    /// next-header and length bytes).
+    v6_ext: Vec<(u8, Vec<u8>)>,
+    frag: Option<Frag>,
+}
+
+fn ports(sport: u16, dport: u16, len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    v[0..2].copy_from_slice(&sport.to_be_bytes());
+    v[2..4].copy_from_slice(&dport.to_be_bytes());
+    v
+}
+
+fn is_v6(a: IpAddr) -> bool {
+    a.is_ipv6()
+}
+
+impl Packet {
+    fn new(src: IpAddr, dst: IpAddr, proto: u8, l4: Vec<u8>) -> Self {
+        assert_eq!(src.is_ipv6(), dst.is_ipv6(), "mixed address families");
+        Packet {
+            src,
+            dst,
+            proto,
+            l4,
+            v4_options: vec![],
+            v6_ext: vec![],
+            frag: None,
+        }
+    }
+
+    pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        let mut l4 = ports(sport, dport, 20);
+        l4[12] = 5 << 4; // data offset: 5 words
+        l4[13] = 0x02; // SYN
+        Self::new(src, dst, 6, l4)
+    }
+
+    pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        let mut l4 = ports(sport, dport, 8);
+        l4[4..6].copy_from_slice(&8u16.to_be_bytes());
+        Self::new(src, dst, 17, l4)
+    }
+
+    pub fn sctp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
+        Self::new(src, dst, 132, ports(sport, dport, 12))
+    }
+
+    /// An ICMP (IPv4) or ICMPv6 message with the given type and code; bytes
+    /// 4..8 are the echo identifier and sequence number.
+    pub fn icmp(src: IpAddr, dst: IpAddr, ty: u8, code: u8, id: u16) -> Self {
+        let proto = if is_v6(src) { 58 } else { 1 };
+        let mut l4 = vec![ty, code, 0, 0];
+        l4.extend_from_slice(&id.to_be_bytes());
+        l4.extend_from_slice(&1u16.to_be_bytes());
+        Self::new(src, dst, proto, l4)
+    }
+
+    /// Echo request in the packet's family.
+    pub fn ping(src: IpAddr, dst: IpAddr, id: u16) -> Self {
+        Self::icmp(src, dst, if is_v6(src) { 128 } else { 8 }, 0, id)
+    }
+
+    /// Echo reply in the packet's family.
+    pub fn pong(src: IpAddr, dst: IpAddr, id: u16) -> Self {
+        Self::icmp(src, dst, if is_v6(src) { 129 } else { 0 }, 0, id)
+    }
+
+    /// An ICMP error (destination unreachable) quoting `quoted`'s IP packet.
+    pub fn unreachable(src: IpAddr, dst: IpAddr, quoted: &Packet) -> Self {
+        let ty = if is_v6(src) { 1 } else { 3 };
+        let mut p = Self::icmp(src, dst, ty, 3, 0);
+        p.l4.truncate(8);
+        p.l4[4..8].fill(0);
+        p.l4.extend_from_slice(&quoted.ip_bytes());
+        p
+    }
+
+    /// Any other IP protocol with the given payload.
+    pub fn raw(src: IpAddr, dst: IpAddr, proto: u8, payload: Vec<u8>) -> Self {
+        Self::new(src, dst, proto, payload)
+    }
+
+    pub fn v4_options(mut self, options: &[u8]) -> Self {
+        assert!(options.len().is_multiple_of(4) && options.len() <= 40);
+        self.v4_options = options.to_vec();
+        self
+    }
+
+    /// Appends an IPv6 extension header (hop-by-hop, routing, destination
+    /// options or AH) with a body of padding that rounds it to its unit.
+    pub fn ext(mut self, kind: u8) -> Self {
+        let body = match kind {
+            PROTO_AH => vec![0u8; 10],      // 12 bytes total: 1 unit of 4, len = 1
+            PROTO_ROUTING => vec![0u8; 14], // 16 bytes total: len = 1
+            _ => vec![0u8; 6],              // 8 bytes total: len = 0
+        };
+        self.v6_ext.push((kind, body));
+        self
+    }
+
+    pub fn fragment(mut self, frag: Frag) -> Self {
+        self.frag = Some(frag);
+        self
+    }
+
+    /// The IP packet (no Ethernet header).
+    pub fn ip_bytes(&self) -> Vec<u8> {
+        match (self.src, self.dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => {
+                let ihl = 20 + self.v4_options.len();
+                let total = ihl + self.l4.len();
+                let mut h = vec![0u8; 20];
+                h[0] = 0x40 | (ihl / 4) as u8;
+                h[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+                if let Some(f) = self.frag {
+                    h[4..6].copy_from_slice(&(f.id as u16).to_be_bytes());
+                    let mut field = f.offset & 0x1fff;
+                    if f.more {
+                        field |= 0x2000;
+                    }
+                    h[6..8].copy_from_slice(&field.to_be_bytes());
+                }
+                h[8] = 64;
+                h[9] = self.proto;
+                h[12..16].copy_from_slice(&s.octets());
+                h[16..20].copy_from_slice(&d.octets());
+                h.extend_from_slice(&self.v4_options);
+                h.extend_from_slice(&self.l4);
+                h
+            }
+            (IpAddr::V6(s), IpAddr::V6(d)) => {
+                let mut kinds: Vec<(u8, Vec<u8>)> = self.v6_ext.clone();
+                if let Some(f) = self.frag {
+                    let mut body = vec![0u8; 6];
+                    let field = (f.offset << 3) | u16::from(f.more);
+                    body[0..2].copy_from_slice(&field.to_be_bytes());
+                    body[2..6].copy_from_slice(&f.id.to_be_bytes());
+                    // The fragment header's first byte is reserved, not a length.
+                    kinds.push((PROTO_FRAGMENT, body));
+                }
+                let mut ext = Vec::new();
+                for (i, (kind, body)) in kinds.iter().enumerate() {
+                    let next = kinds.get(i + 1).map_or(self.proto, |k| k.0);
+                    let total = 2 + body.len();
+                    let len = match *kind {
+                        PROTO_AH => total / 4 - 2,
+                        PROTO_FRAGMENT => 0,
+                        _ => total / 8 - 1,
+                    };
+                    ext.push(next);
+                    ext.push(len as u8);
+                    ext.extend_from_slice(body);
+                }
+                let first = kinds.first().map_or(self.proto, |k| k.0);
+                let mut h = vec![0u8; 40];
+                h[0] = 0x60;
+                h[4..6].copy_from_slice(&((ext.len() + self.l4.len()) as u16).to_be_bytes());
+                h[6] = first;
+                h[7] = 64;
+                h[8..24].copy_from_slice(&s.octets());
+                h[24..40].copy_from_slice(&d.octets());
+                h.extend_from_slice(&ext);
+                h.extend_from_slice(&self.l4);
+                h
+            }
+            _ => unreachable!("checked in Packet::new"),
+        }
+    }
+
+    /// The Ethernet frame.
+    pub fn build(&self) -> Vec<u8> {
+        let ty = if is_v6(self.src) {
+            ETH_P_IPV6
+        } else {
+            ETH_P_IP
+        };
+        let mut f = eth_header(ty);
+        f.extend_from_slice(&self.ip_bytes());
+        f
+    }
+}
+
+pub fn eth_header(ethertype: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x02];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+/// An ARP request frame.
+pub fn arp() -> Vec<u8> {
+    let mut f = eth_header(ETH_P_ARP);
+    f.extend_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 10, 0, 0, 1]);
+    f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
+    f
+}

@@ -1,0 +1,936 @@
+//! The eBPF classifiers on crafted frames, through BPF_PROG_TEST_RUN against
+//! the running kernel (root required). Each test loads its own copy of the
+//! object with its own unpinned maps, so the tests run concurrently.
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+use palisade_common::*;
+use palisade_tests::classifier::{
+    bits, class,
+    packet::{
+        arp, eth_header, Frag, Packet, PROTO_AH, PROTO_DSTOPTS, PROTO_HOPOPTS, PROTO_ROUTING,
+    },
+    Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+};
+
+const POD4: &str = "10.0.0.1";
+const POD6: &str = "fd00::1";
+const PEER4: &str = "10.0.0.2";
+const PEER6: &str = "fd00::2";
+const OTHER4: &str = "10.0.0.3";
+const OTHER6: &str = "fd00::3";
+const ID_PEER: u32 = 300;
+const ID_OTHER: u32 = 301;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn endpoint(flags: u32) -> Endpoint {
+    let mut ep = Endpoint {
+        flags,
+        ..Default::default()
+    };
+    ep.addrs[0] = palisade_tests::classifier::ip_key(ip(POD4));
+    ep.addrs[1] = palisade_tests::classifier::ip_key(ip(POD6));
+    ep
+}
+
+fn key(dir: u32, generation: u32) -> PolicyKey {
+    PolicyKey {
+        ifindex: IFINDEX,
+        generation,
+        direction: dir,
+    }
+}
+
+/// A harness whose pod (on `IFINDEX`) has `flags`, with the identities of
+/// PEER and OTHER in the node trie.
+fn setup(flags: u32) -> Result<Classifier> {
+    let mut c = Classifier::load()?;
+    c.set_endpoint(IFINDEX, &endpoint(flags))?;
+    c.set_identity(ip(PEER4), 32, ID_PEER)?;
+    c.set_identity(ip(PEER6), 128, ID_PEER)?;
+    c.set_identity(ip(OTHER4), 32, ID_OTHER)?;
+    c.set_identity(ip(OTHER6), 128, ID_OTHER)?;
+    Ok(c)
+}
+
+/// Ingress rules: group 0 = from identity PEER on TCP 80, UDP 53 and
+/// SCTP 9000; group 1 = from identity OTHER on TCP 22.
+fn ingress_rules(c: &mut Classifier) -> Result<()> {
+    let maps = DirMaps {
+        identity: vec![(ID_PEER, bits(0b01)), (ID_OTHER, bits(0b10))],
+        port: vec![
+            (PROTO_TCP, 80, 16, bits(0b01)),
+            (PROTO_UDP, 53, 16, bits(0b01)),
+            (PROTO_SCTP, 9000, 16, bits(0b01)),
+            (PROTO_TCP, 22, 16, bits(0b10)),
+        ],
+        ..Default::default()
+    };
+    c.set_policy(key(DIR_INGRESS, 0), &maps)
+}
+
+fn pass(c: &Classifier, hook: Hook, p: &Packet) -> bool {
+    verdict(c, hook, &p.build())
+}
+
+fn verdict(c: &Classifier, hook: Hook, frame: &[u8]) -> bool {
+    match c
+        .run(hook, frame)
+        .unwrap_or_else(|e| panic!("test run of {frame:02x?}: {e:#}"))
+    {
+        TCX_PASS => true,
+        TCX_DROP => false,
+        other => panic!("unexpected verdict {other}"),
+    }
+}
+
+#[test]
+fn classifier_protocols_by_identity_and_port() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    ingress_rules(&mut c)?;
+    for (peer, other, pod) in [(PEER4, OTHER4, POD4), (PEER6, OTHER6, POD6)] {
+        let (peer, other, pod) = (ip(peer), ip(other), ip(pod));
+        assert!(
+            pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 40000, 80)),
+            "tcp 80 from peer"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 40001, 81)),
+            "tcp 81 from peer"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 40002, 22)),
+            "tcp 22 from peer"
+        );
+        assert!(
+            pass(&c, Hook::Ingress, &Packet::tcp(other, pod, 40003, 22)),
+            "tcp 22 from other"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(other, pod, 40004, 80)),
+            "tcp 80 from other"
+        );
+        assert!(
+            pass(&c, Hook::Ingress, &Packet::udp(peer, pod, 40005, 53)),
+            "udp 53"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::udp(peer, pod, 40006, 80)),
+            "udp 80"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 40007, 53)),
+            "tcp 53"
+        );
+        assert!(
+            pass(&c, Hook::Ingress, &Packet::sctp(peer, pod, 40008, 9000)),
+            "sctp 9000"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::sctp(peer, pod, 40009, 9001)),
+            "sctp 9001"
+        );
+        // ICMP is portless: no port rule covers it.
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::ping(peer, pod, 7)),
+            "ping"
+        );
+        // WORLD (unknown address) matches no identity entry.
+        let world = if pod.is_ipv4() {
+            ip("192.0.2.9")
+        } else {
+            ip("2001:db8::9")
+        };
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(world, pod, 40010, 80)),
+            "tcp 80 from world"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn classifier_any_port_rule_allows_icmp() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_INGRESS);
+    ep.ingress.any_port = 0b1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    c.set_policy(
+        key(DIR_INGRESS, 0),
+        &DirMaps {
+            identity: vec![(ID_PEER, bits(1))],
+            ..Default::default()
+        },
+    )?;
+    assert!(pass(
+        &c,
+        Hook::Ingress,
+        &Packet::ping(ip(PEER4), ip(POD4), 1)
+    ));
+    assert!(pass(
+        &c,
+        Hook::Ingress,
+        &Packet::ping(ip(PEER6), ip(POD6), 1)
+    ));
+    assert!(
+        pass(
+            &c,
+            Hook::Ingress,
+            &Packet::raw(ip(PEER4), ip(POD4), 47, vec![0; 8])
+        ),
+        "gre"
+    );
+    assert!(!pass(
+        &c,
+        Hook::Ingress,
+        &Packet::ping(ip(OTHER4), ip(POD4), 1)
+    ));
+    Ok(())
+}
+
+#[test]
+fn classifier_cidr_with_except_hole_at_egress() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_EGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_EGRESS);
+    ep.egress.any_port = 0b1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    // 172.16.0.0/12 except 172.16.5.0/24; 2001:db8::/32 except 2001:db8:1::/48.
+    let maps = DirMaps {
+        cidr: vec![
+            (ip("172.16.0.0"), 12, bits(1)),
+            (ip("172.16.5.0"), 24, bits(0)),
+            (ip("2001:db8::"), 32, bits(1)),
+            (ip("2001:db8:1::"), 48, bits(0)),
+        ],
+        ..Default::default()
+    };
+    c.set_policy(key(DIR_EGRESS, 0), &maps)?;
+    let pod = ip(POD4);
+    assert!(pass(
+        &c,
+        Hook::Egress,
+        &Packet::tcp(pod, ip("172.16.4.1"), 1000, 443)
+    ));
+    assert!(pass(
+        &c,
+        Hook::Egress,
+        &Packet::udp(pod, ip("172.31.255.254"), 1000, 53)
+    ));
+    assert!(
+        !pass(
+            &c,
+            Hook::Egress,
+            &Packet::tcp(pod, ip("172.16.5.1"), 1000, 443)
+        ),
+        "except hole"
+    );
+    assert!(
+        !pass(
+            &c,
+            Hook::Egress,
+            &Packet::tcp(pod, ip("172.32.0.1"), 1000, 443)
+        ),
+        "outside"
+    );
+    let pod = ip(POD6);
+    assert!(pass(
+        &c,
+        Hook::Egress,
+        &Packet::tcp(pod, ip("2001:db8:2::1"), 1000, 443)
+    ));
+    assert!(
+        !pass(
+            &c,
+            Hook::Egress,
+            &Packet::tcp(pod, ip("2001:db8:1::1"), 1000, 443)
+        ),
+        "v6 hole"
+    );
+    // The family byte is part of the prefix: an IPv4 peer never hits v6 entries.
+    assert!(!pass(
+        &c,
+        Hook::Egress,
+        &Packet::tcp(ip(POD4), ip("32.1.13.184"), 1000, 443)
+    ));
+    Ok(())
+}
+
+#[test]
+fn classifier_port_ranges() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_INGRESS);
+    ep.ingress.any_peer = 0b1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    // TCP 1000-1011 = 1000/13 (1000-1007) + 1008/14 (1008-1011).
+    let maps = DirMaps {
+        port: vec![
+            (PROTO_TCP, 1000, 13, bits(1)),
+            (PROTO_TCP, 1008, 14, bits(1)),
+        ],
+        ..Default::default()
+    };
+    c.set_policy(key(DIR_INGRESS, 0), &maps)?;
+    for (port, want) in [
+        (999, false),
+        (1000, true),
+        (1005, true),
+        (1011, true),
+        (1012, false),
+    ] {
+        let p = Packet::tcp(ip(OTHER4), ip(POD4), 5000 + port, port);
+        assert_eq!(pass(&c, Hook::Ingress, &p), want, "tcp port {port}");
+    }
+    assert!(
+        !pass(
+            &c,
+            Hook::Ingress,
+            &Packet::udp(ip(OTHER4), ip(POD4), 5000, 1000)
+        ),
+        "udp 1000"
+    );
+    Ok(())
+}
+
+#[test]
+fn classifier_not_isolated_passes_and_missing_or_pending_drops() -> Result<()> {
+    let mut c = setup(0)?;
+    for hook in [Hook::Ingress, Hook::Egress] {
+        let p = match hook {
+            Hook::Ingress => Packet::tcp(ip(OTHER4), ip(POD4), 1, 2),
+            Hook::Egress => Packet::tcp(ip(POD4), ip(OTHER4), 1, 2),
+        };
+        assert!(pass(&c, hook, &p), "{hook:?} not isolated");
+        c.set_endpoint(IFINDEX, &endpoint(EP_PENDING))?;
+        assert!(!pass(&c, hook, &p), "{hook:?} pending");
+        assert!(verdict(&c, hook, &arp()), "{hook:?} ARP while pending");
+        c.set_endpoint(IFINDEX, &endpoint(EP_DENY_ALL))?;
+        assert!(!pass(&c, hook, &p), "{hook:?} deny-all");
+        c.remove_endpoint(IFINDEX)?;
+        assert!(!pass(&c, hook, &p), "{hook:?} no endpoint record");
+        assert!(verdict(&c, hook, &arp()), "{hook:?} ARP without endpoint");
+        c.set_endpoint(IFINDEX, &endpoint(0))?;
+    }
+    let events = c.events()?;
+    assert!(
+        events.iter().any(|e| e.reason == REASON_PENDING),
+        "pending drop events: {events:?}"
+    );
+    Ok(())
+}
+
+fn malformed_frames() -> Vec<(&'static str, Vec<u8>)> {
+    let (pod, peer) = (ip(POD4), ip(PEER4));
+    let tcp4 = Packet::tcp(peer, pod, 1, 80).build();
+    let tcp6 = Packet::tcp(ip(PEER6), ip(POD6), 1, 80).build();
+    let mut ihl4 = tcp4.clone();
+    ihl4[14] = 0x44;
+    let mut v4_says_6 = tcp4.clone();
+    v4_says_6[14] = 0x65;
+    let mut options_past_end = Packet::udp(peer, pod, 1, 53).build();
+    options_past_end[14] = 0x4f;
+    options_past_end.truncate(14 + 24);
+    let mut gre_options_past_end = Packet::raw(peer, pod, 47, vec![0; 8]).build();
+    gre_options_past_end[14] = 0x4f;
+    // A hop-by-hop header whose length runs past the end of the packet.
+    let mut bad_ext = Packet::tcp(ip(PEER6), ip(POD6), 1, 80)
+        .ext(PROTO_HOPOPTS)
+        .build();
+    bad_ext[14 + 40 + 1] = 200;
+    // A chain of 9 extension headers: longer than the classifier walks.
+    let mut long = Packet::tcp(ip(PEER6), ip(POD6), 1, 80);
+    for _ in 0..9 {
+        long = long.ext(PROTO_DSTOPTS);
+    }
+    // BPF_PROG_TEST_RUN itself refuses (EINVAL) IPv4/IPv6 frames shorter
+    // than the fixed IP header, so an L3 header cut short cannot be crafted
+    // here; the classifier treats that case like IHL < 5 (no addresses).
+    let mut v6_says_4 = tcp6.clone();
+    v6_says_4[14] = 0x40;
+    let mut vlan = eth_header(0x8100);
+    vlan.extend_from_slice(&[0, 1, 0x08, 0x00]);
+    vlan.extend_from_slice(&tcp4[14..]);
+    vec![
+        ("IPv4 IHL < 5", ihl4),
+        ("IPv4 version 6", v4_says_6),
+        ("IPv4 options past the end", options_past_end),
+        ("IPv4 options past the end, portless", gre_options_past_end),
+        ("truncated TCP", tcp4[..14 + 20 + 10].to_vec()),
+        (
+            "truncated UDP",
+            Packet::udp(peer, pod, 1, 53).build()[..14 + 20 + 4].to_vec(),
+        ),
+        ("IPv6 version 4", v6_says_4),
+        ("IPv6 header only, TCP announced", tcp6[..14 + 40].to_vec()),
+        ("truncated TCP over IPv6", tcp6[..14 + 40 + 8].to_vec()),
+        ("IPv6 extension header past the end", bad_ext),
+        ("IPv6 extension chain too long", long.build()),
+        ("VLAN tagged", vlan),
+    ]
+}
+
+#[test]
+fn classifier_malformed_dropped_when_isolated() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_INGRESS);
+    // Allows every peer and port: only the parse can drop.
+    ep.ingress.any_peer = 1;
+    ep.ingress.any_port = 1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    c.set_policy(key(DIR_INGRESS, 0), &DirMaps::default())?;
+    for (what, frame) in malformed_frames() {
+        assert!(
+            !verdict(&c, Hook::Ingress, &frame),
+            "{what}: dropped when isolated"
+        );
+    }
+    // Not isolated: the same frames are the stack's business.
+    c.set_endpoint(IFINDEX, &endpoint(0))?;
+    for (what, frame) in malformed_frames() {
+        assert!(
+            verdict(&c, Hook::Ingress, &frame),
+            "{what}: passed when not isolated"
+        );
+    }
+    let events = c.events()?;
+    assert!(
+        events.iter().any(|e| e.reason == REASON_MALFORMED),
+        "{events:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn classifier_ipv6_extension_headers_walked_to_tcp() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    ingress_rules(&mut c)?;
+    let base = |dport| {
+        Packet::tcp(ip(PEER6), ip(POD6), 3333, dport)
+            .ext(PROTO_HOPOPTS)
+            .ext(PROTO_ROUTING)
+            .ext(PROTO_DSTOPTS)
+            .ext(PROTO_AH)
+            .ext(PROTO_DSTOPTS)
+    };
+    assert!(
+        pass(&c, Hook::Ingress, &base(80)),
+        "tcp 80 behind 5 extension headers"
+    );
+    assert!(
+        !pass(&c, Hook::Ingress, &base(81)),
+        "tcp 81 behind 5 extension headers"
+    );
+    Ok(())
+}
+
+#[test]
+fn classifier_fragments_follow_first_fragment() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    ingress_rules(&mut c)?;
+    for (peer, pod) in [(PEER4, POD4), (PEER6, POD6)] {
+        let (peer, pod) = (ip(peer), ip(pod));
+        let first = |id, dport| {
+            Packet::udp(peer, pod, 7000, dport).fragment(Frag {
+                id,
+                offset: 0,
+                more: true,
+            })
+        };
+        let later = |id| {
+            Packet::raw(peer, pod, PROTO_UDP, vec![0xab; 16]).fragment(Frag {
+                id,
+                offset: 185,
+                more: false,
+            })
+        };
+        assert!(
+            pass(&c, Hook::Ingress, &first(11, 53)),
+            "allowed first fragment"
+        );
+        assert!(
+            pass(&c, Hook::Ingress, &later(11)),
+            "later fragment of an allowed datagram"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &first(12, 54)),
+            "denied first fragment"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &later(12)),
+            "later fragment of a denied datagram"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &later(13)),
+            "later fragment without a first"
+        );
+    }
+    // IPv6: a hop-by-hop header before the fragment header, the ports after it.
+    let (peer, pod) = (ip(PEER6), ip(POD6));
+    let first = Packet::tcp(peer, pod, 7001, 80)
+        .ext(PROTO_HOPOPTS)
+        .fragment(Frag {
+            id: 0x01020304,
+            offset: 0,
+            more: true,
+        });
+    let later = Packet::raw(peer, pod, PROTO_TCP, vec![0; 16])
+        .ext(PROTO_HOPOPTS)
+        .fragment(Frag {
+            id: 0x01020304,
+            offset: 2,
+            more: false,
+        });
+    assert!(
+        pass(&c, Hook::Ingress, &first),
+        "v6 first fragment behind hop-by-hop"
+    );
+    assert!(
+        pass(&c, Hook::Ingress, &later),
+        "v6 later fragment behind hop-by-hop"
+    );
+    // A first fragment too short to hold its TCP header is malformed.
+    let tiny = Packet::raw(peer, pod, PROTO_TCP, vec![0, 80, 0, 80]).fragment(Frag {
+        id: 5,
+        offset: 0,
+        more: true,
+    });
+    assert!(!pass(&c, Hook::Ingress, &tiny), "tiny first fragment");
+    let events = c.events()?;
+    assert!(
+        events.iter().any(|e| e.reason == REASON_FRAGMENT),
+        "{events:?}"
+    );
+    // Not isolated: a later fragment with no record passes.
+    c.set_endpoint(IFINDEX, &endpoint(0))?;
+    let later = Packet::raw(ip(PEER4), ip(POD4), PROTO_UDP, vec![0; 16]).fragment(Frag {
+        id: 99,
+        offset: 3,
+        more: true,
+    });
+    assert!(pass(&c, Hook::Ingress, &later));
+    Ok(())
+}
+
+#[test]
+fn classifier_egress_anti_spoofing() -> Result<()> {
+    let mut c = setup(0)?;
+    assert!(
+        pass(&c, Hook::Egress, &Packet::tcp(ip(POD4), ip(PEER4), 1, 80)),
+        "own v4 source"
+    );
+    assert!(
+        pass(&c, Hook::Egress, &Packet::tcp(ip(POD6), ip(PEER6), 1, 80)),
+        "own v6 source"
+    );
+    assert!(
+        !pass(&c, Hook::Egress, &Packet::tcp(ip(OTHER4), ip(PEER4), 1, 80)),
+        "spoofed v4"
+    );
+    assert!(
+        !pass(&c, Hook::Egress, &Packet::tcp(ip(OTHER6), ip(PEER6), 1, 80)),
+        "spoofed v6"
+    );
+    assert!(
+        !pass(&c, Hook::Egress, &Packet::ping(ip("fe80::1"), ip(PEER6), 1)),
+        "link-local ping"
+    );
+    // Neighbour discovery from link-local and (DAD) unspecified sources.
+    let ns = |src| Packet::icmp(ip(src), ip("ff02::1:ff00:1"), 135, 0, 0);
+    assert!(pass(&c, Hook::Egress, &ns("fe80::1")), "NS from link-local");
+    assert!(pass(&c, Hook::Egress, &ns("::")), "DAD NS from ::");
+    assert!(
+        !pass(&c, Hook::Egress, &ns(OTHER6)),
+        "NS from someone else's address"
+    );
+    // The ingress side does not check sources.
+    assert!(pass(
+        &c,
+        Hook::Ingress,
+        &Packet::tcp(ip(OTHER4), ip(POD4), 1, 80)
+    ));
+    let events = c.events()?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason == REASON_SPOOF && e.direction == DIR_EGRESS),
+        "{events:?}"
+    );
+    // NDP also passes an isolated, even pending, pod.
+    c.set_endpoint(IFINDEX, &endpoint(EP_PENDING))?;
+    assert!(pass(&c, Hook::Egress, &ns("fe80::1")), "NS while pending");
+    assert!(
+        pass(
+            &c,
+            Hook::Ingress,
+            &Packet::icmp(ip("fe80::2"), ip("fe80::1"), 136, 0, 0)
+        ),
+        "NA in"
+    );
+    Ok(())
+}
+
+/// The pod may talk to PEER (egress rule), nobody may talk to the pod
+/// (ingress isolated, no rules).
+fn outbound_only() -> Result<Classifier> {
+    let mut c = setup(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS);
+    ep.egress.any_port = 1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    c.set_policy(
+        key(DIR_EGRESS, 0),
+        &DirMaps {
+            identity: vec![(ID_PEER, bits(1))],
+            ..Default::default()
+        },
+    )?;
+    c.set_policy(key(DIR_INGRESS, 0), &DirMaps::default())?;
+    Ok(c)
+}
+
+#[test]
+fn classifier_conntrack_reply_passes_other_direction() -> Result<()> {
+    let c = outbound_only()?;
+    for (pod, peer) in [(POD4, PEER4), (POD6, PEER6)] {
+        let (pod, peer) = (ip(pod), ip(peer));
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 443, 50000)),
+            "reply before request"
+        );
+        assert!(
+            pass(&c, Hook::Egress, &Packet::tcp(pod, peer, 50000, 443)),
+            "request"
+        );
+        assert!(
+            pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 443, 50000)),
+            "reply"
+        );
+        assert!(
+            pass(&c, Hook::Egress, &Packet::tcp(pod, peer, 50000, 443)),
+            "established"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 443, 50001)),
+            "other port"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::tcp(peer, pod, 50000, 443)),
+            "new flow from peer"
+        );
+        let other = if pod.is_ipv4() {
+            ip(OTHER4)
+        } else {
+            ip(OTHER6)
+        };
+        assert!(
+            !pass(&c, Hook::Egress, &Packet::tcp(pod, other, 50000, 443)),
+            "egress to other"
+        );
+        // Echo: the reply passes, a request from the peer with the same id does not.
+        assert!(
+            pass(&c, Hook::Egress, &Packet::ping(pod, peer, 77)),
+            "ping out"
+        );
+        assert!(
+            pass(&c, Hook::Ingress, &Packet::pong(peer, pod, 77)),
+            "pong in"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::pong(peer, pod, 78)),
+            "pong with another id"
+        );
+        assert!(
+            !pass(&c, Hook::Ingress, &Packet::ping(peer, pod, 77)),
+            "ping in"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn classifier_icmp_error_quoting_allowed_flow_passes() -> Result<()> {
+    let c = outbound_only()?;
+    for (pod, peer, other) in [(POD4, PEER4, OTHER4), (POD6, PEER6, OTHER6)] {
+        let (pod, peer, other) = (ip(pod), ip(peer), ip(other));
+        let request = Packet::udp(pod, peer, 40000, 5353);
+        assert!(pass(&c, Hook::Egress, &request));
+        // A router (OTHER, which the pod's ingress denies) reports the flow.
+        assert!(
+            pass(
+                &c,
+                Hook::Ingress,
+                &Packet::unreachable(other, pod, &request)
+            ),
+            "error for the flow"
+        );
+        let unknown = Packet::udp(pod, peer, 40001, 5353);
+        assert!(
+            !pass(
+                &c,
+                Hook::Ingress,
+                &Packet::unreachable(other, pod, &unknown)
+            ),
+            "error for no flow"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn classifier_conntrack_expired_entry_is_a_new_flow() -> Result<()> {
+    let mut c = outbound_only()?;
+    let (pod, peer) = (ip(POD4), ip(PEER4));
+    assert!(pass(&c, Hook::Egress, &Packet::udp(pod, peer, 40000, 53)));
+    let reply = Packet::udp(peer, pod, 53, 40000);
+    assert!(pass(&c, Hook::Ingress, &reply));
+    // Age the entry past the UDP timeout (the clock started at boot, more
+    // than a minute ago on any machine that runs tests).
+    let mut ct = c.conntrack()?;
+    let keys: Vec<CtKey> = ct.keys().collect::<Result<_, _>>()?;
+    assert_eq!(keys.len(), 1, "one flow tracked: {keys:?}");
+    let old = CtValue {
+        last_seen_ns: 0,
+        rule: 0,
+        _pad: 0,
+    };
+    ct.insert(keys[0], old, 0)?;
+    assert!(!pass(&c, Hook::Ingress, &reply), "reply of an expired flow");
+    Ok(())
+}
+
+#[test]
+fn classifier_spilled_groups() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_INGRESS);
+    // Spilled any-port group for peers of CIDR class 4.
+    ep.ingress.any_port_class = 9;
+    c.set_endpoint(IFINDEX, &ep)?;
+    let maps = DirMaps {
+        identity: vec![],
+        cidr: vec![(ip("192.0.2.0"), 24, class(0, 4))],
+        // TCP 8080 is in port class 5 (spilled groups only, no bits).
+        port: vec![(PROTO_TCP, 8080, 16, class(0, 5))],
+        spill: vec![
+            SpillKey {
+                kind: SPILL_IDENTITY,
+                peer: ID_PEER,
+                port_class: 5,
+            },
+            SpillKey {
+                kind: SPILL_CIDR_CLASS,
+                peer: 4,
+                port_class: 9,
+            },
+        ],
+    };
+    c.set_policy(key(DIR_INGRESS, 0), &maps)?;
+    let pod = ip(POD4);
+    assert!(
+        pass(&c, Hook::Ingress, &Packet::tcp(ip(PEER4), pod, 1, 8080)),
+        "identity x port class"
+    );
+    assert!(
+        !pass(&c, Hook::Ingress, &Packet::tcp(ip(OTHER4), pod, 1, 8080)),
+        "other identity"
+    );
+    assert!(
+        !pass(&c, Hook::Ingress, &Packet::tcp(ip(PEER4), pod, 1, 8081)),
+        "other port"
+    );
+    assert!(
+        pass(&c, Hook::Ingress, &Packet::udp(ip("192.0.2.7"), pod, 1, 9)),
+        "cidr class x any port"
+    );
+    assert!(
+        !pass(&c, Hook::Ingress, &Packet::udp(ip("192.0.3.7"), pod, 1, 9)),
+        "outside the cidr"
+    );
+
+    // A spilled group with no peers: every peer on port class 5.
+    ep.ingress.spill_any_peer = 1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    let mut maps2 = maps.clone();
+    maps2.spill.push(SpillKey {
+        kind: SPILL_ANY_PEER,
+        peer: 0,
+        port_class: 5,
+    });
+    ep.generation = 1;
+    c.set_policy(key(DIR_INGRESS, 1), &maps2)?;
+    assert!(
+        !pass(&c, Hook::Ingress, &Packet::tcp(ip(OTHER4), pod, 2, 8080)),
+        "generation 0 still live"
+    );
+    c.set_endpoint(IFINDEX, &ep)?;
+    assert!(
+        pass(&c, Hook::Ingress, &Packet::tcp(ip(OTHER4), pod, 3, 8080)),
+        "any peer x port class"
+    );
+    Ok(())
+}
+
+#[test]
+fn classifier_generation_flip_switches_policy() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    let mut ep = endpoint(EP_ISOLATED_INGRESS);
+    ep.ingress.any_port = 1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    c.set_policy(
+        key(DIR_INGRESS, 0),
+        &DirMaps {
+            identity: vec![(ID_PEER, bits(1))],
+            ..Default::default()
+        },
+    )?;
+    c.set_policy(
+        key(DIR_INGRESS, 1),
+        &DirMaps {
+            identity: vec![(ID_OTHER, bits(1))],
+            ..Default::default()
+        },
+    )?;
+    let pod = ip(POD4);
+    assert!(pass(&c, Hook::Ingress, &Packet::udp(ip(PEER4), pod, 1, 1)));
+    assert!(!pass(
+        &c,
+        Hook::Ingress,
+        &Packet::udp(ip(OTHER4), pod, 1, 1)
+    ));
+    ep.generation = 1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    assert!(!pass(&c, Hook::Ingress, &Packet::udp(ip(PEER4), pod, 2, 2)));
+    assert!(pass(&c, Hook::Ingress, &Packet::udp(ip(OTHER4), pod, 2, 2)));
+    Ok(())
+}
+
+#[test]
+fn classifier_deny_events_are_rate_limited_not_blocking() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    ingress_rules(&mut c)?;
+    let denied = Packet::tcp(ip(OTHER4), ip(POD4), 1234, 80);
+    let frame = denied.build();
+    // Far more denials than the per-CPU burst: every one still drops.
+    let (v, _) = c.run_repeat(Hook::Ingress, &frame, 1000)?;
+    assert_eq!(v, TCX_DROP);
+    let events = c.events()?;
+    assert!(!events.is_empty(), "some events delivered");
+    assert!(events.len() < 1000, "sampled: {} events", events.len());
+    let e = events[0];
+    assert_eq!(
+        (e.ifindex, e.direction, e.reason),
+        (IFINDEX, DIR_INGRESS, REASON_POLICY)
+    );
+    assert_eq!((e.sport, e.dport, e.proto), (1234, 80, PROTO_TCP));
+    assert_eq!(e.src, palisade_tests::classifier::ip_key(ip(OTHER4)));
+    let lost = c.events_lost(EVENTS_LOST_SAMPLED)?;
+    assert_eq!(
+        events.len() as u64 + lost,
+        1000,
+        "every denial is either delivered or counted"
+    );
+    Ok(())
+}
+
+#[test]
+fn classifier_endpoints_and_conntrack_are_per_interface() -> Result<()> {
+    let mut c = setup(0)?;
+    palisade_tests::classifier::netns::in_private_netns(|| {
+        let (a, b) = palisade_tests::classifier::netns::veth("pl-cls-a", "pl-cls-b")?;
+        // Interface a: the pod, ingress isolated with no rule; b: pending.
+        c.set_endpoint(a, &endpoint(EP_ISOLATED_INGRESS))?;
+        c.set_endpoint(b, &endpoint(EP_PENDING))?;
+        c.set_policy(
+            PolicyKey {
+                ifindex: a,
+                generation: 0,
+                direction: DIR_INGRESS,
+            },
+            &DirMaps::default(),
+        )?;
+        let run =
+            |hook, p: &Packet, ifindex| c.run_on(hook, &p.build(), ifindex).unwrap() == TCX_PASS;
+        let (pod, peer) = (ip(POD4), ip(PEER4));
+        let out = Packet::udp(pod, peer, 1000, 53);
+        let back = Packet::udp(peer, pod, 53, 1000);
+        assert!(!run(Hook::Egress, &out, b), "pending interface");
+        assert!(run(Hook::Egress, &out, a), "not egress isolated");
+        assert!(run(Hook::Ingress, &back, a), "reply on the same interface");
+        assert!(
+            !run(Hook::Ingress, &back, b),
+            "no reply credit on another interface"
+        );
+        // lo (the default device) has an endpoint of its own: its conntrack is separate.
+        c.set_endpoint(IFINDEX, &endpoint(EP_ISOLATED_INGRESS))?;
+        c.set_policy(key(DIR_INGRESS, 0), &DirMaps::default())?;
+        assert!(!pass(&c, Hook::Ingress, &back), "no reply credit on lo");
+        Ok(())
+    })
+}
+
+/// Attached for real (TCX), both programs find the endpoint by the
+/// host-side interface's index: `pod_egress` at its TC ingress, `pod_ingress`
+/// at its TC egress. Conntrack entries name the interface they were made on.
+#[test]
+fn classifier_attached_hooks_key_on_host_interface() -> Result<()> {
+    use palisade_tests::classifier::netns::{in_private_netns, link_up, send_frame, veth};
+    use std::time::{Duration, Instant};
+    let mut c = setup(0)?;
+    in_private_netns(|| {
+        let (host, pod_side) = veth("pl-cls-host", "pl-cls-pod")?;
+        link_up("pl-cls-host")?;
+        link_up("pl-cls-pod")?;
+        c.set_endpoint(host, &endpoint(0))?;
+        c.attach(Hook::Egress, "pl-cls-host")?;
+        c.attach(Hook::Ingress, "pl-cls-host")?;
+        // From the pod: leaves the pod side, enters the host side's TC ingress.
+        send_frame(
+            pod_side,
+            &Packet::udp(ip(POD4), ip(PEER4), 4000, 53).build(),
+        )?;
+        // Towards the pod: leaves the host side through its TC egress.
+        send_frame(host, &Packet::udp(ip(PEER4), ip(POD4), 5000, 8080).build())?;
+        // A spoofed frame from the pod is dropped with an event.
+        send_frame(
+            pod_side,
+            &Packet::udp(ip(OTHER4), ip(PEER4), 4001, 53).build(),
+        )?;
+        let want = |src: &str, dst: &str, sport, dport| {
+            let mut k = CtKey {
+                ifindex: host,
+                sport,
+                dport,
+                proto: PROTO_UDP,
+                ..Default::default()
+            };
+            k.src = palisade_tests::classifier::ip_key(ip(src));
+            k.dst = palisade_tests::classifier::ip_key(ip(dst));
+            k
+        };
+        let expected = [want(POD4, PEER4, 4000, 53), want(PEER4, POD4, 5000, 8080)];
+        // Delivery through the backlog is asynchronous: poll, bounded.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let keys = loop {
+            let keys: Vec<CtKey> = c.conntrack()?.keys().collect::<Result<_, _>>()?;
+            if expected.iter().all(|k| keys.contains(k)) || Instant::now() > deadline {
+                break keys;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for k in &expected {
+            assert!(keys.contains(k), "missing {k:?} in {keys:?}");
+        }
+        // (The kernel's own IPv6 chatter on the new links may add ICMPv6 entries.)
+        let udp: Vec<&CtKey> = keys.iter().filter(|k| k.proto == PROTO_UDP).collect();
+        assert_eq!(udp.len(), 2, "only the two allowed UDP flows: {keys:?}");
+        let events = c.events()?;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.reason == REASON_SPOOF && e.ifindex == host),
+            "{events:?}"
+        );
+        Ok(())
+    })
+}

@@ -8,9 +8,11 @@ use std::path::PathBuf;
 
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let object = std::env::var("PALISADE_EBPF_OBJECT").map(PathBuf::from).unwrap_or_else(|_| {
-        manifest.join("../ebpf/target/bpfel-unknown-none/release/palisade-ebpf")
-    });
+    let object = std::env::var("PALISADE_EBPF_OBJECT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            manifest.join("../ebpf/target/bpfel-unknown-none/release/palisade-ebpf")
+        });
     println!("cargo:rerun-if-env-changed=PALISADE_EBPF_OBJECT");
     println!("cargo:rerun-if-changed={}", object.display());
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("palisade-ebpf.o");

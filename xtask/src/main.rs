@@ -1,1 +1,61 @@
-fn main() {}
+//! `cargo xtask`: bootstrap the toolchain, build the classifiers, run the
+//! demo, the tests and the benchmarks.
+
+mod bootstrap;
+mod build;
+mod demo;
+mod run;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Palisade build and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building and testing need (idempotent).
+    Bootstrap,
+    /// Build the eBPF classifiers (with BTF) for bpfel-unknown-none.
+    BuildEbpf,
+    /// Build everything: the classifiers, then the agent that embeds them.
+    Build,
+    /// Bring up the lab, enforce the example policies, print the matrices.
+    Demo(demo::DemoArgs),
+    /// Run the whole test suite (needs root).
+    Test(run::TestArgs),
+    /// Run the benchmarks.
+    Bench(run::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Bootstrap => bootstrap::run(),
+        Command::BuildEbpf => {
+            bootstrap::run()?;
+            build::ebpf()
+        }
+        Command::Build => {
+            bootstrap::run()?;
+            build::all().map(|_| ())
+        }
+        Command::Demo(args) => {
+            bootstrap::run()?;
+            let agent = build::all()?;
+            demo::run(args, &agent)
+        }
+        Command::Test(args) => {
+            bootstrap::run()?;
+            build::all()?;
+            run::test(args)
+        }
+        Command::Bench(args) => {
+            bootstrap::run()?;
+            build::all()?;
+            run::bench(args)
+        }
+    }
+}

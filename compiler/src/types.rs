@@ -45,6 +45,12 @@ pub struct CompiledDirection {
     pub ports: BTreeMap<PortPrefix, RuleBits>,
     /// Allowed (peer, port class) pairs of the spilled groups.
     pub spill: BTreeSet<SpillKey>,
+    /// For explanations and metrics only (not written to the kernel): the
+    /// lowest spilled group that puts each `spill` key there.
+    pub spill_groups: BTreeMap<SpillKey, u32>,
+    /// For explanations only: class number -> the spilled groups (indices
+    /// into `groups`) it stands for.
+    pub classes: BTreeMap<u32, Vec<u32>>,
     /// Group i (bit i for i < RULE_BITS, then the spilled ones).
     pub groups: Vec<RuleGroup>,
 }

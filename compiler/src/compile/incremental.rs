@@ -1,0 +1,413 @@
+//! The incremental compiler: applies one change at a time and recompiles
+//! only the local pods it can affect.
+//!
+//! What a change can affect:
+//! - a pod: the identity trie (its addresses); the pod itself when local;
+//!   local pods with a pod peer selecting an identity the change created or
+//!   freed; local pods with egress named-port rules whose peers cover the
+//!   pod before or after (their CIDR entries list the pods naming a port).
+//! - a policy: local pods of its namespace it selects before or after.
+//! - a namespace's labels: any namespaceSelector anywhere; rare, so every
+//!   local pod is recompiled.
+
+use super::assemble::assemble;
+use super::cluster::{block_contains, object_key, Cluster, Removed};
+use super::groups::groups;
+use crate::identity::{IdentityAllocator, IdentityKey};
+use crate::types::{CompiledDirection, CompiledNode, CompiledPod};
+use palisade_policy::{Direction, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// One change to the cluster.
+#[derive(Clone, Debug)]
+pub enum Change {
+    UpsertPod(Pod),
+    DeletePod { namespace: String, name: String },
+    UpsertPolicy(Policy),
+    DeletePolicy { namespace: String, name: String },
+    UpsertNamespace(Namespace),
+    DeleteNamespace { name: String },
+}
+
+/// What one change did to the compiled node.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Local pods (`namespace/name`) recompiled, added or removed.
+    pub pods: BTreeSet<String>,
+    /// The node-wide identity trie changed.
+    pub identities: bool,
+}
+
+pub struct Compiler {
+    node: String,
+    cluster: Cluster,
+    /// Local pods, whole (the compile reads their labels and ports).
+    local: BTreeMap<String, Pod>,
+    /// Which pod owns each address in the identity trie.
+    ip_owner: HashMap<IpAddr, Arc<str>>,
+    out: CompiledNode,
+}
+
+/// A pod as seen by the change analysis: label set, addresses, ports.
+struct PodView {
+    key: IdentityKey,
+    ips: Vec<IpAddr>,
+    ports: Vec<NamedPort>,
+    identity_changed: bool,
+}
+
+impl Compiler {
+    pub fn new(node: &str) -> Compiler {
+        Compiler::with_allocator(node, IdentityAllocator::new())
+    }
+
+    pub fn with_allocator(node: &str, alloc: IdentityAllocator) -> Compiler {
+        Compiler {
+            node: node.to_string(),
+            cluster: Cluster {
+                alloc,
+                ..Cluster::default()
+            },
+            local: BTreeMap::new(),
+            ip_owner: HashMap::new(),
+            out: CompiledNode::default(),
+        }
+    }
+
+    /// Loads a whole model and compiles every local pod once.
+    pub fn from_model(model: &Model, node: &str, alloc: IdentityAllocator) -> Compiler {
+        let mut c = Compiler::with_allocator(node, alloc);
+        for ns in model.namespaces.values() {
+            c.cluster.namespaces.insert(ns.name.clone(), ns.clone());
+        }
+        for p in &model.policies {
+            c.cluster
+                .policies
+                .entry(p.namespace.clone())
+                .or_default()
+                .insert(p.name.clone(), p.clone());
+        }
+        c.cluster.pods.reserve(model.pods.len());
+        c.ip_owner.reserve(model.pods.len() * 2);
+        // The identity trie is built in one go (sorted bulk build) rather
+        // than entry by entry.
+        let mut trie = Vec::with_capacity(model.pods.len() * 2);
+        for pod in &model.pods {
+            let key: Arc<str> = Arc::from(object_key(&pod.namespace, &pod.name));
+            if c.cluster.pods.contains_key(&key) {
+                c.remove_pod_state(&key);
+                trie.retain(|(_, k): &(IpAddr, Arc<str>)| *k != key);
+            }
+            c.cluster.add_pod(key.clone(), pod);
+            for ip in &pod.ips {
+                trie.push((*ip, key.clone()));
+                c.ip_owner.insert(*ip, key.clone());
+            }
+            if pod.node.as_deref() == Some(node) {
+                c.local.insert(key.to_string(), pod.clone());
+            }
+        }
+        // Last owner of an address wins, as with one-by-one inserts.
+        c.out.identities = trie
+            .iter()
+            .filter(|(ip, k)| c.ip_owner.get(ip) == Some(k))
+            .map(|(ip, k)| (*ip, c.cluster.pods[k].identity))
+            .collect();
+        let keys: Vec<String> = c.local.keys().cloned().collect();
+        for key in keys {
+            c.recompile(&key);
+        }
+        c
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The compiled state of every local pod and the identity trie.
+    pub fn compiled(&self) -> &CompiledNode {
+        &self.out
+    }
+
+    pub fn allocator(&self) -> &IdentityAllocator {
+        &self.cluster.alloc
+    }
+
+    pub fn into_parts(self) -> (CompiledNode, IdentityAllocator) {
+        (self.out, self.cluster.alloc)
+    }
+
+    pub fn apply(&mut self, change: Change) -> Applied {
+        match change {
+            Change::UpsertPod(pod) => self.upsert_pod(Some(pod), None),
+            Change::DeletePod { namespace, name } => {
+                self.upsert_pod(None, Some(object_key(&namespace, &name)))
+            }
+            Change::UpsertPolicy(p) => {
+                let (ns, name) = (p.namespace.clone(), p.name.clone());
+                let old = self.cluster.policies.entry(ns.clone()).or_default().insert(name, p.clone());
+                self.policy_changed(&ns, old.as_ref(), Some(&p))
+            }
+            Change::DeletePolicy { namespace, name } => {
+                let old = self.cluster.policies.get_mut(&namespace).and_then(|m| m.remove(&name));
+                if self.cluster.policies.get(&namespace).is_some_and(|m| m.is_empty()) {
+                    self.cluster.policies.remove(&namespace);
+                }
+                self.policy_changed(&namespace, old.as_ref(), None)
+            }
+            Change::UpsertNamespace(ns) => {
+                let old = self.cluster.namespaces.insert(ns.name.clone(), ns.clone());
+                if old.is_some_and(|o| o.labels == ns.labels) {
+                    return Applied::default();
+                }
+                self.recompile_all()
+            }
+            Change::DeleteNamespace { name } => {
+                if self.cluster.namespaces.remove(&name).is_none() {
+                    return Applied::default();
+                }
+                self.recompile_all()
+            }
+        }
+    }
+
+    fn recompile_all(&mut self) -> Applied {
+        self.cluster.peers.clear();
+        let pods: BTreeSet<String> = self.local.keys().cloned().collect();
+        for key in &pods {
+            self.recompile(key);
+        }
+        Applied { pods, identities: false }
+    }
+
+    fn policy_changed(&mut self, ns: &str, old: Option<&Policy>, new: Option<&Policy>) -> Applied {
+        if let Some(p) = old.or(new) {
+            self.cluster.peers.policy_changed(&p.namespace, &p.name);
+        }
+        let mut applied = Applied::default();
+        let prefix = format!("{ns}/");
+        let affected: Vec<String> = self
+            .local
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(_, pod)| {
+                [old, new]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p.pod_selector.matches(&pod.labels))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in affected {
+            self.recompile(&key);
+            applied.pods.insert(key);
+        }
+        applied
+    }
+
+    fn upsert_pod(&mut self, new: Option<Pod>, delete_key: Option<String>) -> Applied {
+        let key = match (&new, delete_key) {
+            (Some(p), _) => object_key(&p.namespace, &p.name),
+            (None, Some(k)) => k,
+            (None, None) => return Applied::default(),
+        };
+        let mut applied = Applied::default();
+        let new_existed = new
+            .as_ref()
+            .is_some_and(|p| self.cluster.ids_by_ns.get(&p.namespace).is_some_and(|ids| {
+                self.cluster.alloc.get_parts(&p.namespace, &p.labels).is_some_and(|id| ids.contains_key(&id))
+            }));
+        // Hold the new label set's identity while the old pod goes, so that
+        // a pod keeping its labels keeps its number.
+        let guard = new.as_ref().map(|p| self.cluster.alloc.acquire_parts(&p.namespace, &p.labels));
+        let old = self.remove_pod_state(&key).map(|r| PodView {
+            key: r.identity,
+            ips: r.entry.ips,
+            ports: r.entry.ports,
+            identity_changed: r.freed,
+        });
+        let new = new.map(|pod| {
+            self.add_pod_state(&pod);
+            PodView {
+                key: IdentityKey {
+                    namespace: pod.namespace.clone(),
+                    labels: pod.labels.clone(),
+                },
+                ips: pod.ips.clone(),
+                ports: pod.ports.clone(),
+                identity_changed: !new_existed,
+            }
+        });
+        if let Some(id) = guard {
+            self.cluster.alloc.release(id);
+        }
+        // A label set that went and came back in one change is unchanged
+        // for everyone else.
+        let same_identity = matches!((&old, &new), (Some(o), Some(n)) if o.key == n.key);
+        let old_ips = old.as_ref().map(|v| v.ips.clone()).unwrap_or_default();
+        let new_ips = new.as_ref().map(|v| v.ips.clone()).unwrap_or_default();
+        applied.identities = old_ips != new_ips || !same_identity;
+
+        if self.local.contains_key(&key) {
+            self.recompile(&key);
+            applied.pods.insert(key.clone());
+        } else if self.out.pods.remove(&key).is_some() {
+            applied.pods.insert(key.clone());
+        }
+
+        let views: Vec<&PodView> = [&old, &new].into_iter().flatten().collect();
+        let identity_views: Vec<&PodView> = if same_identity {
+            Vec::new()
+        } else {
+            views.iter().copied().filter(|v| v.identity_changed).collect()
+        };
+        let named_relevant = match (&old, &new) {
+            (Some(o), Some(n)) => {
+                (!o.ports.is_empty() || !n.ports.is_empty())
+                    && (o.ports != n.ports || o.ips != n.ips || o.key != n.key)
+            }
+            _ => views.iter().any(|v| !v.ports.is_empty()),
+        };
+        if identity_views.is_empty() && !named_relevant {
+            return applied;
+        }
+        let named_views: &[&PodView] = if named_relevant { &views } else { &[] };
+        let affected: Vec<String> = self
+            .local
+            .iter()
+            .filter(|(k, _)| **k != key)
+            .filter(|(_, pod)| self.affected_by(pod, &identity_views, named_views))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in affected {
+            self.recompile(&k);
+            applied.pods.insert(k);
+        }
+        applied
+    }
+    /// Whether local pod `local` has a rule whose pod peers select one of
+    /// `identities`, or an egress named-port rule whose peers cover one of
+    /// `named`.
+    fn affected_by(&self, local: &Pod, identities: &[&PodView], named: &[&PodView]) -> bool {
+        for policy in self.cluster.selecting(&local.namespace, &local.labels) {
+            for (dir, rules) in [
+                (Direction::Ingress, &policy.ingress),
+                (Direction::Egress, &policy.egress),
+            ] {
+                for rule in rules {
+                    let has_named = dir == Direction::Egress
+                        && rule.ports.as_ref().is_some_and(|ps| {
+                            ps.iter().any(|p| matches!(p.port, PortMatch::Named(_)))
+                        });
+                    let Some(peers) = &rule.peers else {
+                        if has_named && !named.is_empty() {
+                            return true;
+                        }
+                        continue;
+                    };
+                    for peer in peers {
+                        match peer {
+                            Peer::Pods { namespaces, pods } => {
+                                let hit = |v: &&PodView| {
+                                    self.cluster.peer_selects(
+                                        &policy.namespace,
+                                        namespaces.as_ref(),
+                                        pods.as_ref(),
+                                        &v.key.namespace,
+                                        &v.key.labels,
+                                    )
+                                };
+                                if identities.iter().any(hit) || (has_named && named.iter().any(hit)) {
+                                    return true;
+                                }
+                            }
+                            Peer::IpBlock { cidr, except } => {
+                                if has_named
+                                    && named
+                                        .iter()
+                                        .any(|v| v.ips.iter().any(|ip| block_contains(cidr, except, *ip)))
+                                {
+                                    return true;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// Adds a pod to the indexes and the identity trie.
+    fn add_pod_state(&mut self, pod: &Pod) {
+        let key: Arc<str> = Arc::from(object_key(&pod.namespace, &pod.name));
+        let id = self.cluster.add_pod(key.clone(), pod);
+        for ip in &pod.ips {
+            self.out.identities.insert(*ip, id);
+            self.ip_owner.insert(*ip, key.clone());
+        }
+        if pod.node.as_deref() == Some(self.node.as_str()) {
+            self.local.insert(key.to_string(), pod.clone());
+        }
+    }
+
+    fn remove_pod_state(&mut self, key: &str) -> Option<Removed> {
+        let removed = self.cluster.remove_pod(key)?;
+        for ip in &removed.entry.ips {
+            if self.ip_owner.get(ip).is_some_and(|o| &**o == key) {
+                self.ip_owner.remove(ip);
+                self.out.identities.remove(ip);
+            }
+        }
+        self.local.remove(key);
+        Some(removed)
+    }
+
+    fn recompile(&mut self, key: &str) {
+        let Some(pod) = self.local.get(key) else {
+            self.out.pods.remove(key);
+            return;
+        };
+        let compiled = compile_pod(&self.cluster, pod);
+        self.out.pods.insert(key.to_string(), compiled);
+    }
+}
+
+/// Both directions of one local pod; a capacity error empties the pod and
+/// records why (the writer then programs it deny-all).
+fn compile_pod(cluster: &Cluster, pod: &Pod) -> CompiledPod {
+    let mut out = CompiledPod {
+        namespace: pod.namespace.clone(),
+        name: pod.name.clone(),
+        ips: pod.ips.clone(),
+        ..CompiledPod::default()
+    };
+    for dir in [Direction::Ingress, Direction::Egress] {
+        let compiled = match groups(cluster, pod, dir) {
+            None => Ok(CompiledDirection::default()),
+            Some(gs) => assemble(gs),
+        };
+        match compiled {
+            Ok(d) => match dir {
+                Direction::Ingress => out.ingress = d,
+                Direction::Egress => out.egress = d,
+            },
+            Err(e) => {
+                let dname = match dir {
+                    Direction::Ingress => "ingress",
+                    Direction::Egress => "egress",
+                };
+                out.error = Some(format!(
+                    "pod {}/{} {dname}: {e}; the pod is denied all traffic",
+                    pod.namespace, pod.name
+                ));
+                out.ingress = CompiledDirection::default();
+                out.egress = CompiledDirection::default();
+                return out;
+            }
+        }
+    }
+    out
+}

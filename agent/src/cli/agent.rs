@@ -1,10 +1,337 @@
-//! `palisade agent`: run the node agent.
+//! `palisade agent`: run the node agent from a directory of manifests.
+//!
+//! Each round loads the model, compiles it for the node, finds the pod
+//! interfaces and has the datapath apply the difference. Rounds run at start,
+//! when the manifests change (polled fingerprint of sizes and mtimes) and
+//! when the host routes change (pods appearing or going: woken by netlink
+//! link and route events, polled as a fallback). SIGTERM and SIGINT
+//! end the agent and leave every pin in place: enforcement continues and
+//! the next agent re-adopts it.
 
+mod input;
+
+use crate::datapath::iface::{self, HostRoute, Interfaces};
+use crate::datapath::watch::RouteEvents;
+use crate::datapath::{self, load::DEFAULT_BPFFS_ROOT, Datapath, ProgramReport};
+use anyhow::{Context, Result};
+use input::Verdict;
+use palisade_compiler::{CompiledNode, IdentityAllocator, IdentityKey};
+use palisade_policy::Model;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
-pub struct AgentArgs {}
+pub struct AgentArgs {
+    /// Manifest files or directories (YAML or JSON); repeat or list several.
+    #[arg(long, required = true, num_args = 1..)]
+    pub manifests: Vec<PathBuf>,
+    /// This node's name: pods with `spec.nodeName` equal to it are local.
+    #[arg(long)]
+    pub node: String,
+    /// bpf filesystem directory for the pins (mounted if not bpffs); the
+    /// node's maps and links go in `<bpffs-root>/<node>/`.
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    pub bpffs_root: PathBuf,
+    /// Program once and exit (pins stay: enforcement continues).
+    #[arg(long)]
+    pub once: bool,
+    /// File rewritten after every programming round with the number of
+    /// rounds so far (continuing the count found in the file), so that tools
+    /// can wait for a change to be enforced.
+    #[arg(long)]
+    pub ready_file: Option<PathBuf>,
+    /// How often to look for manifest and interface changes.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+}
 
-pub fn run(_args: AgentArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("agent: not available in this build")
+/// How long to wait before retrying a round that left errors (a pod that
+/// could not be attached or written).
+const RETRY: Duration = Duration::from_secs(5);
+
+pub fn run(args: AgentArgs) -> Result<ExitCode> {
+    let object = datapath::ebpf_object()?;
+    let mut dp = Datapath::open(object, &args.bpffs_root, &args.node)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
+    }
+    let mut agent = Agent::new(&args, dp.identities());
+    let first = agent.round(&mut dp)?;
+    if args.once {
+        return Ok(if first {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let poll = Duration::from_millis(args.poll_ms.max(10));
+    let events = match RouteEvents::open() {
+        Ok(ev) => Some(ev),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "no link/route events; relying on polling");
+            None
+        }
+    };
+    let mut clean = first;
+    let mut last_try = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        wait_for_change(&stop, events.as_ref(), poll);
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let inputs_changed = agent.fingerprint != input::fingerprint(&args.manifests);
+        let routes = match iface::host_routes() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read routes");
+                continue;
+            }
+        };
+        let routes_changed = routes != agent.routes;
+        let retry = !clean && last_try.elapsed() >= RETRY;
+        if inputs_changed || routes_changed || retry {
+            last_try = Instant::now();
+            clean = match agent.round(&mut dp) {
+                Ok(clean) => clean,
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "programming round failed; enforced state kept");
+                    false
+                }
+            };
+        }
+    }
+    tracing::info!("stopping; pinned state stays in place and keeps enforcing");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sleeps until the next poll, a link or route event, or a stop signal,
+/// whichever comes first.
+fn wait_for_change(stop: &AtomicBool, events: Option<&RouteEvents>, total: Duration) {
+    let step = Duration::from_millis(50);
+    let end = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= end {
+            return;
+        }
+        let slice = step.min(end - now);
+        match events {
+            Some(ev) => {
+                if ev.wait(slice) {
+                    return;
+                }
+            }
+            None => std::thread::sleep(slice),
+        }
+    }
+}
+
+/// The agent's state between rounds.
+struct Agent {
+    manifests: Vec<PathBuf>,
+    node: String,
+    ready_file: Option<PathBuf>,
+    alloc: IdentityAllocator,
+    /// Identities found pinned at start, handed to the allocator with the
+    /// first model so that a restart keeps every number.
+    pinned_identities: Option<BTreeMap<IpAddr, u32>>,
+    last_model: Option<Model>,
+    last_compiled: Option<CompiledNode>,
+    fingerprint: u64,
+    routes: BTreeMap<IpAddr, HostRoute>,
+    rounds: u64,
+}
+
+impl Agent {
+    fn new(args: &AgentArgs, pinned: BTreeMap<IpAddr, u32>) -> Self {
+        Agent {
+            manifests: args.manifests.clone(),
+            node: args.node.clone(),
+            ready_file: args.ready_file.clone(),
+            alloc: IdentityAllocator::new(),
+            pinned_identities: Some(pinned),
+            last_model: None,
+            last_compiled: None,
+            fingerprint: 0,
+            routes: BTreeMap::new(),
+            // Continue the count of a previous agent, so that a reader waiting
+            // for "a round after N" is never fooled by a restart.
+            rounds: args.ready_file.as_deref().map_or(0, read_ready),
+        }
+    }
+
+    /// One programming round. Ok(true) when everything was programmed,
+    /// Ok(false) when some pod or interface needs a retry.
+    fn round(&mut self, dp: &mut Datapath) -> Result<bool> {
+        // Fingerprint first: an edit made while we read is seen next poll.
+        self.fingerprint = input::fingerprint(&self.manifests);
+        let model = palisade_policy::load_paths(&self.manifests);
+        for e in &model.errors {
+            tracing::error!(error = %e, "invalid input skipped");
+        }
+        let compiled = match input::reconcile(model, self.last_model.as_ref()) {
+            Verdict::Use(model) => return self.program_model(dp, model),
+            Verdict::Hold(errors, partial) => {
+                let Some(compiled) = self.last_compiled.clone() else {
+                    if dp.endpoints().is_empty() {
+                        // Nothing is enforced yet: partial policy beats none.
+                        tracing::warn!(
+                            unreadable = errors.len(),
+                            "unreadable input and nothing enforced yet; programming what could be read"
+                        );
+                        return self.program_model(dp, partial);
+                    }
+                    tracing::error!(
+                        unreadable = errors.len(),
+                        "unreadable input: keeping the pinned state untouched until it is fixed"
+                    );
+                    return Ok(false);
+                };
+                tracing::error!(
+                    unreadable = errors.len(),
+                    "unreadable input: keeping the last good policy until it is fixed"
+                );
+                compiled
+            }
+        };
+        self.program(dp, compiled)
+    }
+
+    fn program_model(&mut self, dp: &mut Datapath, model: Model) -> Result<bool> {
+        if let Some(pinned) = self.pinned_identities.take() {
+            let n = seed_identities(&mut self.alloc, &model, &pinned);
+            tracing::debug!(identities = n, "took over pinned identity numbers");
+        }
+        let compiled = palisade_compiler::compile(&model, &self.node, &mut self.alloc);
+        self.last_model = Some(model);
+        self.program(dp, compiled)
+    }
+
+    fn program(&mut self, dp: &mut Datapath, compiled: CompiledNode) -> Result<bool> {
+        self.routes = iface::host_routes()?;
+        let ifaces: Interfaces = iface::match_pods(
+            &self.routes,
+            compiled
+                .pods
+                .iter()
+                .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+        );
+        let report = dp.program(&compiled, &ifaces)?;
+        self.last_compiled = Some(compiled);
+        self.rounds += 1;
+        log_report(self.rounds, &report);
+        if let Some(path) = &self.ready_file {
+            write_ready(path, self.rounds)?;
+        }
+        Ok(report.attach_errors.is_empty() && report.write.failed.is_empty())
+    }
+}
+
+fn log_report(round: u64, r: &ProgramReport) {
+    // Counts go in the message itself so that they read the same with or
+    // without terminal colors.
+    tracing::info!(
+        "programmed generation={round} pods={} flipped={} records={} unchanged={} pending={} removed={} \
+         attached={} identities_set={} identities_removed={} failed={}",
+        r.pods,
+        r.write.flipped,
+        r.write.records,
+        r.write.unchanged,
+        r.write.pending,
+        r.detached,
+        r.attached,
+        r.write.identities_set,
+        r.write.identities_removed,
+        r.write.failed.len() + r.attach_errors.len(),
+    );
+}
+
+/// The round count in a ready file (0 when absent or unreadable).
+fn read_ready(path: &Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes the round counter atomically (temporary file, then rename), so a
+/// reader never sees a partial number.
+fn write_ready(path: &Path, rounds: u64) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, format!("{rounds}\n"))
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Gives the allocator the numbers the pinned maps use for the label sets
+/// of the model's pods, so that the first compile after a restart produces
+/// the same identities and rewrites nothing that did not change.
+fn seed_identities(
+    alloc: &mut IdentityAllocator,
+    model: &Model,
+    pinned: &BTreeMap<IpAddr, u32>,
+) -> usize {
+    let mut n = 0;
+    for pod in &model.pods {
+        let Some(id) = pod.ips.iter().find_map(|ip| pinned.get(ip)) else {
+            continue;
+        };
+        let key = IdentityKey {
+            namespace: pod.namespace.clone(),
+            labels: pod.labels.clone(),
+        };
+        if alloc.get(&key).is_none() && alloc.seed(&key, *id) {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::Pod;
+
+    fn pod(name: &str, app: &str, ip: &str) -> Pod {
+        Pod {
+            namespace: "ns".into(),
+            name: name.into(),
+            labels: [("app".to_string(), app.to_string())].into(),
+            node: Some("n1".into()),
+            ips: vec![ip.parse().unwrap()],
+            ports: vec![],
+        }
+    }
+
+    #[test]
+    fn seeded_identities_survive_the_first_compile() {
+        let model = Model {
+            pods: vec![
+                pod("a", "x", "10.0.0.1"),
+                pod("b", "x", "10.0.0.2"),
+                pod("c", "y", "10.0.0.3"),
+            ],
+            ..Model::default()
+        };
+        let pinned: BTreeMap<IpAddr, u32> = [
+            ("10.0.0.1".parse().unwrap(), 900),
+            ("10.0.0.2".parse().unwrap(), 900),
+            ("10.0.0.3".parse().unwrap(), 777),
+        ]
+        .into_iter()
+        .collect();
+        let mut alloc = IdentityAllocator::new();
+        assert_eq!(seed_identities(&mut alloc, &model, &pinned), 2);
+        let compiled = palisade_compiler::compile(&model, "n1", &mut alloc);
+        let ids: BTreeMap<IpAddr, u32> = compiled.identities.clone();
+        assert_eq!(ids, pinned);
+    }
 }

@@ -1,9 +1,30 @@
 //! The kernel half as seen from userspace: loading the classifiers, pinning,
 //! attaching to pod interfaces, and writing compiled map contents.
+//!
+//! [`Datapath::open`] loads (or re-adopts) everything pinned for a node;
+//! [`Datapath::program`] takes a [`CompiledNode`] plus the pod interfaces and
+//! makes the kernel match it. See `docs/datapath.md`.
+
+pub mod attach;
+pub mod encode;
+pub mod iface;
+pub mod load;
+pub mod maps;
+pub mod sys;
+pub mod watch;
+pub mod writer;
+
+use anyhow::Result;
+use iface::Interfaces;
+use palisade_compiler::CompiledNode;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use writer::{Desired, WriteReport, Writer};
 
 /// The classifiers' object, embedded at build time (empty when the agent was
 /// built before `cargo xtask build-ebpf`).
-pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/palisade-ebpf.o"));
+pub static EBPF_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/palisade-ebpf.o"));
 
 /// The embedded object, or a clear error when it is missing.
 pub fn ebpf_object() -> anyhow::Result<&'static [u8]> {
@@ -11,4 +32,171 @@ pub fn ebpf_object() -> anyhow::Result<&'static [u8]> {
         anyhow::bail!("this palisade binary was built without its eBPF object: run `cargo xtask build-ebpf`, then rebuild");
     }
     Ok(EBPF_OBJECT)
+}
+
+/// The loaded classifiers, the pinned maps and the attached interfaces of
+/// one node.
+pub struct Datapath {
+    ebpf: aya::Ebpf,
+    layout: load::PinLayout,
+    writer: Writer,
+    /// Interfaces with both classifiers attached (pinned links).
+    attached: BTreeSet<u32>,
+    adopted: bool,
+    /// Held for the life of this value: one writer per node.
+    _lock: sys::DirLock,
+}
+
+/// Outcome of one [`Datapath::program`] call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramReport {
+    pub write: WriteReport,
+    /// Interfaces newly attached.
+    pub attached: usize,
+    /// Interfaces detached and forgotten.
+    pub detached: usize,
+    /// Outer entries of no live generation that were deleted.
+    pub garbage: usize,
+    /// Local pods programmed (with an interface).
+    pub pods: usize,
+    /// Interfaces that could not be attached: (ifindex, error).
+    pub attach_errors: Vec<(u32, String)>,
+}
+
+impl Datapath {
+    /// Loads `object` and pins (or re-adopts) its maps and links under
+    /// `<bpffs_root>/<node>/`.
+    pub fn open(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Self> {
+        let mut loaded = load::load(object, bpffs_root, node)?;
+        let attached = attach::adopt(&mut loaded.ebpf, &loaded.layout)?;
+        let writer = Writer::new(maps::NodeMaps::take(&mut loaded)?)?;
+        Ok(Datapath {
+            ebpf: loaded.ebpf,
+            layout: loaded.layout,
+            writer,
+            attached,
+            adopted: loaded.adopted,
+            _lock: loaded.lock,
+        })
+    }
+
+    /// Whether the maps were already pinned when this instance opened them.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    pub fn layout(&self) -> &load::PinLayout {
+        &self.layout
+    }
+
+    /// Interfaces with both classifiers attached.
+    pub fn attached(&self) -> &BTreeSet<u32> {
+        &self.attached
+    }
+
+    /// Pinned identities of host addresses (what the last agent programmed).
+    pub fn identities(&self) -> BTreeMap<std::net::IpAddr, u32> {
+        self.writer.identities()
+    }
+
+    /// The live endpoint record of an interface.
+    pub fn endpoint(&self, ifindex: u32) -> Option<palisade_common::Endpoint> {
+        self.writer.endpoint(ifindex)
+    }
+
+    /// Interfaces with an endpoint record.
+    pub fn endpoints(&self) -> BTreeSet<u32> {
+        self.writer.interfaces()
+    }
+
+    /// Makes the kernel match `node` for the interfaces in `ifaces`:
+    /// identities, endpoint records and inner maps, attachments. Pods with
+    /// no interface are skipped; interfaces that are neither a pod's nor
+    /// `ifaces.unknown` are detached and their state deleted.
+    pub fn program(&mut self, node: &CompiledNode, ifaces: &Interfaces) -> Result<ProgramReport> {
+        let mut report = ProgramReport::default();
+        let mut desired: BTreeMap<u32, Desired> = BTreeMap::new();
+        for (key, ifindex) in &ifaces.pods {
+            let Some(pod) = node.pods.get(key) else {
+                desired.insert(*ifindex, Desired::Pending { label: key.clone() });
+                continue;
+            };
+            if let Some(err) = &pod.error {
+                tracing::error!(pod = key, error = %err, "pod policy exceeds the datapath's capacity; denying all its traffic");
+            }
+            let (endpoint, maps) = encode::encode_pod(pod);
+            desired.insert(
+                *ifindex,
+                Desired::Pod {
+                    label: key.clone(),
+                    endpoint,
+                    maps,
+                },
+            );
+            report.pods += 1;
+        }
+        for (ifindex, ifname) in &ifaces.unknown {
+            desired.entry(*ifindex).or_insert_with(|| Desired::Pending {
+                label: format!("interface {ifname}"),
+            });
+        }
+
+        self.writer
+            .add_identities(&node.identities, &mut report.write)?;
+        for (ifindex, want) in &desired {
+            // The record goes in before the classifier so the first packet
+            // the classifier sees already finds it (pending or programmed).
+            // One interface's kernel error must not stop the others, nor
+            // its attachment: with no record the classifier drops.
+            if let Err(e) = self.writer.program(*ifindex, want, &mut report.write) {
+                let msg = format!("{e:#}");
+                tracing::error!(ifindex, error = %msg, "cannot program interface");
+                report
+                    .write
+                    .failed
+                    .push((format!("ifindex {ifindex}"), msg));
+            }
+            if !self.attached.contains(ifindex) {
+                match attach::attach(&mut self.ebpf, &self.layout, *ifindex) {
+                    Ok(()) => {
+                        self.attached.insert(*ifindex);
+                        report.attached += 1;
+                    }
+                    Err(e) => {
+                        let msg = format!("{e:#}");
+                        tracing::error!(ifindex, error = %msg, "cannot attach classifiers");
+                        report.attach_errors.push((*ifindex, msg));
+                    }
+                }
+            }
+        }
+        let gone: BTreeSet<u32> = self
+            .attached
+            .iter()
+            .chain(self.writer.interfaces().iter())
+            .chain(attach::pinned_ifindexes(&self.layout)?.iter())
+            .filter(|i| !desired.contains_key(i))
+            .copied()
+            .collect();
+        for ifindex in gone {
+            // Detach first: once no classifier runs for the interface, its
+            // record and maps can go without a window of missing policy.
+            attach::detach(&self.layout, ifindex);
+            self.attached.remove(&ifindex);
+            if let Err(e) = self.writer.remove(ifindex, &mut report.write) {
+                let msg = format!("{e:#}");
+                tracing::error!(ifindex, error = %msg, "cannot delete the state of a removed interface");
+                report
+                    .write
+                    .failed
+                    .push((format!("ifindex {ifindex}"), msg));
+                continue;
+            }
+            report.detached += 1;
+        }
+        self.writer
+            .remove_stale_identities(&node.identities, &mut report.write)?;
+        report.garbage = self.writer.collect_garbage()?;
+        Ok(report)
+    }
 }

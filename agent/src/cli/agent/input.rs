@@ -1,0 +1,257 @@
+//! The manifest source of the agent: change detection and the "last good
+//! object" rule that keeps bad input from unprogramming what is enforced.
+
+use palisade_policy::{InputError, Model};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// A cheap fingerprint of the manifest paths: every file's path, size,
+/// mtime and inode. Any edit, rename, addition or removal changes it.
+pub fn fingerprint(paths: &[PathBuf]) -> u64 {
+    let mut h = DefaultHasher::new();
+    for p in paths {
+        walk(p, &mut h);
+    }
+    h.finish()
+}
+
+fn walk(path: &Path, h: &mut DefaultHasher) {
+    path.hash(h);
+    let Ok(meta) = std::fs::metadata(path) else {
+        "missing".hash(h);
+        return;
+    };
+    (
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ino(),
+        meta.is_dir(),
+    )
+        .hash(h);
+    if meta.is_dir() {
+        let Ok(entries) = std::fs::read_dir(path) else {
+            return;
+        };
+        let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        entries.sort();
+        for e in entries {
+            walk(&e, h);
+        }
+    }
+}
+
+/// The object an error is about, when it names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ErrorObject {
+    Namespace(String),
+    Pod(String, String),
+    Policy(String, String),
+}
+
+/// Parses `InputError::object` (`Kind namespace/name` or `Namespace name`).
+pub fn error_object(e: &InputError) -> Option<ErrorObject> {
+    let (kind, rest) = e.object.split_once(' ')?;
+    let namespaced = |rest: &str| {
+        let (ns, name) = rest.split_once('/')?;
+        Some((ns.to_string(), name.to_string()))
+    };
+    match kind {
+        "Namespace" => Some(ErrorObject::Namespace(rest.to_string())),
+        "Pod" => namespaced(rest).map(|(ns, n)| ErrorObject::Pod(ns, n)),
+        "NetworkPolicy" => namespaced(rest).map(|(ns, n)| ErrorObject::Policy(ns, n)),
+        _ => None,
+    }
+}
+
+/// Whether an error may stand for objects that vanished from the model: an
+/// unreadable file or an unparsable document might have held any object.
+/// A document that parsed but is not an object (or a list without items)
+/// cannot hold one, so it does not hold the enforced state back.
+fn may_hide_objects(e: &InputError) -> bool {
+    error_object(e).is_none() && e.message != "not an object" && e.field != "items"
+}
+
+/// What to do with a freshly loaded model.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Program it (invalid objects were replaced by their last good version).
+    Use(Model),
+    /// Some input could not be attributed to an object (unreadable file or
+    /// document): which objects vanished is unknown, so the enforced state
+    /// must be kept until the input is fixed. The model is what could be read.
+    Hold(Vec<InputError>, Model),
+}
+
+/// Applies the last-good rule: an object that fails validation keeps its
+/// previous valid version (`prev`), so fixing a typo never opens a hole.
+pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
+    let unattributed: Vec<InputError> = model
+        .errors
+        .iter()
+        .filter(|e| may_hide_objects(e))
+        .cloned()
+        .collect();
+    if !unattributed.is_empty() {
+        return Verdict::Hold(unattributed, model);
+    }
+    let Some(prev) = prev else {
+        return Verdict::Use(model);
+    };
+    let errors = model.errors.clone();
+    for e in &errors {
+        match error_object(e) {
+            Some(ErrorObject::Namespace(name)) => {
+                if let (std::collections::btree_map::Entry::Vacant(slot), Some(ns)) = (
+                    model.namespaces.entry(name.clone()),
+                    prev.namespaces.get(&name),
+                ) {
+                    slot.insert(ns.clone());
+                }
+            }
+            Some(ErrorObject::Pod(ns, name)) => {
+                let present = model
+                    .pods
+                    .iter()
+                    .any(|p| p.namespace == ns && p.name == name);
+                if !present {
+                    if let Some(p) = prev
+                        .pods
+                        .iter()
+                        .find(|p| p.namespace == ns && p.name == name)
+                    {
+                        model.pods.push(p.clone());
+                    }
+                }
+            }
+            Some(ErrorObject::Policy(ns, name)) => {
+                let present = model
+                    .policies
+                    .iter()
+                    .any(|p| p.namespace == ns && p.name == name);
+                if !present {
+                    if let Some(p) = prev
+                        .policies
+                        .iter()
+                        .find(|p| p.namespace == ns && p.name == name)
+                    {
+                        model.policies.push(p.clone());
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+    Verdict::Use(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::{Policy, Selector};
+
+    fn err(object: &str) -> InputError {
+        InputError {
+            source: Some("x.yaml".into()),
+            object: object.into(),
+            field: "spec".into(),
+            message: "bad".into(),
+        }
+    }
+
+    fn policy(name: &str) -> Policy {
+        Policy {
+            namespace: "ns".into(),
+            name: name.into(),
+            pod_selector: Selector::default(),
+            isolates_ingress: true,
+            isolates_egress: false,
+            ingress: vec![],
+            egress: vec![],
+        }
+    }
+
+    #[test]
+    fn error_objects_are_parsed() {
+        assert_eq!(
+            error_object(&err("NetworkPolicy ns/p")),
+            Some(ErrorObject::Policy("ns".into(), "p".into()))
+        );
+        assert_eq!(
+            error_object(&err("Pod ns/a")),
+            Some(ErrorObject::Pod("ns".into(), "a".into()))
+        );
+        assert_eq!(
+            error_object(&err("Namespace ns")),
+            Some(ErrorObject::Namespace("ns".into()))
+        );
+        assert_eq!(error_object(&err("document 3")), None);
+        assert_eq!(error_object(&err("file")), None);
+    }
+
+    #[test]
+    fn an_invalid_policy_keeps_its_last_good_version() {
+        let prev = Model {
+            policies: vec![policy("p"), policy("q")],
+            ..Model::default()
+        };
+        let now = Model {
+            policies: vec![policy("q")],
+            errors: vec![err("NetworkPolicy ns/p")],
+            ..Model::default()
+        };
+        let Verdict::Use(m) = reconcile(now, Some(&prev)) else {
+            panic!("expected a model")
+        };
+        let mut names: Vec<&str> = m.policies.iter().map(|p| p.name.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["p", "q"]);
+    }
+
+    #[test]
+    fn a_deleted_policy_is_not_resurrected() {
+        let prev = Model {
+            policies: vec![policy("p")],
+            ..Model::default()
+        };
+        let Verdict::Use(m) = reconcile(Model::default(), Some(&prev)) else {
+            panic!("expected a model")
+        };
+        assert!(m.policies.is_empty());
+    }
+
+    #[test]
+    fn unreadable_documents_hold_the_enforced_state() {
+        let now = Model {
+            errors: vec![err("document 2")],
+            ..Model::default()
+        };
+        assert!(matches!(reconcile(now, None), Verdict::Hold(e, _) if e.len() == 1));
+    }
+
+    #[test]
+    fn only_input_that_may_have_held_objects_holds_back() {
+        let stray = palisade_policy::load_str("- just\n- a list\n", "notes.yaml");
+        assert_eq!(stray.errors.len(), 1, "{:?}", stray.errors);
+        assert!(matches!(reconcile(stray, None), Verdict::Use(_)));
+        let broken = palisade_policy::load_str("kind: NetworkPolicy\nspec: [\n", "np.yaml");
+        assert_eq!(broken.errors.len(), 1, "{:?}", broken.errors);
+        assert!(matches!(reconcile(broken, None), Verdict::Hold(..)));
+    }
+
+    #[test]
+    fn fingerprint_changes_with_content() {
+        let dir = std::env::temp_dir().join(format!("palisade-fp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("a.yaml");
+        std::fs::write(&f, "a: 1\n").unwrap();
+        let one = fingerprint(std::slice::from_ref(&dir));
+        assert_eq!(one, fingerprint(std::slice::from_ref(&dir)));
+        std::fs::write(&f, "a: 12\n").unwrap();
+        let two = fingerprint(std::slice::from_ref(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(one, two);
+    }
+}

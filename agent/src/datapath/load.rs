@@ -1,0 +1,350 @@
+//! Loading the classifiers and pinning (or re-adopting) their maps.
+//!
+//! Every map of the object is pinned at `<bpffs-root>/<node>/<MAP>`. aya's
+//! `EbpfLoader::map_pin_path` opens a map that is already pinned there instead
+//! of creating a new one, so a restarted agent (or a new binary) keeps the
+//! live endpoint records, policy maps and conntrack entries: no packet ever
+//! sees missing policy. aya does not check that a pinned map matches the
+//! object's declaration, so we do it first and refuse, with a clear error,
+//! pins left by an incompatible version.
+
+use super::sys;
+use anyhow::{bail, Context, Result};
+use aya::maps::{MapInfo, MapType};
+use aya::Ebpf;
+use aya::EbpfLoader;
+use aya_obj::EbpfSectionKind;
+use palisade_common::names;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Default bpffs root; the node's directory goes below it.
+pub const DEFAULT_BPFFS_ROOT: &str = "/sys/fs/bpf/palisade";
+
+/// The parameters of a map as the kernel knows them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapShape {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub flags: u32,
+}
+
+impl MapShape {
+    fn of_obj(m: &aya_obj::Map) -> Self {
+        MapShape {
+            map_type: m.map_type(),
+            key_size: m.key_size(),
+            value_size: m.value_size(),
+            max_entries: m.max_entries(),
+            flags: m.map_flags(),
+        }
+    }
+
+    pub fn of_info(info: &MapInfo) -> Result<Self> {
+        let map_type = info
+            .map_type()
+            .context("pinned map has an unknown map type")?;
+        Ok(MapShape {
+            map_type: map_type_number(map_type),
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        })
+    }
+
+    /// The parameters to create a map with this shape (inner maps).
+    pub fn obj(&self) -> aya_obj::Map {
+        aya_obj::Map::new_from_params(
+            self.map_type,
+            self.key_size,
+            self.value_size,
+            self.max_entries,
+            self.flags,
+        )
+    }
+}
+
+impl std::fmt::Display for MapShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "type {} key {}B value {}B max_entries {} flags {:#x}",
+            self.map_type, self.key_size, self.value_size, self.max_entries, self.flags
+        )
+    }
+}
+
+/// `MapType` is a C-like enum over `bpf_map_type`.
+fn map_type_number(t: MapType) -> u32 {
+    t as u32
+}
+
+/// The inner-map templates of the four policy outer maps, as the object
+/// declares them: the writer creates every inner map with exactly these
+/// parameters, which the kernel requires to insert it into the outer map.
+#[derive(Clone, Debug)]
+pub struct InnerShapes {
+    pub identity: MapShape,
+    pub cidr: MapShape,
+    pub port: MapShape,
+    pub spill: MapShape,
+}
+
+/// Layout of the pin directory of one node.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    /// `<bpffs-root>/<node>`.
+    pub node_dir: PathBuf,
+}
+
+impl PinLayout {
+    pub fn new(bpffs_root: &Path, node: &str) -> Result<Self> {
+        if node.is_empty() || node.contains('/') || node == "." || node == ".." {
+            bail!("--node {node:?}: not usable as a directory name");
+        }
+        Ok(PinLayout {
+            node_dir: bpffs_root.join(node),
+        })
+    }
+
+    pub fn map(&self, name: &str) -> PathBuf {
+        self.node_dir.join(name)
+    }
+
+    /// Directory of the TCX link pins.
+    pub fn links_dir(&self) -> PathBuf {
+        self.node_dir.join("links")
+    }
+
+    pub fn link(&self, ifindex: u32, prog: &str) -> PathBuf {
+        self.links_dir().join(format!("{ifindex}-{prog}"))
+    }
+}
+
+/// How long to wait for another agent of the same node to let go (a rolling
+/// update may briefly overlap the old and the new agent).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The conventional bpffs mount point.
+const SYS_FS_BPF: &str = "/sys/fs/bpf";
+
+/// Makes sure `root` exists on a bpf filesystem. When `/sys/fs/bpf` is not
+/// mounted (a bare sysfs directory, where nothing can be created), a bpffs
+/// is mounted there; for any other root that is not on bpffs, one is
+/// mounted on the root itself.
+pub fn ensure_bpffs(root: &Path) -> Result<()> {
+    let sys_fs_bpf = Path::new(SYS_FS_BPF);
+    if root.starts_with(sys_fs_bpf) && sys_fs_bpf.is_dir() && !sys::is_bpffs(sys_fs_bpf)? {
+        sys::mount_bpffs(sys_fs_bpf)?;
+        tracing::info!(dir = SYS_FS_BPF, "mounted a bpf filesystem");
+    }
+    std::fs::create_dir_all(root)
+        .with_context(|| format!("create bpffs root {}", root.display()))?;
+    if !sys::is_bpffs(root)? {
+        sys::mount_bpffs(root)?;
+        tracing::info!(root = %root.display(), "mounted a bpf filesystem");
+    }
+    Ok(())
+}
+
+/// The loaded classifiers with their maps opened at the pins.
+pub struct Loaded {
+    pub ebpf: Ebpf,
+    pub layout: PinLayout,
+    pub inner: InnerShapes,
+    /// True when the policy state was already pinned (agent restart).
+    pub adopted: bool,
+    /// Exclusive lock on the node directory, held while this is alive.
+    pub lock: sys::DirLock,
+}
+
+/// Loads `object`, pinning its maps under the node directory or re-adopting
+/// the maps already pinned there.
+pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
+    ensure_bpffs(bpffs_root)?;
+    let layout = PinLayout::new(bpffs_root, node)?;
+    std::fs::create_dir_all(layout.links_dir())
+        .with_context(|| format!("create pin directory {}", layout.links_dir().display()))?;
+    // Two writers of one node's maps would undo each other's flips.
+    let lock = sys::DirLock::acquire(&layout.node_dir, LOCK_WAIT)?;
+
+    let parsed = aya_obj::Object::parse(object).context("parse the embedded eBPF object")?;
+    let pinnable: BTreeMap<String, &aya_obj::Map> = parsed
+        .maps
+        .iter()
+        .filter(|(_, m)| {
+            matches!(
+                m.section_kind(),
+                EbpfSectionKind::BtfMaps | EbpfSectionKind::Maps
+            )
+        })
+        .map(|(n, m)| (n.clone(), m))
+        .collect();
+    for required in POLICY_STATE {
+        if !pinnable.contains_key(required) {
+            bail!("the eBPF object declares no map {required}");
+        }
+    }
+    let inner_of = |name: &str| -> Result<MapShape> {
+        let inner = pinnable[name]
+            .inner()
+            .with_context(|| format!("map {name} of the eBPF object has no inner map template"))?;
+        Ok(MapShape::of_obj(&inner))
+    };
+    let inner = InnerShapes {
+        identity: inner_of(names::POLICY_IDENTITY)?,
+        cidr: inner_of(names::POLICY_CIDR)?,
+        port: inner_of(names::POLICY_PORT)?,
+        spill: inner_of(names::POLICY_SPILL)?,
+    };
+
+    let mut adopted = false;
+    for (name, m) in &pinnable {
+        let path = layout.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let want = MapShape::of_obj(m);
+        if POLICY_STATE.contains(&name.as_str()) {
+            adopted = true;
+            check_pinned(&path, name, want)?;
+        } else if !same_layout(&path, want) {
+            // Conntrack, events, counters and scratch space are not policy:
+            // a new version may change them, at the cost of their contents.
+            tracing::warn!(map = %name, pin = %path.display(), "pinned map has another layout; replacing it");
+            std::fs::remove_file(&path)
+                .with_context(|| format!("remove stale pin {}", path.display()))?;
+        }
+    }
+    if adopted {
+        check_pinned_inner(&layout, &inner)?;
+    }
+
+    let mut loader = EbpfLoader::new();
+    for name in pinnable.keys() {
+        loader.map_pin_path(name.as_str(), layout.map(name));
+    }
+    let ebpf = loader.load(object).context("load the eBPF object")?;
+    let mut loaded = Loaded {
+        ebpf,
+        layout,
+        inner,
+        adopted,
+        lock,
+    };
+    for prog in [names::PROG_INGRESS, names::PROG_EGRESS] {
+        let p: &mut aya::programs::SchedClassifier = loaded
+            .ebpf
+            .program_mut(prog)
+            .with_context(|| format!("the eBPF object has no program {prog}"))?
+            .try_into()
+            .with_context(|| format!("program {prog} is not a TC classifier"))?;
+        p.load()
+            .with_context(|| format!("load program {prog} (verifier)"))?;
+    }
+    if loaded.adopted {
+        tracing::info!(dir = %loaded.layout.node_dir.display(), "re-adopted pinned maps");
+    } else {
+        tracing::info!(dir = %loaded.layout.node_dir.display(), "pinned new maps");
+    }
+    Ok(loaded)
+}
+
+/// The maps that hold enforced policy: their pins are never replaced.
+const POLICY_STATE: [&str; 6] = [
+    names::ENDPOINTS,
+    names::IDENTITIES,
+    names::POLICY_IDENTITY,
+    names::POLICY_CIDR,
+    names::POLICY_PORT,
+    names::POLICY_SPILL,
+];
+
+fn same_layout(path: &Path, want: MapShape) -> bool {
+    let Ok(info) = MapInfo::from_pin(path) else {
+        return false;
+    };
+    let Ok(have) = MapShape::of_info(&info) else {
+        return false;
+    };
+    have.map_type == want.map_type
+        && have.key_size == want.key_size
+        && have.value_size == want.value_size
+}
+
+/// A pinned map from another version must not be silently reused (the
+/// classifier would read garbage) nor replaced (policy would vanish).
+fn check_pinned(path: &Path, name: &str, want: MapShape) -> Result<()> {
+    let info =
+        MapInfo::from_pin(path).with_context(|| format!("open pinned map {}", path.display()))?;
+    let have =
+        MapShape::of_info(&info).with_context(|| format!("pinned map {}", path.display()))?;
+    // The kernel reports ring buffer and perf sizes rounded; compare what
+    // the layout depends on.
+    if have.map_type != want.map_type
+        || have.key_size != want.key_size
+        || have.value_size != want.value_size
+    {
+        bail!(
+            "pinned map {name} at {} has an incompatible layout ({have}); this agent expects ({want}). \
+             The pins come from a different palisade version: remove {} to start over (this drops enforcement \
+             until the agent reprograms)",
+            path.display(),
+            path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    if have.max_entries != want.max_entries || have.flags != want.flags {
+        tracing::warn!(
+            map = name,
+            pinned = %have,
+            object = %want,
+            "pinned map differs in capacity or flags; keeping the pinned one"
+        );
+    }
+    Ok(())
+}
+
+/// Inner maps already live in the pinned outer maps must match the templates
+/// this agent will create new inner maps from, or every update would fail.
+fn check_pinned_inner(layout: &PinLayout, inner: &InnerShapes) -> Result<()> {
+    for (name, want) in [
+        (names::POLICY_IDENTITY, inner.identity),
+        (names::POLICY_CIDR, inner.cidr),
+        (names::POLICY_PORT, inner.port),
+        (names::POLICY_SPILL, inner.spill),
+    ] {
+        let path = layout.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let outer = aya::maps::MapData::from_pin(&path)
+            .with_context(|| format!("open pinned map {}", path.display()))?;
+        let outer: aya::maps::HashOfMaps<_, palisade_common::PolicyKey, aya::maps::MapData> =
+            aya::maps::HashOfMaps::try_from(aya::maps::Map::HashOfMaps(outer)).with_context(
+                || {
+                    format!(
+                        "pinned map {} is not a hash of maps keyed by PolicyKey",
+                        path.display()
+                    )
+                },
+            )?;
+        let Some(Ok(key)) = outer.keys().next() else {
+            continue;
+        };
+        let Ok(inner_map) = outer.get(&key, 0) else {
+            continue;
+        };
+        let have = MapShape::of_info(&inner_map.info()?)?;
+        if have != want {
+            bail!(
+                "inner maps of pinned map {name} have layout ({have}); this agent creates ({want}). \
+                 The pins come from a different palisade version: remove {} to start over",
+                layout.node_dir.display()
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! Typed handles on the pinned node maps: reading their contents back in the
+//! wire form of `encode`, creating and filling inner maps, and the single
+//! writes the writer sequences.
+
+use super::encode::{DirMaps, Lpm};
+use super::load::{InnerShapes, Loaded, MapShape};
+use anyhow::{Context, Result};
+use aya::maps::lpm_trie::Key;
+use aya::maps::{HashMap, HashOfMaps, LpmTrie, Map, MapData, MapError};
+use palisade_common::{
+    names, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_EGRESS, DIR_INGRESS,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+type IdentityInner = HashMap<MapData, u32, RuleBits>;
+type CidrInner = LpmTrie<MapData, IpKey, RuleBits>;
+type PortInner = LpmTrie<MapData, PortKey, RuleBits>;
+type SpillInner = HashMap<MapData, SpillKey, u8>;
+
+/// The node's pinned maps the writer programs.
+pub struct NodeMaps {
+    endpoints: HashMap<MapData, u32, Endpoint>,
+    identities: LpmTrie<MapData, IpKey, u32>,
+    policy_identity: HashOfMaps<MapData, PolicyKey, IdentityInner>,
+    policy_cidr: HashOfMaps<MapData, PolicyKey, CidrInner>,
+    policy_port: HashOfMaps<MapData, PolicyKey, PortInner>,
+    policy_spill: HashOfMaps<MapData, PolicyKey, SpillInner>,
+    inner: InnerShapes,
+}
+
+fn take(loaded: &mut Loaded, name: &str) -> Result<Map> {
+    loaded
+        .ebpf
+        .take_map(name)
+        .with_context(|| format!("the eBPF object has no map {name}"))
+}
+
+/// A missing key is not an error when deleting or reading optional state.
+fn ignore_missing(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::KeyNotFound) => Ok(()),
+        Err(MapError::SyscallError(e)) if e.io_error.kind() == std::io::ErrorKind::NotFound => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn is_missing(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(e) => e.io_error.kind() == std::io::ErrorKind::NotFound,
+        _ => false,
+    }
+}
+
+/// Creates an inner map with the outer map's template shape, typed as `T`
+/// (which checks the key and value sizes against our types).
+fn create_inner<T>(shape: &MapShape, name: &str, wrap: fn(MapData) -> Map) -> Result<T>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let data = MapData::create(shape.obj(), name, None)
+        .with_context(|| format!("create inner map ({shape})"))?;
+    T::try_from(wrap(data)).with_context(|| {
+        format!("inner map template ({shape}) does not fit palisade_common's types")
+    })
+}
+
+impl NodeMaps {
+    /// Takes the writer's maps out of the loaded object.
+    pub fn take(loaded: &mut Loaded) -> Result<Self> {
+        macro_rules! typed {
+            ($name:expr) => {
+                take(loaded, $name)?.try_into().with_context(|| {
+                    format!("map {} does not have the layout of palisade_common", $name)
+                })?
+            };
+        }
+        Ok(NodeMaps {
+            endpoints: typed!(names::ENDPOINTS),
+            identities: typed!(names::IDENTITIES),
+            policy_identity: typed!(names::POLICY_IDENTITY),
+            policy_cidr: typed!(names::POLICY_CIDR),
+            policy_port: typed!(names::POLICY_PORT),
+            policy_spill: typed!(names::POLICY_SPILL),
+            inner: loaded.inner.clone(),
+        })
+    }
+
+    pub fn read_endpoints(&self) -> Result<BTreeMap<u32, Endpoint>> {
+        let mut out = BTreeMap::new();
+        for item in self.endpoints.iter() {
+            let (k, v) = item.context("read ENDPOINTS")?;
+            out.insert(k, v);
+        }
+        Ok(out)
+    }
+
+    pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
+        self.endpoints
+            .insert(ifindex, ep, 0)
+            .with_context(|| format!("write ENDPOINTS[{ifindex}]"))
+    }
+
+    pub fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
+        ignore_missing(self.endpoints.remove(&ifindex))
+            .with_context(|| format!("delete ENDPOINTS[{ifindex}]"))
+    }
+
+    pub fn read_identities(&self) -> Result<BTreeMap<Lpm<IpKey>, u32>> {
+        let mut out = BTreeMap::new();
+        for item in self.identities.iter() {
+            let (k, v) = item.context("read IDENTITIES")?;
+            out.insert((k.prefix_len(), k.data()), v);
+        }
+        Ok(out)
+    }
+
+    pub fn set_identity(&mut self, key: Lpm<IpKey>, id: u32) -> Result<()> {
+        self.identities
+            .insert(&Key::new(key.0, key.1), id, 0)
+            .context("write IDENTITIES")
+    }
+
+    pub fn remove_identity(&mut self, key: Lpm<IpKey>) -> Result<()> {
+        ignore_missing(self.identities.remove(&Key::new(key.0, key.1)))
+            .context("delete IDENTITIES entry")
+    }
+
+    /// Reads one pod direction's inner maps; `None` when its identity map
+    /// is absent (never written, or a write was interrupted).
+    pub fn read_dir(&self, key: PolicyKey) -> Result<Option<DirMaps>> {
+        let ctx = || format!("read policy maps of {key:?}");
+        let identity = match self.policy_identity.get(&key, 0) {
+            Ok(m) => m,
+            Err(e) if is_missing(&e) => return Ok(None),
+            Err(e) => return Err(e).with_context(ctx),
+        };
+        let (cidr, port, spill) = match (
+            self.policy_cidr.get(&key, 0),
+            self.policy_port.get(&key, 0),
+            self.policy_spill.get(&key, 0),
+        ) {
+            (Ok(c), Ok(p), Ok(s)) => (c, p, s),
+            (c, p, s) => {
+                for e in [c.err(), p.err(), s.err()].into_iter().flatten() {
+                    if !is_missing(&e) {
+                        return Err(e).with_context(ctx);
+                    }
+                }
+                return Ok(None);
+            }
+        };
+        let mut out = DirMaps::default();
+        for item in identity.iter() {
+            let (k, v) = item.with_context(ctx)?;
+            out.identities.insert(k, v);
+        }
+        for item in cidr.iter() {
+            let (k, v) = item.with_context(ctx)?;
+            out.cidrs.insert((k.prefix_len(), k.data()), v);
+        }
+        for item in port.iter() {
+            let (k, v) = item.with_context(ctx)?;
+            out.ports.insert((k.prefix_len(), k.data()), v);
+        }
+        for item in spill.keys() {
+            out.spill.insert(item.with_context(ctx)?);
+        }
+        Ok(Some(out))
+    }
+
+    /// Builds the four inner maps of one pod direction and links them into
+    /// the outer maps under `key`. The classifier reads `key`'s generation
+    /// only after the endpoint record points at it.
+    pub fn write_dir(&mut self, key: PolicyKey, d: &DirMaps) -> Result<()> {
+        let ctx = |what: &str| format!("write {what} of {key:?}");
+        let suffix = if key.direction == DIR_INGRESS {
+            "i"
+        } else {
+            "e"
+        };
+        let mut identity: IdentityInner = create_inner(
+            &self.inner.identity,
+            &format!("pal_id_{suffix}"),
+            Map::HashMap,
+        )?;
+        for (id, bits) in &d.identities {
+            identity
+                .insert(id, bits, 0)
+                .with_context(|| ctx("identity entries"))?;
+        }
+        let mut cidr: CidrInner = create_inner(
+            &self.inner.cidr,
+            &format!("pal_cidr_{suffix}"),
+            Map::LpmTrie,
+        )?;
+        for ((len, k), bits) in &d.cidrs {
+            cidr.insert(&Key::new(*len, *k), bits, 0)
+                .with_context(|| ctx("CIDR entries"))?;
+        }
+        let mut port: PortInner = create_inner(
+            &self.inner.port,
+            &format!("pal_port_{suffix}"),
+            Map::LpmTrie,
+        )?;
+        for ((len, k), bits) in &d.ports {
+            port.insert(&Key::new(*len, *k), bits, 0)
+                .with_context(|| ctx("port entries"))?;
+        }
+        let mut spill: SpillInner = create_inner(
+            &self.inner.spill,
+            &format!("pal_spill_{suffix}"),
+            Map::HashMap,
+        )?;
+        for k in &d.spill {
+            spill
+                .insert(k, 1u8, 0)
+                .with_context(|| ctx("spill entries"))?;
+        }
+        // The outer maps hold their own references: our descriptors close
+        // when the typed handles drop at the end of this function.
+        self.policy_identity
+            .insert(key, &identity, 0)
+            .with_context(|| ctx("POLICY_IDENTITY"))?;
+        self.policy_cidr
+            .insert(key, &cidr, 0)
+            .with_context(|| ctx("POLICY_CIDR"))?;
+        self.policy_port
+            .insert(key, &port, 0)
+            .with_context(|| ctx("POLICY_PORT"))?;
+        self.policy_spill
+            .insert(key, &spill, 0)
+            .with_context(|| ctx("POLICY_SPILL"))?;
+        Ok(())
+    }
+
+    /// Unlinks one pod direction's inner maps (the kernel frees them once
+    /// no program run still uses them).
+    pub fn delete_dir(&mut self, key: PolicyKey) -> Result<()> {
+        let ctx = || format!("delete policy maps of {key:?}");
+        ignore_missing(self.policy_identity.remove(&key)).with_context(ctx)?;
+        ignore_missing(self.policy_cidr.remove(&key)).with_context(ctx)?;
+        ignore_missing(self.policy_port.remove(&key)).with_context(ctx)?;
+        ignore_missing(self.policy_spill.remove(&key)).with_context(ctx)?;
+        Ok(())
+    }
+
+    /// Every key present in any of the four outer maps.
+    pub fn outer_keys(&self) -> Result<BTreeSet<PolicyKey>> {
+        let mut out = BTreeSet::new();
+        let ctx = "list policy outer map keys";
+        for k in self.policy_identity.keys() {
+            out.insert(k.context(ctx)?);
+        }
+        for k in self.policy_cidr.keys() {
+            out.insert(k.context(ctx)?);
+        }
+        for k in self.policy_port.keys() {
+            out.insert(k.context(ctx)?);
+        }
+        for k in self.policy_spill.keys() {
+            out.insert(k.context(ctx)?);
+        }
+        Ok(out)
+    }
+}
+
+/// The policy keys of one endpoint generation, both directions.
+pub fn dir_keys(ifindex: u32, generation: u32) -> [PolicyKey; 2] {
+    [
+        PolicyKey {
+            ifindex,
+            generation,
+            direction: DIR_INGRESS,
+        },
+        PolicyKey {
+            ifindex,
+            generation,
+            direction: DIR_EGRESS,
+        },
+    ]
+}

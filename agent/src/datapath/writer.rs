@@ -1,0 +1,324 @@
+//! The map writer: brings the pinned maps to a desired state with the least
+//! writes, and updates each pod atomically.
+//!
+//! The writer keeps a cache of what the kernel holds (endpoint records and
+//! inner map contents), built by reading the pinned maps when it starts, so
+//! an agent restart rewrites nothing that did not change. Per pod:
+//!
+//! - same endpoint record and same inner maps: nothing is written;
+//! - same inner maps, different record (addresses, any-peer bits): one
+//!   endpoint write;
+//! - otherwise: new inner maps under `generation ^ 1`, then the endpoint
+//!   record pointing at them in ONE map update, then the old generation's
+//!   outer entries are deleted. A packet sees the old policy or the new one.
+//!
+//! A pod whose maps cannot be written (capacity, kernel error) is switched to
+//! `EP_DENY_ALL`: it fails closed, never open.
+
+use super::encode::{self, DirMaps, Lpm, PodMaps};
+use super::maps::{dir_keys, NodeMaps};
+use anyhow::Result;
+use palisade_common::{
+    Endpoint, IpKey, PolicyKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// What one interface should hold. (One value per interface and round:
+/// the size difference of the variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Desired {
+    /// A local pod's compiled policy (`label` names it in logs).
+    Pod {
+        label: String,
+        endpoint: Endpoint,
+        maps: PodMaps,
+    },
+    /// An interface whose pod policy is not known yet: drop.
+    Pending { label: String },
+}
+
+impl Desired {
+    fn label(&self) -> &str {
+        match self {
+            Desired::Pod { label, .. } | Desired::Pending { label } => label,
+        }
+    }
+
+    fn parts(&self) -> (Endpoint, PodMaps) {
+        match self {
+            Desired::Pod { endpoint, maps, .. } => (*endpoint, maps.clone()),
+            Desired::Pending { .. } => (encode::pending_endpoint(), PodMaps::default()),
+        }
+    }
+}
+
+/// What the kernel holds for one interface.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Programmed {
+    endpoint: Endpoint,
+    maps: PodMaps,
+}
+
+/// Outcome of one interface's update.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    Unchanged,
+    /// Only the endpoint record was rewritten (same generation).
+    Record,
+    /// New inner maps and a generation flip.
+    Flipped,
+    /// The maps could not be written: the pod is now denied everything.
+    FailedClosed,
+}
+
+/// Counts of one sync, for logs and tests.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteReport {
+    pub unchanged: usize,
+    pub records: usize,
+    pub flipped: usize,
+    pub pending: usize,
+    pub removed: usize,
+    /// Pods denied everything because their maps could not be written:
+    /// (label, error).
+    pub failed: Vec<(String, String)>,
+    pub identities_set: usize,
+    pub identities_removed: usize,
+}
+
+/// Keys whose maps the classifier may read for this record.
+fn live_keys(ifindex: u32, ep: &Endpoint) -> Vec<PolicyKey> {
+    if ep.flags & (EP_PENDING | EP_DENY_ALL) != 0 {
+        return Vec::new();
+    }
+    let [ing, eg] = dir_keys(ifindex, ep.generation);
+    let mut out = Vec::new();
+    if ep.flags & EP_ISOLATED_INGRESS != 0 {
+        out.push(ing);
+    }
+    if ep.flags & EP_ISOLATED_EGRESS != 0 {
+        out.push(eg);
+    }
+    out
+}
+
+pub struct Writer {
+    maps: NodeMaps,
+    cache: BTreeMap<u32, Programmed>,
+    identities: BTreeMap<Lpm<IpKey>, u32>,
+}
+
+impl Writer {
+    /// Builds the cache from what is pinned.
+    pub fn new(maps: NodeMaps) -> Result<Self> {
+        let mut cache = BTreeMap::new();
+        for (ifindex, endpoint) in maps.read_endpoints()? {
+            let [ing_key, eg_key] = dir_keys(ifindex, endpoint.generation);
+            let live = live_keys(ifindex, &endpoint);
+            let read = |k: PolicyKey| -> Result<Option<DirMaps>> {
+                if live.contains(&k) {
+                    maps.read_dir(k)
+                } else {
+                    Ok(None)
+                }
+            };
+            let pod_maps = PodMaps {
+                ingress: read(ing_key)?,
+                egress: read(eg_key)?,
+            };
+            cache.insert(
+                ifindex,
+                Programmed {
+                    endpoint,
+                    maps: pod_maps,
+                },
+            );
+        }
+        let identities = maps.read_identities()?;
+        Ok(Writer {
+            maps,
+            cache,
+            identities,
+        })
+    }
+
+    /// The identity trie's host entries, as pinned.
+    pub fn identities(&self) -> BTreeMap<IpAddr, u32> {
+        self.identities
+            .iter()
+            .filter_map(|(k, id)| encode::host_ip(*k).map(|ip| (ip, *id)))
+            .collect()
+    }
+
+    /// Interfaces that have an endpoint record.
+    pub fn interfaces(&self) -> BTreeSet<u32> {
+        self.cache.keys().copied().collect()
+    }
+
+    /// The live endpoint record of an interface, as cached.
+    pub fn endpoint(&self, ifindex: u32) -> Option<Endpoint> {
+        self.cache.get(&ifindex).map(|p| p.endpoint)
+    }
+
+    /// Adds and updates identities (before pods, so that a new pod's peers
+    /// resolve as soon as its policy is live).
+    pub fn add_identities(
+        &mut self,
+        desired: &BTreeMap<IpAddr, u32>,
+        report: &mut WriteReport,
+    ) -> Result<()> {
+        for (ip, id) in desired {
+            let key = encode::host_key(*ip);
+            if self.identities.get(&key) != Some(id) {
+                self.maps.set_identity(key, *id)?;
+                self.identities.insert(key, *id);
+                report.identities_set += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes identities of addresses no longer in the cluster (after pods,
+    /// so a policy never points at an identity that just vanished).
+    pub fn remove_stale_identities(
+        &mut self,
+        desired: &BTreeMap<IpAddr, u32>,
+        report: &mut WriteReport,
+    ) -> Result<()> {
+        let want: BTreeSet<Lpm<IpKey>> = desired.keys().map(|ip| encode::host_key(*ip)).collect();
+        let stale: Vec<Lpm<IpKey>> = self
+            .identities
+            .keys()
+            .filter(|k| !want.contains(k))
+            .copied()
+            .collect();
+        for key in stale {
+            self.maps.remove_identity(key)?;
+            self.identities.remove(&key);
+            report.identities_removed += 1;
+        }
+        Ok(())
+    }
+
+    /// Brings one interface to `desired`.
+    pub fn program(
+        &mut self,
+        ifindex: u32,
+        desired: &Desired,
+        report: &mut WriteReport,
+    ) -> Result<Change> {
+        let (mut endpoint, maps) = desired.parts();
+        if matches!(desired, Desired::Pending { .. }) {
+            report.pending += 1;
+        }
+        let current = self.cache.get(&ifindex).cloned();
+        if let Some(cur) = &current {
+            if cur.maps == maps {
+                if encode::same_policy(&cur.endpoint, &endpoint) {
+                    report.unchanged += 1;
+                    return Ok(Change::Unchanged);
+                }
+                endpoint.generation = cur.endpoint.generation;
+                self.maps.set_endpoint(ifindex, &endpoint)?;
+                self.cache.insert(ifindex, Programmed { endpoint, maps });
+                report.records += 1;
+                return Ok(Change::Record);
+            }
+        }
+        let old_gen = current.as_ref().map(|c| c.endpoint.generation);
+        let new_gen = old_gen.map_or(0, |g| g ^ 1);
+        endpoint.generation = new_gen;
+        let new_keys = dir_keys(ifindex, new_gen);
+        match self.write_generation(&new_keys, &maps) {
+            Ok(()) => {
+                // The flip: from this write on, packets read the new maps.
+                self.maps.set_endpoint(ifindex, &endpoint)?;
+                if let Some(g) = old_gen {
+                    for k in dir_keys(ifindex, g) {
+                        self.maps.delete_dir(k)?;
+                    }
+                }
+                self.cache.insert(ifindex, Programmed { endpoint, maps });
+                report.flipped += 1;
+                Ok(Change::Flipped)
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                tracing::error!(pod = desired.label(), ifindex, error = %msg, "cannot write policy maps; denying all traffic of the pod");
+                report.failed.push((desired.label().to_string(), msg));
+                self.fail_closed(ifindex, endpoint, old_gen)?;
+                Ok(Change::FailedClosed)
+            }
+        }
+    }
+
+    /// Writes both directions' inner maps under `keys` (a direction that is
+    /// not isolated gets none; leftovers of an interrupted run are cleared).
+    fn write_generation(&mut self, keys: &[PolicyKey; 2], maps: &PodMaps) -> Result<()> {
+        for (key, dir) in keys.iter().zip([&maps.ingress, &maps.egress]) {
+            self.maps.delete_dir(*key)?;
+            if let Some(d) = dir {
+                self.maps.write_dir(*key, d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_closed(&mut self, ifindex: u32, desired: Endpoint, old_gen: Option<u32>) -> Result<()> {
+        let endpoint = Endpoint {
+            flags: EP_DENY_ALL,
+            generation: old_gen.unwrap_or(0),
+            addrs: desired.addrs,
+            ..Endpoint::default()
+        };
+        self.maps.set_endpoint(ifindex, &endpoint)?;
+        for g in [0, 1] {
+            for k in dir_keys(ifindex, g) {
+                self.maps.delete_dir(k)?;
+            }
+        }
+        self.cache.insert(
+            ifindex,
+            Programmed {
+                endpoint,
+                maps: PodMaps::default(),
+            },
+        );
+        Ok(())
+    }
+
+    /// Deletes an interface's endpoint record and inner maps (after its
+    /// classifiers were detached).
+    pub fn remove(&mut self, ifindex: u32, report: &mut WriteReport) -> Result<()> {
+        self.maps.remove_endpoint(ifindex)?;
+        for g in [0, 1] {
+            for k in dir_keys(ifindex, g) {
+                self.maps.delete_dir(k)?;
+            }
+        }
+        if self.cache.remove(&ifindex).is_some() {
+            report.removed += 1;
+        }
+        Ok(())
+    }
+
+    /// Deletes outer entries no endpoint's live generation uses (left by an
+    /// interrupted update or a removed interface).
+    pub fn collect_garbage(&mut self) -> Result<usize> {
+        let live: BTreeSet<PolicyKey> = self
+            .cache
+            .iter()
+            .flat_map(|(i, p)| live_keys(*i, &p.endpoint))
+            .collect();
+        let mut n = 0;
+        for key in self.maps.outer_keys()? {
+            if !live.contains(&key) {
+                self.maps.delete_dir(key)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

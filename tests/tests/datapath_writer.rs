@@ -1,0 +1,477 @@
+//! The datapath's userspace half against the real kernel: load and pin,
+//! write a compiled node, inspect the pins with `bpftool`, re-adopt after
+//! the loader is gone, flip generations, hold unknown interfaces pending,
+//! remove pods. Each test runs in its own network namespace (entered by the
+//! test thread only) with its own bpffs mount; guards remove both even when
+//! an assertion fails. Needs root and the embedded eBPF object.
+
+use ipnetwork::IpNetwork;
+use palisade::datapath::{ebpf_object, iface, Datapath};
+use palisade_common::{
+    PolicyKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_INGRESS, EP_PENDING,
+    INNER_IDENTITY_MAX, PROTO_TCP, SPILL_IDENTITY,
+};
+use palisade_compiler::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "pal-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A network namespace that the current thread enters, and leaves (then
+/// deletes) on drop.
+struct NetNs {
+    name: String,
+    home: OwnedFd,
+}
+
+impl NetNs {
+    fn enter(tag: &str) -> NetNs {
+        let name = unique(tag);
+        let home: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
+            .expect("own netns")
+            .into();
+        run("ip", &["netns", "add", &name]);
+        let guard = NetNs { name, home };
+        let target =
+            std::fs::File::open(format!("/run/netns/{}", guard.name)).expect("open new netns");
+        // SAFETY: setns on this thread with a valid namespace fd.
+        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        run("ip", &["link", "set", "lo", "up"]);
+        guard
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // SAFETY: back to the namespace this thread started in.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A private bpf filesystem: unmounting it drops every pin it holds.
+struct Bpffs {
+    dir: PathBuf,
+}
+
+impl Bpffs {
+    fn mount(tag: &str) -> Bpffs {
+        let dir = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(&dir).unwrap();
+        run("mount", &["-t", "bpf", "bpf", dir.to_str().unwrap()]);
+        Bpffs { dir }
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// A veth pair whose host side routes `ip` (a pod interface, ptp style).
+fn add_pod_iface(host: &str, ip: &str) -> u32 {
+    let peer = format!("{host}p");
+    run(
+        "ip",
+        &["link", "add", host, "type", "veth", "peer", "name", &peer],
+    );
+    run("ip", &["link", "set", host, "up"]);
+    run("ip", &["link", "set", &peer, "up"]);
+    run("ip", &["route", "add", &format!("{ip}/32"), "dev", host]);
+    ifindex(host)
+}
+
+fn ifindex(name: &str) -> u32 {
+    // Not /sys/class/net: sysfs shows the namespace it was mounted in.
+    let v: Value = serde_json::from_str(&run("ip", &["-j", "link", "show", name])).unwrap();
+    v[0]["ifindex"].as_u64().expect("ifindex") as u32
+}
+
+fn bpftool(args: &[&str]) -> Value {
+    let mut all = vec!["-j"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&run("bpftool", &all)).expect("bpftool JSON")
+}
+
+fn dump(bpffs: &Path, map: &str) -> Vec<Value> {
+    let path = bpffs.join("node1").join(map);
+    let entries = bpftool(&["map", "dump", "pinned", path.to_str().unwrap()])
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    // Maps with BTF come with a "formatted" form that names every field.
+    entries
+        .into_iter()
+        .map(|e| e.get("formatted").cloned().unwrap_or(e))
+        .collect()
+}
+
+/// The endpoint record of `ifindex` as bpftool prints it (BTF field names).
+fn endpoint_json(bpffs: &Path, ifindex: u32) -> Option<Value> {
+    dump(bpffs, "ENDPOINTS")
+        .into_iter()
+        .find(|e| e["key"].as_u64() == Some(u64::from(ifindex)))
+        .map(|e| e["value"].clone())
+}
+
+/// Inner map ids of an outer map.
+fn inner_ids(bpffs: &Path, outer: &str) -> BTreeSet<u64> {
+    // Outer maps carry no BTF: the value is the inner map id, little endian hex.
+    dump(bpffs, outer)
+        .iter()
+        .map(|e| hex_le(&e["value"]))
+        .collect()
+}
+
+fn hex_le(v: &Value) -> u64 {
+    let bytes: Vec<u8> = v
+        .as_array()
+        .expect("hex byte array")
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+        .collect();
+    bytes
+        .iter()
+        .rev()
+        .fold(0, |acc, b| (acc << 8) | u64::from(*b))
+}
+
+fn map_exists(id: u64) -> bool {
+    Command::new("bpftool")
+        .args(["map", "show", "id", &id.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Programs attached by TCX to an interface (ingress, egress). Asked of the
+/// kernel through aya: bpftool 7.1 does not know TCX links yet.
+fn tcx_progs(ifname: &str) -> (usize, usize) {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let count = |hook| {
+        SchedClassifier::query_tcx(ifname, hook)
+            .expect("query tcx")
+            .1
+            .len()
+    };
+    (count(TcAttachType::Ingress), count(TcAttachType::Egress))
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn bits(b: u64) -> RuleBits {
+    RuleBits {
+        bits: b,
+        class: 0,
+        _pad: 0,
+    }
+}
+
+/// Pod `ns/a` isolated for ingress with one entry in every inner map; pod
+/// `ns/b` over capacity (denied everything).
+fn compiled(identity_bits: u64) -> CompiledNode {
+    let mut ingress = CompiledDirection {
+        isolated: true,
+        any_port: 0b100,
+        ..CompiledDirection::default()
+    };
+    ingress.identities.insert(301, bits(identity_bits));
+    ingress
+        .cidrs
+        .insert("10.0.0.0/8".parse::<IpNetwork>().unwrap(), bits(0b10));
+    ingress.ports.insert(
+        PortPrefix {
+            proto: PROTO_TCP,
+            port: 80,
+            len: 16,
+        },
+        bits(0b1),
+    );
+    ingress.spill.insert(SpillKey {
+        kind: SPILL_IDENTITY,
+        peer: 301,
+        port_class: 1,
+    });
+    let a = CompiledPod {
+        namespace: "ns".into(),
+        name: "a".into(),
+        ips: vec![ip("10.77.0.2")],
+        ingress,
+        ..CompiledPod::default()
+    };
+    let b = CompiledPod {
+        namespace: "ns".into(),
+        name: "b".into(),
+        ips: vec![ip("10.77.0.3")],
+        error: Some("over capacity".into()),
+        ..CompiledPod::default()
+    };
+    let mut node = CompiledNode::default();
+    node.identities.insert(ip("10.77.0.2"), 300);
+    node.identities.insert(ip("10.77.0.3"), 301);
+    node.identities.insert(ip("10.99.0.1"), 302);
+    node.pods.insert("ns/a".into(), a);
+    node.pods.insert("ns/b".into(), b);
+    node
+}
+
+fn interfaces(node: &CompiledNode) -> iface::Interfaces {
+    let routes = iface::host_routes().expect("routes");
+    iface::match_pods(
+        &routes,
+        node.pods
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+    )
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(5);
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn datapath_writer_programs_readopts_flips_and_removes() {
+    let object = ebpf_object()
+        .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
+    let _ns = NetNs::enter("dpw");
+    let fs = Bpffs::mount("dpw");
+    let a_if = add_pod_iface("pa", "10.77.0.2");
+    let b_if = add_pod_iface("pb", "10.77.0.3");
+
+    // Load, pin, write.
+    let node = compiled(0b1);
+    let mut dp = Datapath::open(object, &fs.dir, "node1").expect("open datapath");
+    assert!(!dp.adopted());
+    let ifaces = interfaces(&node);
+    assert_eq!(ifaces.pods.get("ns/a"), Some(&a_if));
+    assert_eq!(ifaces.pods.get("ns/b"), Some(&b_if));
+    let report = dp.program(&node, &ifaces).expect("program");
+    assert_eq!(report.write.flipped, 2, "{report:?}");
+    assert_eq!(report.attached, 2);
+    assert!(report.attach_errors.is_empty(), "{report:?}");
+
+    // bpftool sees the records with their BTF field names.
+    let ep_a = endpoint_json(&fs.dir, a_if).expect("endpoint of pod a");
+    assert_eq!(ep_a["flags"].as_u64(), Some(u64::from(EP_ISOLATED_INGRESS)));
+    assert_eq!(ep_a["generation"].as_u64(), Some(0));
+    assert_eq!(ep_a["ingress"]["any_port"].as_u64(), Some(0b100));
+    assert_eq!(ep_a["addrs"][0]["family"].as_u64(), Some(4));
+    let ep_b = endpoint_json(&fs.dir, b_if).expect("endpoint of pod b");
+    assert_eq!(ep_b["flags"].as_u64(), Some(u64::from(EP_DENY_ALL)));
+    let identities = dump(&fs.dir, "IDENTITIES");
+    assert_eq!(identities.len(), 3, "{identities:?}");
+    let mut ids: Vec<u64> = identities
+        .iter()
+        .filter_map(|e| e["value"].as_u64())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, [300, 301, 302]);
+    // Only pod a's ingress has inner maps, one of each kind.
+    for outer in [
+        "POLICY_IDENTITY",
+        "POLICY_CIDR",
+        "POLICY_PORT",
+        "POLICY_SPILL",
+    ] {
+        assert_eq!(
+            inner_ids(&fs.dir, outer).len(),
+            1,
+            "{outer}: {:?}",
+            dump(&fs.dir, outer)
+        );
+    }
+    let identity_inner = *inner_ids(&fs.dir, "POLICY_IDENTITY").iter().next().unwrap();
+    let entries = bpftool(&["map", "dump", "id", &identity_inner.to_string()]);
+    assert_eq!(entries.as_array().map(Vec::len), Some(1), "{entries}");
+    // Both hooks of both interfaces, pinned.
+    assert_eq!(tcx_progs("pa"), (1, 1));
+    assert_eq!(tcx_progs("pb"), (1, 1));
+    for prog in ["pod_ingress", "pod_egress"] {
+        let pin = fs.dir.join("node1/links").join(format!("{a_if}-{prog}"));
+        let link = palisade::datapath::sys::tcx_link_info(&pin).expect("pinned link");
+        assert_eq!(link.ifindex, a_if, "{link:?}");
+    }
+
+    // The loader goes away; enforcement stays; a new one re-adopts.
+    drop(dp);
+    assert_eq!(tcx_progs("pa"), (1, 1), "links survive the loader");
+    let mut dp = Datapath::open(object, &fs.dir, "node1").expect("re-open datapath");
+    assert!(dp.adopted());
+    assert_eq!(
+        dp.attached(),
+        &[a_if, b_if].into_iter().collect::<BTreeSet<_>>()
+    );
+    let report = dp.program(&node, &ifaces).expect("reprogram");
+    assert_eq!(
+        (
+            report.write.flipped,
+            report.write.records,
+            report.write.unchanged
+        ),
+        (0, 0, 2),
+        "{report:?}"
+    );
+    assert_eq!(report.attached, 0);
+    assert_eq!(tcx_progs("pa"), (1, 1), "no double attach");
+    assert_eq!(
+        endpoint_json(&fs.dir, a_if).unwrap()["generation"].as_u64(),
+        Some(0)
+    );
+
+    // Outer entries no record points at (an interrupted run) are collected.
+    {
+        use aya::maps::{HashMap, HashOfMaps, Map, MapData};
+        let outer =
+            MapData::from_pin(fs.dir.join("node1/POLICY_IDENTITY")).expect("open outer map");
+        let mut outer: HashOfMaps<MapData, PolicyKey, HashMap<MapData, u32, RuleBits>> =
+            HashOfMaps::try_from(Map::HashOfMaps(outer)).expect("typed outer map");
+        let stray: HashMap<MapData, u32, RuleBits> =
+            HashMap::create(INNER_IDENTITY_MAX, 1 /* BPF_F_NO_PREALLOC */).expect("inner map");
+        let key = PolicyKey {
+            ifindex: 999_999,
+            generation: 0,
+            direction: 0,
+        };
+        outer
+            .insert(key, &stray, 0)
+            .expect("insert stray inner map");
+    }
+    assert_eq!(inner_ids(&fs.dir, "POLICY_IDENTITY").len(), 2);
+    let report = dp.program(&node, &ifaces).expect("collect garbage");
+    assert_eq!(report.garbage, 1, "{report:?}");
+    assert_eq!(report.write.unchanged, 2, "{report:?}");
+    assert_eq!(inner_ids(&fs.dir, "POLICY_IDENTITY").len(), 1);
+
+    // A policy change flips the generation and frees the old inner maps.
+    let old_inner: BTreeSet<u64> = [
+        "POLICY_IDENTITY",
+        "POLICY_CIDR",
+        "POLICY_PORT",
+        "POLICY_SPILL",
+    ]
+    .iter()
+    .flat_map(|o| inner_ids(&fs.dir, o))
+    .collect();
+    let node = compiled(0b11);
+    let report = dp.program(&node, &ifaces).expect("program change");
+    assert_eq!(
+        (report.write.flipped, report.write.unchanged),
+        (1, 1),
+        "{report:?}"
+    );
+    assert_eq!(
+        endpoint_json(&fs.dir, a_if).unwrap()["generation"].as_u64(),
+        Some(1)
+    );
+    let new_inner: BTreeSet<u64> = [
+        "POLICY_IDENTITY",
+        "POLICY_CIDR",
+        "POLICY_PORT",
+        "POLICY_SPILL",
+    ]
+    .iter()
+    .flat_map(|o| inner_ids(&fs.dir, o))
+    .collect();
+    assert_eq!(new_inner.len(), 4);
+    assert!(new_inner.is_disjoint(&old_inner));
+    for id in &old_inner {
+        wait_until(&format!("inner map {id} to be freed"), || !map_exists(*id));
+    }
+
+    // An interface whose pod is unknown is held pending.
+    let c_if = add_pod_iface("pc", "10.77.0.9");
+    let ifaces = interfaces(&node);
+    assert_eq!(ifaces.unknown.get(&c_if).map(String::as_str), Some("pc"));
+    let report = dp.program(&node, &ifaces).expect("program pending");
+    assert_eq!(report.write.pending, 1);
+    assert_eq!(
+        endpoint_json(&fs.dir, c_if).unwrap()["flags"].as_u64(),
+        Some(u64::from(EP_PENDING))
+    );
+    assert_eq!(tcx_progs("pc"), (1, 1));
+
+    // A pod that goes away with its interface: detached, record and maps gone.
+    run("ip", &["link", "del", "pa"]);
+    let mut node = node;
+    node.pods.remove("ns/a");
+    node.identities.remove(&ip("10.99.0.1"));
+    let ifaces = interfaces(&node);
+    let report = dp.program(&node, &ifaces).expect("program removal");
+    assert_eq!(report.detached, 1, "{report:?}");
+    assert!(endpoint_json(&fs.dir, a_if).is_none());
+    assert!(!fs
+        .dir
+        .join("node1/links")
+        .join(format!("{a_if}-pod_ingress"))
+        .exists());
+    for outer in [
+        "POLICY_IDENTITY",
+        "POLICY_CIDR",
+        "POLICY_PORT",
+        "POLICY_SPILL",
+    ] {
+        assert!(inner_ids(&fs.dir, outer).is_empty(), "{outer}");
+    }
+    assert_eq!(dump(&fs.dir, "IDENTITIES").len(), 2);
+    assert_eq!(
+        dp.endpoints(),
+        [b_if, c_if].into_iter().collect::<BTreeSet<_>>()
+    );
+}
+
+#[test]
+fn datapath_writer_refuses_pins_of_another_layout() {
+    let object = ebpf_object()
+        .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
+    let fs = Bpffs::mount("dpl");
+    std::fs::create_dir_all(fs.dir.join("node1")).unwrap();
+    // An ENDPOINTS map as a different version might have left it.
+    let old: aya::maps::HashMap<aya::maps::MapData, u32, [u8; 8]> =
+        aya::maps::HashMap::create(16, 0).expect("create map");
+    old.pin(fs.dir.join("node1/ENDPOINTS")).expect("pin");
+    let err = match Datapath::open(object, &fs.dir, "node1") {
+        Ok(_) => panic!("an incompatible pinned map must be refused"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("ENDPOINTS") && err.contains("incompatible layout"),
+        "{err}"
+    );
+}

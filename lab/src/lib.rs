@@ -1,1 +1,51 @@
-//! Network-namespace lab: a node with pods, servers and probes.
+//! Network-namespace lab: a Kubernetes node with pods, for end-to-end
+//! tests, `cargo xtask demo` and benchmarks.
+//!
+//! `Lab::up` builds a node namespace and one namespace per pod, wired the
+//! way Calico wires pods (see `topology`), starts TCP/UDP/SCTP servers in
+//! every pod, and gives probes, reachability matrices, a private bpffs and
+//! processes inside the node namespace (the agent). Everything is removed
+//! on drop, on panic, on Ctrl-C/SIGTERM, and, for a run that crashed, by
+//! the next lab that comes up. See `docs/lab.md`.
+
+mod agent;
+mod cleanup;
+mod cmd;
+mod lab;
+mod matrix;
+mod measure;
+mod names;
+mod netns;
+mod node;
+mod probe;
+mod rand;
+mod sctp;
+mod server;
+mod signals;
+mod sock;
+mod spec;
+mod topology;
+
+pub use agent::{palisade_bin, write_manifest, AgentOptions, AgentProcess, BIN_ENV};
+pub use cleanup::{clean_leftovers, RECORD_ROOT};
+pub use lab::{Lab, LabPod};
+pub use matrix::{diff, Difference};
+pub use measure::{Probe, PROBE_PARALLELISM, PROBE_TIMEOUT};
+pub use names::NETNS_PREFIX;
+pub use node::NodeProcess;
+pub use palisade_policy::{Family, MatrixEntry, ProbePort, Protocol};
+pub use probe::Outcome;
+pub use spec::{LabSpec, PodSpec, ServedPort};
+pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4};
+
+/// Names of the lab namespaces currently present on the host (any run).
+pub fn lab_netns_present() -> Vec<String> {
+    std::fs::read_dir(netns::NETNS_RUN_DIR)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| names::lab_id_of_netns(n).is_some())
+                .collect()
+        })
+        .unwrap_or_default()
+}

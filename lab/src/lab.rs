@@ -1,0 +1,319 @@
+//! `Lab`: a node namespace with pod namespaces and servers in every pod;
+//! its making, its accessors and its teardown. Probing is in `measure`,
+//! processes and mounts of the node in `node`, the agent in `agent`.
+
+use crate::cleanup;
+use crate::names;
+use crate::netns::NetNs;
+use crate::probe::SourcePorts;
+use crate::server::PodServer;
+use crate::spec::{LabSpec, PodSpec};
+use crate::topology;
+use anyhow::{bail, Context, Result};
+use palisade_policy::Family;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One pod of a running lab.
+pub struct LabPod {
+    pub spec: PodSpec,
+    /// The pod's network namespace (`ip netns exec <netns> ...` works).
+    pub netns: String,
+    /// The host side of the pod's veth, in the node namespace.
+    pub host_veth: String,
+    pub(crate) ns: Arc<NetNs>,
+    pub(crate) source_ports: SourcePorts,
+    server: Option<PodServer>,
+}
+
+impl LabPod {
+    pub fn key(&self) -> String {
+        self.spec.key()
+    }
+}
+
+/// A running lab. Everything it made is removed on drop, including when a
+/// test panics; Ctrl-C and SIGTERM tear it down too (see `cleanup`).
+pub struct Lab {
+    pub(crate) id: String,
+    pub(crate) dir: PathBuf,
+    pub(crate) node: Option<Arc<NetNs>>,
+    pub(crate) pods: Vec<LabPod>,
+    pub(crate) children: Mutex<Vec<Option<Child>>>,
+    pub(crate) mounts: Mutex<Vec<PathBuf>>,
+    pub(crate) counter: AtomicUsize,
+    torn_down: bool,
+}
+
+impl Lab {
+    /// Builds the lab: cleans leftovers of dead runs, creates the node and
+    /// the pods, and starts every pod's servers. On error, whatever was
+    /// already made is removed before returning.
+    pub fn up(spec: &LabSpec) -> Result<Lab> {
+        spec.validate()?;
+        require_capabilities()?;
+        // Leftovers that cannot be removed do not stop a new lab: its names
+        // are fresh. They are reported, and retried by the next lab.
+        match cleanup::clean_leftovers() {
+            Ok(gone) => {
+                for id in gone {
+                    eprintln!("palisade-lab: removed leftovers of dead lab {id}");
+                }
+            }
+            Err(e) => eprintln!("palisade-lab: leftovers of an earlier lab remain: {e:#}"),
+        }
+        let mut host_veths = std::collections::BTreeMap::new();
+        for p in &spec.pods {
+            let v = names::host_veth(&p.namespace, &p.name);
+            if let Some(other) = host_veths.insert(v.clone(), p.key()) {
+                bail!(
+                    "lab spec: pods {other} and {} hash to the same interface name {v}",
+                    p.key()
+                );
+            }
+        }
+
+        let (id, dir) = new_record(&spec.label)?;
+        crate::signals::register(&id);
+        // From here on, dropping `lab` undoes everything.
+        let mut lab = Lab {
+            id,
+            dir,
+            node: None,
+            pods: Vec::new(),
+            children: Mutex::new(Vec::new()),
+            mounts: Mutex::new(Vec::new()),
+            counter: AtomicUsize::new(0),
+            torn_down: false,
+        };
+        lab.build(spec)?;
+        Ok(lab)
+    }
+
+    fn build(&mut self, spec: &LabSpec) -> Result<()> {
+        let node_name = names::node_netns(&self.id);
+        let pod_names: Vec<String> = (0..spec.pods.len())
+            .map(|k| names::pod_netns(&self.id, k))
+            .collect();
+        let all: Vec<String> = std::iter::once(node_name.clone())
+            .chain(pod_names.iter().cloned())
+            .collect();
+        topology::create_netns(&all)?;
+
+        let node = Arc::new(NetNs::open(&node_name)?);
+        topology::setup_node(&node)?;
+        self.node = Some(node.clone());
+
+        for (pod, ns_name) in spec.pods.iter().zip(pod_names) {
+            let ns = Arc::new(NetNs::open(&ns_name)?);
+            let host_veth = names::host_veth(&pod.namespace, &pod.name);
+            topology::setup_pod(&node, &ns, pod, &host_veth)?;
+            let server = PodServer::start(ns.clone(), &pod.key(), &pod.ports)?;
+            self.pods.push(LabPod {
+                spec: pod.clone(),
+                netns: ns_name,
+                host_veth,
+                ns,
+                source_ports: SourcePorts::new(pod.ports.iter().map(|p| p.port)),
+                server: Some(server),
+            });
+        }
+        Ok(())
+    }
+
+    /// The six-hex-digit id in every name this lab made.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The node's network namespace (where an agent runs).
+    pub fn node_netns(&self) -> String {
+        names::node_netns(&self.id)
+    }
+
+    pub fn pods(&self) -> &[LabPod] {
+        &self.pods
+    }
+
+    /// A pod by `namespace/name`.
+    pub fn pod(&self, key: &str) -> Result<&LabPod> {
+        self.pods
+            .iter()
+            .find(|p| p.key() == key)
+            .with_context(|| format!("lab {}: no pod {key}", self.id))
+    }
+
+    /// A pod's address of `family`.
+    pub fn ip(&self, key: &str, family: Family) -> Result<IpAddr> {
+        self.pod(key)?
+            .spec
+            .ip(family)
+            .with_context(|| format!("pod {key} has no {family:?} address"))
+    }
+
+    /// Runs `f` on a thread inside the pod's namespace: sockets it creates
+    /// belong to the pod (and keep working when used from other threads).
+    pub fn run_in_pod<R: Send>(&self, key: &str, f: impl FnOnce() -> R + Send) -> Result<R> {
+        self.pod(key)?.ns.run(f)
+    }
+
+    /// Runs `f` on a thread inside the node namespace.
+    pub fn run_in_node<R: Send>(&self, f: impl FnOnce() -> R + Send) -> Result<R> {
+        self.node
+            .as_ref()
+            .context("lab has no node namespace")?
+            .run(f)
+    }
+
+    /// The ifindex of a pod's host-side veth in the node namespace (the key
+    /// of its `ENDPOINTS` entry).
+    pub fn host_ifindex(&self, key: &str) -> Result<u32> {
+        let name = std::ffi::CString::new(self.pod(key)?.host_veth.clone())?;
+        // SAFETY: `name` is a valid C string.
+        let idx = self.run_in_node(|| unsafe { libc::if_nametoindex(name.as_ptr()) })?;
+        if idx == 0 {
+            bail!(
+                "pod {key}: host veth {} not found in the node namespace",
+                self.pod(key)?.host_veth
+            );
+        }
+        Ok(idx)
+    }
+
+    /// A number unique within this lab, for file names.
+    pub(crate) fn next_index(&self) -> usize {
+        self.counter.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The record directory (process logs, bpffs mounts live there).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Tears the lab down now, reporting problems (drop does the same but
+    /// can only print them).
+    pub fn teardown(mut self) -> Result<()> {
+        self.teardown_inner()
+    }
+
+    fn teardown_inner(&mut self) -> Result<()> {
+        if self.torn_down {
+            return Ok(());
+        }
+        self.torn_down = true;
+        // Processes first: an agent may still hold the namespaces or pins.
+        let mut children =
+            std::mem::take(&mut *self.children.lock().unwrap_or_else(|e| e.into_inner()));
+        for c in children.iter_mut().flatten() {
+            if let Ok(None) = c.try_wait() {
+                // SAFETY: signalling our own, unreaped child.
+                unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for c in children.iter_mut().flatten() {
+            while matches!(c.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if matches!(c.try_wait(), Ok(None)) {
+                let _ = c.kill();
+            }
+            let _ = c.wait();
+        }
+        // Servers hold sockets, which hold the pod namespaces alive.
+        for p in &mut self.pods {
+            if let Some(mut s) = p.server.take() {
+                s.stop();
+            }
+        }
+        self.pods.clear();
+        self.node = None;
+        let r = cleanup::teardown(&self.id);
+        crate::signals::unregister(&self.id);
+        r
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown_inner() {
+            eprintln!("palisade-lab: {e:#}");
+        }
+    }
+}
+
+/// Picks a fresh id and creates its record (retrying on the rare clash).
+fn new_record(label: &str) -> Result<(String, PathBuf)> {
+    let mut last = None;
+    for _ in 0..16 {
+        let id = names::random_id();
+        if Path::new(crate::netns::NETNS_RUN_DIR)
+            .join(names::node_netns(&id))
+            .exists()
+        {
+            continue;
+        }
+        match cleanup::create_record(&id, label) {
+            Ok(dir) => return Ok((id, dir)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| anyhow::anyhow!("no free lab id")))
+        .context("creating the lab record")
+}
+
+/// Namespaces, veths and mounts need CAP_SYS_ADMIN and CAP_NET_ADMIN, the
+/// SCTP raw sockets CAP_NET_RAW: say so up front rather than through the
+/// first `ip` command's "Operation not permitted".
+fn require_capabilities() -> Result<()> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let missing = missing_capabilities(&status)?;
+    if !missing.is_empty() {
+        bail!("the lab needs root: missing {}", missing.join(", "));
+    }
+    Ok(())
+}
+
+fn missing_capabilities(proc_status: &str) -> Result<Vec<&'static str>> {
+    const NEEDED: [(u32, &str); 3] = [
+        (21, "CAP_SYS_ADMIN"),
+        (12, "CAP_NET_ADMIN"),
+        (13, "CAP_NET_RAW"),
+    ];
+    let eff = proc_status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .context("no CapEff in /proc/self/status")?;
+    Ok(NEEDED
+        .iter()
+        .filter(|(bit, _)| eff & (1 << bit) == 0)
+        .map(|(_, name)| *name)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_capabilities;
+
+    #[test]
+    fn capabilities_are_read_from_capeff() {
+        let root = "Name:\tx\nCapEff:\t000001ffffffffff\n";
+        assert!(missing_capabilities(root).unwrap().is_empty());
+        let net_only = "CapEff:\t0000000000003000\n";
+        assert_eq!(
+            missing_capabilities(net_only).unwrap(),
+            vec!["CAP_SYS_ADMIN"]
+        );
+        assert_eq!(
+            missing_capabilities("CapEff:\t0\n").unwrap(),
+            vec!["CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_NET_RAW"]
+        );
+        assert!(missing_capabilities("Name: x\n").is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! What a lab is made of: pods with addresses and the ports they serve.
+
+use palisade_policy::{Family, Pod, ProbePort};
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+/// A port a pod serves (`80/TCP`).
+pub type ServedPort = ProbePort;
+
+/// One pod of the lab.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSpec {
+    pub namespace: String,
+    pub name: String,
+    /// At most one address per family (as Kubernetes assigns them).
+    pub ips: Vec<IpAddr>,
+    /// Ports the pod's servers listen on (every protocol: TCP, UDP, SCTP).
+    pub ports: Vec<ServedPort>,
+}
+
+impl PodSpec {
+    /// `namespace/name`: how pods are named in probes and matrices.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    pub fn ip(&self, family: Family) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|ip| Family::of(ip) == family)
+    }
+}
+
+/// A whole lab: a label for its records (the test or command that made it)
+/// and its pods. The lab picks its own unique id; the label only helps a
+/// human find which run left something behind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LabSpec {
+    pub label: String,
+    pub pods: Vec<PodSpec>,
+}
+
+impl LabSpec {
+    pub fn new(label: impl Into<String>) -> LabSpec {
+        LabSpec {
+            label: label.into(),
+            pods: Vec::new(),
+        }
+    }
+
+    /// Adds a pod; `ports` are served on every address of the pod.
+    pub fn pod(
+        mut self,
+        namespace: &str,
+        name: &str,
+        ips: &[IpAddr],
+        ports: &[ServedPort],
+    ) -> LabSpec {
+        self.pods.push(PodSpec {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            ips: ips.to_vec(),
+            ports: ports.to_vec(),
+        });
+        self
+    }
+
+    /// A lab holding the model's pods. Each pod serves its declared
+    /// container ports plus `extra_ports`: a matrix probes the same ports
+    /// on every pod, and a port nobody listens on would read as "denied"
+    /// when the policy allows it.
+    pub fn from_pods(label: &str, pods: &[Pod], extra_ports: &[ServedPort]) -> LabSpec {
+        let pods = pods
+            .iter()
+            .map(|p| {
+                let mut ports: BTreeSet<ServedPort> = p
+                    .ports
+                    .iter()
+                    .map(|np| ProbePort {
+                        port: np.port,
+                        protocol: np.protocol,
+                    })
+                    .collect();
+                ports.extend(extra_ports.iter().copied());
+                PodSpec {
+                    namespace: p.namespace.clone(),
+                    name: p.name.clone(),
+                    ips: p.ips.clone(),
+                    ports: ports.into_iter().collect(),
+                }
+            })
+            .collect();
+        LabSpec {
+            label: label.to_string(),
+            pods,
+        }
+    }
+
+    /// Rejects what the kernel would reject later with a less helpful
+    /// message: duplicate pods or addresses, two addresses of one family,
+    /// pods without addresses, port 0.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut keys = BTreeSet::new();
+        let mut ips = BTreeSet::new();
+        for p in &self.pods {
+            let key = p.key();
+            if !keys.insert(key.clone()) {
+                anyhow::bail!("lab spec: pod {key} is listed twice");
+            }
+            if p.ips.is_empty() {
+                anyhow::bail!("lab spec: pod {key}: ips: no address");
+            }
+            for fam in [Family::V4, Family::V6] {
+                if p.ips.iter().filter(|ip| Family::of(ip) == fam).count() > 1 {
+                    anyhow::bail!("lab spec: pod {key}: ips: more than one {fam:?} address");
+                }
+            }
+            for ip in &p.ips {
+                if ip.is_unspecified()
+                    || ip.is_loopback()
+                    || ip.is_multicast()
+                    || crate::topology::reserved(ip)
+                {
+                    anyhow::bail!("lab spec: pod {key}: ips: {ip} cannot be a pod address");
+                }
+                if !ips.insert(*ip) {
+                    anyhow::bail!("lab spec: pod {key}: ips: {ip} is used by another pod");
+                }
+            }
+            if let Some(bad) = p.ports.iter().find(|pp| pp.port == 0) {
+                anyhow::bail!("lab spec: pod {key}: ports: {bad} is not a valid port");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,135 @@
+//! Plumbing a node and its pods the way Calico does.
+//!
+//! - Node namespace: forwarding on (v4 and v6), reverse-path filtering off,
+//!   an `uplink0` device (ifb: a sink, since not every kernel has the
+//!   dummy driver) holding the node address and the default route
+//!   (what a real node's uplink provides: a source address for ARP towards
+//!   pods, and a route to the pods' gateway address that is not via the
+//!   pod's own interface, which proxy ARP needs to answer).
+//! - Per pod: a veth pair, `cali<hash>` in the node namespace and `eth0` in
+//!   the pod's; the pod's addresses as /32 and /128 on `eth0`; in the node,
+//!   `<ip>/32 dev cali...` and `<ip>/128 dev cali...` routes (what an agent
+//!   uses to find a pod's interface); in the pod, default routes through the
+//!   host side: `169.254.1.1` (answered by proxy ARP on the host veth, with
+//!   no proxy delay) and `fe80::1` (a link-local address on the host veth).
+//! - DAD is off everywhere so addresses work at once.
+
+use crate::cmd::ip_batch;
+use crate::names;
+use crate::netns::{sysctls, NetNs};
+use crate::spec::PodSpec;
+use anyhow::{Context, Result};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The pods' IPv4 gateway (never assigned: proxy ARP answers for it).
+pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+/// The pods' IPv6 gateway, a link-local address of every host veth.
+pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// The node's own address, on its uplink (TEST-NET-1: never routed).
+pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+pub const UPLINK: &str = "uplink0";
+
+/// Addresses pods cannot use because the plumbing uses them.
+pub fn reserved(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => *a == GATEWAY_V4 || *a == NODE_V4,
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
+fn kv(k: &str, v: &'static str) -> (String, &'static str) {
+    (k.to_string(), v)
+}
+
+/// Settings of a fresh namespace, before any interface is made in or
+/// moved into it (devices copy the `default` values when they appear).
+fn base_sysctls(node: bool) -> Vec<(String, &'static str)> {
+    let mut s = vec![
+        kv("net/ipv4/conf/all/rp_filter", "0"),
+        kv("net/ipv4/conf/default/rp_filter", "0"),
+        kv("net/ipv6/conf/all/accept_dad", "0"),
+        kv("net/ipv6/conf/default/accept_dad", "0"),
+        kv("net/ipv6/conf/default/accept_ra", "0"),
+    ];
+    if node {
+        s.extend([
+            kv("net/ipv4/ip_forward", "1"),
+            kv("net/ipv4/conf/all/forwarding", "1"),
+            kv("net/ipv4/conf/default/forwarding", "1"),
+            kv("net/ipv6/conf/all/forwarding", "1"),
+            kv("net/ipv6/conf/default/forwarding", "1"),
+        ]);
+    }
+    s
+}
+
+/// Creates the namespaces (one `ip` process for all of them).
+pub fn create_netns(names: &[String]) -> Result<()> {
+    let lines: Vec<String> = names.iter().map(|n| format!("netns add {n}")).collect();
+    ip_batch(None, &lines, false).context("creating lab namespaces")
+}
+
+pub fn setup_node(node: &NetNs) -> Result<()> {
+    sysctls(node, &base_sysctls(true))?;
+    let lines = vec![
+        "link set lo up".to_string(),
+        format!("link add {UPLINK} type ifb"),
+        format!("link set {UPLINK} up"),
+        format!("addr add {NODE_V4}/32 dev {UPLINK}"),
+        format!("route add default dev {UPLINK}"),
+    ];
+    ip_batch(Some(node.name()), &lines, false).context("setting up the node namespace")
+}
+
+/// Wires one pod: veth pair, addresses, routes, per-interface settings.
+pub fn setup_pod(node: &NetNs, pod_ns: &NetNs, pod: &PodSpec, host_veth: &str) -> Result<()> {
+    let key = pod.key();
+    sysctls(pod_ns, &base_sysctls(false)).with_context(|| format!("pod {key}"))?;
+
+    let mut node_lines = vec![
+        format!(
+            "link add {host_veth} type veth peer name {} netns {}",
+            names::POD_IFACE,
+            pod_ns.name()
+        ),
+        format!("link set {host_veth} up"),
+        format!("addr add {GATEWAY_V6}/64 dev {host_veth} nodad"),
+    ];
+    for ip in &pod.ips {
+        let plen = if ip.is_ipv4() { 32 } else { 128 };
+        node_lines.push(format!("route add {ip}/{plen} dev {host_veth}"));
+    }
+    ip_batch(Some(node.name()), &node_lines, false)
+        .with_context(|| format!("pod {key}: node side"))?;
+
+    let conf = |family: &str, key: &str| format!("net/{family}/conf/{host_veth}/{key}");
+    sysctls(
+        node,
+        &[
+            (conf("ipv4", "proxy_arp"), "1"),
+            (conf("ipv4", "rp_filter"), "0"),
+            // Proxy ARP answers after a random delay of up to 0.8 s by
+            // default; Calico sets it to 0, and so do we (probes are short).
+            (format!("net/ipv4/neigh/{host_veth}/proxy_delay"), "0"),
+        ],
+    )
+    .with_context(|| format!("pod {key}: host veth settings"))?;
+
+    let eth = names::POD_IFACE;
+    let mut pod_lines = vec!["link set lo up".to_string(), format!("link set {eth} up")];
+    for ip in &pod.ips {
+        match ip {
+            IpAddr::V4(a) => {
+                pod_lines.push(format!("addr add {a}/32 dev {eth}"));
+                pod_lines.push(format!(
+                    "route add default via {GATEWAY_V4} dev {eth} onlink"
+                ));
+            }
+            IpAddr::V6(a) => {
+                pod_lines.push(format!("addr add {a}/128 dev {eth} nodad"));
+                pod_lines.push(format!("route add default via {GATEWAY_V6} dev {eth}"));
+            }
+        }
+    }
+    ip_batch(Some(pod_ns.name()), &pod_lines, false).with_context(|| format!("pod {key}: pod side"))
+}

@@ -39,7 +39,10 @@ impl ClusterSize {
 pub const LOCAL_NODE: &str = "node-local";
 
 fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
 }
 
 fn sel(pairs: &[(&str, String)]) -> Selector {
@@ -75,14 +78,25 @@ fn pod(i: usize, size: &ClusterSize) -> Pod {
     let ns = i % size.namespaces;
     let j = (i / size.namespaces) % size.apps_per_namespace;
     let local_every = (size.pods / size.local_pods.max(1)).max(1);
-    let node = if size.local_pods > 0 && i % local_every == 0 && i / local_every < size.local_pods {
+    let node = if size.local_pods > 0
+        && i.is_multiple_of(local_every)
+        && i / local_every < size.local_pods
+    {
         LOCAL_NODE.to_string()
     } else {
         format!("node-{}", i % 1_400)
     };
-    let mut ports = vec![NamedPort { name: "metrics".into(), port: 9090, protocol: Protocol::Tcp }];
+    let mut ports = vec![NamedPort {
+        name: "metrics".into(),
+        port: 9090,
+        protocol: Protocol::Tcp,
+    }];
     if tier(j) == "web" {
-        ports.push(NamedPort { name: "http".into(), port: 8080 + (j % 2) as u16, protocol: Protocol::Tcp });
+        ports.push(NamedPort {
+            name: "http".into(),
+            port: 8080 + (j % 2) as u16,
+            protocol: Protocol::Tcp,
+        });
     }
     Pod {
         namespace: ns_name(ns),
@@ -99,7 +113,10 @@ fn pod(i: usize, size: &ClusterSize) -> Pod {
 }
 
 fn tcp(port: u16, end: u16) -> PortSpec {
-    PortSpec { protocol: Protocol::Tcp, port: PortMatch::Range { port, end } }
+    PortSpec {
+        protocol: Protocol::Tcp,
+        port: PortMatch::Range { port, end },
+    }
 }
 
 fn net(s: &str) -> IpNetwork {
@@ -125,7 +142,13 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
         // Same-namespace traffic.
         1 => {
             p.pod_selector = Selector::default();
-            p.ingress.push(Rule { peers: Some(vec![Peer::Pods { namespaces: None, pods: None }]), ports: None });
+            p.ingress.push(Rule {
+                peers: Some(vec![Peer::Pods {
+                    namespaces: None,
+                    pods: None,
+                }]),
+                ports: None,
+            });
         }
         // Next tier up, on the app port and a range.
         2 | 3 => p.ingress.push(Rule {
@@ -141,7 +164,10 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
                 namespaces: Some(sel(&[("team", format!("team-{}", ns % 20))])),
                 pods: Some(sel(&[("tier", "web".into())])),
             }]),
-            ports: Some(vec![PortSpec { protocol: Protocol::Tcp, port: PortMatch::Named("http".into()) }]),
+            ports: Some(vec![PortSpec {
+                protocol: Protocol::Tcp,
+                port: PortMatch::Named("http".into()),
+            }]),
         }),
         // Monitoring from one namespace.
         5 => p.ingress.push(Rule {
@@ -154,9 +180,18 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
         // External clients, with holes.
         6 => p.ingress.push(Rule {
             peers: Some(vec![
-                Peer::IpBlock { cidr: net("0.0.0.0/0"), except: vec![net("10.0.0.0/8"), net("192.168.0.0/16")] },
-                Peer::IpBlock { cidr: net("10.255.0.0/16"), except: vec![net("10.255.7.0/24")] },
-                Peer::IpBlock { cidr: net("::/0"), except: vec![net("fd00::/64")] },
+                Peer::IpBlock {
+                    cidr: net("0.0.0.0/0"),
+                    except: vec![net("10.0.0.0/8"), net("192.168.0.0/16")],
+                },
+                Peer::IpBlock {
+                    cidr: net("10.255.0.0/16"),
+                    except: vec![net("10.255.7.0/24")],
+                },
+                Peer::IpBlock {
+                    cidr: net("::/0"),
+                    except: vec![net("fd00::/64")],
+                },
             ]),
             ports: Some(vec![tcp(443, 443), tcp(80, 80)]),
         }),
@@ -169,12 +204,18 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
                     pods: None,
                 }]),
                 ports: Some(vec![
-                    PortSpec { protocol: Protocol::Udp, port: PortMatch::Range { port: 53, end: 53 } },
+                    PortSpec {
+                        protocol: Protocol::Udp,
+                        port: PortMatch::Range { port: 53, end: 53 },
+                    },
                     tcp(53, 53),
                 ]),
             });
             p.egress.push(Rule {
-                peers: Some(vec![Peer::IpBlock { cidr: net("0.0.0.0/0"), except: vec![net("10.0.0.0/8")] }]),
+                peers: Some(vec![Peer::IpBlock {
+                    cidr: net("0.0.0.0/0"),
+                    except: vec![net("10.0.0.0/8")],
+                }]),
                 ports: Some(vec![tcp(443, 443)]),
             });
         }
@@ -182,8 +223,14 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
         8 => {
             p.isolates_egress = true;
             p.egress.push(Rule {
-                peers: Some(vec![Peer::Pods { namespaces: None, pods: Some(sel(&[("tier", "web".into())])) }]),
-                ports: Some(vec![PortSpec { protocol: Protocol::Tcp, port: PortMatch::Named("http".into()) }]),
+                peers: Some(vec![Peer::Pods {
+                    namespaces: None,
+                    pods: Some(sel(&[("tier", "web".into())])),
+                }]),
+                ports: Some(vec![PortSpec {
+                    protocol: Protocol::Tcp,
+                    port: PortMatch::Named("http".into()),
+                }]),
             });
         }
         // Production namespaces, a port range.
@@ -216,8 +263,21 @@ pub fn cluster(size: &ClusterSize) -> Model {
         .collect();
     let pods = (0..size.pods).map(|i| pod(i, size)).collect();
     let per_ns = size.policies.div_ceil(size.namespaces.max(1));
-    let policies = (0..size.policies).map(|i| policy(i % size.namespaces, i / size.namespaces % per_ns.max(1), size)).collect();
-    Model { namespaces, pods, policies, errors: vec![] }
+    let policies = (0..size.policies)
+        .map(|i| {
+            policy(
+                i % size.namespaces,
+                i / size.namespaces % per_ns.max(1),
+                size,
+            )
+        })
+        .collect();
+    Model {
+        namespaces,
+        pods,
+        policies,
+        errors: vec![],
+    }
 }
 
 #[cfg(test)]
@@ -226,18 +286,32 @@ mod tests {
 
     #[test]
     fn small_cluster_has_the_requested_shape() {
-        let size = ClusterSize { namespaces: 10, pods: 1_000, policies: 100, local_pods: 11, apps_per_namespace: 5 };
+        let size = ClusterSize {
+            namespaces: 10,
+            pods: 1_000,
+            policies: 100,
+            local_pods: 11,
+            apps_per_namespace: 5,
+        };
         let m = cluster(&size);
         assert_eq!(m.pods.len(), 1_000);
         assert_eq!(m.policies.len(), 100);
         assert_eq!(m.namespaces.len(), 10);
-        let local = m.pods.iter().filter(|p| p.node.as_deref() == Some(LOCAL_NODE)).count();
+        let local = m
+            .pods
+            .iter()
+            .filter(|p| p.node.as_deref() == Some(LOCAL_NODE))
+            .count();
         assert_eq!(local, 11);
         let mut ips: Vec<_> = m.pods.iter().flat_map(|p| p.ips.clone()).collect();
         ips.sort();
         ips.dedup();
         assert_eq!(ips.len(), 2_000, "addresses are unique");
-        let mut names: Vec<_> = m.policies.iter().map(|p| (p.namespace.clone(), p.name.clone())).collect();
+        let mut names: Vec<_> = m
+            .policies
+            .iter()
+            .map(|p| (p.namespace.clone(), p.name.clone()))
+            .collect();
         names.sort();
         names.dedup();
         assert_eq!(names.len(), 100, "policy names are unique");

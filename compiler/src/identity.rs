@@ -158,7 +158,11 @@ impl IdentityAllocator {
     /// changes nothing) when the key or the number is taken, or the number
     /// is below [`IDENTITY_FIRST_POD`].
     pub fn seed(&mut self, key: &IdentityKey, id: u32) -> bool {
-        if id < IDENTITY_FIRST_POD || id == u32::MAX || self.get(key).is_some() || self.keys.contains_key(&id) {
+        if id < IDENTITY_FIRST_POD
+            || id == u32::MAX
+            || self.get(key).is_some()
+            || self.keys.contains_key(&id)
+        {
             return false;
         }
         self.free.retain(|f| *f != id);
@@ -246,6 +250,9 @@ mod tests {
                 seen_reuse = true;
             }
         }
-        assert!(seen_reuse, "the oldest freed id is reused once enough ids were freed");
+        assert!(
+            seen_reuse,
+            "the oldest freed id is reused once enough ids were freed"
+        );
     }
 }

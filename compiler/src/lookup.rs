@@ -19,7 +19,10 @@ pub enum LookupVerdict {
     NotIsolated,
     /// Allowed by rule group `group` (the lowest set bit, or for a spilled
     /// group the one that put the spill key there), whose rules are `rules`.
-    Allowed { group: usize, rules: Vec<RuleRef> },
+    Allowed {
+        group: usize,
+        rules: Vec<RuleRef>,
+    },
     Denied,
 }
 
@@ -60,7 +63,11 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
         Direction::Ingress => flow.src,
         Direction::Egress => flow.dst,
     };
-    let id = node.identities.get(&peer).copied().unwrap_or(IDENTITY_WORLD);
+    let id = node
+        .identities
+        .get(&peer)
+        .copied()
+        .unwrap_or(IDENTITY_WORLD);
     let zero = RuleBits::default();
     let rid = d.identities.get(&id).copied().unwrap_or(zero);
     let rc = cidr_lpm(d, peer).unwrap_or(zero);
@@ -75,11 +82,23 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
         }
         let mut keys = Vec::with_capacity(3);
         if d.spill_any_peer {
-            keys.push(SpillKey { kind: SPILL_ANY_PEER, peer: 0, port_class: k });
+            keys.push(SpillKey {
+                kind: SPILL_ANY_PEER,
+                peer: 0,
+                port_class: k,
+            });
         }
-        keys.push(SpillKey { kind: SPILL_IDENTITY, peer: id, port_class: k });
+        keys.push(SpillKey {
+            kind: SPILL_IDENTITY,
+            peer: id,
+            port_class: k,
+        });
         if rc.class != 0 {
-            keys.push(SpillKey { kind: SPILL_CIDR_CLASS, peer: rc.class, port_class: k });
+            keys.push(SpillKey {
+                kind: SPILL_CIDR_CLASS,
+                peer: rc.class,
+                port_class: k,
+            });
         }
         for key in keys {
             if d.spill.contains(&key) {
@@ -92,7 +111,11 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
 }
 
 fn allowed(d: &CompiledDirection, group: usize) -> LookupVerdict {
-    let rules = d.groups.get(group).map(|g| g.rules.clone()).unwrap_or_default();
+    let rules = d
+        .groups
+        .get(group)
+        .map(|g| g.rules.clone())
+        .unwrap_or_default();
     LookupVerdict::Allowed { group, rules }
 }
 
@@ -117,7 +140,11 @@ fn port_lpm(d: &CompiledDirection, flow: &Flow) -> Option<RuleBits> {
     (0..=16u8).rev().find_map(|len| {
         let mask = if len == 0 { 0 } else { u16::MAX << (16 - len) };
         d.ports
-            .get(&PortPrefix { proto: flow.proto, port: port & mask, len })
+            .get(&PortPrefix {
+                proto: flow.proto,
+                port: port & mask,
+                len,
+            })
             .copied()
     })
 }

@@ -4,7 +4,9 @@
 
 use crate::identity::IdentityAllocator;
 use crate::types::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
-use palisade_common::{RuleBits, SpillKey, RULE_BITS, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY};
+use palisade_common::{
+    RuleBits, SpillKey, RULE_BITS, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
+};
 use palisade_policy::{Direction, Protocol};
 use serde_json::{json, Value};
 use std::fmt::Write;
@@ -30,10 +32,12 @@ fn value_json(v: &RuleBits) -> Value {
     json!({ "bits": format!("{:#x}", v.bits), "groups": bit_groups(v.bits), "class": v.class })
 }
 
-fn identity_json(alloc: &IdentityAllocator, id: u32) -> Value {
-    match alloc.key(id) {
-        Some(k) => json!({ "namespace": k.namespace, "labels": k.labels }),
-        None => Value::Null,
+/// Adds the identity's namespace and labels to a JSON entry.
+fn add_identity(entry: &mut Value, alloc: &IdentityAllocator, id: u32) {
+    entry["identity"] = json!(id);
+    if let Some(k) = alloc.key(id) {
+        entry["namespace"] = json!(k.namespace);
+        entry["labels"] = json!(k.labels);
     }
 }
 
@@ -55,8 +59,7 @@ fn dir_json(d: &CompiledDirection, alloc: &IdentityAllocator) -> Value {
         .iter()
         .map(|(id, v)| {
             let mut e = value_json(v);
-            e["identity"] = json!(id);
-            e["labels"] = identity_json(alloc, *id);
+            add_identity(&mut e, alloc, *id);
             e
         })
         .collect();
@@ -93,8 +96,11 @@ fn dir_json(d: &CompiledDirection, alloc: &IdentityAllocator) -> Value {
             })
         })
         .collect();
-    let classes: serde_json::Map<String, Value> =
-        d.classes.iter().map(|(c, gs)| (c.to_string(), json!(gs))).collect();
+    let classes: serde_json::Map<String, Value> = d
+        .classes
+        .iter()
+        .map(|(c, gs)| (c.to_string(), json!(gs)))
+        .collect();
     json!({
         "isolated": true,
         "groups": groups,
@@ -133,7 +139,11 @@ pub fn to_json(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
     let identities: Vec<Value> = node
         .identities
         .iter()
-        .map(|(ip, id)| json!({ "ip": ip, "identity": id, "labels": identity_json(alloc, *id) }))
+        .map(|(ip, id)| {
+            let mut e = json!({ "ip": ip });
+            add_identity(&mut e, alloc, *id);
+            e
+        })
         .collect();
     json!({ "node": node_name, "pods": pods, "identities": identities })
 }
@@ -171,20 +181,54 @@ fn dir_text(out: &mut String, dir: Direction, d: &CompiledDirection, alloc: &Ide
         let rules: Vec<String> = g
             .rules
             .iter()
-            .map(|r| format!("{} {}[{}]", r.policy, if r.direction == Direction::Ingress { "ingress" } else { "egress" }, r.rule))
+            .map(|r| {
+                format!(
+                    "{} {}[{}]",
+                    r.policy,
+                    if r.direction == Direction::Ingress {
+                        "ingress"
+                    } else {
+                        "egress"
+                    },
+                    r.rule
+                )
+            })
             .collect();
-        let slot = if i < RULE_BITS as usize { format!("bit {i}") } else { "spilled".into() };
+        let slot = if i < RULE_BITS as usize {
+            format!("bit {i}")
+        } else {
+            "spilled".into()
+        };
         let _ = writeln!(out, "    group {i} ({slot}): {}", rules.join(", "));
     }
-    let _ = writeln!(out, "    any peer: {}   any port: {}", groups_text(d.any_peer), groups_text(d.any_port));
+    let _ = writeln!(
+        out,
+        "    any peer: {}   any port: {}",
+        groups_text(d.any_peer),
+        groups_text(d.any_port)
+    );
     if d.any_port_class != 0 || d.spill_any_peer {
-        let _ = writeln!(out, "    any-port class: {}   spilled any-peer: {}", d.any_port_class, d.spill_any_peer);
+        let _ = writeln!(
+            out,
+            "    any-port class: {}   spilled any-peer: {}",
+            d.any_port_class, d.spill_any_peer
+        );
     }
     for (id, v) in &d.identities {
-        let _ = writeln!(out, "    identity {id} ({}): groups {}", identity_text(alloc, *id), groups_text(v.bits));
+        let _ = writeln!(
+            out,
+            "    identity {id} ({}): groups {}",
+            identity_text(alloc, *id),
+            groups_text(v.bits)
+        );
     }
     for (net, v) in &d.cidrs {
-        let _ = writeln!(out, "    cidr {net}: groups {} class {}", groups_text(v.bits), v.class);
+        let _ = writeln!(
+            out,
+            "    cidr {net}: groups {} class {}",
+            groups_text(v.bits),
+            v.class
+        );
     }
     for (p, v) in &d.ports {
         let [lo, hi] = port_range(p);
@@ -202,8 +246,16 @@ fn dir_text(out: &mut String, dir: Direction, d: &CompiledDirection, alloc: &Ide
         let _ = writeln!(out, "    class {c}: spilled groups {gs:?}");
     }
     for k in &d.spill {
-        let SpillKey { kind, peer, port_class } = *k;
-        let _ = writeln!(out, "    spill {} {peer} port-class {port_class}", spill_kind(kind));
+        let SpillKey {
+            kind,
+            peer,
+            port_class,
+        } = *k;
+        let _ = writeln!(
+            out,
+            "    spill {} {peer} port-class {port_class}",
+            spill_kind(kind)
+        );
     }
 }
 
@@ -225,4 +277,98 @@ pub fn to_text(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
         let _ = writeln!(out, "  {ip} -> {id} ({})", identity_text(alloc, *id));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile;
+    use palisade_policy::{Model, Peer, Pod, Policy, PortMatch, PortSpec, Rule, Selector};
+
+    fn model() -> Model {
+        let pod = |name: &str, ip: &str, node: &str| Pod {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: [("app".to_string(), name.to_string())].into(),
+            node: Some(node.into()),
+            ips: vec![ip.parse().unwrap()],
+            ports: vec![],
+        };
+        Model {
+            namespaces: Default::default(),
+            pods: vec![pod("web", "10.0.0.1", "n1"), pod("db", "10.0.0.2", "n2")],
+            policies: vec![Policy {
+                namespace: "shop".into(),
+                name: "web".into(),
+                pod_selector: Selector::default(),
+                isolates_ingress: true,
+                isolates_egress: false,
+                ingress: vec![Rule {
+                    peers: Some(vec![
+                        Peer::Pods {
+                            namespaces: None,
+                            pods: None,
+                        },
+                        Peer::IpBlock {
+                            cidr: "10.0.0.0/8".parse().unwrap(),
+                            except: vec!["10.9.0.0/16".parse().unwrap()],
+                        },
+                    ]),
+                    ports: Some(vec![PortSpec {
+                        protocol: Protocol::Tcp,
+                        port: PortMatch::Range { port: 80, end: 81 },
+                    }]),
+                }],
+                egress: vec![],
+            }],
+            errors: vec![],
+        }
+    }
+
+    #[test]
+    fn json_lists_groups_entries_and_identities() {
+        let mut alloc = IdentityAllocator::new();
+        let node = compile(&model(), "n1", &mut alloc);
+        let doc = to_json("n1", &node, &alloc);
+        let pod = &doc["pods"][0];
+        assert_eq!(pod["pod"], "shop/web");
+        let ing = &pod["ingress"];
+        assert_eq!(ing["isolated"], true);
+        assert_eq!(ing["groups"][0]["rules"][0]["policy"], "shop/web");
+        assert_eq!(ing["ports"][0]["proto"], "TCP");
+        assert_eq!(ing["ports"][0]["port"], 80);
+        assert_eq!(ing["ports"][0]["len"], 15);
+        assert_eq!(ing["ports"][0]["range"], json!([80, 81]));
+        let cidrs: Vec<&str> = ing["cidrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["cidr"].as_str().unwrap())
+            .collect();
+        assert_eq!(cidrs, vec!["10.0.0.0/8", "10.9.0.0/16"]);
+        assert_eq!(ing["cidrs"][1]["groups"], json!([]));
+        assert_eq!(ing["identities"].as_array().unwrap().len(), 2);
+        assert_eq!(pod["egress"], json!({ "isolated": false }));
+        let ids = doc["identities"].as_array().unwrap();
+        assert_eq!(ids.len(), 2);
+        assert_eq!(ids[0]["namespace"], "shop");
+        assert!(ids[0]["labels"]["app"].is_string());
+    }
+
+    #[test]
+    fn text_names_every_entry() {
+        let mut alloc = IdentityAllocator::new();
+        let node = compile(&model(), "n1", &mut alloc);
+        let text = to_text("n1", &node, &alloc);
+        for needle in [
+            "pod shop/web (10.0.0.1)",
+            "group 0 (bit 0): shop/web ingress[0]",
+            "cidr 10.9.0.0/16: groups - class 0",
+            "port TCP 80/15 (80-81): groups 0",
+            "egress: not isolated",
+            "10.0.0.2 -> ",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
+        }
+    }
 }

@@ -3,9 +3,9 @@
 //! these into the kernel; the lookup model answers flows from them by doing
 //! the datapath's lookups.
 
-use palisade_policy::{Direction, RuleRef};
 use ipnetwork::IpNetwork;
 use palisade_common::{RuleBits, SpillKey};
+use palisade_policy::{Direction, RuleRef};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 

@@ -44,7 +44,11 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn node_of(local: bool) -> Option<String> {
-    Some(if local { NODE.to_string() } else { "node-b".to_string() })
+    Some(if local {
+        NODE.to_string()
+    } else {
+        "node-b".to_string()
+    })
 }
 
 /// Applies `op` to the model and returns the matching change.
@@ -69,7 +73,10 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
         Op::Delete(i) => {
             let i = pod_at(model, i)?;
             let pod = model.pods.remove(i);
-            Change::DeletePod { namespace: pod.namespace, name: pod.name }
+            Change::DeletePod {
+                namespace: pod.namespace,
+                name: pod.name,
+            }
         }
         Op::Add(ns, labels, ports, local) => {
             *added += 1;
@@ -86,7 +93,11 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
             Change::UpsertPod(pod)
         }
         Op::UpsertPolicy(p) => {
-            match model.policies.iter_mut().find(|q| q.namespace == p.namespace && q.name == p.name) {
+            match model
+                .policies
+                .iter_mut()
+                .find(|q| q.namespace == p.namespace && q.name == p.name)
+            {
                 Some(q) => *q = p.clone(),
                 None => model.policies.push(p.clone()),
             }
@@ -97,12 +108,18 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
                 return None;
             }
             let p = model.policies.remove(i % model.policies.len());
-            Change::DeletePolicy { namespace: p.namespace, name: p.name }
+            Change::DeletePolicy {
+                namespace: p.namespace,
+                name: p.name,
+            }
         }
         Op::NamespaceLabels(n, mut labels) => {
             let name = NAMESPACES[n].to_string();
             labels.insert(NAMESPACE_NAME_LABEL.into(), name.clone());
-            let ns = Namespace { name: name.clone(), labels };
+            let ns = Namespace {
+                name: name.clone(),
+                labels,
+            };
             model.namespaces.insert(name, ns.clone());
             Change::UpsertNamespace(ns)
         }
@@ -111,15 +128,29 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
 
 /// A compiled node with identity numbers replaced by label sets.
 fn normalize(node: &CompiledNode, alloc: &IdentityAllocator) -> String {
-    let key = |id: u32| -> IdentityKey { alloc.key(id).cloned().unwrap_or_else(|| panic!("identity {id} not allocated")) };
-    let ids: BTreeMap<IpAddr, IdentityKey> = node.identities.iter().map(|(ip, id)| (*ip, key(*id))).collect();
+    let key = |id: u32| -> IdentityKey {
+        alloc
+            .key(id)
+            .cloned()
+            .unwrap_or_else(|| panic!("identity {id} not allocated"))
+    };
+    let ids: BTreeMap<IpAddr, IdentityKey> = node
+        .identities
+        .iter()
+        .map(|(ip, id)| (*ip, key(*id)))
+        .collect();
     let dir = |d: &CompiledDirection| {
-        let identities: BTreeMap<IdentityKey, _> = d.identities.iter().map(|(id, v)| (key(*id), *v)).collect();
+        let identities: BTreeMap<IdentityKey, _> =
+            d.identities.iter().map(|(id, v)| (key(*id), *v)).collect();
         let spill: Vec<_> = d
             .spill_groups
             .iter()
             .map(|(k, g)| {
-                let peer = if k.kind == SPILL_IDENTITY { format!("{:?}", key(k.peer)) } else { k.peer.to_string() };
+                let peer = if k.kind == SPILL_IDENTITY {
+                    format!("{:?}", key(k.peer))
+                } else {
+                    k.peer.to_string()
+                };
                 (k.kind, peer, k.port_class, *g)
             })
             .collect();
@@ -127,12 +158,23 @@ fn normalize(node: &CompiledNode, alloc: &IdentityAllocator) -> String {
         rest.identities.clear();
         rest.spill.clear();
         rest.spill_groups.clear();
-        format!("{identities:?} {spill:?} {rest:?} spill keys {}", d.spill.len())
+        format!(
+            "{identities:?} {spill:?} {rest:?} spill keys {}",
+            d.spill.len()
+        )
     };
     let pods: Vec<String> = node
         .pods
         .iter()
-        .map(|(k, p)| format!("{k} {:?} {:?}\n  in {}\n  eg {}", p.ips, p.error, dir(&p.ingress), dir(&p.egress)))
+        .map(|(k, p)| {
+            format!(
+                "{k} {:?} {:?}\n  in {}\n  eg {}",
+                p.ips,
+                p.error,
+                dir(&p.ingress),
+                dir(&p.egress)
+            )
+        })
         .collect();
     format!("{ids:?}\n{}", pods.join("\n"))
 }
@@ -143,7 +185,11 @@ fn incremental_equals_full_compile() {
         .ok()
         .and_then(|v| v.parse::<u32>().ok())
         .map_or(1_000, |n| (n / 10).max(1));
-    let mut runner = TestRunner::new(Config { cases, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let strategy = (model_strategy(4), proptest::collection::vec(op(), 1..=8));
     runner
         .run(&strategy, |(mut model, ops)| {
@@ -155,7 +201,9 @@ fn incremental_equals_full_compile() {
             let mut added = 0;
             for op in ops {
                 let before: BTreeMap<IpAddr, u32> = compiler.compiled().identities.clone();
-                let Some(change) = apply(&mut model, op, &mut added) else { continue };
+                let Some(change) = apply(&mut model, op, &mut added) else {
+                    continue;
+                };
                 let desc = format!("{change:?}");
                 compiler.apply(change);
                 let mut alloc = IdentityAllocator::new();
@@ -169,8 +217,12 @@ fn incremental_equals_full_compile() {
                 // Label sets that still exist keep their numbers.
                 for (ip, id) in &compiler.compiled().identities {
                     if let Some(old) = before.get(ip) {
-                        let same_set = compiler.allocator().key(*old) == compiler.allocator().key(*id);
-                        prop_assert!(!same_set || old == id, "{ip}: identity renumbered from {old} to {id}");
+                        let same_set =
+                            compiler.allocator().key(*old) == compiler.allocator().key(*id);
+                        prop_assert!(
+                            !same_set || old == id,
+                            "{ip}: identity renumbered from {old} to {id}"
+                        );
                     }
                 }
             }
@@ -182,7 +234,11 @@ fn incremental_equals_full_compile() {
 /// `Applied` names exactly the local pods whose compiled state changed.
 #[test]
 fn applied_lists_the_changed_pods() {
-    let mut runner = TestRunner::new(Config { cases: 300, failure_persistence: None, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
     let strategy = (model_strategy(4), proptest::collection::vec(op(), 1..=6));
     runner
         .run(&strategy, |(mut model, ops)| {
@@ -190,17 +246,25 @@ fn applied_lists_the_changed_pods() {
             let mut added = 0;
             for op in ops {
                 let before = compiler.compiled().clone();
-                let Some(change) = apply(&mut model, op, &mut added) else { continue };
+                let Some(change) = apply(&mut model, op, &mut added) else {
+                    continue;
+                };
                 let applied = compiler.apply(change);
                 let after = compiler.compiled();
                 for (k, p) in &after.pods {
                     if before.pods.get(k) != Some(p) {
-                        prop_assert!(applied.pods.contains(k), "{k} changed but is not in {applied:?}");
+                        prop_assert!(
+                            applied.pods.contains(k),
+                            "{k} changed but is not in {applied:?}"
+                        );
                     }
                 }
                 for k in before.pods.keys() {
                     if !after.pods.contains_key(k) {
-                        prop_assert!(applied.pods.contains(k), "{k} removed but is not in {applied:?}");
+                        prop_assert!(
+                            applied.pods.contains(k),
+                            "{k} removed but is not in {applied:?}"
+                        );
                     }
                 }
                 if before.identities != after.identities {
@@ -210,4 +274,11 @@ fn applied_lists_the_changed_pods() {
             Ok(())
         })
         .unwrap();
+}
+
+/// The agent moves the compiler between tasks.
+#[test]
+fn compiler_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Compiler>();
 }

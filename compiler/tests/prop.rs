@@ -8,12 +8,12 @@
 mod strategies;
 
 use palisade_common::RULE_BITS;
+use palisade_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use palisade_compiler::{check, compile, lookup, IdentityAllocator, LookupVerdict};
 use palisade_policy::{
-    evaluate, evaluate_direction, DirVerdict, Direction, Flow, Model, NamedPort, Peer, Pod,
-    Policy, PortMatch, PortSpec, Protocol, Rule, Selector,
+    evaluate, evaluate_direction, DirVerdict, Direction, Flow, Model, NamedPort, Peer, Pod, Policy,
+    PortMatch, PortSpec, Protocol, Rule, Selector,
 };
-use palisade_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::cell::Cell;
@@ -21,7 +21,12 @@ use std::net::IpAddr;
 use strategies::*;
 // ---------- comparison ----------
 
-fn agree(dir: Direction, pod: &Pod, got: &LookupVerdict, want: &DirVerdict) -> Result<(), TestCaseError> {
+fn agree(
+    dir: Direction,
+    pod: &Pod,
+    got: &LookupVerdict,
+    want: &DirVerdict,
+) -> Result<(), TestCaseError> {
     match (got, want) {
         (LookupVerdict::NotIsolated, DirVerdict::NotIsolated) => Ok(()),
         (LookupVerdict::Denied, DirVerdict::Denied(_)) => Ok(()),
@@ -68,7 +73,11 @@ impl Coverage {
             DirVerdict::Allowed(rules) => {
                 Self::bump(&self.allowed);
                 for r in rules {
-                    let policy = model.policies.iter().find(|p| p.key() == r.policy).expect("rule's policy");
+                    let policy = model
+                        .policies
+                        .iter()
+                        .find(|p| p.key() == r.policy)
+                        .expect("rule's policy");
                     let rule = &policy.rules(r.direction)[r.rule];
                     let named = rule
                         .ports
@@ -100,16 +109,28 @@ impl Coverage {
             ("not isolated", self.not_isolated.get()),
             ("denied", self.denied.get()),
             ("allowed", self.allowed.get()),
-            ("allowed by an ingress named port", self.by_named_ingress.get()),
-            ("allowed by an egress named port", self.by_named_egress.get()),
-            ("allowed by an ipBlock covering a pod address", self.by_block_on_pod.get()),
+            (
+                "allowed by an ingress named port",
+                self.by_named_ingress.get(),
+            ),
+            (
+                "allowed by an egress named port",
+                self.by_named_egress.get(),
+            ),
+            (
+                "allowed by an ipBlock covering a pod address",
+                self.by_block_on_pod.get(),
+            ),
         ];
         if spill {
             all.push(("allowed by a spilled group", self.by_spilled_group.get()));
         }
         eprintln!("coverage: {all:?}");
         for (what, n) in all {
-            assert!(n > 0, "no flow was {what}: the generators no longer exercise it");
+            assert!(
+                n > 0,
+                "no flow was {what}: the generators no longer exercise it"
+            );
         }
     }
 }
@@ -124,17 +145,30 @@ fn check_flows(model: &Model, flows: &[FlowSpec], cov: &Coverage) -> Result<(), 
     }
     for spec in flows {
         let flow = to_flow(model, spec);
-        for (dir, addr) in [(Direction::Egress, flow.src), (Direction::Ingress, flow.dst)] {
+        for (dir, addr) in [
+            (Direction::Egress, flow.src),
+            (Direction::Ingress, flow.dst),
+        ] {
             if let Some(pod) = model.pods.iter().find(|p| p.ips.contains(&addr)) {
                 let key = format!("{}/{}", pod.namespace, pod.name);
                 let got = lookup(&node, &key, dir, &flow);
                 let want = evaluate_direction(model, pod, dir, &flow);
-                let peer = if dir == Direction::Egress { flow.dst } else { flow.src };
+                let peer = if dir == Direction::Egress {
+                    flow.dst
+                } else {
+                    flow.src
+                };
                 cov.record(model, peer, &got, &want);
-                agree(dir, pod, &got, &want).map_err(|e| TestCaseError::fail(format!("{e} for {flow:?}")))?;
+                agree(dir, pod, &got, &want)
+                    .map_err(|e| TestCaseError::fail(format!("{e} for {flow:?}")))?;
             }
         }
-        prop_assert_eq!(check(&node, &flow).allowed(), evaluate(model, &flow).allowed(), "{:?}", flow);
+        prop_assert_eq!(
+            check(&node, &flow).allowed(),
+            evaluate(model, &flow).allowed(),
+            "{:?}",
+            flow
+        );
     }
     Ok(())
 }
@@ -146,10 +180,15 @@ fn lookup_agrees_with_oracle() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (model_strategy(4), proptest::collection::vec(flow_spec(), 24));
+    let strategy = (
+        model_strategy(4),
+        proptest::collection::vec(flow_spec(), 24),
+    );
     let cov = Coverage::default();
     runner
-        .run(&strategy, |(model, flows)| check_flows(&model, &flows, &cov))
+        .run(&strategy, |(model, flows)| {
+            check_flows(&model, &flows, &cov)
+        })
         .unwrap();
     cov.assert_seen(false);
 }
@@ -169,31 +208,39 @@ fn spill_model() -> impl Strategy<Value = Model> {
         proptest::collection::vec(rule(), 1..=8),
         proptest::collection::vec(peer(), 1..=2),
     )
-        .prop_map(|(namespaces, pods, pod_selector, before, after, filler_peers)| {
-            let filler = (0..RULE_BITS as u16).map(|i| Rule {
-                peers: Some(filler_peers.clone()),
-                ports: Some(vec![PortSpec {
-                    protocol: Protocol::Tcp,
-                    port: PortMatch::Range { port: 20_000 + i, end: 20_000 + i },
-                }]),
-            });
-            let rules: Vec<Rule> = before.into_iter().chain(filler).chain(after).collect();
-            let policy = |name: &str, ns: &str| Policy {
-                namespace: ns.into(),
-                name: name.into(),
-                pod_selector: pod_selector.clone(),
-                isolates_ingress: true,
-                isolates_egress: true,
-                ingress: rules.clone(),
-                egress: rules.clone(),
-            };
-            Model {
-                namespaces: namespaces.into_iter().map(|n| (n.name.clone(), n)).collect(),
-                pods,
-                policies: NAMESPACES.iter().map(|ns| policy("spill", ns)).collect(),
-                errors: vec![],
-            }
-        })
+        .prop_map(
+            |(namespaces, pods, pod_selector, before, after, filler_peers)| {
+                let filler = (0..RULE_BITS as u16).map(|i| Rule {
+                    peers: Some(filler_peers.clone()),
+                    ports: Some(vec![PortSpec {
+                        protocol: Protocol::Tcp,
+                        port: PortMatch::Range {
+                            port: 20_000 + i,
+                            end: 20_000 + i,
+                        },
+                    }]),
+                });
+                let rules: Vec<Rule> = before.into_iter().chain(filler).chain(after).collect();
+                let policy = |name: &str, ns: &str| Policy {
+                    namespace: ns.into(),
+                    name: name.into(),
+                    pod_selector: pod_selector.clone(),
+                    isolates_ingress: true,
+                    isolates_egress: true,
+                    ingress: rules.clone(),
+                    egress: rules.clone(),
+                };
+                Model {
+                    namespaces: namespaces
+                        .into_iter()
+                        .map(|n| (n.name.clone(), n))
+                        .collect(),
+                    pods,
+                    policies: NAMESPACES.iter().map(|ns| policy("spill", ns)).collect(),
+                    errors: vec![],
+                }
+            },
+        )
 }
 
 #[test]
@@ -209,7 +256,11 @@ fn spilled_groups_agree_with_oracle() {
     runner
         .run(&(spill_model(), flows), |(model, flows)| {
             let node = compile(&model, NODE, &mut IdentityAllocator::new());
-            if node.pods.values().any(|p| p.ingress.groups.len() > RULE_BITS as usize) {
+            if node
+                .pods
+                .values()
+                .any(|p| p.ingress.groups.len() > RULE_BITS as usize)
+            {
                 spilled.set(spilled.get() + 1);
             }
             check_flows(&model, &flows, &cov)
@@ -229,12 +280,22 @@ fn spill_path_decides_beyond_rule_bits() {
         labels: [("app".to_string(), app.to_string())].into(),
         node: Some(NODE.into()),
         ips: vec![v4(i), v6(i)],
-        ports: vec![NamedPort { name: "http".into(), port: 8080, protocol: Protocol::Tcp }],
+        ports: vec![NamedPort {
+            name: "http".into(),
+            port: 8080,
+            protocol: Protocol::Tcp,
+        }],
     };
-    let tcp = |port: u16| PortSpec { protocol: Protocol::Tcp, port: PortMatch::Range { port, end: port } };
+    let tcp = |port: u16| PortSpec {
+        protocol: Protocol::Tcp,
+        port: PortMatch::Range { port, end: port },
+    };
     let mut ingress: Vec<Rule> = (0..RULE_BITS as u16)
         .map(|i| Rule {
-            peers: Some(vec![Peer::IpBlock { cidr: "203.0.113.0/24".parse().unwrap(), except: vec![] }]),
+            peers: Some(vec![Peer::IpBlock {
+                cidr: "203.0.113.0/24".parse().unwrap(),
+                except: vec![],
+            }]),
             ports: Some(vec![tcp(30_000 + i)]),
         })
         .collect();
@@ -242,18 +303,45 @@ fn spill_path_decides_beyond_rule_bits() {
     // any port from a CIDR, named port on ingress.
     let app_b = Peer::Pods {
         namespaces: None,
-        pods: Some(Selector { match_labels: [("app".to_string(), "b".to_string())].into(), match_expressions: vec![] }),
+        pods: Some(Selector {
+            match_labels: [("app".to_string(), "b".to_string())].into(),
+            match_expressions: vec![],
+        }),
     };
-    ingress.push(Rule { peers: Some(vec![app_b]), ports: Some(vec![tcp(81)]) });
     ingress.push(Rule {
-        peers: Some(vec![Peer::IpBlock { cidr: "192.168.0.0/16".parse().unwrap(), except: vec!["192.168.1.0/24".parse().unwrap()] }]),
-        ports: Some(vec![PortSpec { protocol: Protocol::Tcp, port: PortMatch::Range { port: 82, end: 90 } }]),
+        peers: Some(vec![app_b]),
+        ports: Some(vec![tcp(81)]),
     });
-    ingress.push(Rule { peers: None, ports: Some(vec![tcp(443)]) });
-    ingress.push(Rule { peers: Some(vec![Peer::IpBlock { cidr: "8.8.8.0/24".parse().unwrap(), except: vec![] }]), ports: None });
     ingress.push(Rule {
-        peers: Some(vec![Peer::IpBlock { cidr: "0.0.0.0/0".parse().unwrap(), except: vec![] }]),
-        ports: Some(vec![PortSpec { protocol: Protocol::Tcp, port: PortMatch::Named("http".into()) }]),
+        peers: Some(vec![Peer::IpBlock {
+            cidr: "192.168.0.0/16".parse().unwrap(),
+            except: vec!["192.168.1.0/24".parse().unwrap()],
+        }]),
+        ports: Some(vec![PortSpec {
+            protocol: Protocol::Tcp,
+            port: PortMatch::Range { port: 82, end: 90 },
+        }]),
+    });
+    ingress.push(Rule {
+        peers: None,
+        ports: Some(vec![tcp(443)]),
+    });
+    ingress.push(Rule {
+        peers: Some(vec![Peer::IpBlock {
+            cidr: "8.8.8.0/24".parse().unwrap(),
+            except: vec![],
+        }]),
+        ports: None,
+    });
+    ingress.push(Rule {
+        peers: Some(vec![Peer::IpBlock {
+            cidr: "0.0.0.0/0".parse().unwrap(),
+            except: vec![],
+        }]),
+        ports: Some(vec![PortSpec {
+            protocol: Protocol::Tcp,
+            port: PortMatch::Named("http".into()),
+        }]),
     });
     let model = Model {
         namespaces: Default::default(),
@@ -278,7 +366,12 @@ fn spill_path_decides_beyond_rule_bits() {
     assert!(!dir.spill.is_empty());
     assert!(dir.spill_any_peer);
     assert_ne!(dir.any_port_class, 0);
-    let to_a = |src: IpAddr, proto: u8, dport: u16| Flow { src, dst: v4(1), proto, dport };
+    let to_a = |src: IpAddr, proto: u8, dport: u16| Flow {
+        src,
+        dst: v4(1),
+        proto,
+        dport,
+    };
     let cases = [
         (to_a(v4(2), PROTO_TCP, 81), true),
         (to_a(v4(9), PROTO_TCP, 81), false),
@@ -296,9 +389,16 @@ fn spill_path_decides_beyond_rule_bits() {
         let got = lookup(&node, "ns0/a", Direction::Ingress, &flow);
         let oracle = evaluate_direction(&model, &model.pods[0], Direction::Ingress, &flow);
         assert_eq!(got.allows(), want, "{flow:?}: {got:?}");
-        assert_eq!(oracle.allows(), want, "oracle disagrees with the test on {flow:?}");
+        assert_eq!(
+            oracle.allows(),
+            want,
+            "oracle disagrees with the test on {flow:?}"
+        );
         if let LookupVerdict::Allowed { group, .. } = got {
-            assert!(group >= RULE_BITS as usize, "{flow:?} decided by bit {group}, not the spill path");
+            assert!(
+                group >= RULE_BITS as usize,
+                "{flow:?} decided by bit {group}, not the spill path"
+            );
         }
     }
 }

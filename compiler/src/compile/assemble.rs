@@ -51,7 +51,14 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
     let port_sets: Vec<_> = groups.iter().map(|g| g.ports.as_deref()).collect();
     for (prefix, set) in port_entries(&port_sets) {
         let class = classes.of(&set);
-        out.ports.insert(prefix, RuleBits { bits: set.bits(), class, _pad: 0 });
+        out.ports.insert(
+            prefix,
+            RuleBits {
+                bits: set.bits(),
+                class,
+                _pad: 0,
+            },
+        );
     }
     let mut any_port_spilled = GroupSet::default();
     for (g, group) in groups.iter().enumerate() {
@@ -78,32 +85,64 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
             identities.entry(*id).or_default().insert(g);
         }
         for (cidr, except) in &group.peers.blocks {
-            blocks.push(CidrBlock { group: g, cidr: *cidr, except: except.clone() });
+            blocks.push(CidrBlock {
+                group: g,
+                cidr: *cidr,
+                except: except.clone(),
+            });
         }
         for addr in &group.peers.addrs {
-            blocks.push(CidrBlock { group: g, cidr: IpNetwork::from(*addr), except: vec![] });
+            blocks.push(CidrBlock {
+                group: g,
+                cidr: IpNetwork::from(*addr),
+                except: vec![],
+            });
         }
     }
     for (id, set) in &identities {
         if set.bits() != 0 {
-            out.identities.insert(*id, RuleBits { bits: set.bits(), class: 0, _pad: 0 });
+            out.identities.insert(
+                *id,
+                RuleBits {
+                    bits: set.bits(),
+                    class: 0,
+                    _pad: 0,
+                },
+            );
         }
     }
     let mut cidr_classes_of_group: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
     for (net, set) in cidr_entries(&blocks) {
         let class = classes.of(&set);
-        out.cidrs.insert(net, RuleBits { bits: set.bits(), class, _pad: 0 });
+        out.cidrs.insert(
+            net,
+            RuleBits {
+                bits: set.bits(),
+                class,
+                _pad: 0,
+            },
+        );
     }
     for (&c, set) in &classes.sets {
         for g in set.iter() {
             cidr_classes_of_group.entry(g).or_default().push(c);
         }
     }
-    let cidr_classes: BTreeSet<u32> = out.cidrs.values().map(|v| v.class).filter(|&c| c != 0).collect();
+    let cidr_classes: BTreeSet<u32> = out
+        .cidrs
+        .values()
+        .map(|v| v.class)
+        .filter(|&c| c != 0)
+        .collect();
 
     // Spill: for each port class k and each spilled group g in it, every
     // peer of g (any, identity, CIDR class containing g) with k.
-    let mut port_classes: BTreeSet<u32> = out.ports.values().map(|v| v.class).filter(|&c| c != 0).collect();
+    let mut port_classes: BTreeSet<u32> = out
+        .ports
+        .values()
+        .map(|v| v.class)
+        .filter(|&c| c != 0)
+        .collect();
     if out.any_port_class != 0 {
         port_classes.insert(out.any_port_class);
     }
@@ -119,14 +158,26 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
                 out.spill_groups.entry(key).or_insert(g as u32);
             };
             if groups[g].peers.any {
-                add(SpillKey { kind: SPILL_ANY_PEER, peer: 0, port_class: k });
+                add(SpillKey {
+                    kind: SPILL_ANY_PEER,
+                    peer: 0,
+                    port_class: k,
+                });
             }
             for &id in ids_of_group.get(&g).into_iter().flatten() {
-                add(SpillKey { kind: SPILL_IDENTITY, peer: id, port_class: k });
+                add(SpillKey {
+                    kind: SPILL_IDENTITY,
+                    peer: id,
+                    port_class: k,
+                });
             }
             for &c in cidr_classes_of_group.get(&g).into_iter().flatten() {
                 if cidr_classes.contains(&c) {
-                    add(SpillKey { kind: SPILL_CIDR_CLASS, peer: c, port_class: k });
+                    add(SpillKey {
+                        kind: SPILL_CIDR_CLASS,
+                        peer: c,
+                        port_class: k,
+                    });
                 }
             }
         }
@@ -137,7 +188,10 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
         .into_iter()
         .map(|(c, set)| (c, set.iter().map(|g| g as u32).collect()))
         .collect();
-    out.groups = groups.into_iter().map(|g| RuleGroup { rules: g.rules }).collect();
+    out.groups = groups
+        .into_iter()
+        .map(|g| RuleGroup { rules: g.rules })
+        .collect();
     check_capacity(&out)?;
     Ok(out)
 }
@@ -151,7 +205,9 @@ fn check_capacity(d: &CompiledDirection) -> Result<(), String> {
     ];
     for (what, len, max) in checks {
         if len > max as usize {
-            return Err(format!("{len} {what} entries exceed the map capacity of {max}"));
+            return Err(format!(
+                "{len} {what} entries exceed the map capacity of {max}"
+            ));
         }
     }
     Ok(())

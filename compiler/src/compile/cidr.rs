@@ -54,11 +54,19 @@ pub fn cidr_entries(blocks: &[CidrBlock]) -> BTreeMap<IpNetwork, GroupSet> {
     for (b, block) in blocks.iter().enumerate() {
         block_group.push(block.group);
         let cidr = to_prefix(block.cidr);
-        contribs.push(Contribution { prefix: cidr, block: b, negative: false });
+        contribs.push(Contribution {
+            prefix: cidr,
+            block: b,
+            negative: false,
+        });
         for e in &block.except {
             let hole = to_prefix(*e);
             if hole.space == cidr.space {
-                contribs.push(Contribution { prefix: hole, block: b, negative: true });
+                contribs.push(Contribution {
+                    prefix: hole,
+                    block: b,
+                    negative: true,
+                });
             }
         }
     }
@@ -90,9 +98,21 @@ mod tests {
     #[test]
     fn except_holes_and_overlaps() {
         let blocks = vec![
-            CidrBlock { group: 0, cidr: net("10.0.0.0/8"), except: vec![net("10.1.0.0/16")] },
-            CidrBlock { group: 1, cidr: net("10.1.2.0/24"), except: vec![] },
-            CidrBlock { group: 2, cidr: net("0.0.0.0/0"), except: vec![net("10.0.0.0/8")] },
+            CidrBlock {
+                group: 0,
+                cidr: net("10.0.0.0/8"),
+                except: vec![net("10.1.0.0/16")],
+            },
+            CidrBlock {
+                group: 1,
+                cidr: net("10.1.2.0/24"),
+                except: vec![],
+            },
+            CidrBlock {
+                group: 2,
+                cidr: net("0.0.0.0/0"),
+                except: vec![net("10.0.0.0/8")],
+            },
         ];
         let e = cidr_entries(&blocks);
         assert_eq!(lpm(&e, "10.2.3.4"), vec![0]);
@@ -108,9 +128,21 @@ mod tests {
     #[test]
     fn except_equal_to_cidr_and_host_bits_normalized() {
         let blocks = vec![
-            CidrBlock { group: 0, cidr: net("10.0.0.5/24"), except: vec![net("10.0.0.0/24")] },
-            CidrBlock { group: 1, cidr: net("::/0"), except: vec![net("fd00::/8"), net("10.0.0.0/8")] },
-            CidrBlock { group: 1, cidr: net("fd00::7/128"), except: vec![] },
+            CidrBlock {
+                group: 0,
+                cidr: net("10.0.0.5/24"),
+                except: vec![net("10.0.0.0/24")],
+            },
+            CidrBlock {
+                group: 1,
+                cidr: net("::/0"),
+                except: vec![net("fd00::/8"), net("10.0.0.0/8")],
+            },
+            CidrBlock {
+                group: 1,
+                cidr: net("fd00::7/128"),
+                except: vec![],
+            },
         ];
         let e = cidr_entries(&blocks);
         assert_eq!(lpm(&e, "10.0.0.5"), Vec::<usize>::new());

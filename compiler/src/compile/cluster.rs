@@ -8,7 +8,9 @@
 use super::peers::PeerCache;
 use crate::identity::{IdentityAllocator, IdentityKey};
 use ipnetwork::IpNetwork;
-use palisade_policy::{Labels, NamedPort, Namespace, Peer, Pod, Policy, Selector, NAMESPACE_NAME_LABEL};
+use palisade_policy::{
+    Labels, NamedPort, Namespace, Peer, Pod, Policy, Selector, NAMESPACE_NAME_LABEL,
+};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -46,7 +48,7 @@ pub struct Cluster {
     /// Namespace -> identity -> number of pods having it.
     pub ids_by_ns: HashMap<String, BTreeMap<u32, usize>>,
     /// Container port name -> namespace -> pods declaring it.
-    pub named: HashMap<String, BTreeMap<Arc<str>, BTreeSet<Arc<str>>>>,
+    pub named: HashMap<String, BTreeMap<Arc<str>, HashSet<Arc<str>>>>,
     /// Identities each pod peer selects, kept up to date as identities come
     /// and go.
     pub peers: PeerCache,
@@ -59,7 +61,10 @@ impl Cluster {
     pub fn ns_labels(&self, ns: &str) -> Cow<'_, Labels> {
         match self.namespaces.get(ns) {
             Some(n) => Cow::Borrowed(&n.labels),
-            None => Cow::Owned(Labels::from([(NAMESPACE_NAME_LABEL.to_string(), ns.to_string())])),
+            None => Cow::Owned(Labels::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                ns.to_string(),
+            )])),
         }
     }
 
@@ -82,23 +87,27 @@ impl Cluster {
     /// its key and identity.
     pub fn add_pod(&mut self, key: Arc<str>, pod: &Pod) -> u32 {
         let id = self.alloc.acquire_parts(&pod.namespace, &pod.labels);
-        if !self.ids_by_ns.contains_key(&pod.namespace) {
-            self.ids_by_ns.insert(pod.namespace.clone(), BTreeMap::new());
-        }
-        let ids = self.ids_by_ns.get_mut(&pod.namespace).expect("inserted above");
+        let ids = match self.ids_by_ns.get_mut(&pod.namespace) {
+            Some(ids) => ids,
+            None => self.ids_by_ns.entry(pod.namespace.clone()).or_default(),
+        };
         let count = ids.entry(id).or_insert(0);
         *count += 1;
         if *count == 1 {
             let ns_labels = self.ns_labels(&pod.namespace).into_owned();
-            self.peers.identity_created(id, &pod.namespace, &ns_labels, &pod.labels);
+            self.peers
+                .identity_created(id, &pod.namespace, &ns_labels, &pod.labels);
         }
         let namespace = self.intern_ns(&pod.namespace);
         for p in &pod.ports {
-            if !self.named.contains_key(&p.name) {
-                self.named.insert(p.name.clone(), BTreeMap::new());
-            }
-            let by_ns = self.named.get_mut(&p.name).expect("inserted above");
-            by_ns.entry(namespace.clone()).or_default().insert(key.clone());
+            let by_ns = match self.named.get_mut(&p.name) {
+                Some(by_ns) => by_ns,
+                None => self.named.entry(p.name.clone()).or_default(),
+            };
+            by_ns
+                .entry(namespace.clone())
+                .or_default()
+                .insert(key.clone());
         }
         self.pods.insert(
             key,
@@ -114,10 +123,14 @@ impl Cluster {
 
     pub fn remove_pod(&mut self, key: &str) -> Option<Removed> {
         let (key, entry) = self.pods.remove_entry(key)?;
-        let identity = self.alloc.key(entry.identity).cloned().unwrap_or_else(|| IdentityKey {
-            namespace: entry.namespace.to_string(),
-            labels: Labels::new(),
-        });
+        let identity = self
+            .alloc
+            .key(entry.identity)
+            .cloned()
+            .unwrap_or_else(|| IdentityKey {
+                namespace: entry.namespace.to_string(),
+                labels: Labels::new(),
+            });
         let ns: &str = &entry.namespace;
         let mut freed = false;
         if let Some(ids) = self.ids_by_ns.get_mut(ns) {
@@ -149,7 +162,11 @@ impl Cluster {
                 }
             }
         }
-        Some(Removed { entry, identity, freed })
+        Some(Removed {
+            entry,
+            identity,
+            freed,
+        })
     }
 
     /// The pods declaring port `name` that a rule's peers may cover: only
@@ -173,8 +190,13 @@ impl Cluster {
             .iter()
             .filter(|(ns, _)| {
                 peers.iter().any(|p| match p {
-                    Peer::Pods { namespaces: None, .. } => &***ns == policy_ns,
-                    Peer::Pods { namespaces: Some(sel), .. } => sel.matches(&self.ns_labels(ns)),
+                    Peer::Pods {
+                        namespaces: None, ..
+                    } => &***ns == policy_ns,
+                    Peer::Pods {
+                        namespaces: Some(sel),
+                        ..
+                    } => sel.matches(&self.ns_labels(ns)),
                     Peer::IpBlock { .. } => true,
                 })
             })
@@ -183,7 +205,11 @@ impl Cluster {
     }
 
     /// Policies of `ns` that select a pod with `labels`, in name order.
-    pub fn selecting<'a>(&'a self, ns: &str, labels: &'a Labels) -> impl Iterator<Item = &'a Policy> + 'a {
+    pub fn selecting<'a>(
+        &'a self,
+        ns: &str,
+        labels: &'a Labels,
+    ) -> impl Iterator<Item = &'a Policy> + 'a {
         self.policies
             .get(ns)
             .into_iter()
@@ -193,7 +219,12 @@ impl Cluster {
 
     /// Every identity a pod peer of a policy in `policy_ns` selects,
     /// computed from the indexes (the cache calls this on a miss).
-    pub fn resolve_peer(&self, policy_ns: &str, namespaces: Option<&Selector>, pods: Option<&Selector>) -> BTreeSet<u32> {
+    pub fn resolve_peer(
+        &self,
+        policy_ns: &str,
+        namespaces: Option<&Selector>,
+        pods: Option<&Selector>,
+    ) -> BTreeSet<u32> {
         let mut out = BTreeSet::new();
         let mut visit = |ids: &BTreeMap<u32, usize>| match pods {
             Some(sel) if !sel.is_empty() => {
@@ -253,7 +284,8 @@ impl Cluster {
         for peer in peers {
             match peer {
                 Peer::Pods { namespaces, pods } => {
-                    if self.peer_selects(policy_ns, namespaces.as_ref(), pods.as_ref(), ns, labels) {
+                    if self.peer_selects(policy_ns, namespaces.as_ref(), pods.as_ref(), ns, labels)
+                    {
                         return ips.to_vec();
                     }
                 }

@@ -19,11 +19,20 @@ pub struct GroupPeers {
     pub identities: BTreeSet<u32>,
     pub blocks: Vec<(IpNetwork, Vec<IpNetwork>)>,
     pub addrs: BTreeSet<IpAddr>,
+    /// The pod peers behind `identities`. A group with pod peers exists
+    /// even while they select no identity, so that identities coming and
+    /// going never renumber groups: the identity map can then be patched
+    /// in place.
+    pub pod_peers: Vec<PeerKey>,
 }
 
 impl GroupPeers {
     fn is_empty(&self) -> bool {
-        !self.any && self.identities.is_empty() && self.blocks.is_empty() && self.addrs.is_empty()
+        !self.any
+            && self.identities.is_empty()
+            && self.blocks.is_empty()
+            && self.addrs.is_empty()
+            && self.pod_peers.is_empty()
     }
 }
 
@@ -64,7 +73,8 @@ pub fn groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<Vec<Group>
                 rule: index,
                 peer,
             };
-            for (ports, peers) in rule_parts(cluster, &policy.namespace, &peer_key, rule, pod, dir) {
+            for (ports, peers) in rule_parts(cluster, &policy.namespace, &peer_key, rule, pod, dir)
+            {
                 if peers.is_empty() {
                     continue;
                 }
@@ -92,6 +102,7 @@ fn merge(into: &mut GroupPeers, from: GroupPeers) {
     into.identities.extend(from.identities);
     into.blocks.extend(from.blocks);
     into.addrs.extend(from.addrs);
+    into.pod_peers.extend(from.pod_peers);
 }
 
 /// A rule's (port set, peers) parts.
@@ -111,7 +122,11 @@ fn rule_parts(
     for spec in specs {
         let proto = spec.protocol.number();
         match &spec.port {
-            PortMatch::Any => numeric.push(PortRange { proto, lo: 0, hi: u16::MAX }),
+            PortMatch::Any => numeric.push(PortRange {
+                proto,
+                lo: 0,
+                hi: u16::MAX,
+            }),
             // `end < port` is rejected by validation; an empty range if not.
             PortMatch::Range { port, end } if end >= port => numeric.push(PortRange {
                 proto,
@@ -125,7 +140,11 @@ fn rule_parts(
                 Direction::Ingress => {
                     for p in &pod.ports {
                         if &p.name == name && p.protocol == spec.protocol {
-                            numeric.push(PortRange { proto, lo: p.port, hi: p.port });
+                            numeric.push(PortRange {
+                                proto,
+                                lo: p.port,
+                                hi: p.port,
+                            });
                         }
                     }
                 }
@@ -135,25 +154,39 @@ fn rule_parts(
     }
     let mut parts = Vec::new();
     if !numeric.is_empty() {
-        parts.push((Some(normalize(numeric)), rule_peers(cluster, policy_ns, peer_key, rule)));
+        parts.push((
+            Some(normalize(numeric)),
+            rule_peers(cluster, policy_ns, peer_key, rule),
+        ));
     }
     if !named.is_empty() {
         // Egress: resolve on each pod the rule's peers cover.
         let mut by_port: BTreeMap<PortRange, BTreeSet<IpAddr>> = BTreeMap::new();
         for (name, protocol) in named {
             for key in cluster.named_candidates(name, policy_ns, rule.peers.as_deref()) {
-                let Some(entry) = cluster.pods.get(key) else { continue };
+                let Some(entry) = cluster.pods.get(key) else {
+                    continue;
+                };
                 for p in &entry.ports {
                     if p.name != name || p.protocol != protocol {
                         continue;
                     }
                     let labels = cluster.labels_of(entry);
-                    let addrs =
-                        cluster.covered_addrs(policy_ns, rule.peers.as_deref(), &entry.namespace, labels, &entry.ips);
+                    let addrs = cluster.covered_addrs(
+                        policy_ns,
+                        rule.peers.as_deref(),
+                        &entry.namespace,
+                        labels,
+                        &entry.ips,
+                    );
                     if addrs.is_empty() {
                         continue;
                     }
-                    let range = PortRange { proto: protocol.number(), lo: p.port, hi: p.port };
+                    let range = PortRange {
+                        proto: protocol.number(),
+                        lo: p.port,
+                        hi: p.port,
+                    };
                     by_port.entry(range).or_default().extend(addrs);
                 }
             }
@@ -171,7 +204,12 @@ fn rule_parts(
     parts
 }
 
-fn rule_peers(cluster: &Cluster, policy_ns: &str, peer_key: &dyn Fn(usize) -> PeerKey, rule: &Rule) -> GroupPeers {
+fn rule_peers(
+    cluster: &Cluster,
+    policy_ns: &str,
+    peer_key: &dyn Fn(usize) -> PeerKey,
+    rule: &Rule,
+) -> GroupPeers {
     let mut out = GroupPeers::default();
     let Some(peers) = &rule.peers else {
         out.any = true;
@@ -181,10 +219,12 @@ fn rule_peers(cluster: &Cluster, policy_ns: &str, peer_key: &dyn Fn(usize) -> Pe
         match peer {
             Peer::Pods { namespaces, pods } => {
                 let (namespaces, pods) = (namespaces.as_ref(), pods.as_ref());
-                let ids = cluster.peers.get(&peer_key(i), namespaces, pods, || {
+                let key = peer_key(i);
+                let ids = cluster.peers.get(&key, namespaces, pods, || {
                     cluster.resolve_peer(policy_ns, namespaces, pods)
                 });
                 out.identities.extend(ids.iter().copied());
+                out.pod_peers.push(key);
             }
             Peer::IpBlock { cidr, except } => out.blocks.push((*cidr, except.clone())),
         }

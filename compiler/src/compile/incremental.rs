@@ -10,12 +10,12 @@
 //! - a namespace's labels: any namespaceSelector anywhere; rare, so every
 //!   local pod is recompiled.
 
-use super::assemble::assemble;
-use super::cluster::{block_contains, object_key, Cluster, Removed};
-use super::groups::groups;
+use super::affected::PodView;
+use super::cluster::{object_key, Cluster, Removed};
+use super::pod::{compile_pod, PeerIndex};
 use crate::identity::{IdentityAllocator, IdentityKey};
-use crate::types::{CompiledDirection, CompiledNode, CompiledPod};
-use palisade_policy::{Direction, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch};
+use crate::types::CompiledNode;
+use palisade_policy::{Model, Namespace, Pod, Policy};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,21 +41,14 @@ pub struct Applied {
 }
 
 pub struct Compiler {
-    node: String,
-    cluster: Cluster,
+    pub(super) node: String,
+    pub(super) cluster: Cluster,
     /// Local pods, whole (the compile reads their labels and ports).
-    local: BTreeMap<String, Pod>,
+    pub(super) local: BTreeMap<String, Pod>,
     /// Which pod owns each address in the identity trie.
-    ip_owner: HashMap<IpAddr, Arc<str>>,
-    out: CompiledNode,
-}
-
-/// A pod as seen by the change analysis: label set, addresses, ports.
-struct PodView {
-    key: IdentityKey,
-    ips: Vec<IpAddr>,
-    ports: Vec<NamedPort>,
-    identity_changed: bool,
+    pub(super) ip_owner: HashMap<IpAddr, Arc<str>>,
+    pub(super) out: CompiledNode,
+    pub(super) peer_index: HashMap<String, PeerIndex>,
 }
 
 impl Compiler {
@@ -73,11 +66,15 @@ impl Compiler {
             local: BTreeMap::new(),
             ip_owner: HashMap::new(),
             out: CompiledNode::default(),
+            peer_index: HashMap::new(),
         }
     }
 
-    /// Loads a whole model and compiles every local pod once.
-    pub fn from_model(model: &Model, node: &str, alloc: IdentityAllocator) -> Compiler {
+    /// Loads a whole model and compiles every local pod once. Identities
+    /// of `alloc` keep their numbers when their label set is in the model;
+    /// the others (seeded or left from an earlier model) are freed.
+    pub fn from_model(model: &Model, node: &str, mut alloc: IdentityAllocator) -> Compiler {
+        alloc.reset_refs();
         let mut c = Compiler::with_allocator(node, alloc);
         for ns in model.namespaces.values() {
             c.cluster.namespaces.insert(ns.name.clone(), ns.clone());
@@ -93,28 +90,30 @@ impl Compiler {
         c.ip_owner.reserve(model.pods.len() * 2);
         // The identity trie is built in one go (sorted bulk build) rather
         // than entry by entry.
-        let mut trie = Vec::with_capacity(model.pods.len() * 2);
+        let mut trie: Vec<(IpAddr, u32, Arc<str>)> = Vec::with_capacity(model.pods.len() * 2);
+        let mut shared_addrs = false;
         for pod in &model.pods {
             let key: Arc<str> = Arc::from(object_key(&pod.namespace, &pod.name));
             if c.cluster.pods.contains_key(&key) {
                 c.remove_pod_state(&key);
-                trie.retain(|(_, k): &(IpAddr, Arc<str>)| *k != key);
+                trie.retain(|(_, _, k)| *k != key);
             }
-            c.cluster.add_pod(key.clone(), pod);
+            let id = c.cluster.add_pod(key.clone(), pod);
             for ip in &pod.ips {
-                trie.push((*ip, key.clone()));
-                c.ip_owner.insert(*ip, key.clone());
+                trie.push((*ip, id, key.clone()));
+                shared_addrs |= c.ip_owner.insert(*ip, key.clone()).is_some();
             }
             if pod.node.as_deref() == Some(node) {
                 c.local.insert(key.to_string(), pod.clone());
             }
         }
-        // Last owner of an address wins, as with one-by-one inserts.
-        c.out.identities = trie
-            .iter()
-            .filter(|(ip, k)| c.ip_owner.get(ip) == Some(k))
-            .map(|(ip, k)| (*ip, c.cluster.pods[k].identity))
-            .collect();
+        // An address claimed by two pods goes to the last one, as with
+        // one-by-one inserts.
+        if shared_addrs {
+            trie.retain(|(ip, _, k)| c.ip_owner.get(ip).is_some_and(|o| Arc::ptr_eq(o, k)));
+        }
+        c.out.identities = trie.into_iter().map(|(ip, id, _)| (ip, id)).collect();
+        c.cluster.alloc.free_unreferenced();
         let keys: Vec<String> = c.local.keys().cloned().collect();
         for key in keys {
             c.recompile(&key);
@@ -147,12 +146,26 @@ impl Compiler {
             }
             Change::UpsertPolicy(p) => {
                 let (ns, name) = (p.namespace.clone(), p.name.clone());
-                let old = self.cluster.policies.entry(ns.clone()).or_default().insert(name, p.clone());
+                let old = self
+                    .cluster
+                    .policies
+                    .entry(ns.clone())
+                    .or_default()
+                    .insert(name, p.clone());
                 self.policy_changed(&ns, old.as_ref(), Some(&p))
             }
             Change::DeletePolicy { namespace, name } => {
-                let old = self.cluster.policies.get_mut(&namespace).and_then(|m| m.remove(&name));
-                if self.cluster.policies.get(&namespace).is_some_and(|m| m.is_empty()) {
+                let old = self
+                    .cluster
+                    .policies
+                    .get_mut(&namespace)
+                    .and_then(|m| m.remove(&name));
+                if self
+                    .cluster
+                    .policies
+                    .get(&namespace)
+                    .is_some_and(|m| m.is_empty())
+                {
                     self.cluster.policies.remove(&namespace);
                 }
                 self.policy_changed(&namespace, old.as_ref(), None)
@@ -179,7 +192,10 @@ impl Compiler {
         for key in &pods {
             self.recompile(key);
         }
-        Applied { pods, identities: false }
+        Applied {
+            pods,
+            identities: false,
+        }
     }
 
     fn policy_changed(&mut self, ns: &str, old: Option<&Policy>, new: Option<&Policy>) -> Applied {
@@ -214,23 +230,30 @@ impl Compiler {
             (None, None) => return Applied::default(),
         };
         let mut applied = Applied::default();
-        let new_existed = new
-            .as_ref()
-            .is_some_and(|p| self.cluster.ids_by_ns.get(&p.namespace).is_some_and(|ids| {
-                self.cluster.alloc.get_parts(&p.namespace, &p.labels).is_some_and(|id| ids.contains_key(&id))
-            }));
+        let new_existed = new.as_ref().is_some_and(|p| {
+            self.cluster.ids_by_ns.get(&p.namespace).is_some_and(|ids| {
+                self.cluster
+                    .alloc
+                    .get_parts(&p.namespace, &p.labels)
+                    .is_some_and(|id| ids.contains_key(&id))
+            })
+        });
         // Hold the new label set's identity while the old pod goes, so that
         // a pod keeping its labels keeps its number.
-        let guard = new.as_ref().map(|p| self.cluster.alloc.acquire_parts(&p.namespace, &p.labels));
+        let guard = new
+            .as_ref()
+            .map(|p| self.cluster.alloc.acquire_parts(&p.namespace, &p.labels));
         let old = self.remove_pod_state(&key).map(|r| PodView {
             key: r.identity,
+            id: r.entry.identity,
             ips: r.entry.ips,
             ports: r.entry.ports,
             identity_changed: r.freed,
         });
         let new = new.map(|pod| {
-            self.add_pod_state(&pod);
+            let id = self.add_pod_state(&pod);
             PodView {
+                id,
                 key: IdentityKey {
                     namespace: pod.namespace.clone(),
                     labels: pod.labels.clone(),
@@ -254,6 +277,7 @@ impl Compiler {
             self.recompile(&key);
             applied.pods.insert(key.clone());
         } else if self.out.pods.remove(&key).is_some() {
+            self.peer_index.remove(&key);
             applied.pods.insert(key.clone());
         }
 
@@ -261,7 +285,11 @@ impl Compiler {
         let identity_views: Vec<&PodView> = if same_identity {
             Vec::new()
         } else {
-            views.iter().copied().filter(|v| v.identity_changed).collect()
+            views
+                .iter()
+                .copied()
+                .filter(|v| v.identity_changed)
+                .collect()
         };
         let named_relevant = match (&old, &new) {
             (Some(o), Some(n)) => {
@@ -274,74 +302,51 @@ impl Compiler {
             return applied;
         }
         let named_views: &[&PodView] = if named_relevant { &views } else { &[] };
-        let affected: Vec<String> = self
-            .local
+        let freed: Vec<u32> = identity_views
             .iter()
-            .filter(|(k, _)| **k != key)
-            .filter(|(_, pod)| self.affected_by(pod, &identity_views, named_views))
-            .map(|(k, _)| k.clone())
+            .filter(|v| old.as_ref().is_some_and(|o| o.id == v.id))
+            .map(|v| v.id)
             .collect();
-        for k in affected {
-            self.recompile(&k);
-            applied.pods.insert(k);
-        }
-        applied
-    }
-    /// Whether local pod `local` has a rule whose pod peers select one of
-    /// `identities`, or an egress named-port rule whose peers cover one of
-    /// `named`.
-    fn affected_by(&self, local: &Pod, identities: &[&PodView], named: &[&PodView]) -> bool {
-        for policy in self.cluster.selecting(&local.namespace, &local.labels) {
-            for (dir, rules) in [
-                (Direction::Ingress, &policy.ingress),
-                (Direction::Egress, &policy.egress),
-            ] {
-                for rule in rules {
-                    let has_named = dir == Direction::Egress
-                        && rule.ports.as_ref().is_some_and(|ps| {
-                            ps.iter().any(|p| matches!(p.port, PortMatch::Named(_)))
-                        });
-                    let Some(peers) = &rule.peers else {
-                        if has_named && !named.is_empty() {
-                            return true;
-                        }
-                        continue;
-                    };
-                    for peer in peers {
-                        match peer {
-                            Peer::Pods { namespaces, pods } => {
-                                let hit = |v: &&PodView| {
-                                    self.cluster.peer_selects(
-                                        &policy.namespace,
-                                        namespaces.as_ref(),
-                                        pods.as_ref(),
-                                        &v.key.namespace,
-                                        &v.key.labels,
-                                    )
-                                };
-                                if identities.iter().any(hit) || (has_named && named.iter().any(hit)) {
-                                    return true;
-                                }
-                            }
-                            Peer::IpBlock { cidr, except } => {
-                                if has_named
-                                    && named
-                                        .iter()
-                                        .any(|v| v.ips.iter().any(|ip| block_contains(cidr, except, *ip)))
-                                {
-                                    return true;
-                                }
-                            }
-                        }
-                    }
+        let created: Vec<u32> = identity_views
+            .iter()
+            .filter(|v| new.as_ref().is_some_and(|n| n.id == v.id))
+            .map(|v| v.id)
+            .collect();
+        let mut full = Vec::new();
+        let mut patch = Vec::new();
+        for (k, pod) in &self.local {
+            if *k == key {
+                continue;
+            }
+            if !named_views.is_empty() && self.affected_by(pod, &[], named_views) {
+                full.push(k.clone());
+            } else if !identity_views.is_empty() && self.affected_by(pod, &identity_views, &[]) {
+                let patchable = self
+                    .peer_index
+                    .get(k)
+                    .is_some_and(|i| i.dirs.iter().all(|d| d.patchable))
+                    && self.out.pods.get(k).is_some_and(|p| p.error.is_none());
+                if patchable {
+                    patch.push(k.clone());
+                } else {
+                    full.push(k.clone());
                 }
             }
         }
-        false
+        for k in full {
+            self.recompile(&k);
+            applied.pods.insert(k);
+        }
+        for k in patch {
+            if self.patch_identities(&k, &freed, &created) {
+                applied.pods.insert(k);
+            }
+        }
+        applied
     }
 
     /// Adds a pod to the indexes and the identity trie.
-    fn add_pod_state(&mut self, pod: &Pod) {
+    fn add_pod_state(&mut self, pod: &Pod) -> u32 {
         let key: Arc<str> = Arc::from(object_key(&pod.namespace, &pod.name));
         let id = self.cluster.add_pod(key.clone(), pod);
         for ip in &pod.ips {
@@ -351,6 +356,7 @@ impl Compiler {
         if pod.node.as_deref() == Some(self.node.as_str()) {
             self.local.insert(key.to_string(), pod.clone());
         }
+        id
     }
 
     fn remove_pod_state(&mut self, key: &str) -> Option<Removed> {
@@ -368,46 +374,11 @@ impl Compiler {
     fn recompile(&mut self, key: &str) {
         let Some(pod) = self.local.get(key) else {
             self.out.pods.remove(key);
+            self.peer_index.remove(key);
             return;
         };
-        let compiled = compile_pod(&self.cluster, pod);
+        let (compiled, index) = compile_pod(&self.cluster, pod);
         self.out.pods.insert(key.to_string(), compiled);
+        self.peer_index.insert(key.to_string(), index);
     }
-}
-
-/// Both directions of one local pod; a capacity error empties the pod and
-/// records why (the writer then programs it deny-all).
-fn compile_pod(cluster: &Cluster, pod: &Pod) -> CompiledPod {
-    let mut out = CompiledPod {
-        namespace: pod.namespace.clone(),
-        name: pod.name.clone(),
-        ips: pod.ips.clone(),
-        ..CompiledPod::default()
-    };
-    for dir in [Direction::Ingress, Direction::Egress] {
-        let compiled = match groups(cluster, pod, dir) {
-            None => Ok(CompiledDirection::default()),
-            Some(gs) => assemble(gs),
-        };
-        match compiled {
-            Ok(d) => match dir {
-                Direction::Ingress => out.ingress = d,
-                Direction::Egress => out.egress = d,
-            },
-            Err(e) => {
-                let dname = match dir {
-                    Direction::Ingress => "ingress",
-                    Direction::Egress => "egress",
-                };
-                out.error = Some(format!(
-                    "pod {}/{} {dname}: {e}; the pod is denied all traffic",
-                    pod.namespace, pod.name
-                ));
-                out.ingress = CompiledDirection::default();
-                out.egress = CompiledDirection::default();
-                return out;
-            }
-        }
-    }
-    out
 }

@@ -4,6 +4,7 @@
 //! node's pods, so that one change (a pod, a policy, a namespace) recompiles
 //! only the local pods it can affect. [`compile`] is the one-shot form.
 
+mod affected;
 mod assemble;
 mod cidr;
 mod cluster;
@@ -11,6 +12,7 @@ mod groups;
 mod groupset;
 mod incremental;
 mod peers;
+mod pod;
 mod ports;
 mod prefix;
 
@@ -28,11 +30,8 @@ use palisade_policy::Model;
 /// from `alloc`: numbers of label sets still present stay as they were, the
 /// others are freed.
 pub fn compile(model: &Model, node: &str, alloc: &mut IdentityAllocator) -> CompiledNode {
-    let mut taken = std::mem::take(alloc);
-    taken.reset_refs();
-    let compiler = Compiler::from_model(model, node, taken);
-    let (out, mut back) = compiler.into_parts();
-    back.free_unreferenced();
+    let compiler = Compiler::from_model(model, node, std::mem::take(alloc));
+    let (out, back) = compiler.into_parts();
     *alloc = back;
     out
 }

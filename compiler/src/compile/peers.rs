@@ -76,9 +76,25 @@ impl PeerCache {
         ids
     }
 
+    /// Whether cached peer `key` selects identity `id` (false when the
+    /// peer is not cached).
+    pub fn contains(&self, key: &PeerKey, id: u32) -> bool {
+        self.entries
+            .borrow()
+            .get(key)
+            .is_some_and(|e| e.ids.contains(&id))
+    }
+
     pub fn identity_created(&mut self, id: u32, ns: &str, ns_labels: &Labels, labels: &Labels) {
         for (key, e) in self.entries.get_mut().iter_mut() {
-            if selects(&key.namespace, e.namespaces.as_ref(), e.pods.as_ref(), ns, ns_labels, labels) {
+            if selects(
+                &key.namespace,
+                e.namespaces.as_ref(),
+                e.pods.as_ref(),
+                ns,
+                ns_labels,
+                labels,
+            ) {
                 Arc::make_mut(&mut e.ids).insert(id);
             }
         }

@@ -37,7 +37,11 @@ pub fn range_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
     let (mut lo, hi) = (u32::from(lo), u32::from(hi));
     while lo <= hi {
         // Largest aligned block starting at lo that stays within hi.
-        let mut size = if lo == 0 { 1 << 16 } else { 1 << lo.trailing_zeros().min(16) };
+        let mut size = if lo == 0 {
+            1 << 16
+        } else {
+            1 << lo.trailing_zeros().min(16)
+        };
         while lo + size - 1 > hi {
             size >>= 1;
         }
@@ -69,7 +73,11 @@ pub fn port_entries(groups: &[Option<&[PortRange]>]) -> BTreeMap<PortPrefix, Gro
         for r in ranges.iter() {
             for (port, len) in range_prefixes(r.lo, r.hi) {
                 contribs.push(Contribution {
-                    prefix: to_prefix(PortPrefix { proto: r.proto, port, len }),
+                    prefix: to_prefix(PortPrefix {
+                        proto: r.proto,
+                        port,
+                        len,
+                    }),
                     block: block_group.len(),
                     negative: false,
                 });
@@ -120,18 +128,43 @@ mod tests {
     fn normalize_merges_overlaps_and_neighbours_per_protocol() {
         let r = |proto, lo, hi| PortRange { proto, lo, hi };
         assert_eq!(
-            normalize(vec![r(6, 10, 20), r(17, 5, 5), r(6, 21, 30), r(6, 15, 16), r(6, 40, 40)]),
+            normalize(vec![
+                r(6, 10, 20),
+                r(17, 5, 5),
+                r(6, 21, 30),
+                r(6, 15, 16),
+                r(6, 40, 40)
+            ]),
             vec![r(6, 10, 30), r(6, 40, 40), r(17, 5, 5)]
         );
     }
 
     #[test]
     fn overlapping_ranges_flatten_to_unions() {
-        let a = [PortRange { proto: 6, lo: 1000, hi: 2000 }];
-        let b = [PortRange { proto: 6, lo: 1500, hi: 1500 }, PortRange { proto: 17, lo: 53, hi: 53 }];
+        let a = [PortRange {
+            proto: 6,
+            lo: 1000,
+            hi: 2000,
+        }];
+        let b = [
+            PortRange {
+                proto: 6,
+                lo: 1500,
+                hi: 1500,
+            },
+            PortRange {
+                proto: 17,
+                lo: 53,
+                hi: 53,
+            },
+        ];
         let entries = port_entries(&[Some(&a), None, Some(&b)]);
         let lookup = |proto: u8, port: u16| -> Vec<usize> {
-            let key = to_prefix(PortPrefix { proto, port, len: 16 });
+            let key = to_prefix(PortPrefix {
+                proto,
+                port,
+                len: 16,
+            });
             entries
                 .iter()
                 .filter(|(k, _)| to_prefix(**k).contains(&key))

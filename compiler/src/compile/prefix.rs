@@ -60,7 +60,10 @@ pub struct Contribution {
 /// is. Entries that would repeat their enclosing entry's value (or be empty
 /// with no enclosing entry) are left out, since the longest match then gives
 /// the same answer without them.
-pub fn flatten(mut contribs: Vec<Contribution>, block_group: &[usize]) -> BTreeMap<Prefix, GroupSet> {
+pub fn flatten(
+    mut contribs: Vec<Contribution>,
+    block_group: &[usize],
+) -> BTreeMap<Prefix, GroupSet> {
     contribs.sort_unstable_by_key(|c| (c.prefix, c.block, c.negative));
     let mut pos = vec![0u32; block_group.len()];
     let mut neg = vec![0u32; block_group.len()];
@@ -169,14 +172,26 @@ mod tests {
     fn nested_blocks_with_holes() {
         // group 0: 0/1 except 0/3; group 1: 0/2.
         let contribs = vec![
-            Contribution { prefix: p(0, 1), block: 0, negative: false },
-            Contribution { prefix: p(0, 3), block: 0, negative: true },
-            Contribution { prefix: p(0, 2), block: 1, negative: false },
+            Contribution {
+                prefix: p(0, 1),
+                block: 0,
+                negative: false,
+            },
+            Contribution {
+                prefix: p(0, 3),
+                block: 0,
+                negative: true,
+            },
+            Contribution {
+                prefix: p(0, 2),
+                block: 1,
+                negative: false,
+            },
         ];
         let out = flatten(contribs, &[0, 1]);
         for v in 0..=255u8 {
             let mut want = vec![];
-            if v < 128 && v >= 32 {
+            if (32..128).contains(&v) {
                 want.push(0);
             }
             if v < 64 {
@@ -191,10 +206,26 @@ mod tests {
     #[test]
     fn hole_equal_to_block_and_redundant_entries_dropped() {
         let contribs = vec![
-            Contribution { prefix: p(0, 4), block: 0, negative: false },
-            Contribution { prefix: p(0, 4), block: 0, negative: true },
-            Contribution { prefix: p(64, 2), block: 1, negative: false },
-            Contribution { prefix: p(64, 3), block: 2, negative: false },
+            Contribution {
+                prefix: p(0, 4),
+                block: 0,
+                negative: false,
+            },
+            Contribution {
+                prefix: p(0, 4),
+                block: 0,
+                negative: true,
+            },
+            Contribution {
+                prefix: p(64, 2),
+                block: 1,
+                negative: false,
+            },
+            Contribution {
+                prefix: p(64, 3),
+                block: 2,
+                negative: false,
+            },
         ];
         let out = flatten(contribs, &[0, 1, 1]);
         assert_eq!(out.len(), 1, "{out:?}");
@@ -206,13 +237,29 @@ mod tests {
         // Group 0 has 0/1 except 0/2, and another block 0/3: the hole is
         // still covered by the second block below 32.
         let contribs = vec![
-            Contribution { prefix: p(0, 1), block: 0, negative: false },
-            Contribution { prefix: p(0, 2), block: 0, negative: true },
-            Contribution { prefix: p(0, 3), block: 1, negative: false },
+            Contribution {
+                prefix: p(0, 1),
+                block: 0,
+                negative: false,
+            },
+            Contribution {
+                prefix: p(0, 2),
+                block: 0,
+                negative: true,
+            },
+            Contribution {
+                prefix: p(0, 3),
+                block: 1,
+                negative: false,
+            },
         ];
         let out = flatten(contribs, &[0, 0]);
         for v in 0..=255u8 {
-            let want = if v < 32 || (64..128).contains(&v) { set(&[0]) } else { set(&[]) };
+            let want = if v < 32 || (64..128).contains(&v) {
+                set(&[0])
+            } else {
+                set(&[])
+            };
             assert_eq!(lpm(&out, v), want, "value {v}");
         }
     }

@@ -33,7 +33,10 @@ pub fn v6(i: u8) -> IpAddr {
     IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, u16::from(i)))
 }
 
-pub fn labels_strategy(keys: &'static [&'static str], values: &'static [&'static str]) -> impl Strategy<Value = Labels> {
+pub fn labels_strategy(
+    keys: &'static [&'static str],
+    values: &'static [&'static str],
+) -> impl Strategy<Value = Labels> {
     proptest::collection::btree_map(
         proptest::sample::select(keys).prop_map(str::to_string),
         proptest::sample::select(values).prop_map(str::to_string),
@@ -49,8 +52,16 @@ pub const PORT_NAMES: [&str; 3] = ["http", "dns", "metrics"];
 pub const PORTS: [u16; 6] = [53, 80, 81, 443, 8080, 9090];
 
 pub fn named_port() -> impl Strategy<Value = NamedPort> {
-    (proptest::sample::select(&PORT_NAMES[..]), proptest::sample::select(&PORTS[..]), protocol())
-        .prop_map(|(name, port, protocol)| NamedPort { name: name.into(), port, protocol })
+    (
+        proptest::sample::select(&PORT_NAMES[..]),
+        proptest::sample::select(&PORTS[..]),
+        protocol(),
+    )
+        .prop_map(|(name, port, protocol)| NamedPort {
+            name: name.into(),
+            port,
+            protocol,
+        })
 }
 
 /// Pods `p0..` with distinct addresses: `10.0.0.(i+1)` and/or `fd00::(i+1)`.
@@ -89,15 +100,20 @@ pub fn pods_strategy() -> impl Strategy<Value = Vec<Pod>> {
 }
 
 pub fn namespaces_strategy() -> impl Strategy<Value = Vec<Namespace>> {
-    proptest::collection::vec(labels_strategy(&["team"], &["a", "b"]), NAMESPACES.len()).prop_map(|ls| {
-        ls.into_iter()
-            .zip(NAMESPACES)
-            .map(|(mut labels, name)| {
-                labels.insert(NAMESPACE_NAME_LABEL.into(), name.into());
-                Namespace { name: name.into(), labels }
-            })
-            .collect()
-    })
+    proptest::collection::vec(labels_strategy(&["team"], &["a", "b"]), NAMESPACES.len()).prop_map(
+        |ls| {
+            ls.into_iter()
+                .zip(NAMESPACES)
+                .map(|(mut labels, name)| {
+                    labels.insert(NAMESPACE_NAME_LABEL.into(), name.into());
+                    Namespace {
+                        name: name.into(),
+                        labels,
+                    }
+                })
+                .collect()
+        },
+    )
 }
 
 // ---------- policies ----------
@@ -109,13 +125,23 @@ pub fn requirement(keys: &'static [&'static str]) -> impl Strategy<Value = Requi
         Just(SelectorOp::Exists),
         Just(SelectorOp::DoesNotExist)
     ];
-    (proptest::sample::select(keys), op, proptest::collection::vec(proptest::sample::select(&["a", "b", "c"][..]), 1..=2))
+    (
+        proptest::sample::select(keys),
+        op,
+        proptest::collection::vec(proptest::sample::select(&["a", "b", "c"][..]), 1..=2),
+    )
         .prop_map(|(key, op, values)| {
             let values = match op {
-                SelectorOp::In | SelectorOp::NotIn => values.into_iter().map(str::to_string).collect(),
+                SelectorOp::In | SelectorOp::NotIn => {
+                    values.into_iter().map(str::to_string).collect()
+                }
                 _ => vec![],
             };
-            Requirement { key: key.into(), op, values }
+            Requirement {
+                key: key.into(),
+                op,
+                values,
+            }
         })
 }
 
@@ -128,7 +154,10 @@ pub fn selector(keys: &'static [&'static str]) -> impl Strategy<Value = Selector
         ),
         proptest::collection::vec(requirement(keys), 0..=1),
     )
-        .prop_map(|(match_labels, match_expressions)| Selector { match_labels, match_expressions })
+        .prop_map(|(match_labels, match_expressions)| Selector {
+            match_labels,
+            match_expressions,
+        })
 }
 
 pub fn ns_selector() -> impl Strategy<Value = Selector> {
@@ -148,12 +177,20 @@ pub fn sub_prefix(base: IpNetwork, pick: u128, extra: u8) -> IpNetwork {
     let addr = match base {
         IpNetwork::V4(n) => {
             let host_bits = 32 - u32::from(n.prefix());
-            let off = if host_bits == 0 { 0 } else { (pick as u32) & (u32::MAX >> (32 - host_bits)) };
+            let off = if host_bits == 0 {
+                0
+            } else {
+                (pick as u32) & (u32::MAX >> (32 - host_bits))
+            };
             IpAddr::V4(Ipv4Addr::from(u32::from(n.network()) | off))
         }
         IpNetwork::V6(n) => {
             let host_bits = 128 - u32::from(n.prefix());
-            let off = if host_bits == 0 { 0 } else { pick & (u128::MAX >> (128 - host_bits)) };
+            let off = if host_bits == 0 {
+                0
+            } else {
+                pick & (u128::MAX >> (128 - host_bits))
+            };
             IpAddr::V6(Ipv6Addr::from(u128::from(n.network()) | off))
         }
     };
@@ -185,10 +222,17 @@ pub fn peer() -> impl Strategy<Value = Peer> {
         proptest::option::of(selector(&["app", "tier"])),
     )
         .prop_map(|(namespaces, pods)| Peer::Pods { namespaces, pods });
-    let block = (cidr(), proptest::collection::vec((any::<u128>(), 0..=6u8), 0..=2)).prop_map(|(cidr, ex)| {
-        let except = ex.into_iter().map(|(pick, extra)| sub_prefix(cidr, pick, extra)).collect();
-        Peer::IpBlock { cidr, except }
-    });
+    let block = (
+        cidr(),
+        proptest::collection::vec((any::<u128>(), 0..=6u8), 0..=2),
+    )
+        .prop_map(|(cidr, ex)| {
+            let except = ex
+                .into_iter()
+                .map(|(pick, extra)| sub_prefix(cidr, pick, extra))
+                .collect();
+            Peer::IpBlock { cidr, except }
+        });
     prop_oneof![pods, block]
 }
 
@@ -219,25 +263,34 @@ pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
         proptest::collection::vec(rule(), 0..=3),
         proptest::collection::vec(rule(), 0..=3),
     )
-        .prop_map(move |(ns, pod_selector, isolates_ingress, isolates_egress, mut ingress, mut egress)| {
-            // As the model builder does: rules of a direction the policy
-            // does not isolate are dropped.
-            if !isolates_ingress {
-                ingress.clear();
-            }
-            if !isolates_egress {
-                egress.clear();
-            }
-            Policy {
-                namespace: NAMESPACES[ns].into(),
-                name: format!("pol{index}"),
+        .prop_map(
+            move |(
+                ns,
                 pod_selector,
                 isolates_ingress,
                 isolates_egress,
-                ingress,
-                egress,
-            }
-        })
+                mut ingress,
+                mut egress,
+            )| {
+                // As the model builder does: rules of a direction the policy
+                // does not isolate are dropped.
+                if !isolates_ingress {
+                    ingress.clear();
+                }
+                if !isolates_egress {
+                    egress.clear();
+                }
+                Policy {
+                    namespace: NAMESPACES[ns].into(),
+                    name: format!("pol{index}"),
+                    pod_selector,
+                    isolates_ingress,
+                    isolates_egress,
+                    ingress,
+                    egress,
+                }
+            },
+        )
 }
 
 pub fn model_strategy(max_policies: usize) -> impl Strategy<Value = Model> {
@@ -247,7 +300,10 @@ pub fn model_strategy(max_policies: usize) -> impl Strategy<Value = Model> {
             (Just(namespaces), Just(pods), policies)
         })
         .prop_map(|(namespaces, pods, policies)| Model {
-            namespaces: namespaces.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            namespaces: namespaces
+                .into_iter()
+                .map(|n| (n.name.clone(), n))
+                .collect(),
             pods,
             policies,
             errors: vec![],
@@ -256,7 +312,9 @@ pub fn model_strategy(max_policies: usize) -> impl Strategy<Value = Model> {
 
 // ---------- flows ----------
 
-pub const EDGE_PORTS: [u16; 16] = [0, 1, 52, 53, 54, 79, 80, 81, 82, 443, 1080, 1083, 8080, 9090, 10080, 65535];
+pub const EDGE_PORTS: [u16; 16] = [
+    0, 1, 52, 53, 54, 79, 80, 81, 82, 443, 1080, 1083, 8080, 9090, 10080, 65535,
+];
 
 /// Raw flow material; addresses are resolved against the model (pod
 /// addresses or outside ones) when checking.
@@ -281,9 +339,16 @@ pub fn flow_spec() -> impl Strategy<Value = FlowSpec> {
     ];
     let dport = prop_oneof![3 => proptest::sample::select(&EDGE_PORTS[..]), 1 => any::<u16>()];
     let named = proptest::option::weighted(0.3, 0..2usize);
-    (any::<bool>(), 0..9usize, 0..9usize, proto, dport, named).prop_map(|(v6, src, dst, proto, dport, named)| {
-        FlowSpec { v6, src, dst, proto, dport, named }
-    })
+    (any::<bool>(), 0..9usize, 0..9usize, proto, dport, named).prop_map(
+        |(v6, src, dst, proto, dport, named)| FlowSpec {
+            v6,
+            src,
+            dst,
+            proto,
+            dport,
+            named,
+        },
+    )
 }
 
 /// Addresses a flow can use: the pods' addresses of the family, then
@@ -296,9 +361,19 @@ pub fn addresses(model: &Model, v6_family: bool) -> Vec<IpAddr> {
         .filter(|ip| ip.is_ipv6() == v6_family)
         .collect();
     if v6_family {
-        out.extend([v6(9), v6(200), "2001:db8::5".parse().unwrap(), "2a00::1".parse().unwrap()]);
+        out.extend([
+            v6(9),
+            v6(200),
+            "2001:db8::5".parse().unwrap(),
+            "2a00::1".parse().unwrap(),
+        ]);
     } else {
-        out.extend([v4(9), v4(200), "192.168.1.5".parse().unwrap(), "8.8.8.8".parse().unwrap()]);
+        out.extend([
+            v4(9),
+            v4(200),
+            "192.168.1.5".parse().unwrap(),
+            "8.8.8.8".parse().unwrap(),
+        ]);
     }
     out
 }
@@ -311,10 +386,27 @@ pub fn to_flow(model: &Model, f: &FlowSpec) -> Flow {
         pod.ports.get(i % pod.ports.len().max(1))
     });
     if let Some(p) = container_port {
-        return Flow { src, dst, proto: p.protocol.number(), dport: p.port };
+        return Flow {
+            src,
+            dst,
+            proto: p.protocol.number(),
+            dport: p.port,
+        };
     }
-    let proto = if f.v6 && f.proto == PROTO_ICMP { PROTO_ICMPV6 } else { f.proto };
-    let dport = if matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) { f.dport } else { 0 };
-    Flow { src, dst, proto, dport }
+    let proto = if f.v6 && f.proto == PROTO_ICMP {
+        PROTO_ICMPV6
+    } else {
+        f.proto
+    };
+    let dport = if matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
+        f.dport
+    } else {
+        0
+    };
+    Flow {
+        src,
+        dst,
+        proto,
+        dport,
+    }
 }
-

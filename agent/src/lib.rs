@@ -1,8 +1,9 @@
 //! The Palisade node agent and the `palisade` CLI.
 //!
-//! Data flows one way: a source (manifests, later the Kubernetes API) gives
+//! Data flows one way: a source (manifests or the Kubernetes API) gives
 //! the model (`palisade_policy`), the compiler (`palisade_compiler`) turns it
 //! into per-pod map contents, the writer (`datapath`) puts them in the kernel.
 
 pub mod cli;
 pub mod datapath;
+pub mod source;

@@ -1,24 +1,30 @@
-//! `palisade agent`: run the node agent from a directory of manifests.
+//! `palisade agent`: run the node agent from manifests or the Kubernetes API.
 //!
-//! Each round loads the model, compiles it for the node, finds the pod
-//! interfaces and has the datapath apply the difference. Rounds run at start,
-//! when the manifests change (polled fingerprint of sizes and mtimes) and
-//! when the host routes change (pods appearing or going: woken by netlink
-//! link and route events, polled as a fallback). SIGTERM and SIGINT
-//! end the agent and leave every pin in place: enforcement continues and
-//! the next agent re-adopts it.
+//! Each round takes the model from the source, compiles it for the node,
+//! finds the pod interfaces and has the datapath apply the difference.
+//! Rounds run at start, when the input changes (polled fingerprint of the
+//! manifests, or settled watch events of the API) and when the host routes
+//! change (pods appearing or going: woken by netlink link and route events,
+//! polled as a fallback). SIGTERM and SIGINT end the agent and leave every
+//! pin in place: enforcement continues and the next agent re-adopts it.
 
+mod http;
 mod input;
+mod metrics;
 
 use crate::datapath::iface::{self, HostRoute, Interfaces};
 use crate::datapath::watch::RouteEvents;
 use crate::datapath::{self, load::DEFAULT_BPFFS_ROOT, Datapath, ProgramReport};
+use crate::source::api::{ApiSource, Connection};
+use crate::source::manifests::ManifestSource;
+use crate::source::Source;
 use anyhow::{Context, Result};
 use input::Verdict;
+use metrics::Metrics;
 use palisade_compiler::{CompiledNode, IdentityAllocator, IdentityKey};
 use palisade_policy::Model;
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,10 +34,16 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args, Debug)]
 pub struct AgentArgs {
     /// Manifest files or directories (YAML or JSON); repeat or list several.
-    #[arg(long, required = true, num_args = 1..)]
+    /// Without it (and without --kubeconfig) the agent watches the API
+    /// server with the pod's in-cluster configuration.
+    #[arg(long, num_args = 1.., conflicts_with = "kubeconfig")]
     pub manifests: Vec<PathBuf>,
-    /// This node's name: pods with `spec.nodeName` equal to it are local.
+    /// Watch the API server named by this kubeconfig file (its current
+    /// context).
     #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name: pods with `spec.nodeName` equal to it are local.
+    #[arg(long, env = "NODE_NAME")]
     pub node: String,
     /// bpf filesystem directory for the pins (mounted if not bpffs); the
     /// node's maps and links go in `<bpffs-root>/<node>/`.
@@ -48,6 +60,10 @@ pub struct AgentArgs {
     /// How often to look for manifest and interface changes.
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
+    /// Serve /healthz, /readyz and /metrics on this address (e.g.
+    /// 0.0.0.0:9090).
+    #[arg(long)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// How long to wait before retrying a round that left errors (a pod that
@@ -55,14 +71,37 @@ pub struct AgentArgs {
 const RETRY: Duration = Duration::from_secs(5);
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
+    let metrics = Metrics::new();
+    let mut source: Box<dyn Source> = if !args.manifests.is_empty() {
+        Box::new(ManifestSource::new(args.manifests.clone()))
+    } else {
+        let conn = match &args.kubeconfig {
+            Some(path) => Connection::Kubeconfig(path.clone()),
+            None => Connection::InCluster,
+        };
+        Box::new(ApiSource::start(conn, metrics.watch.clone())?)
+    };
+    if let Some(addr) = args.metrics_addr {
+        let bound = http::serve(addr, Arc::clone(&metrics))?;
+        tracing::info!(%bound, "serving /healthz, /readyz and /metrics");
+    }
     let object = datapath::ebpf_object()?;
     let mut dp = Datapath::open(object, &args.bpffs_root, &args.node)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
     }
-    let mut agent = Agent::new(&args, dp.identities());
+    // The pinned state is left untouched until the source has seen the whole
+    // cluster once: a partial list would unprogram what is enforced.
+    if !wait_synced(&stop, source.as_mut()) {
+        tracing::info!("stopping before the first sync; pinned state untouched");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut agent = Agent::new(&args, source, dp.identities(), metrics);
     let first = agent.round(&mut dp)?;
+    if !first {
+        agent.metrics.round_errors.inc();
+    }
     if args.once {
         return Ok(if first {
             ExitCode::SUCCESS
@@ -81,11 +120,11 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let mut clean = first;
     let mut last_try = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        wait_for_change(&stop, events.as_ref(), poll);
+        wait_for_change(&stop, events.as_ref(), agent.source.as_mut(), poll);
         if stop.load(Ordering::Relaxed) {
             break;
         }
-        let inputs_changed = agent.fingerprint != input::fingerprint(&args.manifests);
+        let inputs_changed = agent.source.changed();
         let routes = match iface::host_routes() {
             Ok(r) => r,
             Err(e) => {
@@ -104,20 +143,47 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
                     false
                 }
             };
+            if !clean {
+                agent.metrics.round_errors.inc();
+            }
         }
     }
     tracing::info!("stopping; pinned state stays in place and keeps enforcing");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Sleeps until the next poll, a link or route event, or a stop signal,
-/// whichever comes first.
-fn wait_for_change(stop: &AtomicBool, events: Option<&RouteEvents>, total: Duration) {
+/// Waits until the source can give a whole model; false when stopped first.
+fn wait_synced(stop: &AtomicBool, source: &mut dyn Source) -> bool {
+    let mut last_log: Option<Instant> = None;
+    while !source.synced() {
+        if stop.load(Ordering::Relaxed) {
+            return false;
+        }
+        if last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+            tracing::info!("waiting for the first full list of namespaces, pods and policies; pinned state untouched");
+            last_log = Some(Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Sleeps until the next poll, a link or route event, a settled change of
+/// the source, or a stop signal, whichever comes first.
+fn wait_for_change(
+    stop: &AtomicBool,
+    events: Option<&RouteEvents>,
+    source: &mut dyn Source,
+    total: Duration,
+) {
     let step = Duration::from_millis(50);
     let end = Instant::now() + total;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         if now >= end {
+            return;
+        }
+        if source.notify() {
             return;
         }
         let slice = step.min(end - now);
@@ -134,7 +200,8 @@ fn wait_for_change(stop: &AtomicBool, events: Option<&RouteEvents>, total: Durat
 
 /// The agent's state between rounds.
 struct Agent {
-    manifests: Vec<PathBuf>,
+    source: Box<dyn Source>,
+    metrics: Arc<Metrics>,
     node: String,
     ready_file: Option<PathBuf>,
     alloc: IdentityAllocator,
@@ -143,22 +210,26 @@ struct Agent {
     pinned_identities: Option<BTreeMap<IpAddr, u32>>,
     last_model: Option<Model>,
     last_compiled: Option<CompiledNode>,
-    fingerprint: u64,
     routes: BTreeMap<IpAddr, HostRoute>,
     rounds: u64,
 }
 
 impl Agent {
-    fn new(args: &AgentArgs, pinned: BTreeMap<IpAddr, u32>) -> Self {
+    fn new(
+        args: &AgentArgs,
+        source: Box<dyn Source>,
+        pinned: BTreeMap<IpAddr, u32>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Agent {
-            manifests: args.manifests.clone(),
+            source,
+            metrics,
             node: args.node.clone(),
             ready_file: args.ready_file.clone(),
             alloc: IdentityAllocator::new(),
             pinned_identities: Some(pinned),
             last_model: None,
             last_compiled: None,
-            fingerprint: 0,
             routes: BTreeMap::new(),
             // Continue the count of a previous agent, so that a reader waiting
             // for "a round after N" is never fooled by a restart.
@@ -169,12 +240,15 @@ impl Agent {
     /// One programming round. Ok(true) when everything was programmed,
     /// Ok(false) when some pod or interface needs a retry.
     fn round(&mut self, dp: &mut Datapath) -> Result<bool> {
-        // Fingerprint first: an edit made while we read is seen next poll.
-        self.fingerprint = input::fingerprint(&self.manifests);
-        let model = palisade_policy::load_paths(&self.manifests);
+        let Some(model) = self.source.snapshot() else {
+            // Not synced (cannot happen after `wait_synced`; a source never
+            // loses its first sync): nothing to program yet.
+            return Ok(true);
+        };
         for e in &model.errors {
             tracing::error!(error = %e, "invalid input skipped");
         }
+        self.metrics.invalid_objects.set(model.errors.len() as i64);
         let compiled = match input::reconcile(model, self.last_model.as_ref()) {
             Verdict::Use(model) => return self.program_model(dp, model),
             Verdict::Hold(errors, partial) => {
@@ -208,7 +282,12 @@ impl Agent {
             let n = seed_identities(&mut self.alloc, &model, &pinned);
             tracing::debug!(identities = n, "took over pinned identity numbers");
         }
+        let started = Instant::now();
         let compiled = palisade_compiler::compile(&model, &self.node, &mut self.alloc);
+        self.metrics
+            .compile_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.policies.set(model.policies.len() as i64);
         self.last_model = Some(model);
         self.program(dp, compiled)
     }
@@ -222,13 +301,22 @@ impl Agent {
                 .iter()
                 .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
         );
+        let started = Instant::now();
         let report = dp.program(&compiled, &ifaces)?;
+        self.metrics
+            .program_seconds
+            .observe(started.elapsed().as_secs_f64());
+        let ids: BTreeSet<u32> = compiled.identities.values().copied().collect();
+        self.metrics.identities.set(ids.len() as i64);
+        self.metrics.pods.set(report.pods as i64);
+        self.metrics.rounds.inc();
         self.last_compiled = Some(compiled);
         self.rounds += 1;
         log_report(self.rounds, &report);
         if let Some(path) = &self.ready_file {
             write_ready(path, self.rounds)?;
         }
+        self.metrics.set_ready();
         Ok(report.attach_errors.is_empty() && report.write.failed.is_empty())
     }
 }

@@ -1,47 +1,7 @@
-//! The manifest source of the agent: change detection and the "last good
-//! object" rule that keeps bad input from unprogramming what is enforced.
+//! The "last good object" rule that keeps bad input (a manifest or an API
+//! object that fails validation) from unprogramming what is enforced.
 
 use palisade_policy::{InputError, Model};
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
-
-/// A cheap fingerprint of the manifest paths: every file's path, size,
-/// mtime and inode. Any edit, rename, addition or removal changes it.
-pub fn fingerprint(paths: &[PathBuf]) -> u64 {
-    let mut h = DefaultHasher::new();
-    for p in paths {
-        walk(p, &mut h);
-    }
-    h.finish()
-}
-
-fn walk(path: &Path, h: &mut DefaultHasher) {
-    path.hash(h);
-    let Ok(meta) = std::fs::metadata(path) else {
-        "missing".hash(h);
-        return;
-    };
-    (
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ino(),
-        meta.is_dir(),
-    )
-        .hash(h);
-    if meta.is_dir() {
-        let Ok(entries) = std::fs::read_dir(path) else {
-            return;
-        };
-        let mut entries: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-        entries.sort();
-        for e in entries {
-            walk(&e, h);
-        }
-    }
-}
 
 /// The object an error is about, when it names one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -239,19 +199,5 @@ mod tests {
         let broken = palisade_policy::load_str("kind: NetworkPolicy\nspec: [\n", "np.yaml");
         assert_eq!(broken.errors.len(), 1, "{:?}", broken.errors);
         assert!(matches!(reconcile(broken, None), Verdict::Hold(..)));
-    }
-
-    #[test]
-    fn fingerprint_changes_with_content() {
-        let dir = std::env::temp_dir().join(format!("palisade-fp-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("a.yaml");
-        std::fs::write(&f, "a: 1\n").unwrap();
-        let one = fingerprint(std::slice::from_ref(&dir));
-        assert_eq!(one, fingerprint(std::slice::from_ref(&dir)));
-        std::fs::write(&f, "a: 12\n").unwrap();
-        let two = fingerprint(std::slice::from_ref(&dir));
-        std::fs::remove_dir_all(&dir).unwrap();
-        assert_ne!(one, two);
     }
 }

@@ -1,0 +1,145 @@
+//! The agent's Prometheus metrics and its health state, served by
+//! `http.rs`.
+
+use crate::source::api::WatchMetrics;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub pods: Gauge,
+    pub policies: Gauge,
+    pub identities: Gauge,
+    pub invalid_objects: Gauge,
+    pub compile_seconds: Histogram,
+    pub program_seconds: Histogram,
+    pub rounds: Counter,
+    pub round_errors: Counter,
+    pub watch: WatchMetrics,
+    /// Set after the first successful programming round (and never unset:
+    /// a lost API connection does not stop enforcement).
+    ready: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut reg = Registry::with_prefix("palisade");
+        let m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            pods: Gauge::default(),
+            policies: Gauge::default(),
+            identities: Gauge::default(),
+            invalid_objects: Gauge::default(),
+            // 1 ms to about 16 s.
+            compile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            program_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            rounds: Counter::default(),
+            round_errors: Counter::default(),
+            watch: WatchMetrics::default(),
+            ready: AtomicBool::new(false),
+        };
+        reg.register(
+            "pods_enforced",
+            "Local pods whose policy is programmed",
+            m.pods.clone(),
+        );
+        reg.register(
+            "policies",
+            "NetworkPolicies in the model",
+            m.policies.clone(),
+        );
+        reg.register(
+            "identities",
+            "Distinct identity numbers of the cluster's pod addresses",
+            m.identities.clone(),
+        );
+        reg.register(
+            "invalid_objects",
+            "Objects skipped as invalid in the last round",
+            m.invalid_objects.clone(),
+        );
+        reg.register(
+            "compile_seconds",
+            "Time to compile the model for this node",
+            m.compile_seconds.clone(),
+        );
+        reg.register(
+            "program_seconds",
+            "Time to program the kernel maps and attachments",
+            m.program_seconds.clone(),
+        );
+        reg.register("rounds", "Programming rounds", m.rounds.clone());
+        reg.register(
+            "round_errors",
+            "Programming rounds that left pods to retry or failed",
+            m.round_errors.clone(),
+        );
+        reg.register(
+            "watch_restarts",
+            "Watch errors after which a watcher reconnected or listed again",
+            m.watch.restarts.clone(),
+        );
+        reg.register(
+            "watch_relists",
+            "Full lists after the first one (410 Gone)",
+            m.watch.relists.clone(),
+        );
+        *m.registry.lock().unwrap() = reg;
+        Arc::new(m)
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &reg);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_is_exposed() {
+        let m = Metrics::new();
+        m.pods.set(3);
+        m.rounds.inc();
+        m.compile_seconds.observe(0.002);
+        m.watch
+            .restarts
+            .get_or_create(&[("resource", "pods")])
+            .inc();
+        let text = m.encode();
+        for line in [
+            "palisade_pods_enforced 3",
+            "palisade_rounds_total 1",
+            "palisade_compile_seconds_count 1",
+            "palisade_watch_restarts_total{resource=\"pods\"} 1",
+            "# TYPE palisade_program_seconds histogram",
+            "# TYPE palisade_policies gauge",
+            "# TYPE palisade_identities gauge",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in:\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+        assert!(!m.ready());
+        m.set_ready();
+        assert!(m.ready());
+    }
+}

@@ -1,0 +1,387 @@
+//! The Kubernetes API source: kube-rs watchers on Namespaces, Pods (every
+//! node's: policies select peers cluster-wide) and NetworkPolicies, each
+//! feeding a [`store::Store`] of stripped objects.
+//!
+//! The watchers run on a tokio runtime of their own thread; the agent loop
+//! stays synchronous and reads the stores through [`ApiSource`]. A burst of
+//! events becomes one round: the loop reads only once no event came for
+//! [`DEBOUNCE`] (or [`MAX_DELAY`] after the first, under constant churn).
+//!
+//! Failure behaviour, all of it "keep enforcing what is pinned":
+//! - before all three kinds are listed once, there is no model at all;
+//! - the API unreachable: the watchers retry with kube-rs' default backoff
+//!   (exponential, 0.8 s up to 30 s); the stores keep their contents;
+//! - 410 Gone: the watcher lists again and the store swaps the new list in
+//!   whole (see `store.rs`), then the round diffs as any other.
+
+mod connect;
+pub mod store;
+pub mod strip;
+
+pub use connect::Connection;
+
+use super::Source;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, Resource};
+use palisade_policy::Model;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::Store;
+
+/// Quiet time after the last event before the model is read again.
+pub const DEBOUNCE: Duration = Duration::from_millis(50);
+/// Longest a change waits under a constant stream of events.
+pub const MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// `resource` label of the watch counters.
+pub type ResourceLabel = [(&'static str, &'static str); 1];
+
+/// Counters the watchers keep, registered by the agent's metrics.
+#[derive(Clone, Default)]
+pub struct WatchMetrics {
+    /// Errors after which a watcher reconnects or lists again.
+    pub restarts: Family<ResourceLabel, Counter>,
+    /// Full lists after the first one (410 Gone, lost resource version).
+    pub relists: Family<ResourceLabel, Counter>,
+}
+
+#[derive(Default)]
+struct Stores {
+    namespaces: Store<Namespace>,
+    pods: Store<Pod>,
+    policies: Store<NetworkPolicy>,
+}
+
+impl Stores {
+    fn synced(&self) -> bool {
+        self.namespaces.synced() && self.pods.synced() && self.policies.synced()
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    stores: Mutex<Stores>,
+    /// Bumped on every change of the live stores.
+    version: AtomicU64,
+}
+
+impl Shared {
+    fn stores(&self) -> std::sync::MutexGuard<'_, Stores> {
+        // A watcher that panicked mid-update cannot leave a store half
+        // written (every update is one map operation): keep going.
+        self.stores.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub struct ApiSource {
+    shared: Arc<Shared>,
+    /// Version of the stores at the last snapshot.
+    seen: u64,
+    /// A version not yet read: (version, when it was first noticed, when
+    /// the first unread change was noticed).
+    pending: Option<(u64, Instant, Instant)>,
+}
+
+impl ApiSource {
+    /// Connects (kubeconfig or in-cluster) and starts the watchers. Fails
+    /// only on configuration errors; an unreachable API server is retried.
+    pub fn start(conn: Connection, metrics: WatchMetrics) -> anyhow::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inner = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("kube-watch".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = tx.send(Err(anyhow::Error::from(e).context("start tokio runtime")));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let client = match conn.client().await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = tx.send(Ok(()));
+                    run_watchers(client, inner, metrics).await;
+                });
+            })
+            .map_err(|e| anyhow::anyhow!("start the watcher thread: {e}"))?;
+        rx.recv()
+            .map_err(|_| anyhow::anyhow!("the watcher thread ended before connecting"))??;
+        Ok(ApiSource::over(shared))
+    }
+
+    fn over(shared: Arc<Shared>) -> Self {
+        ApiSource {
+            shared,
+            seen: 0,
+            pending: None,
+        }
+    }
+
+    /// Objects in the stores: (namespaces, pods, policies).
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let s = self.shared.stores();
+        (s.namespaces.len(), s.pods.len(), s.policies.len())
+    }
+}
+
+impl Source for ApiSource {
+    fn changed(&mut self) -> bool {
+        let version = self.shared.version.load(Ordering::Acquire);
+        if version == self.seen || !self.synced() {
+            return false;
+        }
+        let now = Instant::now();
+        let (last, quiet_since, first) = match self.pending {
+            Some((v, _, first)) if v != version => (version, now, first),
+            Some(p) => p,
+            None => (version, now, now),
+        };
+        self.pending = Some((last, quiet_since, first));
+        now - quiet_since >= DEBOUNCE || now - first >= MAX_DELAY
+    }
+
+    fn snapshot(&mut self) -> Option<Model> {
+        let (namespaces, pods, policies) = {
+            let stores = self.shared.stores();
+            if !stores.synced() {
+                return None;
+            }
+            // Read under the lock: the version and the contents agree.
+            self.seen = self.shared.version.load(Ordering::Acquire);
+            (
+                stores.namespaces.objects(),
+                stores.pods.objects(),
+                stores.policies.objects(),
+            )
+        };
+        self.pending = None;
+        Some(palisade_policy::build(namespaces, pods, policies))
+    }
+
+    fn synced(&self) -> bool {
+        self.shared.stores().synced()
+    }
+
+    fn notify(&mut self) -> bool {
+        self.changed()
+    }
+}
+
+async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics) {
+    tokio::join!(
+        watch::<Namespace>(
+            Api::all(client.clone()),
+            "namespaces",
+            strip::namespace,
+            |s| &mut s.namespaces,
+            &shared,
+            &metrics
+        ),
+        watch::<Pod>(
+            Api::all(client.clone()),
+            "pods",
+            strip::pod,
+            |s| &mut s.pods,
+            &shared,
+            &metrics
+        ),
+        watch::<NetworkPolicy>(
+            Api::all(client),
+            "networkpolicies",
+            strip::policy,
+            |s| &mut s.policies,
+            &shared,
+            &metrics
+        ),
+    );
+}
+
+/// Runs one kind's watcher for the life of the process.
+async fn watch<K>(
+    api: Api<K>,
+    resource: &'static str,
+    strip: fn(&mut K),
+    store: fn(&mut Stores) -> &mut Store<K>,
+    shared: &Shared,
+    metrics: &WatchMetrics,
+) where
+    K: Resource + Clone + PartialEq + DeserializeOwned + Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let label = [("resource", resource)];
+    let mut listed = false;
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(strip);
+    let mut stream = std::pin::pin!(stream);
+    while let Some(item) = stream.next().await {
+        let event = match item {
+            Ok(event) => event,
+            Err(e) => {
+                // The backoff delays the watcher's next attempt.
+                metrics.restarts.get_or_create(&label).inc();
+                tracing::warn!(resource, error = %e, "watch failed; retrying with backoff, enforced state kept");
+                continue;
+            }
+        };
+        match &event {
+            watcher::Event::Init if listed => {
+                metrics.relists.get_or_create(&label).inc();
+                tracing::info!(resource, "listing again");
+            }
+            watcher::Event::InitDone => {
+                tracing::info!(resource, "listed");
+                listed = true;
+            }
+            _ => {}
+        }
+        let mut stores = shared.stores();
+        if store(&mut stores).apply(event) {
+            shared.version.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use watcher::Event;
+
+    fn pod(name: &str, ip: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "ns", "labels": {"app": name}},
+            "spec": {"nodeName": "n1", "containers": []},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    /// Feeds events as a watcher would (version bumped on live changes).
+    fn feed<K: Resource + Clone + PartialEq>(
+        shared: &Shared,
+        store: fn(&mut Stores) -> &mut Store<K>,
+        events: Vec<Event<K>>,
+    ) {
+        for ev in events {
+            let mut s = shared.stores();
+            if store(&mut s).apply(ev) {
+                shared.version.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn settle(src: &mut ApiSource) -> bool {
+        // Bounded: the debounce is tens of milliseconds.
+        for _ in 0..100 {
+            if src.changed() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[test]
+    fn no_model_before_every_kind_is_listed_and_none_empty_during_a_relist() {
+        let shared = Arc::new(Shared::default());
+        let mut src = ApiSource::over(Arc::clone(&shared));
+        feed(
+            &shared,
+            |s| &mut s.pods,
+            vec![
+                Event::Init,
+                Event::InitApply(pod("a", "10.0.0.1")),
+                Event::InitDone,
+            ],
+        );
+        feed(
+            &shared,
+            |s| &mut s.namespaces,
+            vec![Event::Init, Event::InitDone],
+        );
+        assert!(!src.synced());
+        assert!(!src.changed());
+        assert!(src.snapshot().is_none(), "no policies listed yet");
+        feed(
+            &shared,
+            |s| &mut s.policies,
+            vec![Event::Init, Event::InitDone],
+        );
+        assert!(src.synced());
+        assert!(settle(&mut src));
+        let m = src.snapshot().unwrap();
+        assert_eq!(m.pods.len(), 1);
+        assert!(!src.changed());
+
+        // 410 Gone: the pods are listed again; until the list is complete
+        // the model keeps the old pods and nothing asks for a round.
+        feed(
+            &shared,
+            |s| &mut s.pods,
+            vec![Event::Init, Event::InitApply(pod("b", "10.0.0.2"))],
+        );
+        assert!(!settle(&mut src));
+        let m = src.snapshot().unwrap();
+        assert_eq!(
+            m.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        feed(&shared, |s| &mut s.pods, vec![Event::InitDone]);
+        assert!(settle(&mut src));
+        let m = src.snapshot().unwrap();
+        assert_eq!(
+            m.pods.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+    }
+
+    #[test]
+    fn a_burst_of_events_is_one_change() {
+        let shared = Arc::new(Shared::default());
+        let mut src = ApiSource::over(Arc::clone(&shared));
+        feed(&shared, |s| &mut s.pods, vec![Event::Init, Event::InitDone]);
+        feed(
+            &shared,
+            |s| &mut s.namespaces,
+            vec![Event::Init, Event::InitDone],
+        );
+        feed(
+            &shared,
+            |s| &mut s.policies,
+            vec![Event::Init, Event::InitDone],
+        );
+        assert!(settle(&mut src));
+        src.snapshot().unwrap();
+        for i in 0..20 {
+            feed(
+                &shared,
+                |s| &mut s.pods,
+                vec![Event::Apply(pod(&format!("p{i}"), &format!("10.0.1.{i}")))],
+            );
+        }
+        // Right after the burst it has not been quiet long enough.
+        assert!(!src.changed());
+        assert!(settle(&mut src));
+        assert_eq!(src.snapshot().unwrap().pods.len(), 20);
+        assert!(!src.changed());
+    }
+}

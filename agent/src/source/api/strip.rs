@@ -1,0 +1,150 @@
+//! Trimming API objects down to what `palisade_policy::build` reads before
+//! they are stored: at 150k pods, managed fields, annotations, images,
+//! environment and probes would be most of the agent's memory.
+//!
+//! Kept: name, namespace and labels of every object; of a pod the node, host
+//! networking, container ports, phase and addresses; a policy's whole spec.
+
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Namespace, Pod, PodIP, PodSpec, PodStatus,
+};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+fn meta(m: &mut ObjectMeta, keep_labels: bool) {
+    *m = ObjectMeta {
+        name: m.name.take(),
+        namespace: m.namespace.take(),
+        labels: if keep_labels { m.labels.take() } else { None },
+        ..ObjectMeta::default()
+    };
+}
+
+pub fn namespace(ns: &mut Namespace) {
+    meta(&mut ns.metadata, true);
+    ns.spec = None;
+    ns.status = None;
+}
+
+pub fn pod(p: &mut Pod) {
+    meta(&mut p.metadata, true);
+    p.spec = p.spec.take().map(|s| PodSpec {
+        node_name: s.node_name,
+        host_network: s.host_network,
+        containers: s.containers.into_iter().map(container).collect(),
+        ..PodSpec::default()
+    });
+    p.status = p.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        pod_ip: s.pod_ip,
+        pod_ips: s
+            .pod_ips
+            .map(|ips| ips.into_iter().map(|i| PodIP { ip: i.ip }).collect()),
+        ..PodStatus::default()
+    });
+}
+
+/// Every declared port is kept (named ones are what policies refer to;
+/// all are validated), nothing else of the container.
+fn container(c: Container) -> Container {
+    Container {
+        name: c.name,
+        ports: c.ports.map(|ports| {
+            ports
+                .into_iter()
+                .map(|p| ContainerPort {
+                    name: p.name,
+                    container_port: p.container_port,
+                    protocol: p.protocol,
+                    ..ContainerPort::default()
+                })
+                .collect()
+        }),
+        ..Container::default()
+    }
+}
+
+pub fn policy(np: &mut NetworkPolicy) {
+    meta(&mut np.metadata, false);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_pod() -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web", "namespace": "shop", "uid": "u-1",
+                "resourceVersion": "42",
+                "labels": {"app": "web"},
+                "annotations": {"big": "x".repeat(1000)},
+                "managedFields": [{"manager": "kubelet", "operation": "Update"}]
+            },
+            "spec": {
+                "nodeName": "n1",
+                "containers": [{
+                    "name": "c", "image": "nginx", "env": [{"name": "A", "value": "b"}],
+                    "ports": [{"name": "http", "containerPort": 80, "protocol": "TCP", "hostPort": 8080}]
+                }],
+                "volumes": [{"name": "v", "emptyDir": {}}]
+            },
+            "status": {
+                "phase": "Running", "podIP": "10.0.0.2", "podIPs": [{"ip": "10.0.0.2"}],
+                "hostIP": "192.168.1.1",
+                "conditions": [{"type": "Ready", "status": "True"}]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_stripped_pod_builds_the_same_model() {
+        let full = full_pod();
+        let mut slim = full.clone();
+        pod(&mut slim);
+        assert!(slim.metadata.annotations.is_none());
+        assert!(slim.metadata.managed_fields.is_none());
+        let spec = slim.spec.as_ref().unwrap();
+        assert!(spec.volumes.is_none());
+        assert!(spec.containers[0].image.is_none());
+        assert!(spec.containers[0].env.is_none());
+        assert!(slim.status.as_ref().unwrap().conditions.is_none());
+        let a = palisade_policy::build(vec![], vec![full], vec![]);
+        let b = palisade_policy::build(vec![], vec![slim], vec![]);
+        assert_eq!(a.pods, b.pods);
+        assert_eq!(b.pods.len(), 1);
+        assert_eq!(b.pods[0].ports.len(), 1);
+    }
+
+    #[test]
+    fn a_stripped_policy_keeps_its_spec() {
+        let full: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "shop", "annotations": {"a": "b"}},
+            "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "policyTypes": ["Ingress"],
+                     "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}
+        }))
+        .unwrap();
+        let mut slim = full.clone();
+        policy(&mut slim);
+        assert_eq!(slim.spec, full.spec);
+        assert!(slim.metadata.annotations.is_none());
+        let a = palisade_policy::build(vec![], vec![], vec![full]);
+        let b = palisade_policy::build(vec![], vec![], vec![slim]);
+        assert_eq!(a.policies, b.policies);
+    }
+
+    #[test]
+    fn a_stripped_namespace_keeps_its_labels() {
+        let mut ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop", "labels": {"team": "a"}, "annotations": {"a": "b"}},
+            "spec": {"finalizers": ["kubernetes"]},
+            "status": {"phase": "Active"}
+        }))
+        .unwrap();
+        namespace(&mut ns);
+        assert_eq!(ns.metadata.labels.as_ref().unwrap()["team"], "a");
+        assert!(ns.spec.is_none() && ns.status.is_none());
+        assert!(ns.metadata.annotations.is_none());
+    }
+}

@@ -1,0 +1,32 @@
+//! Where the agent's model comes from: manifest files or the Kubernetes
+//! API. The agent loop only asks a [`Source`] whether its input changed and
+//! for the current [`Model`]; compiling and programming are the same for
+//! both.
+
+pub mod api;
+pub mod manifests;
+
+use palisade_policy::Model;
+
+/// An input of the agent loop.
+pub trait Source {
+    /// Whether the input may have changed since the last [`Source::snapshot`]
+    /// and is ready to be read again. Event-driven sources answer true only
+    /// once a burst of changes has settled, so a burst costs one round.
+    fn changed(&mut self) -> bool;
+
+    /// The current input. `None` while the source has not yet seen the whole
+    /// cluster once (the API before its first full list): programming a
+    /// partial view would unprogram what is enforced.
+    fn snapshot(&mut self) -> Option<Model>;
+
+    /// Whether [`Source::snapshot`] can give a model now.
+    fn synced(&self) -> bool;
+
+    /// Checked between polls (every few tens of milliseconds), so it must be
+    /// cheap: true when [`Source::changed`] would be true now. Sources that
+    /// are only polled (files) keep the default.
+    fn notify(&mut self) -> bool {
+        false
+    }
+}

@@ -1,0 +1,301 @@
+//! The HTTP side of the fake API server: routing, lists, watch streams.
+
+use super::state::{Change, DropMode, Kind, State, WatchStart};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// How often an idle watch with bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
+
+pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        if state.is_down() {
+            // Closed at once: the client sees the connection end unanswered.
+            state.refuse();
+            drop(stream);
+            continue;
+        }
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = Arc::clone(&state);
+                async move { handle(&state, req) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
+}
+
+fn full(status: StatusCode, body: Value) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body.to_string()))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
+        .expect("static response parts")
+}
+
+fn status(code: u16, reason: &str, message: String) -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code,
+    })
+}
+
+fn query(req: &Request<Incoming>) -> HashMap<String, String> {
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Errors close the connection without an answer (the server is down).
+fn handle(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+    if state.is_down() {
+        state.refuse();
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "fake API server is down",
+        ));
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    state.record(format!("{} {target}", req.method()));
+    if req.method() != Method::GET {
+        return Ok(full(
+            StatusCode::METHOD_NOT_ALLOWED,
+            status(
+                405,
+                "MethodNotAllowed",
+                "the fake API server is read-only".into(),
+            ),
+        ));
+    }
+    let Some(kind) = Kind::from_path(req.uri().path()) else {
+        return Ok(full(
+            StatusCode::NOT_FOUND,
+            status(
+                404,
+                "NotFound",
+                format!("no such collection {}", req.uri().path()),
+            ),
+        ));
+    };
+    let q = query(&req);
+    let revision = match q.get("resourceVersion").map(|v| v.as_str()) {
+        None | Some("") => None,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                return Ok(full(
+                    StatusCode::BAD_REQUEST,
+                    status(400, "BadRequest", format!("invalid resourceVersion {v:?}")),
+                ))
+            }
+        },
+    };
+    if q.get("watch").map(|v| v == "true" || v == "1") == Some(true) {
+        let bookmarks = q.get("allowWatchBookmarks").map(|v| v == "true") == Some(true);
+        let timeout = q
+            .get("timeoutSeconds")
+            .and_then(|v| v.parse().ok())
+            .map(Duration::from_secs);
+        return Ok(watch(state, kind, revision, bookmarks, timeout));
+    }
+    Ok(list(state, kind, revision, &q))
+}
+
+fn list(
+    state: &State,
+    kind: Kind,
+    revision: Option<u64>,
+    q: &HashMap<String, String>,
+) -> Response<Body> {
+    // "0" or none: any revision will do (served from the cache). An exact
+    // revision or a continue token needs the history to still be there.
+    let exact = q.get("resourceVersionMatch").map(|v| v == "Exact") == Some(true)
+        || q.get("continue").is_some_and(|c| !c.is_empty());
+    if let Some(rv) = revision.filter(|&rv| exact && rv != 0) {
+        let oldest = state.horizon();
+        if rv < oldest {
+            return full(
+                StatusCode::GONE,
+                status(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {rv} ({oldest})"),
+                ),
+            );
+        }
+    }
+    let (current, items) = state.list(kind);
+    full(
+        StatusCode::OK,
+        json!({
+            "kind": format!("{}List", kind.name()),
+            "apiVersion": kind.api_version(),
+            "metadata": {"resourceVersion": current.to_string()},
+            "items": items,
+        }),
+    )
+}
+
+fn event_line(kind_of_event: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": kind_of_event, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn change_line(c: &Change) -> Bytes {
+    let mut object = c.object.clone();
+    object["kind"] = json!(c.kind.name());
+    event_line(c.kind_of_event, &object)
+}
+
+type Frames = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
+
+fn watch(
+    state: &Arc<State>,
+    kind: Kind,
+    revision: Option<u64>,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+) -> Response<Body> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let body = StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    }));
+    tokio::spawn(stream_changes(
+        Arc::clone(state),
+        kind,
+        revision,
+        bookmarks,
+        timeout,
+        tx,
+    ));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(BodyExt::boxed(body))
+        .expect("static response parts")
+}
+
+async fn send(tx: &Frames, line: Bytes) -> bool {
+    tx.send(Ok(Frame::data(line))).await.is_ok()
+}
+
+async fn stream_changes(
+    state: Arc<State>,
+    kind: Kind,
+    revision: Option<u64>,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+    tx: Frames,
+) {
+    let mut changed = state.changed.subscribe();
+    let mut drops = state.drops.subscribe();
+    drops.mark_unchanged();
+    let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(deadline);
+    let mut cursor = match revision {
+        Some(rv) if rv != 0 => match state.start_watch(kind, rv) {
+            WatchStart::Gone { requested, oldest } => {
+                let err = status(
+                    410,
+                    "Expired",
+                    format!("too old resource version: {requested} ({oldest})"),
+                );
+                send(&tx, event_line("ERROR", &err)).await;
+                return;
+            }
+            WatchStart::From(changes) => {
+                for c in &changes {
+                    if !send(&tx, change_line(c)).await {
+                        return;
+                    }
+                }
+                changes.last().map_or(rv, |c| c.revision.max(rv))
+            }
+        },
+        // No revision: the current objects as ADDED, then live changes.
+        _ => {
+            let (current, items) = state.list(kind);
+            for item in &items {
+                let mut object = item.clone();
+                object["kind"] = json!(kind.name());
+                if !send(&tx, event_line("ADDED", &object)).await {
+                    return;
+                }
+            }
+            current
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = changed.changed() => {
+                for c in state.changes_after(kind, cursor) {
+                    if !send(&tx, change_line(&c)).await {
+                        return;
+                    }
+                    cursor = c.revision;
+                }
+            }
+            _ = drops.changed() => {
+                let (_, mode) = *drops.borrow_and_update();
+                match mode {
+                    DropMode::Reset => {
+                        let _ = tx
+                            .send(Err(std::io::Error::new(
+                                std::io::ErrorKind::ConnectionReset,
+                                "watch connection dropped",
+                            )))
+                            .await;
+                    }
+                    DropMode::Gone => {
+                        let err = status(410, "Expired", format!("too old resource version: {cursor}"));
+                        send(&tx, event_line("ERROR", &err)).await;
+                    }
+                }
+                return;
+            }
+            _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
+                let current = state.revision().max(cursor);
+                let mark = json!({
+                    "kind": kind.name(), "apiVersion": kind.api_version(),
+                    "metadata": {"resourceVersion": current.to_string()},
+                });
+                // Only changes of other kinds lie between the cursor and now.
+                if state.changes_after(kind, cursor).is_empty() {
+                    cursor = current;
+                    if !send(&tx, event_line("BOOKMARK", &mark)).await {
+                        return;
+                    }
+                }
+            }
+            _ = &mut deadline => return,
+        }
+    }
+}

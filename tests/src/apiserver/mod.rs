@@ -1,0 +1,142 @@
+//! An in-process fake Kubernetes API server for the agent's watch tests.
+//!
+//! It speaks the list/watch protocol kube-rs' watcher uses, for the three
+//! kinds the agent reads (namespaces, pods, networkpolicies, cluster-wide):
+//!
+//! - `GET <collection>`: a JSON list whose `metadata.resourceVersion` is the
+//!   current revision;
+//! - `GET <collection>?watch=true&resourceVersion=N`: a chunked stream of
+//!   `ADDED`/`MODIFIED`/`DELETED` events after revision N, then live ones,
+//!   with `BOOKMARK`s when `allowWatchBookmarks=true`; a revision older
+//!   than the compaction horizon gets the API server's answer, one `ERROR`
+//!   event carrying a 410 `Status`;
+//! - a list with `resourceVersionMatch=Exact` (or a continue token) older
+//!   than the horizon gets an HTTP 410 `Status`.
+//!
+//! Test controls: add, modify and delete objects; compact the history;
+//! drop every watch connection (abruptly, or with a 410 `ERROR` event
+//! first); go down (every connection refused) and come back.
+//!
+//! Revisions are one counter over all kinds, like etcd's.
+
+mod http;
+mod state;
+
+pub use state::Kind;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+use state::{DropMode, State};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub struct FakeApiServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    // Owned so the server lives exactly as long as this value.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl FakeApiServer {
+    /// Starts serving on 127.0.0.1 of the calling thread's network
+    /// namespace (the listening socket is created on this thread).
+    pub fn start() -> Result<Self> {
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").context("bind the fake API server")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("fake-apiserver")
+            .build()
+            .context("start the fake API server's runtime")?;
+        let state = Arc::new(State::new());
+        let listener = {
+            let _guard = runtime.enter();
+            tokio::net::TcpListener::from_std(listener)?
+        };
+        runtime.spawn(http::serve(listener, Arc::clone(&state)));
+        Ok(FakeApiServer {
+            addr,
+            state,
+            runtime: Some(runtime),
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Writes a kubeconfig whose current context points at this server.
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<PathBuf> {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: fake\n  cluster:\n    server: {}\n\
+             users:\n- name: fake\n  user: {{}}\ncontexts:\n- name: fake\n  context:\n    cluster: fake\n    user: fake\n\
+             current-context: fake\n",
+            self.url()
+        );
+        std::fs::write(path, text).with_context(|| format!("write {}", path.display()))?;
+        Ok(path.to_path_buf())
+    }
+
+    /// Creates or replaces an object (its `kind` picks the collection);
+    /// returns the revision it got.
+    pub fn apply(&self, object: Value) -> Result<u64> {
+        self.state.apply(object)
+    }
+
+    /// Deletes an object; returns the revision of the deletion, or None when
+    /// it did not exist.
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Option<u64> {
+        self.state.delete(kind, namespace, name)
+    }
+
+    /// The current revision.
+    pub fn revision(&self) -> u64 {
+        self.state.revision()
+    }
+
+    /// Forgets the event history: a watch or exact list from any revision
+    /// before now gets 410 Gone.
+    pub fn compact(&self) -> u64 {
+        self.state.compact()
+    }
+
+    /// Cuts every open watch stream mid-body, as a lost connection would.
+    pub fn drop_watches(&self) {
+        self.state.drop_watches(DropMode::Reset);
+    }
+
+    /// Ends every open watch stream with an `ERROR` event of code 410, as
+    /// the API server does when a watcher falls behind its cache window.
+    pub fn expire_watches(&self) {
+        self.state.drop_watches(DropMode::Gone);
+    }
+
+    /// Down: every connection, new or kept alive, is closed without an
+    /// answer. Up again: served as before, history intact.
+    pub fn set_down(&self, down: bool) {
+        self.state.set_down(down);
+    }
+
+    /// Connections and requests turned away while down.
+    pub fn refused(&self) -> u64 {
+        self.state.refused()
+    }
+
+    /// Requests served so far, by `(method, path + query)`; for assertions
+    /// on what the client did (e.g. that it listed again).
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests()
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}

@@ -1,0 +1,275 @@
+//! The fake server's objects, revisions and event history, and the signals
+//! its watch streams listen to.
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    Pod,
+    NetworkPolicy,
+}
+
+impl Kind {
+    pub fn from_name(kind: &str) -> Option<Kind> {
+        match kind {
+            "Namespace" => Some(Kind::Namespace),
+            "Pod" => Some(Kind::Pod),
+            "NetworkPolicy" => Some(Kind::NetworkPolicy),
+            _ => None,
+        }
+    }
+
+    /// The cluster-wide collection path.
+    pub fn from_path(path: &str) -> Option<Kind> {
+        match path {
+            "/api/v1/namespaces" => Some(Kind::Namespace),
+            "/api/v1/pods" => Some(Kind::Pod),
+            "/apis/networking.k8s.io/v1/networkpolicies" => Some(Kind::NetworkPolicy),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Pod => "Pod",
+            Kind::NetworkPolicy => "NetworkPolicy",
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Namespace | Kind::Pod => "v1",
+            Kind::NetworkPolicy => "networking.k8s.io/v1",
+        }
+    }
+
+    fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+}
+
+/// How open watch streams are ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropMode {
+    /// The body is cut (no terminating chunk): a lost connection.
+    Reset,
+    /// One `ERROR` event with a 410 `Status`, then a clean end.
+    Gone,
+}
+
+/// One change, as a watch stream sends it.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub revision: u64,
+    pub kind: Kind,
+    pub kind_of_event: &'static str,
+    pub object: Value,
+}
+
+type Key = (Kind, String, String);
+
+#[derive(Default)]
+struct Inner {
+    revision: u64,
+    objects: BTreeMap<Key, Value>,
+    history: Vec<Change>,
+    /// Oldest revision a watch may resume from.
+    horizon: u64,
+    requests: Vec<String>,
+}
+
+pub struct State {
+    inner: Mutex<Inner>,
+    down: AtomicBool,
+    /// Connections and requests turned away while down.
+    refused: AtomicU64,
+    /// Bumped (with the revision) on every change: wakes watch streams.
+    pub changed: tokio::sync::watch::Sender<u64>,
+    /// Bumped to end every open watch stream the given way.
+    pub drops: tokio::sync::watch::Sender<(u64, DropMode)>,
+}
+
+/// What a watch from some revision gets.
+pub enum WatchStart {
+    /// The revision was compacted away: 410.
+    Gone { requested: u64, oldest: u64 },
+    /// The changes after the revision (of every kind; filter by kind).
+    From(Vec<Change>),
+}
+
+impl State {
+    pub fn new() -> Self {
+        State {
+            inner: Mutex::new(Inner {
+                revision: 1,
+                horizon: 1,
+                ..Inner::default()
+            }),
+            down: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+            changed: tokio::sync::watch::channel(1).0,
+            drops: tokio::sync::watch::channel((0, DropMode::Reset)).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.lock().revision
+    }
+
+    pub fn apply(&self, mut object: Value) -> Result<u64> {
+        let kind_name = object["kind"].as_str().unwrap_or_default().to_string();
+        let Some(kind) = Kind::from_name(&kind_name) else {
+            bail!("unsupported kind {kind_name:?}");
+        };
+        let name = object["metadata"]["name"]
+            .as_str()
+            .context("metadata.name missing")?
+            .to_string();
+        let namespace = if kind.namespaced() {
+            object["metadata"]["namespace"]
+                .as_str()
+                .context("metadata.namespace missing")?
+                .to_string()
+        } else {
+            String::new()
+        };
+        object["apiVersion"] = json!(kind.api_version());
+        let mut inner = self.lock();
+        inner.revision += 1;
+        let revision = inner.revision;
+        object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        let key = (kind, namespace, name);
+        let event = if inner.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        inner.objects.insert(key, object.clone());
+        inner.history.push(Change {
+            revision,
+            kind,
+            kind_of_event: event,
+            object,
+        });
+        drop(inner);
+        self.changed.send_replace(revision);
+        Ok(revision)
+    }
+
+    pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Option<u64> {
+        let mut inner = self.lock();
+        let key = (kind, namespace.to_string(), name.to_string());
+        let mut object = inner.objects.remove(&key)?;
+        inner.revision += 1;
+        let revision = inner.revision;
+        object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        inner.history.push(Change {
+            revision,
+            kind,
+            kind_of_event: "DELETED",
+            object,
+        });
+        drop(inner);
+        self.changed.send_replace(revision);
+        Some(revision)
+    }
+
+    /// Moves the horizon past every revision handed out so far. The revision
+    /// advances too (as unrelated writes would), so a fresh list gives a
+    /// revision a watch can start from.
+    pub fn compact(&self) -> u64 {
+        let mut inner = self.lock();
+        inner.revision += 1;
+        // The history itself stays: open watch streams keep serving from
+        // it, as the API server keeps established watches going.
+        inner.horizon = inner.revision;
+        let revision = inner.revision;
+        drop(inner);
+        self.changed.send_replace(revision);
+        revision
+    }
+
+    pub fn drop_watches(&self, mode: DropMode) {
+        self.drops.send_modify(|(n, m)| {
+            *n += 1;
+            *m = mode;
+        });
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+        if down {
+            self.drop_watches(DropMode::Reset);
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::SeqCst)
+    }
+
+    pub fn refuse(&self) {
+        self.refused.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    pub fn record(&self, request: String) {
+        self.lock().requests.push(request);
+    }
+
+    pub fn requests(&self) -> Vec<String> {
+        self.lock().requests.clone()
+    }
+
+    /// The objects of a kind and the revision they are current at.
+    pub fn list(&self, kind: Kind) -> (u64, Vec<Value>) {
+        let inner = self.lock();
+        let items = inner
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, v)| v.clone())
+            .collect();
+        (inner.revision, items)
+    }
+
+    /// The oldest revision still served (for exact lists and watches).
+    pub fn horizon(&self) -> u64 {
+        self.lock().horizon
+    }
+
+    /// Where a new watch from revision `from` starts: Gone when `from` is
+    /// before the horizon.
+    pub fn start_watch(&self, kind: Kind, from: u64) -> WatchStart {
+        let horizon = self.lock().horizon;
+        if from < horizon {
+            return WatchStart::Gone {
+                requested: from,
+                oldest: horizon,
+            };
+        }
+        WatchStart::From(self.changes_after(kind, from))
+    }
+
+    /// The changes of `kind` after revision `from` (for an open stream).
+    pub fn changes_after(&self, kind: Kind, from: u64) -> Vec<Change> {
+        self.lock()
+            .history
+            .iter()
+            .filter(|c| c.kind == kind && c.revision > from)
+            .cloned()
+            .collect()
+    }
+}

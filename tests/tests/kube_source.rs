@@ -1,0 +1,592 @@
+//! `palisade agent --kubeconfig` against the in-process fake API server
+//! (`palisade_tests::apiserver`) and the real kernel: a pod's policy is
+//! programmed from the API; policy changes, deletions and re-creations and
+//! pod additions and deletions are enforced; the API going down leaves enforcement and readiness alone and
+//! its return is caught up; 410 Gone makes the watchers list again without
+//! the pod's record ever losing its isolation; /metrics is well formed.
+//!
+//! Runs the `palisade` binary (`$PALISADE_BIN`, else `target/debug/palisade`:
+//! `cargo build -p palisade-agent` first) inside a network namespace of its
+//! own, where the fake server listens too, with a private bpffs; guards
+//! remove both and kill the agent even when an assertion fails.
+
+use aya::maps::{HashMap as BpfHashMap, Map, MapData};
+use palisade_common::{Endpoint, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
+use palisade_tests::apiserver::{FakeApiServer, Kind};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "pal-{tag}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn palisade_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("PALISADE_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/palisade");
+    assert!(
+        p.is_file(),
+        "no palisade binary at {}: run `cargo build -p palisade-agent` (or set PALISADE_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A network namespace the current thread enters (processes it spawns and
+/// sockets it opens live inside it), left and deleted on drop.
+struct NetNs {
+    name: String,
+    home: OwnedFd,
+}
+
+impl NetNs {
+    fn enter(tag: &str) -> NetNs {
+        let name = unique(tag);
+        let home: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
+            .expect("own netns")
+            .into();
+        run("ip", &["netns", "add", &name]);
+        let guard = NetNs { name, home };
+        let target =
+            std::fs::File::open(format!("/run/netns/{}", guard.name)).expect("open new netns");
+        // SAFETY: setns on this thread with a valid namespace fd.
+        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        run("ip", &["link", "set", "lo", "up"]);
+        guard
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // SAFETY: back to the namespace this thread started in.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A scratch directory with a private bpffs below it.
+struct Scratch {
+    dir: PathBuf,
+}
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(unique(tag));
+        std::fs::create_dir_all(dir.join("bpf")).unwrap();
+        let s = Scratch { dir };
+        run("mount", &["-t", "bpf", "bpf", s.bpffs().to_str().unwrap()]);
+        s
+    }
+    fn bpffs(&self) -> PathBuf {
+        self.dir.join("bpf")
+    }
+    fn ready(&self) -> PathBuf {
+        self.dir.join("ready")
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The agent process; killed on drop if still running.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(s: &Scratch, kubeconfig: &Path, metrics: SocketAddr) -> Agent {
+        let log = s
+            .dir
+            .join(format!("agent-{}.log", SEQ.fetch_add(1, Ordering::Relaxed)));
+        let child = Command::new(palisade_bin())
+            .args(["agent", "--kubeconfig"])
+            .arg(kubeconfig)
+            .args(["--bpffs-root"])
+            .arg(s.bpffs())
+            .args(["--ready-file"])
+            .arg(s.ready())
+            .args(["--metrics-addr", &metrics.to_string(), "--poll-ms", "100"])
+            // The node name comes from the environment, as in a DaemonSet.
+            .env("NODE_NAME", "node1")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start palisade agent");
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn rounds(s: &Scratch) -> u64 {
+    std::fs::read_to_string(s.ready())
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until `check` holds, with the agent's log on failure.
+fn wait_for(agent: &Agent, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !check() {
+        assert!(
+            Instant::now() < end,
+            "timed out waiting for {what}; agent log:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn add_pod_iface(host: &str, ip: &str) -> u32 {
+    let peer = format!("{host}p");
+    run(
+        "ip",
+        &["link", "add", host, "type", "veth", "peer", "name", &peer],
+    );
+    run("ip", &["link", "set", host, "up"]);
+    run("ip", &["link", "set", &peer, "up"]);
+    run("ip", &["route", "add", &format!("{ip}/32"), "dev", host]);
+    let v: Value = serde_json::from_str(&run("ip", &["-j", "link", "show", host])).unwrap();
+    v[0]["ifindex"].as_u64().unwrap() as u32
+}
+
+/// The pinned endpoint records, read with aya (fast enough to poll).
+fn endpoint(s: &Scratch, ifindex: u32) -> Option<Endpoint> {
+    let data = MapData::from_pin(s.bpffs().join("node1/ENDPOINTS")).ok()?;
+    let map: BpfHashMap<MapData, u32, Endpoint> =
+        BpfHashMap::try_from(Map::HashMap(data)).expect("ENDPOINTS is a hash map");
+    map.get(&ifindex, 0).ok()
+}
+
+fn flags(s: &Scratch, ifindex: u32) -> Option<u32> {
+    endpoint(s, ifindex).map(|e| e.flags)
+}
+
+/// One HTTP GET to the agent's metrics server: (status code, body).
+fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: agent\r\n\r\n").ok()?;
+    let mut out = String::new();
+    c.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((code, body))
+}
+
+/// Parses the text exposition format: every sample line is `name{labels}
+/// value` with a numeric value, every other line a comment; returns the
+/// samples.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut samples = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("malformed metrics line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("non-numeric value in {line:?}"));
+        samples.insert(name.to_string(), value);
+    }
+    samples
+}
+
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let (code, body) = http_get(addr, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    parse_metrics(&body).get(name).copied().unwrap_or(0.0)
+}
+
+fn free_port() -> SocketAddr {
+    // In the test's own namespace nobody else takes it meanwhile.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn pod(name: &str, app: &str, node: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "shop", "labels": {"app": app},
+                     "annotations": {"note": "stripped by the agent"}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "x",
+                 "ports": [{"name": "http", "containerPort": 80}]}]},
+        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
+    })
+}
+
+fn policy(name: &str, app: &str, egress: bool) -> Value {
+    let types = if egress {
+        json!(["Ingress", "Egress"])
+    } else {
+        json!(["Ingress"])
+    };
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "policyTypes": types,
+            "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "client"}}}],
+                         "ports": [{"protocol": "TCP", "port": "http"}]}],
+        },
+    })
+}
+
+/// Polls the web pod's record in the background and remembers whether it
+/// was ever seen without ingress isolation.
+struct IsolationWatch {
+    stop: Arc<AtomicBool>,
+    lapse: Arc<AtomicBool>,
+    polls: Arc<AtomicU32>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IsolationWatch {
+    fn start(map: PathBuf, ifindex: u32) -> IsolationWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let lapse = Arc::new(AtomicBool::new(false));
+        let polls = Arc::new(AtomicU32::new(0));
+        let (st, la, po) = (Arc::clone(&stop), Arc::clone(&lapse), Arc::clone(&polls));
+        let thread = std::thread::spawn(move || {
+            let data = MapData::from_pin(&map).expect("open pinned ENDPOINTS");
+            let map: BpfHashMap<MapData, u32, Endpoint> =
+                BpfHashMap::try_from(Map::HashMap(data)).unwrap();
+            // Bounded: at most a minute of polling.
+            let end = Instant::now() + Duration::from_secs(60);
+            while !st.load(Ordering::Relaxed) && Instant::now() < end {
+                let isolated = map
+                    .get(&ifindex, 0)
+                    .is_ok_and(|e| e.flags & EP_ISOLATED_INGRESS != 0);
+                if !isolated {
+                    la.store(true, Ordering::Relaxed);
+                }
+                po.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        });
+        IsolationWatch {
+            stop,
+            lapse,
+            polls,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops polling; (isolation ever lost, number of polls).
+    fn finish(mut self) -> (bool, u32) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        (
+            self.lapse.load(Ordering::Relaxed),
+            self.polls.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for IsolationWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+#[test]
+fn kube_source_watch_outage_and_relist() {
+    let _ns = NetNs::enter("kube");
+    let s = Scratch::new("kube");
+    let api = FakeApiServer::start().expect("fake API server");
+    let kubeconfig = api
+        .write_kubeconfig(&s.dir.join("kubeconfig"))
+        .expect("kubeconfig");
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                     "metadata": {"name": "shop", "labels": {"team": "a"}}}))
+        .unwrap();
+    api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
+    api.apply(pod("client", "client", "node1", "10.78.0.3"))
+        .unwrap();
+    api.apply(pod("far", "far", "node2", "10.78.1.5")).unwrap();
+    api.apply(policy("web", "web", false)).unwrap();
+    let web = add_pod_iface("web0", "10.78.0.2");
+    let client = add_pod_iface("cli0", "10.78.0.3");
+    let metrics = free_port();
+    let agent = Agent::start(&s, &kubeconfig, metrics);
+
+    // The first sync programs the pod's policy and makes the agent ready.
+    wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS));
+    assert_eq!(flags(&s, client), Some(0));
+    wait_for(&agent, "/readyz", LIMIT, || {
+        http_get(metrics, "/readyz").is_some_and(|(c, _)| c == 200)
+    });
+    assert_eq!(http_get(metrics, "/healthz").map(|(c, _)| c), Some(200));
+    let requests = api.requests();
+    for collection in [
+        "/api/v1/namespaces?",
+        "/api/v1/pods?",
+        "/apis/networking.k8s.io/v1/networkpolicies?",
+    ] {
+        assert!(
+            requests
+                .iter()
+                .any(|r| r.contains(collection) && r.contains("watch=true")),
+            "no watch of {collection}: {requests:#?}"
+        );
+    }
+
+    // A policy change through the API is enforced: the generation flips.
+    let generation = endpoint(&s, web).unwrap().generation;
+    api.apply(policy("web", "web", true)).unwrap();
+    wait_for(&agent, "the egress policy", LIMIT, || {
+        flags(&s, web) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
+    });
+    assert_eq!(endpoint(&s, web).unwrap().generation, generation ^ 1);
+
+    // Deleted: the pod is open again. Re-created: isolated again.
+    api.delete(Kind::NetworkPolicy, "shop", "web").unwrap();
+    wait_for(&agent, "the policy's deletion", LIMIT, || {
+        flags(&s, web) == Some(0)
+    });
+    api.apply(policy("web", "web", false)).unwrap();
+    wait_for(&agent, "the re-created policy", LIMIT, || {
+        flags(&s, web) == Some(EP_ISOLATED_INGRESS)
+    });
+
+    // A pod's interface shows up before the API reports the pod: held
+    // pending; once the pod is added it gets its policy (it is a "web").
+    let late = add_pod_iface("late0", "10.78.0.9");
+    wait_for(&agent, "the unknown interface held pending", LIMIT, || {
+        flags(&s, late) == Some(EP_PENDING)
+    });
+    api.apply(pod("late", "web", "node1", "10.78.0.9")).unwrap();
+    wait_for(&agent, "the late pod's policy", LIMIT, || {
+        flags(&s, late) == Some(EP_ISOLATED_INGRESS)
+    });
+    api.delete(Kind::Pod, "shop", "late").unwrap();
+    wait_for(
+        &agent,
+        "the deleted pod's interface held pending",
+        LIMIT,
+        || flags(&s, late) == Some(EP_PENDING),
+    );
+
+    // API down: the watchers fail and retry; enforcement and readiness stay.
+    let restarts = metric(metrics, "palisade_watch_restarts_total{resource=\"pods\"}");
+    let before_outage = endpoint(&s, web).unwrap();
+    let rounds_before_outage = rounds(&s);
+    api.set_down(true);
+    wait_for(&agent, "the watchers to notice the outage", LIMIT, || {
+        metric(metrics, "palisade_watch_restarts_total{resource=\"pods\"}") > restarts
+    });
+    assert_eq!(endpoint(&s, web), Some(before_outage));
+    assert_eq!(rounds(&s), rounds_before_outage, "no round without input");
+    assert_eq!(http_get(metrics, "/readyz").map(|(c, _)| c), Some(200));
+    // A change made while the agent cannot see it is enforced once the API
+    // is back (watch resumed from the last revision).
+    api.apply(policy("client", "client", false)).unwrap();
+    assert_eq!(flags(&s, client), Some(0));
+    api.set_down(false);
+    wait_for(
+        &agent,
+        "the change made during the outage",
+        Duration::from_secs(60),
+        || flags(&s, client) == Some(EP_ISOLATED_INGRESS),
+    );
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS));
+
+    // 410 Gone: the history is compacted while the agent is cut off, and a
+    // change is made it can only learn by listing again. The web pod's
+    // record never loses its isolation meanwhile (no flush between the
+    // failed watch and the new list).
+    let relists = metric(
+        metrics,
+        "palisade_watch_relists_total{resource=\"networkpolicies\"}",
+    );
+    let lists_before = api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("networkpolicies?") && !r.contains("watch=true"))
+        .count();
+    let watch = IsolationWatch::start(s.bpffs().join("node1/ENDPOINTS"), web);
+    api.set_down(true);
+    api.delete(Kind::NetworkPolicy, "shop", "client").unwrap();
+    api.compact();
+    api.set_down(false);
+    wait_for(
+        &agent,
+        "the relist after 410",
+        Duration::from_secs(60),
+        || flags(&s, client) == Some(0),
+    );
+    // And the in-stream form: an ERROR event with code 410 on open watches.
+    // The relist finds nothing new (no round needed); the watch resumes
+    // from the new list and carries the next change.
+    api.compact();
+    api.expire_watches();
+    wait_for(&agent, "the second relist", LIMIT, || {
+        metric(
+            metrics,
+            "palisade_watch_relists_total{resource=\"networkpolicies\"}",
+        ) >= relists + 2.0
+    });
+    api.apply(policy("client", "client", true)).unwrap();
+    wait_for(&agent, "a change after the second relist", LIMIT, || {
+        flags(&s, client) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
+    });
+    let (lapsed, polls) = watch.finish();
+    assert!(polls > 10, "the record was polled {polls} times");
+    assert!(!lapsed, "the web pod lost isolation during a relist");
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS));
+    let lists_after = api
+        .requests()
+        .iter()
+        .filter(|r| r.contains("networkpolicies?") && !r.contains("watch=true"))
+        .count();
+    assert!(
+        lists_after >= lists_before + 2,
+        "the watcher did not list again"
+    );
+
+    // /metrics: well formed, with what a round enforces.
+    let (code, body) = http_get(metrics, "/metrics").expect("GET /metrics");
+    assert_eq!(code, 200);
+    let m = parse_metrics(&body);
+    assert_eq!(m.get("palisade_pods_enforced"), Some(&2.0), "{body}");
+    assert_eq!(m.get("palisade_policies"), Some(&2.0), "{body}");
+    assert_eq!(m.get("palisade_identities"), Some(&3.0), "{body}");
+    assert!(
+        m["palisade_rounds_total"] >= rounds(&s) as f64 - 0.5,
+        "{body}"
+    );
+    for name in [
+        "palisade_compile_seconds_count",
+        "palisade_program_seconds_count",
+    ] {
+        assert!(m.get(name).is_some_and(|v| *v >= 1.0), "{name} in {body}");
+    }
+    for name in [
+        "palisade_compile_seconds_sum",
+        "palisade_program_seconds_sum",
+    ] {
+        assert!(m.get(name).is_some_and(|v| *v > 0.0), "{name} in {body}");
+    }
+    assert!(body.ends_with("# EOF\n"), "{body}");
+    assert!(
+        !agent.log().contains("invalid input skipped"),
+        "{}",
+        agent.log()
+    );
+}
+
+/// A restarted agent whose API server is unreachable leaves the pinned
+/// state alone (no round, not ready) until its first full sync, and that
+/// sync, with unchanged objects, rewrites nothing.
+#[test]
+fn kube_source_restart_waits_for_first_sync() {
+    let _ns = NetNs::enter("kubr");
+    let s = Scratch::new("kubr");
+    let api = FakeApiServer::start().expect("fake API server");
+    let kubeconfig = api
+        .write_kubeconfig(&s.dir.join("kubeconfig"))
+        .expect("kubeconfig");
+    api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
+    api.apply(pod("client", "client", "node1", "10.78.0.3"))
+        .unwrap();
+    api.apply(policy("web", "web", true)).unwrap();
+    let web = add_pod_iface("web0", "10.78.0.2");
+    let metrics = free_port();
+    let mut first = Agent::start(&s, &kubeconfig, metrics);
+    wait_for(&first, "the first round", LIMIT, || rounds(&s) >= 1);
+    let programmed = endpoint(&s, web).expect("web programmed");
+    assert_eq!(programmed.flags, EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
+    let st = first.child.wait().unwrap();
+    assert!(st.success(), "{}", first.log());
+
+    api.set_down(true);
+    let refused = api.refused();
+    let second = Agent::start(&s, &kubeconfig, metrics);
+    wait_for(&second, "the agent's health endpoint", LIMIT, || {
+        http_get(metrics, "/healthz").is_some_and(|(c, _)| c == 200)
+    });
+    // Every watcher tried (and failed) at least once, more than one round
+    // of retries in all.
+    wait_for(&second, "the watchers to try the API", LIMIT, || {
+        api.refused() >= refused + 4
+    });
+    assert_eq!(http_get(metrics, "/readyz").map(|(c, _)| c), Some(503));
+    assert_eq!(rounds(&s), 1, "no round before the first sync");
+    assert_eq!(endpoint(&s, web), Some(programmed));
+
+    api.set_down(false);
+    wait_for(
+        &second,
+        "/readyz after the first sync",
+        Duration::from_secs(60),
+        || http_get(metrics, "/readyz").is_some_and(|(c, _)| c == 200),
+    );
+    assert_eq!(rounds(&s), 2);
+    assert_eq!(
+        endpoint(&s, web),
+        Some(programmed),
+        "same record, same generation"
+    );
+    assert!(second.log().contains("flipped=0"), "{}", second.log());
+}

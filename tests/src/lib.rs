@@ -1,2 +1,3 @@
 //! End-to-end tests live in `tests/`; this library only hosts shared helpers.
+pub mod apiserver;
 pub mod classifier;

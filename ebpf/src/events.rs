@@ -2,10 +2,10 @@
 //! event that is rate-limited or finds the ring buffer full is counted in
 //! `EVENTS_LOST` and the packet's verdict goes on unchanged.
 
-use aya_ebpf::helpers::bpf_ktime_get_coarse_ns;
 use palisade_common::{Event, EVENTS_LOST_FULL, EVENTS_LOST_SAMPLED};
 
 use crate::{
+    clock,
     maps::{EVENTS, EVENTS_LOST, EVENT_BUDGET},
     parse::Tuple,
 };
@@ -26,7 +26,7 @@ fn take_token() -> bool {
     let Some(b) = EVENT_BUDGET.get_ptr_mut(0) else {
         return false;
     };
-    let now = unsafe { bpf_ktime_get_coarse_ns() };
+    let now = clock::now();
     let b = unsafe { &mut *b };
     let earned = now.saturating_sub(b.last_ns) / TOKEN_NS;
     if earned > 0 {

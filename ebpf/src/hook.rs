@@ -6,13 +6,13 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    Endpoint, IpKey, PolicyKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_ISOLATED_EGRESS,
-    EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V6, PROTO_ICMPV6, REASON_FRAGMENT, REASON_MALFORMED,
-    REASON_PENDING, REASON_POLICY, REASON_SPOOF,
+    Endpoint, IpKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS,
+    EP_PENDING, FAMILY_V6, PROTO_ICMPV6, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING,
+    REASON_POLICY, REASON_SPOOF,
 };
 
 use crate::{
-    conntrack, events, frag,
+    conntrack, events, fast, frag,
     maps::ENDPOINTS,
     parse::{self, Tuple, FRAG_FIRST, FRAG_LATER, ICMP_ERROR, ICMP_NDP, L2},
     policy,
@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// `CtValue::rule` of a flow created while the direction was not isolated.
-const RULE_NOT_ISOLATED: u32 = u32::MAX;
+pub const RULE_NOT_ISOLATED: u32 = u32::MAX;
 
 #[inline(always)]
 fn drop_with(ifindex: u32, dir: u32, reason: u32, t: &Tuple) -> i32 {
@@ -51,9 +51,34 @@ fn ndp_source_ok(ep: Option<&Endpoint>, a: &IpKey) -> bool {
     unspecified || link_local || ep.is_some_and(|ep| own_addr(ep, a))
 }
 
+/// Whether the endpoint with `flags` is isolated in direction `dir`.
+#[inline(always)]
+pub fn isolated(flags: u32, dir: u32) -> bool {
+    let iso_flag = if dir == DIR_INGRESS {
+        EP_ISOLATED_INGRESS
+    } else {
+        EP_ISOLATED_EGRESS
+    };
+    flags & iso_flag != 0
+}
+
 #[inline(always)]
 pub fn run(ctx: &TcContext, dir: u32) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    if let Some(verdict) = fast::run(ctx, dir, ifindex) {
+        return verdict;
+    }
+    general(ctx, dir, ifindex)
+}
+
+/// Every packet the fast path (`fast.rs`) leaves: IPv4 with options or
+/// fragmented, IPv6 with extension headers, protocols other than TCP and
+/// UDP, VLAN tags, headers outside the linear skb data or cut short, and
+/// endpoints missing, pending or denying all, or spoofed sources. Its reads
+/// go through `bpf_skb_load_bytes` into the per-CPU scratch. Kept out of
+/// line so that the fast path's code and stack stay its own.
+#[inline(never)]
+fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
     let ip = match parse::l2(ctx) {
         L2::NotIp => return TCX_PASS,
         l2 => l2,
@@ -94,12 +119,7 @@ pub fn run(ctx: &TcContext, dir: u32) -> i32 {
     if flags & EP_DENY_ALL != 0 {
         return drop_with(ifindex, dir, REASON_POLICY, t);
     }
-    let iso_flag = if dir == DIR_INGRESS {
-        EP_ISOLATED_INGRESS
-    } else {
-        EP_ISOLATED_EGRESS
-    };
-    let isolated = flags & iso_flag != 0;
+    let isolated = isolated(flags, dir);
 
     if !p.l3_ok {
         // At pod egress the source cannot be verified: dropped whatever the
@@ -145,18 +165,9 @@ fn decide(ifindex: u32, dir: u32, ep: &Endpoint, isolated: bool, s: &mut Scratch
     } else if !isolated {
         Some(RULE_NOT_ISOLATED)
     } else {
-        let (d, peer) = if dir == DIR_INGRESS {
-            (&ep.ingress, &t.src)
-        } else {
-            (&ep.egress, &t.dst)
-        };
-        let key = PolicyKey {
-            ifindex,
-            generation: ep.generation,
-            direction: dir,
-        };
-        let port = policy::policy_port(t.proto, t.dport);
-        match policy::check(&key, d, peer, t.proto, port, &mut s.ip, &mut s.port) {
+        let peer = if dir == DIR_INGRESS { &t.src } else { &t.dst };
+        policy::fill_keys(peer, t.proto, t.dport, &mut s.ip, &mut s.port);
+        match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port) {
             Some(r) => Some(r),
             None => return drop_with(ifindex, dir, REASON_POLICY, t),
         }
@@ -164,7 +175,7 @@ fn decide(ifindex: u32, dir: u32, ep: &Endpoint, isolated: bool, s: &mut Scratch
     if let Some(r) = rule {
         // Errors are not flows of their own: they never open one.
         if !error {
-            conntrack::create(ifindex, &mut s.pkt.tuple, r);
+            conntrack::create_seen(ifindex, &mut s.pkt.tuple, r);
         }
     }
     if s.pkt.frag == FRAG_FIRST {

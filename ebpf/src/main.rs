@@ -6,8 +6,10 @@
 #![no_std]
 #![no_main]
 
+mod clock;
 mod conntrack;
 mod events;
+mod fast;
 mod frag;
 mod hook;
 mod maps;
@@ -26,6 +28,13 @@ pub fn pod_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pod_egress(ctx: TcContext) -> i32 {
     hook::run(&ctx, DIR_EGRESS)
+}
+
+/// Does nothing: the baseline that `classifier_bench` subtracts (the cost
+/// of running any TC program through BPF_PROG_TEST_RUN). Never attached.
+#[classifier]
+pub fn noop(_ctx: TcContext) -> i32 {
+    aya_ebpf::bindings::tcx_action_base::TCX_NEXT
 }
 
 #[cfg(not(test))]

@@ -1,19 +1,23 @@
-//! The policy lookup of one direction check, exactly as `docs/maps.md`
-//! ("The lookup") states it.
+//! The policy lookup of one direction check, with the result `docs/maps.md`
+//! ("The lookup") states; the port goes first so that peer lookups which
+//! cannot change the answer are skipped (see `check`).
 
 use aya_ebpf::{helpers::bpf_map_lookup_elem, maps::lpm_trie::Key};
 use core::{ffi::c_void, ptr};
 use palisade_common::{
-    DirPolicy, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, IDENTITY_WORLD, PROTO_SCTP,
-    PROTO_TCP, PROTO_UDP, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
+    DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_INGRESS,
+    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SPILL_ANY_PEER, SPILL_CIDR_CLASS,
+    SPILL_IDENTITY,
 };
 
-use crate::maps::{IDENTITIES, POLICY_CIDR, POLICY_IDENTITY, POLICY_PORT, POLICY_SPILL};
+use crate::maps::{
+    SpillInner, IDENTITIES, POLICY_CIDR, POLICY_IDENTITY, POLICY_PORT, POLICY_SPILL,
+};
 
 /// LPM prefix lengths of full-length lookups: the family or protocol byte,
 /// then the whole address or port.
-const IP_KEY_BITS: u32 = 8 + 128;
-const PORT_KEY_BITS: u32 = 8 + 16;
+pub const IP_KEY_BITS: u32 = 8 + 128;
+pub const PORT_KEY_BITS: u32 = 8 + 16;
 
 /// `CtValue::rule` when a spilled group allowed the flow.
 pub const RULE_SPILLED: u32 = u32::MAX - 1;
@@ -52,57 +56,112 @@ pub fn policy_port(proto: u8, dport: u16) -> u16 {
     }
 }
 
+/// Whether the pod's spill table (the inner map `spill`, looked up once per
+/// check) holds `(kind, peer, port_class)`.
 #[inline(always)]
-fn spill_has(key: &PolicyKey, kind: u32, peer: u32, port_class: u32) -> bool {
+fn spill_has(spill: &SpillInner, kind: u32, peer: u32, port_class: u32) -> bool {
     let sk = SpillKey {
         kind,
         peer,
         port_class,
     };
-    unsafe { POLICY_SPILL.get_value_ptr_mut(key, &sk) }.is_some()
+    let map = ptr::from_ref(spill).cast_mut().cast::<c_void>();
+    !unsafe { bpf_map_lookup_elem(map, ptr::from_ref(&sk).cast()) }.is_null()
+}
+
+/// True when `hit`'s lowest set bit is also the lowest bit `port_bits`
+/// allows: no lookup still to come can produce a lower winner, so the
+/// remaining peer lookups cannot change the answer.
+#[inline(always)]
+fn settled(hit: u64, port_bits: u64) -> bool {
+    hit != 0 && hit.trailing_zeros() == port_bits.trailing_zeros()
 }
 
 /// Checks one direction of an isolated pod. `Some(rule)` when allowed: the
 /// lowest set bit of the hit (the winning rule group) or `RULE_SPILLED`.
-/// `ip` and `pk` are lookup keys in the per-CPU scratch.
+/// `ip` (the peer at full length) and `pk` (protocol and policy port at full
+/// length) are the filled LPM keys.
+///
+/// The port is looked up first: it bounds what the peer lookups can still
+/// add, so they are skipped once the answer is known (no port allowed and no
+/// spilled group, or the lowest allowed bit already hit). The result is
+/// always the one the full sequence of `docs/maps.md` gives.
 #[inline(always)]
-pub fn check(
-    key: &PolicyKey,
-    dir: &DirPolicy,
-    peer: &IpKey,
-    proto: u8,
-    port: u16,
-    ip: &mut Key<IpKey>,
-    pk: &mut Key<PortKey>,
+pub fn check(key: &PolicyKey, dir: &DirPolicy, ip: &Key<IpKey>, pk: &Key<PortKey>) -> Option<u32> {
+    let rp = read_bits(unsafe { POLICY_PORT.get_value_ptr_mut(key, pk) });
+    let port_bits = dir.any_port | rp.bits;
+    let spill = rp.class != 0 || dir.any_port_class != 0;
+    if port_bits == 0 && !spill {
+        return None;
+    }
+    let mut hit = dir.any_peer & port_bits;
+    if settled(hit, port_bits) {
+        return Some(hit.trailing_zeros());
+    }
+    let id = identity(ip);
+    let rid = read_bits(unsafe { POLICY_IDENTITY.get_value_ptr_mut(key, &id) });
+    hit |= rid.bits & port_bits;
+    if settled(hit, port_bits) {
+        return Some(hit.trailing_zeros());
+    }
+    let rc = read_bits(unsafe { POLICY_CIDR.get_value_ptr_mut(key, ip) });
+    hit |= rc.bits & port_bits;
+    if hit != 0 {
+        return Some(hit.trailing_zeros());
+    }
+    if !spill {
+        return None;
+    }
+    // No spill table: no spilled group allows anything.
+    let table = unsafe { POLICY_SPILL.get(key) }?;
+    for k in [rp.class, dir.any_port_class] {
+        if k == 0 {
+            continue;
+        }
+        if dir.spill_any_peer != 0 && spill_has(table, SPILL_ANY_PEER, 0, k) {
+            return Some(RULE_SPILLED);
+        }
+        if spill_has(table, SPILL_IDENTITY, id, k) {
+            return Some(RULE_SPILLED);
+        }
+        if rc.class != 0 && spill_has(table, SPILL_CIDR_CLASS, rc.class, k) {
+            return Some(RULE_SPILLED);
+        }
+    }
+    None
+}
+
+/// `check` for hook `ifindex` in direction `dir` of endpoint `ep`.
+#[inline(always)]
+pub fn check_dir(
+    ifindex: u32,
+    dir: u32,
+    ep: &Endpoint,
+    ip: &Key<IpKey>,
+    pk: &Key<PortKey>,
 ) -> Option<u32> {
+    let d = if dir == DIR_INGRESS {
+        &ep.ingress
+    } else {
+        &ep.egress
+    };
+    let key = PolicyKey {
+        ifindex,
+        generation: ep.generation,
+        direction: dir,
+    };
+    check(&key, d, ip, pk)
+}
+
+/// Fills the LPM keys of a policy lookup: `peer` at full length, `proto`
+/// with its policy port (`policy_port`) at full length.
+#[inline(always)]
+pub fn fill_keys(peer: &IpKey, proto: u8, dport: u16, ip: &mut Key<IpKey>, pk: &mut Key<PortKey>) {
     ip.prefix_len = IP_KEY_BITS;
     ip.data = *peer;
     pk.prefix_len = PORT_KEY_BITS;
     pk.data = PortKey {
         proto,
-        port_be: port.to_be_bytes(),
+        port_be: policy_port(proto, dport).to_be_bytes(),
     };
-    let id = identity(ip);
-    let rid = read_bits(unsafe { POLICY_IDENTITY.get_value_ptr_mut(key, &id) });
-    let rc = read_bits(unsafe { POLICY_CIDR.get_value_ptr_mut(key, ip) });
-    let rp = read_bits(unsafe { POLICY_PORT.get_value_ptr_mut(key, pk) });
-    let hit = (dir.any_peer | rid.bits | rc.bits) & (dir.any_port | rp.bits);
-    if hit != 0 {
-        return Some(hit.trailing_zeros());
-    }
-    for k in [rp.class, dir.any_port_class] {
-        if k == 0 {
-            continue;
-        }
-        if dir.spill_any_peer != 0 && spill_has(key, SPILL_ANY_PEER, 0, k) {
-            return Some(RULE_SPILLED);
-        }
-        if spill_has(key, SPILL_IDENTITY, id, k) {
-            return Some(RULE_SPILLED);
-        }
-        if rc.class != 0 && spill_has(key, SPILL_CIDR_CLASS, rc.class, k) {
-            return Some(RULE_SPILLED);
-        }
-    }
-    None
 }

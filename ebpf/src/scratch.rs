@@ -1,7 +1,8 @@
 //! Per-packet working memory in a per-CPU array: the parsed packet, the
-//! header bytes being read and the lookup keys. A classifier runs to its end
-//! on one CPU without being preempted by another classifier run on the same
-//! CPU's slot, so the slot is exclusively this packet's.
+//! header bytes being read and the lookup keys, plus the clock cache of
+//! `clock.rs`. A classifier runs to its end on one CPU without being
+//! preempted by another classifier run on the same CPU's slot, so the slot
+//! is exclusively this packet's.
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext};
 use palisade_common::{FragKey, IpKey, PortKey};
@@ -10,6 +11,10 @@ use crate::{maps::SCRATCH, parse::Packet};
 
 #[repr(C)]
 pub struct Scratch {
+    /// The cached coarse clock (`clock.rs`): the jiffies value it was read
+    /// at, and its value. These persist from packet to packet.
+    pub clock_jiffies: u64,
+    pub clock_ns: u64,
     pub pkt: Packet,
     /// Raw header bytes (an IPv6 header is the largest read).
     pub hdr: [u8; 40],

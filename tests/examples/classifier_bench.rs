@@ -1,14 +1,18 @@
 //! Cost of the classifiers per packet, through BPF_PROG_TEST_RUN with
 //! `repeat`, plus the program sizes the verifier accepted. Run as root:
-//! `cargo run --release -p palisade-tests --example classifier_bench`.
+//! `cargo run --release -p palisade-tests --example classifier_bench`;
+//! with `PALISADE_EBPF_BASELINE=<object>` an older build of the object is
+//! measured in the same rounds and the ratios printed.
 //!
-//! The kernel's figure includes BPF_PROG_TEST_RUN's own per-run overhead;
-//! the ARP row (the classifier returns after reading one field) is the floor
-//! to subtract. Numbers vary by machine: this prints, it never judges.
+//! The kernel's figure includes BPF_PROG_TEST_RUN's own per-run overhead:
+//! the object's `noop` classifier, measured the same way in the same rounds,
+//! is the floor to subtract. Numbers vary by machine: this prints, it never
+//! judges.
 
 use std::net::IpAddr;
 
 use anyhow::{ensure, Result};
+use aya::VerifierLogLevel;
 use palisade_common::*;
 use palisade_tests::classifier::{
     bits, class, ip_key, packet::arp, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP,
@@ -16,36 +20,32 @@ use palisade_tests::classifier::{
 };
 
 const REPEAT: u32 = 200_000;
+/// `TCX_NEXT` (-1) as BPF_PROG_TEST_RUN reports it.
+const TCX_NEXT: u32 = u32::MAX;
 const ROUNDS: usize = 5;
+const POD4: &str = "10.0.0.1";
+const PEER4: &str = "10.0.0.2";
+const POD6: &str = "fd00::1";
+const PEER6: &str = "fd00::2";
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn main() -> Result<()> {
-    let mut c = Classifier::load()?;
-    for hook in [Hook::Ingress, Hook::Egress] {
-        let info = c.program(hook).info()?;
-        println!(
-            "{:12} xlated {:>6} bytes ({} insns), jited {:>6} bytes, verified insns {:?}",
-            hook.program(),
-            info.size_translated().unwrap_or(0),
-            info.size_translated().unwrap_or(0) / 8,
-            info.size_jitted(),
-            info.verified_instruction_count(),
-        );
-    }
-
-    let (pod, peer, other) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+/// Programs the same endpoint, identities and policy into a harness.
+fn program(c: &mut Classifier) -> Result<()> {
+    let (pod, peer, other) = (ip(POD4), ip(PEER4), ip("10.0.0.3"));
     let mut ep = Endpoint {
         flags: EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS,
         ..Default::default()
     };
     ep.addrs[0] = ip_key(pod);
+    ep.addrs[1] = ip_key(ip(POD6));
     ep.egress.any_port = 1;
     ep.ingress.any_port_class = 9;
     c.set_endpoint(IFINDEX, &ep)?;
     c.set_identity(peer, 32, 300)?;
+    c.set_identity(ip(PEER6), 128, 300)?;
     c.set_identity(other, 32, 301)?;
     c.set_policy(
         PolicyKey {
@@ -76,61 +76,163 @@ fn main() -> Result<()> {
             }],
         },
     )?;
+    // The flows the established cases replay.
+    for (src, dst) in [(POD4, PEER4), (POD6, PEER6)] {
+        let open = Packet::tcp(ip(src), ip(dst), 40000, 443).build();
+        ensure!(
+            c.run(Hook::Egress, &open)? == TCX_PASS,
+            "egress to peer must pass"
+        );
+    }
+    Ok(())
+}
 
+fn sizes(c: &Classifier, label: &str) -> Result<()> {
+    for hook in [Hook::Ingress, Hook::Egress] {
+        let info = c.program(hook).info()?;
+        println!(
+            "{label:9} {:12} xlated {:>6} bytes ({} insns), jited {:>6} bytes, verified insns {:?}",
+            hook.program(),
+            info.size_translated().unwrap_or(0),
+            info.size_translated().unwrap_or(0) / 8,
+            info.size_jitted(),
+            info.verified_instruction_count(),
+        );
+    }
+    Ok(())
+}
+
+/// One measured case: `None` runs the `noop` program.
+struct Case {
+    name: &'static str,
+    hook: Option<Hook>,
+    frame: Vec<u8>,
+    want: u32,
+}
+
+fn cases() -> Vec<Case> {
+    let (pod, peer, other) = (ip(POD4), ip(PEER4), ip("10.0.0.3"));
+    let case = |name, hook, frame, want| Case {
+        name,
+        hook,
+        frame,
+        want,
+    };
     let established = Packet::tcp(pod, peer, 40000, 443).build();
-    ensure!(
-        c.run(Hook::Egress, &established)? == TCX_PASS,
-        "egress to peer must pass"
-    );
-    let cases: Vec<(&str, Hook, Vec<u8>, u32)> = vec![
-        ("ARP (floor)", Hook::Ingress, arp(), TCX_PASS),
-        (
+    vec![
+        case(
+            "no-op classifier (floor)",
+            None,
+            established.clone(),
+            TCX_NEXT,
+        ),
+        case("ARP", Some(Hook::Ingress), arp(), TCX_PASS),
+        case(
             "established TCP (conntrack hit)",
-            Hook::Egress,
+            Some(Hook::Egress),
             established,
             TCX_PASS,
         ),
-        (
-            "reply TCP (reversed conntrack hit)",
-            Hook::Ingress,
+        case(
+            "reply TCP (conntrack hit)",
+            Some(Hook::Ingress),
             Packet::tcp(peer, pod, 443, 40000).build(),
             TCX_PASS,
         ),
-        (
+        case(
+            "established TCP over IPv6",
+            Some(Hook::Egress),
+            Packet::tcp(ip(POD6), ip(PEER6), 40000, 443).build(),
+            TCX_PASS,
+        ),
+        case(
             "new flow, bits path, denied",
-            Hook::Egress,
+            Some(Hook::Egress),
             Packet::tcp(pod, other, 40001, 443).build(),
             TCX_DROP,
         ),
-        (
+        case(
             "new flow, full spill path, denied",
-            Hook::Ingress,
+            Some(Hook::Ingress),
             Packet::tcp(other, pod, 40002, 80).build(),
             TCX_DROP,
         ),
-    ];
-    let mut best = vec![u128::MAX; cases.len()];
+    ]
+}
+
+/// Best ns per packet of every case, rounds interleaved across harnesses so
+/// that drift hits them alike.
+fn measure(harnesses: &[&Classifier], cases: &[Case]) -> Result<Vec<Vec<u128>>> {
+    let mut best = vec![vec![u128::MAX; cases.len()]; harnesses.len()];
     for round in 0..ROUNDS {
-        // Reverse the order every other round so drift hits all cases alike.
+        // Reverse the order every other round.
         let order: Vec<usize> = if round % 2 == 0 {
             (0..cases.len()).collect()
         } else {
             (0..cases.len()).rev().collect()
         };
         for i in order {
-            let (_, hook, frame, want) = &cases[i];
-            let (v, ns) = c.run_repeat(*hook, frame, REPEAT)?;
-            ensure!(v == *want, "{}: verdict {v}, expected {want}", cases[i].0);
-            best[i] = best[i].min(ns);
+            let case = &cases[i];
+            for (h, c) in harnesses.iter().enumerate() {
+                let (v, ns) = match case.hook {
+                    Some(hook) => c.run_repeat(hook, &case.frame, REPEAT)?,
+                    // The floor: always the current object's `noop`.
+                    None => harnesses[0].run_noop(&case.frame, REPEAT)?,
+                };
+                ensure!(
+                    v == case.want,
+                    "{}: verdict {v}, expected {}",
+                    case.name,
+                    case.want
+                );
+                best[h][i] = best[h][i].min(ns);
+            }
         }
     }
-    println!("ns per packet (best of {ROUNDS} x {REPEAT} runs):");
-    for (i, (name, ..)) in cases.iter().enumerate() {
-        println!(
-            "  {name:40} {:>5}  (floor subtracted: {})",
-            best[i],
-            best[i] - best[0]
+    Ok(best)
+}
+
+fn main() -> Result<()> {
+    let mut c = Classifier::load()?;
+    program(&mut c)?;
+    sizes(&c, "current")?;
+    // `PALISADE_EBPF_BASELINE=<object>`: an older build measured alongside.
+    let mut base = match std::env::var_os("PALISADE_EBPF_BASELINE") {
+        Some(p) => Some(Classifier::load_from(
+            std::path::Path::new(&p),
+            VerifierLogLevel::default(),
+        )?),
+        None => None,
+    };
+    if let Some(b) = base.as_mut() {
+        program(b)?;
+        sizes(b, "baseline")?;
+    }
+    let cases = cases();
+    let mut harnesses = vec![&c];
+    harnesses.extend(base.as_ref());
+    let best = measure(&harnesses, &cases)?;
+    let floor = best[0][0];
+    println!("ns per packet, best of {ROUNDS} x {REPEAT} runs (above floor):");
+    for (i, case) in cases.iter().enumerate() {
+        let now = best[0][i];
+        print!(
+            "  {:36} {:>5} ({:>4})",
+            case.name,
+            now,
+            now.saturating_sub(floor)
         );
+        if best.len() > 1 && i > 0 {
+            let was = best[1][i];
+            let (a, b) = (now.saturating_sub(floor), was.saturating_sub(floor));
+            print!(
+                "   baseline {:>5} ({:>4})  ratio {:.2}",
+                was,
+                b,
+                a as f64 / b.max(1) as f64
+            );
+        }
+        println!();
     }
     Ok(())
 }

@@ -27,6 +27,10 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 pub const TCX_PASS: u32 = 0;
 pub const TCX_DROP: u32 = 2;
 
+/// The object's do-nothing classifier (returns `TCX_NEXT`): the baseline
+/// cost of running any TC program, for benchmarks.
+pub const NOOP: &str = "noop";
+
 /// Interface index of `lo`: BPF_PROG_TEST_RUN runs TC programs on it
 /// when no other device is named, so endpoints in these tests live there.
 pub const IFINDEX: u32 = 1;
@@ -129,7 +133,12 @@ impl Classifier {
     }
 
     pub fn load_with(log: VerifierLogLevel) -> Result<Self> {
-        let path = object_path();
+        Self::load_from(&object_path(), log)
+    }
+
+    /// Loads the programs of the object at `path` (the `noop` program only
+    /// if the object has one: older builds did not).
+    pub fn load_from(path: &Path, log: VerifierLogLevel) -> Result<Self> {
         if !path.exists() {
             bail!(
                 "eBPF object {} not found: build it with `cargo xtask build-ebpf` \
@@ -139,15 +148,17 @@ impl Classifier {
         }
         let mut ebpf = EbpfLoader::new()
             .verifier_log_level(log)
-            .load_file(&path)
+            .load_file(path)
             .with_context(|| format!("loading {}", path.display()))?;
-        for hook in [Hook::Ingress, Hook::Egress] {
+        let noop = ebpf.program(NOOP).is_some();
+        let names = [Hook::Ingress.program(), Hook::Egress.program(), NOOP];
+        for name in &names[..if noop { 3 } else { 2 }] {
             let prog: &mut SchedClassifier = ebpf
-                .program_mut(hook.program())
-                .with_context(|| format!("program {} missing", hook.program()))?
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing"))?
                 .try_into()?;
             prog.load()
-                .with_context(|| format!("verifier rejected {}", hook.program()))?;
+                .with_context(|| format!("verifier rejected {name}"))?;
         }
         Ok(Classifier { ebpf })
     }
@@ -169,6 +180,25 @@ impl Classifier {
     /// average time per run in nanoseconds.
     pub fn run_repeat(&self, hook: Hook, frame: &[u8], repeat: u32) -> Result<(u32, u128)> {
         self.run_full(hook, frame, repeat, None)
+    }
+
+    /// Runs one frame `repeat` times through the `NOOP` program; returns its
+    /// verdict and the average time per run in nanoseconds.
+    pub fn run_noop(&self, frame: &[u8], repeat: u32) -> Result<(u32, u128)> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(NOOP)
+            .context("program noop missing")?
+            .try_into()?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            repeat,
+            ..TestRunOptions::new()
+        };
+        let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+        Ok((r.return_value, r.duration.as_nanos()))
     }
 
     /// Runs one frame on the device `ifindex` (of the calling thread's

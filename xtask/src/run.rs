@@ -27,12 +27,40 @@ pub fn test(args: TestArgs) -> Result<()> {
 }
 
 pub fn bench(args: BenchArgs) -> Result<()> {
+    // The compiler's criterion benchmarks (only the criterion target:
+    // the libtest harness of the unit tests rejects `--quick`).
     let mut cmd = cargo_with_env();
-    cmd.args(["bench", "--package", "palisade-compiler"]);
+    cmd.args([
+        "bench",
+        "--package",
+        "palisade-compiler",
+        "--bench",
+        "compile",
+    ]);
     if args.quick {
         cmd.args(["--", "--quick"]);
     }
-    status(&mut cmd, "cargo bench")
+    status(&mut cmd, "cargo bench")?;
+
+    // The datapath benchmark in the lab: an optimized load tool (a debug
+    // client would measure itself), against the agent `build::all` made.
+    require_root("the datapath benchmark creates network namespaces and loads eBPF programs")?;
+    let mut build = cargo_with_env();
+    build.args(["build", "--release", "--package", "palisade-bench"]);
+    status(&mut build, "palisade-bench build")?;
+    let root = workspace_root();
+    let mut run = Command::new(root.join("target/release/palisade-bench"));
+    run.current_dir(&root)
+        .arg("--palisade-bin")
+        .arg(root.join("target/debug/palisade"))
+        .arg("--ebpf-object")
+        .arg(ebpf_object())
+        .arg("--out")
+        .arg(root.join("target/bench/report.json"));
+    if args.quick {
+        run.arg("--quick");
+    }
+    status(&mut run, "datapath benchmark")
 }
 
 /// cargo in the workspace, with the paths the tests look for.

@@ -308,7 +308,16 @@ fn daemonset_runs_the_agent_for_its_node() {
     let c = agent_container(spec);
     assert_eq!(
         c.args.as_deref(),
-        Some(&["agent", "--node", "$(NODE_NAME)"].map(String::from)[..])
+        Some(
+            &[
+                "agent",
+                "--node",
+                "$(NODE_NAME)",
+                "--metrics-addr",
+                "0.0.0.0:9090"
+            ]
+            .map(String::from)[..]
+        )
     );
     assert!(c.command.is_none(), "the image's entrypoint is palisade");
     let node = c

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "palisade", version, about = "Kubernetes NetworkPolicy enforcement with eBPF")]
+#[command(
+    name = "palisade",
+    version,
+    about = "Kubernetes NetworkPolicy enforcement with eBPF"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -12,131 +12,26 @@ use palisade_common::{
     INNER_IDENTITY_MAX, PROTO_TCP, SPILL_IDENTITY,
 };
 use palisade_compiler::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
+use palisade_tests::kernel::{add_pod_iface, bpftool, run, tcx_progs, wait_until, NetNs, Scratch};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "pal-{tag}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A network namespace that the current thread enters, and leaves (then
-/// deletes) on drop.
-struct NetNs {
-    name: String,
-    home: OwnedFd,
-}
-
-impl NetNs {
-    fn enter(tag: &str) -> NetNs {
-        let name = unique(tag);
-        let home: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
-            .expect("own netns")
-            .into();
-        run("ip", &["netns", "add", &name]);
-        let guard = NetNs { name, home };
-        let target =
-            std::fs::File::open(format!("/run/netns/{}", guard.name)).expect("open new netns");
-        // SAFETY: setns on this thread with a valid namespace fd.
-        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        run("ip", &["link", "set", "lo", "up"]);
-        guard
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // SAFETY: back to the namespace this thread started in.
-        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A private bpf filesystem: unmounting it drops every pin it holds.
-struct Bpffs {
-    dir: PathBuf,
-}
-
-impl Bpffs {
-    fn mount(tag: &str) -> Bpffs {
-        let dir = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(&dir).unwrap();
-        run("mount", &["-t", "bpf", "bpf", dir.to_str().unwrap()]);
-        Bpffs { dir }
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
-/// A veth pair whose host side routes `ip` (a pod interface, ptp style).
-fn add_pod_iface(host: &str, ip: &str) -> u32 {
-    let peer = format!("{host}p");
-    run(
-        "ip",
-        &["link", "add", host, "type", "veth", "peer", "name", &peer],
-    );
-    run("ip", &["link", "set", host, "up"]);
-    run("ip", &["link", "set", &peer, "up"]);
-    run("ip", &["route", "add", &format!("{ip}/32"), "dev", host]);
-    ifindex(host)
-}
-
-fn ifindex(name: &str) -> u32 {
-    // Not /sys/class/net: sysfs shows the namespace it was mounted in.
-    let v: Value = serde_json::from_str(&run("ip", &["-j", "link", "show", name])).unwrap();
-    v[0]["ifindex"].as_u64().expect("ifindex") as u32
-}
-
-fn bpftool(args: &[&str]) -> Value {
-    let mut all = vec!["-j"];
-    all.extend_from_slice(args);
-    serde_json::from_str(&run("bpftool", &all)).expect("bpftool JSON")
-}
-
+/// The entries of node1's pinned map `map`.
 fn dump(bpffs: &Path, map: &str) -> Vec<Value> {
-    let path = bpffs.join("node1").join(map);
-    let entries = bpftool(&["map", "dump", "pinned", path.to_str().unwrap()])
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    // Maps with BTF come with a "formatted" form that names every field.
-    entries
-        .into_iter()
-        .map(|e| e.get("formatted").cloned().unwrap_or(e))
-        .collect()
+    palisade_tests::kernel::dump(&bpffs.join("node1").join(map))
 }
+
+/// The outer maps of the policy lookups, one per kind of inner map.
+const OUTER_MAPS: [&str; 4] = [
+    "POLICY_IDENTITY",
+    "POLICY_CIDR",
+    "POLICY_PORT",
+    "POLICY_SPILL",
+];
 
 /// The endpoint record of `ifindex` as bpftool prints it (BTF field names).
 fn endpoint_json(bpffs: &Path, ifindex: u32) -> Option<Value> {
@@ -173,19 +68,6 @@ fn map_exists(id: u64) -> bool {
         .args(["map", "show", "id", &id.to_string()])
         .output()
         .is_ok_and(|o| o.status.success())
-}
-
-/// Programs attached by TCX to an interface (ingress, egress). Asked of the
-/// kernel through aya: bpftool 7.1 does not know TCX links yet.
-fn tcx_progs(ifname: &str) -> (usize, usize) {
-    use aya::programs::{SchedClassifier, TcAttachType};
-    let count = |hook| {
-        SchedClassifier::query_tcx(ifname, hook)
-            .expect("query tcx")
-            .1
-            .len()
-    };
-    (count(TcAttachType::Ingress), count(TcAttachType::Egress))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -258,26 +140,19 @@ fn interfaces(node: &CompiledNode) -> iface::Interfaces {
     )
 }
 
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(5);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn datapath_writer_programs_readopts_flips_and_removes() {
     let object = ebpf_object()
         .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
     let _ns = NetNs::enter("dpw");
-    let fs = Bpffs::mount("dpw");
+    let s = Scratch::new("dpw");
+    let bpffs = s.bpffs();
     let a_if = add_pod_iface("pa", "10.77.0.2");
     let b_if = add_pod_iface("pb", "10.77.0.3");
 
     // Load, pin, write.
     let node = compiled(0b1);
-    let mut dp = Datapath::open(object, &fs.dir, "node1").expect("open datapath");
+    let mut dp = Datapath::open(object, &bpffs, "node1").expect("open datapath");
     assert!(!dp.adopted());
     let ifaces = interfaces(&node);
     assert_eq!(ifaces.pods.get("ns/a"), Some(&a_if));
@@ -288,14 +163,14 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     assert!(report.attach_errors.is_empty(), "{report:?}");
 
     // bpftool sees the records with their BTF field names.
-    let ep_a = endpoint_json(&fs.dir, a_if).expect("endpoint of pod a");
+    let ep_a = endpoint_json(&bpffs, a_if).expect("endpoint of pod a");
     assert_eq!(ep_a["flags"].as_u64(), Some(u64::from(EP_ISOLATED_INGRESS)));
     assert_eq!(ep_a["generation"].as_u64(), Some(0));
     assert_eq!(ep_a["ingress"]["any_port"].as_u64(), Some(0b100));
     assert_eq!(ep_a["addrs"][0]["family"].as_u64(), Some(4));
-    let ep_b = endpoint_json(&fs.dir, b_if).expect("endpoint of pod b");
+    let ep_b = endpoint_json(&bpffs, b_if).expect("endpoint of pod b");
     assert_eq!(ep_b["flags"].as_u64(), Some(u64::from(EP_DENY_ALL)));
-    let identities = dump(&fs.dir, "IDENTITIES");
+    let identities = dump(&bpffs, "IDENTITIES");
     assert_eq!(identities.len(), 3, "{identities:?}");
     let mut ids: Vec<u64> = identities
         .iter()
@@ -304,27 +179,22 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     ids.sort();
     assert_eq!(ids, [300, 301, 302]);
     // Only pod a's ingress has inner maps, one of each kind.
-    for outer in [
-        "POLICY_IDENTITY",
-        "POLICY_CIDR",
-        "POLICY_PORT",
-        "POLICY_SPILL",
-    ] {
+    for outer in OUTER_MAPS {
         assert_eq!(
-            inner_ids(&fs.dir, outer).len(),
+            inner_ids(&bpffs, outer).len(),
             1,
             "{outer}: {:?}",
-            dump(&fs.dir, outer)
+            dump(&bpffs, outer)
         );
     }
-    let identity_inner = *inner_ids(&fs.dir, "POLICY_IDENTITY").iter().next().unwrap();
+    let identity_inner = *inner_ids(&bpffs, "POLICY_IDENTITY").iter().next().unwrap();
     let entries = bpftool(&["map", "dump", "id", &identity_inner.to_string()]);
     assert_eq!(entries.as_array().map(Vec::len), Some(1), "{entries}");
     // Both hooks of both interfaces, pinned.
     assert_eq!(tcx_progs("pa"), (1, 1));
     assert_eq!(tcx_progs("pb"), (1, 1));
     for prog in ["pod_ingress", "pod_egress"] {
-        let pin = fs.dir.join("node1/links").join(format!("{a_if}-{prog}"));
+        let pin = bpffs.join("node1/links").join(format!("{a_if}-{prog}"));
         let link = palisade::datapath::sys::tcx_link_info(&pin).expect("pinned link");
         assert_eq!(link.ifindex, a_if, "{link:?}");
     }
@@ -332,7 +202,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     // The loader goes away; enforcement stays; a new one re-adopts.
     drop(dp);
     assert_eq!(tcx_progs("pa"), (1, 1), "links survive the loader");
-    let mut dp = Datapath::open(object, &fs.dir, "node1").expect("re-open datapath");
+    let mut dp = Datapath::open(object, &bpffs, "node1").expect("re-open datapath");
     assert!(dp.adopted());
     assert_eq!(
         dp.attached(),
@@ -351,15 +221,14 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     assert_eq!(report.attached, 0);
     assert_eq!(tcx_progs("pa"), (1, 1), "no double attach");
     assert_eq!(
-        endpoint_json(&fs.dir, a_if).unwrap()["generation"].as_u64(),
+        endpoint_json(&bpffs, a_if).unwrap()["generation"].as_u64(),
         Some(0)
     );
 
     // Outer entries no record points at (an interrupted run) are collected.
     {
         use aya::maps::{HashMap, HashOfMaps, Map, MapData};
-        let outer =
-            MapData::from_pin(fs.dir.join("node1/POLICY_IDENTITY")).expect("open outer map");
+        let outer = MapData::from_pin(bpffs.join("node1/POLICY_IDENTITY")).expect("open outer map");
         let mut outer: HashOfMaps<MapData, PolicyKey, HashMap<MapData, u32, RuleBits>> =
             HashOfMaps::try_from(Map::HashOfMaps(outer)).expect("typed outer map");
         let stray: HashMap<MapData, u32, RuleBits> =
@@ -373,22 +242,17 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
             .insert(key, &stray, 0)
             .expect("insert stray inner map");
     }
-    assert_eq!(inner_ids(&fs.dir, "POLICY_IDENTITY").len(), 2);
+    assert_eq!(inner_ids(&bpffs, "POLICY_IDENTITY").len(), 2);
     let report = dp.program(&node, &ifaces).expect("collect garbage");
     assert_eq!(report.garbage, 1, "{report:?}");
     assert_eq!(report.write.unchanged, 2, "{report:?}");
-    assert_eq!(inner_ids(&fs.dir, "POLICY_IDENTITY").len(), 1);
+    assert_eq!(inner_ids(&bpffs, "POLICY_IDENTITY").len(), 1);
 
     // A policy change flips the generation and frees the old inner maps.
-    let old_inner: BTreeSet<u64> = [
-        "POLICY_IDENTITY",
-        "POLICY_CIDR",
-        "POLICY_PORT",
-        "POLICY_SPILL",
-    ]
-    .iter()
-    .flat_map(|o| inner_ids(&fs.dir, o))
-    .collect();
+    let old_inner: BTreeSet<u64> = OUTER_MAPS
+        .iter()
+        .flat_map(|o| inner_ids(&bpffs, o))
+        .collect();
     let node = compiled(0b11);
     let report = dp.program(&node, &ifaces).expect("program change");
     assert_eq!(
@@ -397,22 +261,21 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         "{report:?}"
     );
     assert_eq!(
-        endpoint_json(&fs.dir, a_if).unwrap()["generation"].as_u64(),
+        endpoint_json(&bpffs, a_if).unwrap()["generation"].as_u64(),
         Some(1)
     );
-    let new_inner: BTreeSet<u64> = [
-        "POLICY_IDENTITY",
-        "POLICY_CIDR",
-        "POLICY_PORT",
-        "POLICY_SPILL",
-    ]
-    .iter()
-    .flat_map(|o| inner_ids(&fs.dir, o))
-    .collect();
+    let new_inner: BTreeSet<u64> = OUTER_MAPS
+        .iter()
+        .flat_map(|o| inner_ids(&bpffs, o))
+        .collect();
     assert_eq!(new_inner.len(), 4);
     assert!(new_inner.is_disjoint(&old_inner));
     for id in &old_inner {
-        wait_until(&format!("inner map {id} to be freed"), || !map_exists(*id));
+        wait_until(
+            &format!("inner map {id} to be freed"),
+            Duration::from_secs(5),
+            || !map_exists(*id),
+        );
     }
 
     // An interface whose pod is unknown is held pending.
@@ -422,7 +285,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let report = dp.program(&node, &ifaces).expect("program pending");
     assert_eq!(report.write.pending, 1);
     assert_eq!(
-        endpoint_json(&fs.dir, c_if).unwrap()["flags"].as_u64(),
+        endpoint_json(&bpffs, c_if).unwrap()["flags"].as_u64(),
         Some(u64::from(EP_PENDING))
     );
     assert_eq!(tcx_progs("pc"), (1, 1));
@@ -435,21 +298,15 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let ifaces = interfaces(&node);
     let report = dp.program(&node, &ifaces).expect("program removal");
     assert_eq!(report.detached, 1, "{report:?}");
-    assert!(endpoint_json(&fs.dir, a_if).is_none());
-    assert!(!fs
-        .dir
+    assert!(endpoint_json(&bpffs, a_if).is_none());
+    assert!(!bpffs
         .join("node1/links")
         .join(format!("{a_if}-pod_ingress"))
         .exists());
-    for outer in [
-        "POLICY_IDENTITY",
-        "POLICY_CIDR",
-        "POLICY_PORT",
-        "POLICY_SPILL",
-    ] {
-        assert!(inner_ids(&fs.dir, outer).is_empty(), "{outer}");
+    for outer in OUTER_MAPS {
+        assert!(inner_ids(&bpffs, outer).is_empty(), "{outer}");
     }
-    assert_eq!(dump(&fs.dir, "IDENTITIES").len(), 2);
+    assert_eq!(dump(&bpffs, "IDENTITIES").len(), 2);
     assert_eq!(
         dp.endpoints(),
         [b_if, c_if].into_iter().collect::<BTreeSet<_>>()
@@ -460,13 +317,14 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
 fn datapath_writer_refuses_pins_of_another_layout() {
     let object = ebpf_object()
         .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
-    let fs = Bpffs::mount("dpl");
-    std::fs::create_dir_all(fs.dir.join("node1")).unwrap();
+    let s = Scratch::new("dpl");
+    let bpffs = s.bpffs();
+    std::fs::create_dir_all(bpffs.join("node1")).unwrap();
     // An ENDPOINTS map as a different version might have left it.
     let old: aya::maps::HashMap<aya::maps::MapData, u32, [u8; 8]> =
         aya::maps::HashMap::create(16, 0).expect("create map");
-    old.pin(fs.dir.join("node1/ENDPOINTS")).expect("pin");
-    let err = match Datapath::open(object, &fs.dir, "node1") {
+    old.pin(bpffs.join("node1/ENDPOINTS")).expect("pin");
+    let err = match Datapath::open(object, &bpffs, "node1") {
         Ok(_) => panic!("an incompatible pinned map must be refused"),
         Err(e) => format!("{e:#}"),
     };

@@ -13,189 +13,30 @@
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use palisade_common::{Endpoint, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
 use palisade_tests::apiserver::{FakeApiServer, Kind};
+use palisade_tests::kernel::{add_pod_iface, rounds, wait_for, Agent, NetNs, Scratch};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "pal-{tag}-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
+/// The agent reading the API server of `kubeconfig` for node1, serving
+/// metrics and probes on `metrics`.
+fn start_agent(s: &Scratch, kubeconfig: &Path, metrics: SocketAddr) -> Agent {
+    let metrics = metrics.to_string();
+    Agent::start(
+        s,
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--metrics-addr",
+            &metrics,
+        ],
+        // The node name comes from the environment, as in a DaemonSet.
+        &[("NODE_NAME", "node1"), ("RUST_LOG", "info")],
     )
-}
-
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn palisade_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PALISADE_BIN") {
-        return PathBuf::from(p);
-    }
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/palisade");
-    assert!(
-        p.is_file(),
-        "no palisade binary at {}: run `cargo build -p palisade-agent` (or set PALISADE_BIN)",
-        p.display()
-    );
-    p
-}
-
-/// A network namespace the current thread enters (processes it spawns and
-/// sockets it opens live inside it), left and deleted on drop.
-struct NetNs {
-    name: String,
-    home: OwnedFd,
-}
-
-impl NetNs {
-    fn enter(tag: &str) -> NetNs {
-        let name = unique(tag);
-        let home: OwnedFd = std::fs::File::open("/proc/thread-self/ns/net")
-            .expect("own netns")
-            .into();
-        run("ip", &["netns", "add", &name]);
-        let guard = NetNs { name, home };
-        let target =
-            std::fs::File::open(format!("/run/netns/{}", guard.name)).expect("open new netns");
-        // SAFETY: setns on this thread with a valid namespace fd.
-        let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        run("ip", &["link", "set", "lo", "up"]);
-        guard
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        // SAFETY: back to the namespace this thread started in.
-        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A scratch directory with a private bpffs below it.
-struct Scratch {
-    dir: PathBuf,
-}
-
-impl Scratch {
-    fn new(tag: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(unique(tag));
-        std::fs::create_dir_all(dir.join("bpf")).unwrap();
-        let s = Scratch { dir };
-        run("mount", &["-t", "bpf", "bpf", s.bpffs().to_str().unwrap()]);
-        s
-    }
-    fn bpffs(&self) -> PathBuf {
-        self.dir.join("bpf")
-    }
-    fn ready(&self) -> PathBuf {
-        self.dir.join("ready")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.bpffs()).status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The agent process; killed on drop if still running.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(s: &Scratch, kubeconfig: &Path, metrics: SocketAddr) -> Agent {
-        let log = s
-            .dir
-            .join(format!("agent-{}.log", SEQ.fetch_add(1, Ordering::Relaxed)));
-        let child = Command::new(palisade_bin())
-            .args(["agent", "--kubeconfig"])
-            .arg(kubeconfig)
-            .args(["--bpffs-root"])
-            .arg(s.bpffs())
-            .args(["--ready-file"])
-            .arg(s.ready())
-            .args(["--metrics-addr", &metrics.to_string(), "--poll-ms", "100"])
-            // The node name comes from the environment, as in a DaemonSet.
-            .env("NODE_NAME", "node1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("start palisade agent");
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-fn rounds(s: &Scratch) -> u64 {
-    std::fs::read_to_string(s.ready())
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Waits (bounded) until `check` holds, with the agent's log on failure.
-fn wait_for(agent: &Agent, what: &str, limit: Duration, mut check: impl FnMut() -> bool) {
-    let end = Instant::now() + limit;
-    while !check() {
-        assert!(
-            Instant::now() < end,
-            "timed out waiting for {what}; agent log:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-fn add_pod_iface(host: &str, ip: &str) -> u32 {
-    let peer = format!("{host}p");
-    run(
-        "ip",
-        &["link", "add", host, "type", "veth", "peer", "name", &peer],
-    );
-    run("ip", &["link", "set", host, "up"]);
-    run("ip", &["link", "set", &peer, "up"]);
-    run("ip", &["route", "add", &format!("{ip}/32"), "dev", host]);
-    let v: Value = serde_json::from_str(&run("ip", &["-j", "link", "show", host])).unwrap();
-    v[0]["ifindex"].as_u64().unwrap() as u32
 }
 
 /// The pinned endpoint records, read with aya (fast enough to poll).
@@ -353,7 +194,7 @@ fn kube_source_watch_outage_and_relist() {
     let s = Scratch::new("kube");
     let api = FakeApiServer::start().expect("fake API server");
     let kubeconfig = api
-        .write_kubeconfig(&s.dir.join("kubeconfig"))
+        .write_kubeconfig(&s.dir().join("kubeconfig"))
         .expect("kubeconfig");
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": "shop", "labels": {"team": "a"}}}))
@@ -366,7 +207,7 @@ fn kube_source_watch_outage_and_relist() {
     let web = add_pod_iface("web0", "10.78.0.2");
     let client = add_pod_iface("cli0", "10.78.0.3");
     let metrics = free_port();
-    let agent = Agent::start(&s, &kubeconfig, metrics);
+    let agent = start_agent(&s, &kubeconfig, metrics);
 
     // The first sync programs the pod's policy and makes the agent ready.
     wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
@@ -543,7 +384,7 @@ fn kube_source_restart_waits_for_first_sync() {
     let s = Scratch::new("kubr");
     let api = FakeApiServer::start().expect("fake API server");
     let kubeconfig = api
-        .write_kubeconfig(&s.dir.join("kubeconfig"))
+        .write_kubeconfig(&s.dir().join("kubeconfig"))
         .expect("kubeconfig");
     api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
     api.apply(pod("client", "client", "node1", "10.78.0.3"))
@@ -551,18 +392,19 @@ fn kube_source_restart_waits_for_first_sync() {
     api.apply(policy("web", "web", true)).unwrap();
     let web = add_pod_iface("web0", "10.78.0.2");
     let metrics = free_port();
-    let mut first = Agent::start(&s, &kubeconfig, metrics);
+    let mut first = start_agent(&s, &kubeconfig, metrics);
     wait_for(&first, "the first round", LIMIT, || rounds(&s) >= 1);
     let programmed = endpoint(&s, web).expect("web programmed");
     assert_eq!(programmed.flags, EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(first.child.id() as i32, libc::SIGTERM) };
-    let st = first.child.wait().unwrap();
+    first.terminate();
+    let st = first
+        .wait(Duration::from_secs(10))
+        .expect("agent exits on SIGTERM");
     assert!(st.success(), "{}", first.log());
 
     api.set_down(true);
     let refused = api.refused();
-    let second = Agent::start(&s, &kubeconfig, metrics);
+    let second = start_agent(&s, &kubeconfig, metrics);
     wait_for(&second, "the agent's health endpoint", LIMIT, || {
         http_get(metrics, "/healthz").is_some_and(|(c, _)| c == 200)
     });

@@ -2,29 +2,11 @@
 //! teardown. Every test builds its own lab (unique namespace names), so
 //! they run concurrently.
 
-use palisade_lab::{Family, Lab, LabSpec, Outcome, ProbePort, Protocol};
+use palisade_lab::{Family, Lab, LabSpec, Outcome, Protocol};
+use palisade_tests::lab::PORTS;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpStream};
 use std::time::Duration;
-
-const PORTS: [ProbePort; 4] = [
-    ProbePort {
-        port: 80,
-        protocol: Protocol::Tcp,
-    },
-    ProbePort {
-        port: 81,
-        protocol: Protocol::Tcp,
-    },
-    ProbePort {
-        port: 80,
-        protocol: Protocol::Udp,
-    },
-    ProbePort {
-        port: 80,
-        protocol: Protocol::Sctp,
-    },
-];
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

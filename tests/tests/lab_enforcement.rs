@@ -9,32 +9,13 @@
 
 use palisade_lab::{
     palisade_bin, write_manifest, AgentOptions, AgentProcess, Family, Lab, LabSpec, MatrixEntry,
-    ProbePort, Protocol,
 };
+use palisade_tests::lab::PORTS;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-const PORTS: [ProbePort; 4] = [
-    ProbePort {
-        port: 80,
-        protocol: Protocol::Tcp,
-    },
-    ProbePort {
-        port: 81,
-        protocol: Protocol::Tcp,
-    },
-    ProbePort {
-        port: 80,
-        protocol: Protocol::Udp,
-    },
-    ProbePort {
-        port: 80,
-        protocol: Protocol::Sctp,
-    },
-];
 
 /// Scenarios also measured over IPv6 (a subset: the matrix is the same
 /// code path, the classifier's IPv6 parsing and CIDR handling are not).

@@ -2,6 +2,7 @@
 
 mod agent;
 mod compile;
+mod inspect;
 mod offline;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +30,12 @@ pub enum Command {
     Matrix(offline::MatrixArgs),
     /// Show the compiled per-pod map contents for a node.
     Compile(compile::CompileArgs),
+    /// Show a pod's policy as pinned in the kernel, and its drift from the
+    /// manifests (exit 1 when they differ).
+    Inspect(inspect::InspectArgs),
+    /// Answer a flow from the pinned maps, beside the offline oracle (exit 1
+    /// when they disagree).
+    Explain(inspect::ExplainArgs),
 }
 
 /// Logs go to stderr (stdout is for results); `RUST_LOG` filters them.
@@ -47,6 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(a) => offline::check(a),
         Command::Matrix(a) => offline::matrix(a),
         Command::Compile(a) => compile::run(a),
+        Command::Inspect(a) => inspect::inspect(a),
+        Command::Explain(a) => inspect::explain(a),
     }
 }
 

@@ -65,7 +65,7 @@ pub enum MatrixOutput {
     Json,
 }
 
-fn parse_family(s: &str) -> Result<Family, String> {
+pub(super) fn parse_family(s: &str) -> Result<Family, String> {
     s.parse::<u8>()
         .ok()
         .and_then(Family::from_number)
@@ -178,15 +178,15 @@ impl std::str::FromStr for PortArg {
 }
 
 /// A resolved `check`: the flow and how to name its ends.
-struct Query {
-    flow: Flow,
-    from: String,
-    to: String,
-    port: String,
+pub(super) struct Query {
+    pub(super) flow: Flow,
+    pub(super) from: String,
+    pub(super) to: String,
+    pub(super) port: String,
 }
 
 impl Query {
-    fn resolve(model: &Model, args: &CheckArgs) -> anyhow::Result<Query> {
+    pub(super) fn resolve(model: &Model, args: &CheckArgs) -> anyhow::Result<Query> {
         let from: Endpoint = args.from.parse()?;
         let to: Endpoint = args.to.parse()?;
         let port: PortArg = args.port.parse()?;
@@ -230,7 +230,7 @@ impl Query {
     }
 
     /// The text answer: the verdict line, then one line per direction.
-    fn explain(&self, model: &Model, verdict: &Verdict) -> String {
+    pub(super) fn explain(&self, model: &Model, verdict: &Verdict) -> String {
         let word = if verdict.allowed() { "ALLOW" } else { "DENY" };
         let mut out = format!("{word} {} -> {} {}\n", self.from, self.to, self.port);
         let sides = [
@@ -283,7 +283,7 @@ impl Query {
     }
 }
 
-fn describe_rule(r: &RuleRef) -> String {
+pub(super) fn describe_rule(r: &RuleRef) -> String {
     let dir = match r.direction {
         Direction::Ingress => "ingress",
         Direction::Egress => "egress",

@@ -12,10 +12,10 @@ use palisade_common::{
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-type IdentityInner = HashMap<MapData, u32, RuleBits>;
-type CidrInner = LpmTrie<MapData, IpKey, RuleBits>;
-type PortInner = LpmTrie<MapData, PortKey, RuleBits>;
-type SpillInner = HashMap<MapData, SpillKey, u8>;
+pub type IdentityInner = HashMap<MapData, u32, RuleBits>;
+pub type CidrInner = LpmTrie<MapData, IpKey, RuleBits>;
+pub type PortInner = LpmTrie<MapData, PortKey, RuleBits>;
+pub type SpillInner = HashMap<MapData, SpillKey, u8>;
 
 /// The node's pinned maps the writer programs.
 pub struct NodeMaps {
@@ -131,44 +131,13 @@ impl NodeMaps {
     /// Reads one pod direction's inner maps; `None` when its identity map
     /// is absent (never written, or a write was interrupted).
     pub fn read_dir(&self, key: PolicyKey) -> Result<Option<DirMaps>> {
-        let ctx = || format!("read policy maps of {key:?}");
-        let identity = match self.policy_identity.get(&key, 0) {
-            Ok(m) => m,
-            Err(e) if is_missing(&e) => return Ok(None),
-            Err(e) => return Err(e).with_context(ctx),
-        };
-        let (cidr, port, spill) = match (
-            self.policy_cidr.get(&key, 0),
-            self.policy_port.get(&key, 0),
-            self.policy_spill.get(&key, 0),
-        ) {
-            (Ok(c), Ok(p), Ok(s)) => (c, p, s),
-            (c, p, s) => {
-                for e in [c.err(), p.err(), s.err()].into_iter().flatten() {
-                    if !is_missing(&e) {
-                        return Err(e).with_context(ctx);
-                    }
-                }
-                return Ok(None);
-            }
-        };
-        let mut out = DirMaps::default();
-        for item in identity.iter() {
-            let (k, v) = item.with_context(ctx)?;
-            out.identities.insert(k, v);
-        }
-        for item in cidr.iter() {
-            let (k, v) = item.with_context(ctx)?;
-            out.cidrs.insert((k.prefix_len(), k.data()), v);
-        }
-        for item in port.iter() {
-            let (k, v) = item.with_context(ctx)?;
-            out.ports.insert((k.prefix_len(), k.data()), v);
-        }
-        for item in spill.keys() {
-            out.spill.insert(item.with_context(ctx)?);
-        }
-        Ok(Some(out))
+        read_dir(
+            &self.policy_identity,
+            &self.policy_cidr,
+            &self.policy_port,
+            &self.policy_spill,
+            key,
+        )
     }
 
     /// Builds the four inner maps of one pod direction and links them into
@@ -281,4 +250,49 @@ pub fn dir_keys(ifindex: u32, generation: u32) -> [PolicyKey; 2] {
             direction: DIR_EGRESS,
         },
     ]
+}
+
+/// Reads one pod direction's inner maps; `None` when its identity map
+/// is absent (never written, or a write was interrupted).
+pub fn read_dir(
+    identity: &HashOfMaps<MapData, PolicyKey, IdentityInner>,
+    cidr: &HashOfMaps<MapData, PolicyKey, CidrInner>,
+    port: &HashOfMaps<MapData, PolicyKey, PortInner>,
+    spill: &HashOfMaps<MapData, PolicyKey, SpillInner>,
+    key: PolicyKey,
+) -> Result<Option<DirMaps>> {
+    let ctx = || format!("read policy maps of {key:?}");
+    let identity = match identity.get(&key, 0) {
+        Ok(m) => m,
+        Err(e) if is_missing(&e) => return Ok(None),
+        Err(e) => return Err(e).with_context(ctx),
+    };
+    let (cidr, port, spill) = match (cidr.get(&key, 0), port.get(&key, 0), spill.get(&key, 0)) {
+        (Ok(c), Ok(p), Ok(s)) => (c, p, s),
+        (c, p, s) => {
+            for e in [c.err(), p.err(), s.err()].into_iter().flatten() {
+                if !is_missing(&e) {
+                    return Err(e).with_context(ctx);
+                }
+            }
+            return Ok(None);
+        }
+    };
+    let mut out = DirMaps::default();
+    for item in identity.iter() {
+        let (k, v) = item.with_context(ctx)?;
+        out.identities.insert(k, v);
+    }
+    for item in cidr.iter() {
+        let (k, v) = item.with_context(ctx)?;
+        out.cidrs.insert((k.prefix_len(), k.data()), v);
+    }
+    for item in port.iter() {
+        let (k, v) = item.with_context(ctx)?;
+        out.ports.insert((k.prefix_len(), k.data()), v);
+    }
+    for item in spill.keys() {
+        out.spill.insert(item.with_context(ctx)?);
+    }
+    Ok(Some(out))
 }

@@ -10,6 +10,7 @@ pub mod encode;
 pub mod iface;
 pub mod load;
 pub mod maps;
+pub mod readback;
 pub mod sys;
 pub mod watch;
 pub mod writer;

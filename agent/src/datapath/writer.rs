@@ -89,7 +89,7 @@ pub struct WriteReport {
 }
 
 /// Keys whose maps the classifier may read for this record.
-fn live_keys(ifindex: u32, ep: &Endpoint) -> Vec<PolicyKey> {
+pub fn live_keys(ifindex: u32, ep: &Endpoint) -> Vec<PolicyKey> {
     if ep.flags & (EP_PENDING | EP_DENY_ALL) != 0 {
         return Vec::new();
     }

@@ -1,0 +1,824 @@
+//! `palisade inspect` and `palisade explain`: what the kernel enforces, read
+//! back from the pinned maps and told in policy terms.
+//!
+//! The kernel holds numbers (identities, bits, prefixes). The names come
+//! from compiling the manifests the way the agent does (identity numbers
+//! taken over from the pinned trie, so they line up), and the same compile
+//! is the reference the pinned contents are compared with: any difference
+//! is drift, i.e. what the agent would rewrite on its next round.
+
+use super::offline::{self, CheckArgs, CheckOutput, Query};
+use super::ManifestArgs;
+use crate::datapath::encode::{self, Lpm};
+use crate::datapath::iface::{self, HostRoute, Interfaces};
+use crate::datapath::load::DEFAULT_BPFFS_ROOT;
+use crate::datapath::readback::{self, PinnedEndpoint, PinnedNode};
+use anyhow::{Context, Result};
+use ipnetwork::IpNetwork;
+use palisade_common::{
+    IpKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
+    IDENTITY_HOST, IDENTITY_WORLD, RULE_BITS, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
+};
+use palisade_compiler::{
+    lookup, CompiledDirection, CompiledNode, CompiledPod, IdentityAllocator, IdentityKey,
+    LookupVerdict, PortPrefix,
+};
+use palisade_policy::{evaluate, DirVerdict, Direction, Family, Model, Protocol};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::{Display, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InspectOutput {
+    /// A readable listing, then the drift.
+    #[default]
+    Text,
+    /// One JSON document with the same contents.
+    Json,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct InspectArgs {
+    /// The pod: NAMESPACE/POD.
+    pub pod: String,
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// The node whose pins are read (the agent's --node).
+    #[arg(long)]
+    pub node: String,
+    /// The agent's --bpffs-root.
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    pub bpffs_root: PathBuf,
+    #[arg(long, value_enum, default_value_t)]
+    pub output: InspectOutput,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// The node whose pins are read (the agent's --node).
+    #[arg(long)]
+    pub node: String,
+    /// The agent's --bpffs-root.
+    #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
+    pub bpffs_root: PathBuf,
+    /// Source: NAMESPACE/POD or an IP address.
+    #[arg(long)]
+    pub from: String,
+    /// Destination: NAMESPACE/POD or an IP address.
+    #[arg(long)]
+    pub to: String,
+    /// PORT/PROTOCOL (TCP, UDP or SCTP; a bare PORT is TCP), or ICMP.
+    #[arg(long)]
+    pub port: String,
+    /// Address family used for pods given by name (4 or 6).
+    #[arg(long, value_parser = offline::parse_family)]
+    pub family: Option<Family>,
+}
+
+/// The manifests compiled as the agent compiles them, next to the pins.
+struct Node {
+    name: String,
+    model: Model,
+    alloc: IdentityAllocator,
+    /// What the compiler produces now.
+    compiled: CompiledNode,
+    routes: BTreeMap<IpAddr, HostRoute>,
+    ifaces: Interfaces,
+    pinned: PinnedNode,
+    pinned_ids: BTreeMap<Lpm<IpKey>, u32>,
+}
+
+impl Node {
+    fn open(manifests: &ManifestArgs, node: &str, bpffs_root: &Path) -> Result<(Node, bool)> {
+        let (model, failed) = offline::load(manifests);
+        let pinned = PinnedNode::open(bpffs_root, node)?;
+        let pinned_ids = pinned.identities()?;
+        let mut alloc = IdentityAllocator::new();
+        seed(&mut alloc, &model, &pinned_ids);
+        let compiled = palisade_compiler::compile(&model, node, &mut alloc);
+        let routes = iface::host_routes()?;
+        let ifaces = iface::match_pods(
+            &routes,
+            compiled
+                .pods
+                .iter()
+                .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+        );
+        Ok((
+            Node {
+                name: node.to_string(),
+                model,
+                alloc,
+                compiled,
+                routes,
+                ifaces,
+                pinned,
+                pinned_ids,
+            },
+            failed,
+        ))
+    }
+
+    fn ifname(&self, ifindex: u32) -> Option<&str> {
+        self.routes
+            .values()
+            .find(|r| r.ifindex == ifindex)
+            .map(|r| r.ifname.as_str())
+    }
+
+    /// The node's identity trie as the lookup model wants it (host entries).
+    fn pinned_host_ids(&self) -> BTreeMap<IpAddr, u32> {
+        self.pinned_ids
+            .iter()
+            .filter_map(|(k, id)| encode::host_ip(*k).map(|ip| (ip, *id)))
+            .collect()
+    }
+
+    /// A local pod's pinned state with the rule names of the current
+    /// compile; `None` when it has no interface or no endpoint record.
+    fn pinned_pod(&self, key: &str) -> Result<Option<(PinnedEndpoint, CompiledPod)>> {
+        let (Some(ifindex), Some(fresh)) = (self.ifaces.pods.get(key), self.compiled.pods.get(key))
+        else {
+            return Ok(None);
+        };
+        let Some(ep) = self.pinned.endpoint(*ifindex)? else {
+            return Ok(None);
+        };
+        let mut pod = readback::decode_pod(&fresh.namespace, &fresh.name, &ep)?;
+        name_groups(&mut pod.ingress, &fresh.ingress);
+        name_groups(&mut pod.egress, &fresh.egress);
+        Ok(Some((ep, pod)))
+    }
+
+    /// The pinned state as a compiled node, for the lookup model.
+    fn pinned_node(&self) -> Result<CompiledNode> {
+        let mut node = CompiledNode {
+            identities: self.pinned_host_ids(),
+            pods: BTreeMap::new(),
+        };
+        for key in self.ifaces.pods.keys() {
+            if let Some((_, pod)) = self.pinned_pod(key)? {
+                node.pods.insert(key.clone(), pod);
+            }
+        }
+        Ok(node)
+    }
+
+    fn identity_name(&self, id: u32) -> String {
+        match id {
+            IDENTITY_HOST => "host".to_string(),
+            IDENTITY_WORLD => "world".to_string(),
+            _ => match self.alloc.key(id) {
+                Some(k) => format!("{} {}", k.namespace, labels_text(&k.labels)),
+                None => "unknown (no pod of the manifests has it)".to_string(),
+            },
+        }
+    }
+}
+
+/// Hands the allocator the numbers the pinned trie gives the model's pods
+/// (as the agent does when it starts), so both sides number alike.
+fn seed(alloc: &mut IdentityAllocator, model: &Model, pinned: &BTreeMap<Lpm<IpKey>, u32>) {
+    let by_ip: BTreeMap<IpAddr, u32> = pinned
+        .iter()
+        .filter_map(|(k, id)| encode::host_ip(*k).map(|ip| (ip, *id)))
+        .collect();
+    for pod in &model.pods {
+        let Some(id) = pod.ips.iter().find_map(|ip| by_ip.get(ip)) else {
+            continue;
+        };
+        let key = IdentityKey {
+            namespace: pod.namespace.clone(),
+            labels: pod.labels.clone(),
+        };
+        if alloc.get(&key).is_none() {
+            alloc.seed(&key, *id);
+        }
+    }
+}
+
+/// The kernel keeps no names: the groups (and the spilled groups behind
+/// classes and spill keys) are those of the current compile.
+fn name_groups(pinned: &mut CompiledDirection, fresh: &CompiledDirection) {
+    pinned.groups = fresh.groups.clone();
+    pinned.classes = fresh.classes.clone();
+    pinned.spill_groups = fresh
+        .spill_groups
+        .iter()
+        .filter(|(k, _)| pinned.spill.contains(k))
+        .map(|(k, g)| (*k, *g))
+        .collect();
+}
+
+fn labels_text(labels: &palisade_policy::Labels) -> String {
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+fn groups_of(bits: u64) -> Vec<u32> {
+    (0..64).filter(|b| bits & (1u64 << b) != 0).collect()
+}
+
+fn bits_text(v: &RuleBits) -> String {
+    let mut s = format!("groups {:?}", groups_of(v.bits));
+    if v.class != 0 {
+        let _ = write!(s, " class {}", v.class);
+    }
+    s
+}
+
+fn proto_name(proto: u8) -> String {
+    Protocol::from_number(proto).map_or_else(|| proto.to_string(), |p| p.name().to_string())
+}
+
+fn port_text(p: &PortPrefix) -> String {
+    let size = 1u32 << (16 - u32::from(p.len.min(16)));
+    let last = (u32::from(p.port) + size - 1) as u16;
+    if p.len == 0 {
+        format!("{} any port", proto_name(p.proto))
+    } else if size == 1 {
+        format!("{} {}", proto_name(p.proto), p.port)
+    } else {
+        format!("{} {}-{}", proto_name(p.proto), p.port, last)
+    }
+}
+
+fn spill_text(node: &Node, k: &SpillKey) -> String {
+    let peer = match k.kind {
+        SPILL_ANY_PEER => "any peer".to_string(),
+        SPILL_IDENTITY => format!("identity {} ({})", k.peer, node.identity_name(k.peer)),
+        SPILL_CIDR_CLASS => format!("CIDR class {}", k.peer),
+        other => format!("kind {other} peer {}", k.peer),
+    };
+    format!("{peer}, port class {}", k.port_class)
+}
+
+fn dir_name(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    }
+}
+
+fn rule_names(g: &palisade_compiler::RuleGroup) -> String {
+    g.rules
+        .iter()
+        .map(offline::describe_rule)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn flag_names(flags: u32) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for (bit, name) in [
+        (EP_ISOLATED_INGRESS, "isolated-ingress"),
+        (EP_ISOLATED_EGRESS, "isolated-egress"),
+        (EP_PENDING, "pending"),
+        (EP_DENY_ALL, "deny-all"),
+    ] {
+        if flags & bit != 0 {
+            out.push(name);
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------- drift
+
+/// Differences between two keyed tables, one line each.
+fn diff_map<K: Ord, V: PartialEq>(
+    what: &str,
+    pinned: &BTreeMap<K, V>,
+    want: &BTreeMap<K, V>,
+    key: impl Fn(&K) -> String,
+    val: impl Fn(&V) -> String,
+    out: &mut Vec<String>,
+) {
+    let keys: BTreeSet<&K> = pinned.keys().chain(want.keys()).collect();
+    for k in keys {
+        let (p, w) = (pinned.get(k), want.get(k));
+        if p != w {
+            let show = |v: Option<&V>| v.map_or_else(|| "absent".to_string(), &val);
+            out.push(format!(
+                "{what} {}: pinned {}, compiled {}",
+                key(k),
+                show(p),
+                show(w)
+            ));
+        }
+    }
+}
+
+fn diff_dir(
+    node: &Node,
+    dir: Direction,
+    pinned: &CompiledDirection,
+    want: &CompiledDirection,
+    out: &mut Vec<String>,
+) {
+    let d = dir_name(dir);
+    if pinned.isolated != want.isolated {
+        let word = |i: bool| if i { "isolated" } else { "not isolated" };
+        out.push(format!(
+            "{d}: pinned {}, compiled {}",
+            word(pinned.isolated),
+            word(want.isolated)
+        ));
+        return;
+    }
+    if !want.isolated {
+        return;
+    }
+    let mut scalar = |name: &str, p: String, w: String| {
+        if p != w {
+            out.push(format!("{d} {name}: pinned {p}, compiled {w}"));
+        }
+    };
+    scalar(
+        "any-peer",
+        format!("groups {:?}", groups_of(pinned.any_peer)),
+        format!("groups {:?}", groups_of(want.any_peer)),
+    );
+    scalar(
+        "any-port",
+        format!("groups {:?}", groups_of(pinned.any_port)),
+        format!("groups {:?}", groups_of(want.any_port)),
+    );
+    scalar(
+        "any-port class",
+        pinned.any_port_class.to_string(),
+        want.any_port_class.to_string(),
+    );
+    scalar(
+        "spill any-peer",
+        pinned.spill_any_peer.to_string(),
+        want.spill_any_peer.to_string(),
+    );
+    diff_map(
+        &format!("{d} identity"),
+        &pinned.identities,
+        &want.identities,
+        |id| format!("{id} ({})", node.identity_name(*id)),
+        bits_text,
+        out,
+    );
+    diff_map(
+        &format!("{d} CIDR"),
+        &pinned.cidrs,
+        &want.cidrs,
+        IpNetwork::to_string,
+        bits_text,
+        out,
+    );
+    diff_map(
+        &format!("{d} port"),
+        &pinned.ports,
+        &want.ports,
+        port_text,
+        bits_text,
+        out,
+    );
+    for k in pinned.spill.symmetric_difference(&want.spill) {
+        let side = if pinned.spill.contains(k) {
+            "pinned only"
+        } else {
+            "compiled only"
+        };
+        out.push(format!("{d} spill {}: {side}", spill_text(node, k)));
+    }
+}
+
+/// Everything that differs between the pins and the current compile for
+/// one pod (and the node's identity trie, which its lookups use).
+fn drift(node: &Node, key: &str, pinned: Option<&CompiledPod>) -> Vec<String> {
+    let mut out = Vec::new();
+    let want = &node.compiled.pods[key];
+    match pinned {
+        None => out.push("no endpoint record: the pod is not programmed".to_string()),
+        Some(p) => {
+            let state = |pod: &CompiledPod| pod.error.is_some();
+            if state(p) != state(want) {
+                out.push(format!(
+                    "endpoint: pinned {}, compiled {}",
+                    p.error.as_deref().unwrap_or("programmed"),
+                    want.error.as_deref().unwrap_or("programmed")
+                ));
+            }
+            if p.ips != want.ips {
+                out.push(format!(
+                    "addresses: pinned {:?}, compiled {:?}",
+                    p.ips, want.ips
+                ));
+            }
+            if p.error.is_none() && want.error.is_none() {
+                diff_dir(
+                    node,
+                    Direction::Ingress,
+                    &p.ingress,
+                    &want.ingress,
+                    &mut out,
+                );
+                diff_dir(node, Direction::Egress, &p.egress, &want.egress, &mut out);
+            }
+        }
+    }
+    let want_ids: BTreeMap<Lpm<IpKey>, u32> = node
+        .compiled
+        .identities
+        .iter()
+        .map(|(ip, id)| (encode::host_key(*ip), *id))
+        .collect();
+    diff_map(
+        "identity trie",
+        &node.pinned_ids,
+        &want_ids,
+        |k| match readback::key_ip(&k.1) {
+            Some(ip) if encode::host_ip(*k).is_some() => ip.to_string(),
+            _ => format!("prefix {}/{} (family {})", hex(&k.1.addr), k.0, k.1.family),
+        },
+        |id| format!("{id} ({})", node.identity_name(*id)),
+        &mut out,
+    );
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------- inspect
+
+fn dir_text(node: &Node, dir: Direction, d: &CompiledDirection, out: &mut String) {
+    let name = dir_name(dir);
+    if !d.isolated {
+        let _ = writeln!(out, "{name}: not isolated (everything allowed)");
+        return;
+    }
+    let _ = writeln!(out, "{name}: isolated");
+    let _ = writeln!(out, "  rule groups (names from the manifests):");
+    if d.groups.is_empty() {
+        let _ = writeln!(out, "    none: everything denied");
+    }
+    for (i, g) in d.groups.iter().enumerate() {
+        let slot = if i < RULE_BITS as usize {
+            format!("bit {i}")
+        } else {
+            format!("spilled group {i}")
+        };
+        let _ = writeln!(out, "    {slot}: {}", rule_names(g));
+    }
+    let _ = writeln!(out, "  any peer: groups {:?}", groups_of(d.any_peer));
+    let _ = writeln!(out, "  any port: groups {:?}", groups_of(d.any_port));
+    if d.any_port_class != 0 || d.spill_any_peer {
+        let _ = writeln!(
+            out,
+            "  spilled: any-port class {}, any-peer {}",
+            d.any_port_class, d.spill_any_peer
+        );
+    }
+    let _ = writeln!(out, "  identities ({}):", d.identities.len());
+    for (id, v) in &d.identities {
+        let _ = writeln!(
+            out,
+            "    {id} {}: {}",
+            node.identity_name(*id),
+            bits_text(v)
+        );
+    }
+    let _ = writeln!(out, "  CIDRs ({}):", d.cidrs.len());
+    for (net, v) in &d.cidrs {
+        let _ = writeln!(out, "    {net}: {}", bits_text(v));
+    }
+    let _ = writeln!(out, "  ports ({}):", d.ports.len());
+    for (p, v) in &d.ports {
+        let _ = writeln!(out, "    {}: {}", port_text(p), bits_text(v));
+    }
+    let _ = writeln!(out, "  spill entries ({}):", d.spill.len());
+    for k in &d.spill {
+        let group = d
+            .spill_groups
+            .get(k)
+            .map_or_else(String::new, |g| format!(" (group {g})"));
+        let _ = writeln!(out, "    {}{group}", spill_text(node, k));
+    }
+}
+
+fn dir_json(node: &Node, d: &CompiledDirection) -> Value {
+    if !d.isolated {
+        return json!({ "isolated": false });
+    }
+    let bits = |v: &RuleBits| json!({ "groups": groups_of(v.bits), "class": v.class });
+    json!({
+        "isolated": true,
+        "groups": d.groups.iter().enumerate().map(|(i, g)| json!({
+            "index": i,
+            "bit": (i < RULE_BITS as usize).then_some(i),
+            "rules": g.rules,
+        })).collect::<Vec<_>>(),
+        "any_peer": groups_of(d.any_peer),
+        "any_port": groups_of(d.any_port),
+        "any_port_class": d.any_port_class,
+        "spill_any_peer": d.spill_any_peer,
+        "identities": d.identities.iter().map(|(id, v)| {
+            let mut e = bits(v);
+            e["identity"] = json!(id);
+            if let Some(k) = node.alloc.key(*id) {
+                e["namespace"] = json!(k.namespace);
+                e["labels"] = json!(k.labels);
+            }
+            e
+        }).collect::<Vec<_>>(),
+        "cidrs": d.cidrs.iter().map(|(net, v)| {
+            let mut e = bits(v);
+            e["cidr"] = json!(net.to_string());
+            e
+        }).collect::<Vec<_>>(),
+        "ports": d.ports.iter().map(|(p, v)| {
+            let mut e = bits(v);
+            e["protocol"] = json!(proto_name(p.proto));
+            e["port"] = json!(p.port);
+            e["len"] = json!(p.len);
+            e
+        }).collect::<Vec<_>>(),
+        "spill": d.spill.iter().map(|k| json!({
+            "kind": k.kind,
+            "peer": k.peer,
+            "port_class": k.port_class,
+            "group": d.spill_groups.get(k),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `NAMESPACE/POD`, checked.
+fn pod_key(s: &str) -> Result<String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(s.to_string())
+        }
+        _ => anyhow::bail!("{s:?}: expected NAMESPACE/POD"),
+    }
+}
+
+pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
+    let key = pod_key(&args.pod)?;
+    let (node, failed) = Node::open(&args.manifests, &args.node, &args.bpffs_root)?;
+    if !node.compiled.pods.contains_key(&key) {
+        anyhow::bail!(
+            "pod {key} is not a running pod with an address on node {:?} in the manifests",
+            node.name
+        );
+    }
+    let ifindex = *node.ifaces.pods.get(&key).with_context(|| {
+        format!(
+            "pod {key}: no host route to its addresses {:?} in this network namespace: no interface to inspect",
+            node.compiled.pods[&key].ips
+        )
+    })?;
+    let pinned = node.pinned_pod(&key)?;
+    let drifts = drift(&node, &key, pinned.as_ref().map(|(_, p)| p));
+    let ifname = node.ifname(ifindex).unwrap_or("?");
+    match args.output {
+        InspectOutput::Json => {
+            let doc = json!({
+                "pod": key,
+                "node": node.name,
+                "ifindex": ifindex,
+                "ifname": ifname,
+                "endpoint": pinned.as_ref().map(|(ep, pod)| json!({
+                    "flags": flag_names(ep.endpoint.flags),
+                    "generation": ep.endpoint.generation,
+                    "addresses": pod.ips,
+                    "ingress": dir_json(&node, &pod.ingress),
+                    "egress": dir_json(&node, &pod.egress),
+                })),
+                "drift": drifts,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        InspectOutput::Text => {
+            let mut out = format!(
+                "pod {key} on node {}: interface {ifname} (ifindex {ifindex})\n",
+                node.name
+            );
+            match &pinned {
+                None => out.push_str("no endpoint record pinned for this interface\n"),
+                Some((ep, pod)) => {
+                    let flags = flag_names(ep.endpoint.flags);
+                    let _ = writeln!(
+                        out,
+                        "endpoint: flags [{}], generation {}, addresses {}",
+                        flags.join(", "),
+                        ep.endpoint.generation,
+                        list(&pod.ips)
+                    );
+                    if let Some(e) = &pod.error {
+                        let _ = writeln!(out, "{e}: all traffic denied");
+                    } else {
+                        dir_text(&node, Direction::Ingress, &pod.ingress, &mut out);
+                        dir_text(&node, Direction::Egress, &pod.egress, &mut out);
+                    }
+                }
+            }
+            if drifts.is_empty() {
+                out.push_str("drift: none (the pinned maps match the manifests)\n");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "drift: {} difference(s) between the pinned maps and the manifests:",
+                    drifts.len()
+                );
+                for d in &drifts {
+                    let _ = writeln!(out, "  {d}");
+                }
+            }
+            print!("{out}");
+        }
+    }
+    Ok(if !drifts.is_empty() || failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn list<T: Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(T::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+// ---------------------------------------------------------------- explain
+
+fn kernel_line(node: &Node, dir: Direction, addr: IpAddr, v: &LookupVerdict) -> String {
+    let d = dir_name(dir);
+    let local = node
+        .compiled
+        .pods
+        .iter()
+        .find(|(_, p)| p.ips.contains(&addr))
+        .map(|(k, _)| k.as_str());
+    let Some(pod) = local else {
+        return format!(
+            "{d}: {addr} is no pod of node {}: not checked here",
+            node.name
+        );
+    };
+    match v {
+        LookupVerdict::NotIsolated => {
+            format!("{d} of {pod}: not isolated (or not programmed): allowed")
+        }
+        LookupVerdict::Denied => format!("{d} of {pod}: denied by the pinned maps"),
+        LookupVerdict::Allowed { group, rules } => {
+            let names = if rules.is_empty() {
+                "rules unknown to the manifests".to_string()
+            } else {
+                rules
+                    .iter()
+                    .map(offline::describe_rule)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!("{d} of {pod}: allowed by rule group {group}: {names}")
+        }
+    }
+}
+
+pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
+    let (node, failed) = Node::open(&args.manifests, &args.node, &args.bpffs_root)?;
+    let check = CheckArgs {
+        manifests: args.manifests.clone(),
+        from: args.from.clone(),
+        to: args.to.clone(),
+        port: args.port.clone(),
+        family: args.family,
+        output: CheckOutput::Text,
+    };
+    let query = Query::resolve(&node.model, &check)?;
+    let pinned = node.pinned_node()?;
+    let kernel = lookup::check(&pinned, &query.flow);
+    let oracle = evaluate(&node.model, &query.flow);
+
+    // Only the checks of this node's pods run here: compare those.
+    let is_local = |addr: IpAddr| node.compiled.pods.values().any(|p| p.ips.contains(&addr));
+    let mut disagree = Vec::new();
+    let mut kernel_allows = true;
+    for (dir, addr, k, o) in [
+        (
+            Direction::Egress,
+            query.flow.src,
+            &kernel.egress,
+            &oracle.egress,
+        ),
+        (
+            Direction::Ingress,
+            query.flow.dst,
+            &kernel.ingress,
+            &oracle.ingress,
+        ),
+    ] {
+        if !is_local(addr) {
+            continue;
+        }
+        kernel_allows &= k.allows();
+        if k.allows() != o.allows() {
+            disagree.push(format!(
+                "{}: pinned maps {}, oracle {}",
+                dir_name(dir),
+                word(k.allows()),
+                word(matches!(
+                    o,
+                    DirVerdict::NotIsolated | DirVerdict::Allowed(_)
+                ))
+            ));
+        }
+    }
+    let mut out = format!(
+        "kernel (pinned maps of node {}): {} {} -> {} {}\n",
+        node.name,
+        word(kernel_allows),
+        query.from,
+        query.to,
+        query.port
+    );
+    for (dir, addr, v) in [
+        (Direction::Egress, query.flow.src, &kernel.egress),
+        (Direction::Ingress, query.flow.dst, &kernel.ingress),
+    ] {
+        let _ = writeln!(out, "  {}", kernel_line(&node, dir, addr, v));
+    }
+    let _ = write!(
+        out,
+        "oracle (palisade check): {}",
+        query.explain(&node.model, &oracle)
+    );
+    if disagree.is_empty() {
+        out.push_str("agree: the pinned maps decide this node's checks as the oracle does\n");
+    } else {
+        out.push_str("DISAGREE: the pinned maps and the oracle differ on this node's checks:\n");
+        for d in &disagree {
+            let _ = writeln!(out, "  {d}");
+        }
+    }
+    print!("{out}");
+    Ok(if !disagree.is_empty() || failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn word(allowed: bool) -> &'static str {
+    if allowed {
+        "ALLOW"
+    } else {
+        "DENY"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_prefixes_read_as_ranges() {
+        let p = |port, len| PortPrefix {
+            proto: palisade_common::PROTO_TCP,
+            port,
+            len,
+        };
+        assert_eq!(port_text(&p(80, 16)), "TCP 80");
+        assert_eq!(port_text(&p(8080, 13)), "TCP 8080-8087");
+        assert_eq!(port_text(&p(0, 0)), "TCP any port");
+    }
+
+    #[test]
+    fn tables_diff_by_key() {
+        let a: BTreeMap<u32, u32> = [(1, 1), (2, 2)].into_iter().collect();
+        let b: BTreeMap<u32, u32> = [(2, 3), (4, 4)].into_iter().collect();
+        let mut out = Vec::new();
+        diff_map("x", &a, &b, u32::to_string, u32::to_string, &mut out);
+        assert_eq!(
+            out,
+            vec![
+                "x 1: pinned 1, compiled absent",
+                "x 2: pinned 2, compiled 3",
+                "x 4: pinned absent, compiled 4"
+            ]
+        );
+    }
+
+    #[test]
+    fn pod_keys_are_checked() {
+        assert_eq!(pod_key("ns/a").unwrap(), "ns/a");
+        for bad in ["a", "/a", "ns/", "ns/a/b"] {
+            assert!(pod_key(bad).is_err(), "{bad}");
+        }
+    }
+}

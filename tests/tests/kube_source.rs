@@ -3,7 +3,9 @@
 //! programmed from the API; policy changes, deletions and re-creations and
 //! pod additions and deletions are enforced; the API going down leaves enforcement and readiness alone and
 //! its return is caught up; 410 Gone makes the watchers list again without
-//! the pod's record ever losing its isolation; /metrics is well formed.
+//! the pod's record ever losing its isolation; /metrics is well formed and
+//! times changes and pending interfaces; an invalid policy gets one
+//! Kubernetes Event per distinct problem while valid ones are enforced.
 //!
 //! Runs the `palisade` binary (`$PALISADE_BIN`, else `target/debug/palisade`:
 //! `cargo build -p palisade-agent` first) inside a network namespace of its
@@ -231,13 +233,18 @@ fn kube_source_watch_outage_and_relist() {
         );
     }
 
-    // A policy change through the API is enforced: the generation flips.
+    // A policy change through the API is enforced: the generation flips,
+    // and the time from its event to its round is observed.
+    let enforced_before = metric(metrics, "palisade_time_to_enforce_seconds_count");
     let generation = endpoint(&s, web).unwrap().generation;
     api.apply(policy("web", "web", true)).unwrap();
     wait_for(&agent, "the egress policy", LIMIT, || {
         flags(&s, web) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
     });
     assert_eq!(endpoint(&s, web).unwrap().generation, generation ^ 1);
+    wait_for(&agent, "the change's time to enforce", LIMIT, || {
+        metric(metrics, "palisade_time_to_enforce_seconds_count") > enforced_before
+    });
 
     // Deleted: the pod is open again. Re-created: isolated again.
     api.delete(Kind::NetworkPolicy, "shop", "web").unwrap();
@@ -255,10 +262,22 @@ fn kube_source_watch_outage_and_relist() {
     wait_for(&agent, "the unknown interface held pending", LIMIT, || {
         flags(&s, late) == Some(EP_PENDING)
     });
+    let windows_before = metric(metrics, "palisade_pending_window_seconds_count");
     api.apply(pod("late", "web", "node1", "10.78.0.9")).unwrap();
     wait_for(&agent, "the late pod's policy", LIMIT, || {
         flags(&s, late) == Some(EP_ISOLATED_INGRESS)
     });
+    // The round that programmed the policy ended the pending window (the
+    // record is written before the round's end is observed).
+    wait_for(&agent, "the pending window", LIMIT, || {
+        metric(metrics, "palisade_pending_window_seconds_count") >= windows_before + 1.0
+    });
+    assert_eq!(
+        metric(metrics, "palisade_pending_window_seconds_count"),
+        windows_before + 1.0,
+        "one interface was held pending"
+    );
+    assert!(metric(metrics, "palisade_pending_window_seconds_sum") > 0.0);
     api.delete(Kind::Pod, "shop", "late").unwrap();
     wait_for(
         &agent,
@@ -431,4 +450,111 @@ fn kube_source_restart_waits_for_first_sync() {
         "same record, same generation"
     );
     assert!(second.log().contains("flipped=0"), "{}", second.log());
+}
+
+/// A NetworkPolicy with an ipBlock whose ipBlock cidr is not a CIDR.
+fn bad_cidr_policy(name: &str, app: &str, uid: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": "shop", "uid": uid},
+        "spec": {
+            "podSelector": {"matchLabels": {"app": app}},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"ipBlock": {"cidr": "10.0.0.300/8"}}]}],
+        },
+    })
+}
+
+/// The Events the agent wrote about a policy.
+fn events_on(api: &FakeApiServer, name: &str) -> Vec<Value> {
+    api.events()
+        .into_iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .collect()
+}
+
+/// An invalid policy gets exactly one Warning Event naming the field, not
+/// one per round; a second distinct problem gets its own; the valid
+/// policies are enforced meanwhile.
+#[test]
+fn kube_source_invalid_policy_event() {
+    let _ns = NetNs::enter("kubev");
+    let s = Scratch::new("kubev");
+    let api = FakeApiServer::start().expect("fake API server");
+    let kubeconfig = api
+        .write_kubeconfig(&s.dir().join("kubeconfig"))
+        .expect("kubeconfig");
+    api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
+    api.apply(pod("client", "client", "node1", "10.78.0.3"))
+        .unwrap();
+    api.apply(policy("web", "web", false)).unwrap();
+    api.apply(bad_cidr_policy("bad", "client", "uid-bad"))
+        .unwrap();
+    let web = add_pod_iface("web0", "10.78.0.2");
+    let client = add_pod_iface("cli0", "10.78.0.3");
+    let metrics = free_port();
+    let agent = start_agent(&s, &kubeconfig, metrics);
+
+    wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS), "valid policy");
+    assert_eq!(
+        flags(&s, client),
+        Some(0),
+        "the invalid policy isolates nothing"
+    );
+    wait_for(&agent, "the invalid policy's event", LIMIT, || {
+        !events_on(&api, "bad").is_empty()
+    });
+    let event = &events_on(&api, "bad")[0];
+    assert_eq!(event["type"], "Warning", "{event:#}");
+    assert_eq!(event["reason"], "InvalidPolicy", "{event:#}");
+    assert_eq!(event["metadata"]["namespace"], "shop", "{event:#}");
+    let regarding = &event["regarding"];
+    assert_eq!(regarding["kind"], "NetworkPolicy", "{event:#}");
+    assert_eq!(regarding["namespace"], "shop", "{event:#}");
+    assert_eq!(regarding["uid"], "uid-bad", "{event:#}");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.starts_with("spec.ingress[0].from[0].ipBlock.cidr: ") && note.contains("10.0.0.300/8"),
+        "{note}"
+    );
+    wait_for(&agent, "the invalid object count", LIMIT, || {
+        metric(metrics, "palisade_invalid_objects") == 1.0
+    });
+
+    // More rounds with the problem still there: no new event. Then a
+    // second invalid policy: its event comes after any repeat of the
+    // first would have (one publisher, in order), so the count is final.
+    let before = rounds(&s);
+    api.apply(policy("web", "web", true)).unwrap();
+    wait_for(&agent, "the web policy change", LIMIT, || {
+        flags(&s, web) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
+    });
+    // The record is written before the round's end is.
+    wait_for(&agent, "the round's end", LIMIT, || rounds(&s) > before);
+    api.apply(bad_cidr_policy("bad2", "web", "uid-bad2"))
+        .unwrap();
+    wait_for(&agent, "the second invalid policy's event", LIMIT, || {
+        !events_on(&api, "bad2").is_empty()
+    });
+    assert_eq!(events_on(&api, "bad").len(), 1, "{:#?}", api.events());
+    assert_eq!(events_on(&api, "bad2").len(), 1, "{:#?}", api.events());
+    assert_eq!(api.events().len(), 2, "{:#?}", api.events());
+    assert!(
+        !api.requests().iter().any(|r| r.starts_with("PATCH ")),
+        "an event was repeated: {:#?}",
+        api.requests()
+    );
+    assert_eq!(
+        flags(&s, web),
+        Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS),
+        "the valid policy stays enforced"
+    );
+
+    // Fixed: enforced, and no event about it.
+    api.apply(policy("bad", "client", false)).unwrap();
+    wait_for(&agent, "the fixed policy", LIMIT, || {
+        flags(&s, client) == Some(EP_ISOLATED_INGRESS)
+    });
+    assert_eq!(events_on(&api, "bad").len(), 1, "{:#?}", api.events());
 }

@@ -10,6 +10,7 @@
 
 mod http;
 mod input;
+mod latency;
 mod metrics;
 
 use crate::datapath::iface::{self, HostRoute, Interfaces};
@@ -20,6 +21,7 @@ use crate::source::manifests::ManifestSource;
 use crate::source::Source;
 use anyhow::{Context, Result};
 use input::Verdict;
+use latency::Latency;
 use metrics::Metrics;
 use palisade_compiler::{CompiledNode, IdentityAllocator, IdentityKey};
 use palisade_policy::Model;
@@ -133,6 +135,10 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             }
         };
         let routes_changed = routes != agent.routes;
+        if routes_changed {
+            // An interface appeared or went: timed from now.
+            agent.latency.learned(Instant::now());
+        }
         let retry = !clean && last_try.elapsed() >= RETRY;
         if inputs_changed || routes_changed || retry {
             last_try = Instant::now();
@@ -212,6 +218,7 @@ struct Agent {
     last_compiled: Option<CompiledNode>,
     routes: BTreeMap<IpAddr, HostRoute>,
     rounds: u64,
+    latency: Latency,
 }
 
 impl Agent {
@@ -234,6 +241,7 @@ impl Agent {
             // Continue the count of a previous agent, so that a reader waiting
             // for "a round after N" is never fooled by a restart.
             rounds: args.ready_file.as_deref().map_or(0, read_ready),
+            latency: Latency::default(),
         }
     }
 
@@ -245,6 +253,9 @@ impl Agent {
             // loses its first sync): nothing to program yet.
             return Ok(true);
         };
+        if let Some(at) = self.source.learned() {
+            self.latency.learned(at);
+        }
         for e in &model.errors {
             tracing::error!(error = %e, "invalid input skipped");
         }
@@ -306,6 +317,12 @@ impl Agent {
         self.metrics
             .program_seconds
             .observe(started.elapsed().as_secs_f64());
+        self.latency.programmed(
+            &ifaces,
+            Instant::now(),
+            &self.metrics.time_to_enforce,
+            &self.metrics.pending_window,
+        );
         let ids: BTreeSet<u32> = compiled.identities.values().copied().collect();
         self.metrics.identities.set(ids.len() as i64);
         self.metrics.pods.set(report.pods as i64);

@@ -7,11 +7,16 @@ use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 pub struct ManifestSource {
     paths: Vec<PathBuf>,
     /// Fingerprint of the files as of the last snapshot.
     fingerprint: Option<u64>,
+    /// When a change not yet read was first noticed.
+    noticed: Option<Instant>,
+    /// When the change in the last snapshot was first noticed.
+    learned: Option<Instant>,
 }
 
 impl ManifestSource {
@@ -19,19 +24,30 @@ impl ManifestSource {
         ManifestSource {
             paths,
             fingerprint: None,
+            noticed: None,
+            learned: None,
         }
     }
 }
 
 impl Source for ManifestSource {
     fn changed(&mut self) -> bool {
-        self.fingerprint != Some(fingerprint(&self.paths))
+        let changed = self.fingerprint != Some(fingerprint(&self.paths));
+        if changed {
+            self.noticed.get_or_insert_with(Instant::now);
+        }
+        changed
     }
 
     fn snapshot(&mut self) -> Option<Model> {
         // Fingerprint first: an edit made while we read is seen next poll.
         self.fingerprint = Some(fingerprint(&self.paths));
+        self.learned = self.noticed.take();
         Some(palisade_policy::load_paths(&self.paths))
+    }
+
+    fn learned(&self) -> Option<Instant> {
+        self.learned
     }
 
     fn synced(&self) -> bool {

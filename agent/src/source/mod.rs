@@ -7,6 +7,7 @@ pub mod api;
 pub mod manifests;
 
 use palisade_policy::Model;
+use std::time::Instant;
 
 /// An input of the agent loop.
 pub trait Source {
@@ -28,5 +29,13 @@ pub trait Source {
     /// are only polled (files) keep the default.
     fn notify(&mut self) -> bool {
         false
+    }
+
+    /// When the agent first learned of the oldest change the last
+    /// [`Source::snapshot`] contains (an event received, an edit noticed);
+    /// None when it contains no change (a retry). The agent measures the
+    /// time to enforce from it.
+    fn learned(&self) -> Option<Instant> {
+        None
     }
 }

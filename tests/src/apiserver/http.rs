@@ -30,7 +30,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { handle(&state, req) }
+                async move { handle(&state, req).await }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             let _ = hyper::server::conn::http1::Builder::new()
@@ -70,7 +70,10 @@ fn query(req: &Request<Incoming>) -> HashMap<String, String> {
 }
 
 /// Errors close the connection without an answer (the server is down).
-fn handle(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, std::io::Error> {
+async fn handle(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
     if state.is_down() {
         state.refuse();
         return Err(std::io::Error::new(
@@ -84,6 +87,9 @@ fn handle(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, 
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
     state.record(format!("{} {target}", req.method()));
+    if let Some(route) = EventRoute::parse(req.method(), req.uri().path()) {
+        return Ok(event_write(state, route, req).await);
+    }
     if req.method() != Method::GET {
         return Ok(full(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -126,6 +132,62 @@ fn handle(state: &Arc<State>, req: Request<Incoming>) -> Result<Response<Body>, 
         return Ok(watch(state, kind, revision, bookmarks, timeout));
     }
     Ok(list(state, kind, revision, &q))
+}
+
+/// The writes kube-rs' event recorder makes (events.k8s.io/v1).
+enum EventRoute {
+    /// POST `/apis/events.k8s.io/v1/namespaces/{ns}/events`
+    Create(String),
+    /// PATCH `/apis/events.k8s.io/v1/namespaces/{ns}/events/{name}`
+    Patch(String, String),
+}
+
+impl EventRoute {
+    fn parse(method: &Method, path: &str) -> Option<EventRoute> {
+        let rest = path.strip_prefix("/apis/events.k8s.io/v1/namespaces/")?;
+        let (ns, rest) = rest.split_once('/')?;
+        match (method, rest.split_once('/')) {
+            (&Method::POST, None) if rest == "events" => Some(EventRoute::Create(ns.into())),
+            (&Method::PATCH, Some(("events", name))) => {
+                Some(EventRoute::Patch(ns.into(), name.into()))
+            }
+            _ => None,
+        }
+    }
+}
+
+async fn event_write(state: &State, route: EventRoute, req: Request<Incoming>) -> Response<Body> {
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return full(
+                StatusCode::BAD_REQUEST,
+                status(400, "BadRequest", format!("body: {e}")),
+            )
+        }
+    };
+    let object: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return full(
+                StatusCode::BAD_REQUEST,
+                status(400, "BadRequest", format!("not JSON: {e}")),
+            )
+        }
+    };
+    match route {
+        EventRoute::Create(ns) => match state.create_event(&ns, object) {
+            Ok(stored) => full(StatusCode::CREATED, stored),
+            Err(message) => full(StatusCode::BAD_REQUEST, status(400, "BadRequest", message)),
+        },
+        EventRoute::Patch(ns, name) => match state.patch_event(&ns, &name, &object) {
+            Some(stored) => full(StatusCode::OK, stored),
+            None => full(
+                StatusCode::NOT_FOUND,
+                status(404, "NotFound", format!("events {name:?} not found")),
+            ),
+        },
+    }
 }
 
 fn list(

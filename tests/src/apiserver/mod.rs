@@ -13,6 +13,10 @@
 //! - a list with `resourceVersionMatch=Exact` (or a continue token) older
 //!   than the horizon gets an HTTP 410 `Status`.
 //!
+//! - `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` and `PATCH
+//!   .../events/{name}` (merge patch): what kube-rs' event recorder sends
+//!   for a new Event and for a repeat; kept for [`FakeApiServer::events`].
+//!
 //! Test controls: add, modify and delete objects; compact the history;
 //! drop every watch connection (abruptly, or with a 410 `ERROR` event
 //! first); go down (every connection refused) and come back.
@@ -124,6 +128,11 @@ impl FakeApiServer {
     /// Connections and requests turned away while down.
     pub fn refused(&self) -> u64 {
         self.state.refused()
+    }
+
+    /// Events written by clients (created, with later patches merged in).
+    pub fn events(&self) -> Vec<Value> {
+        self.state.events()
     }
 
     /// Requests served so far, by `(method, path + query)`; for assertions

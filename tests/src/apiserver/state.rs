@@ -82,6 +82,8 @@ struct Inner {
     /// Oldest revision a watch may resume from.
     horizon: u64,
     requests: Vec<String>,
+    /// Events created through events.k8s.io/v1, patches merged in.
+    events: Vec<Value>,
 }
 
 pub struct State {
@@ -233,6 +235,54 @@ impl State {
         self.lock().requests.clone()
     }
 
+    /// Stores a created Event, as the API server would: the namespace of
+    /// the path, a resource version. Errors are the 400's message.
+    pub fn create_event(&self, namespace: &str, mut event: Value) -> Result<Value, String> {
+        let name = event["metadata"]["name"]
+            .as_str()
+            .ok_or("metadata.name missing")?
+            .to_string();
+        match event["metadata"]["namespace"].as_str() {
+            Some(ns) if ns != namespace => {
+                return Err(format!(
+                    "namespace {ns:?} does not match the path's {namespace:?}"
+                ))
+            }
+            _ => {}
+        }
+        let mut inner = self.lock();
+        if inner.events.iter().any(|e| {
+            e["metadata"]["namespace"] == namespace && e["metadata"]["name"] == name.as_str()
+        }) {
+            return Err(format!("events {name:?} already exists"));
+        }
+        inner.revision += 1;
+        event["metadata"]["namespace"] = json!(namespace);
+        event["metadata"]["resourceVersion"] = json!(inner.revision.to_string());
+        event["apiVersion"] = json!("events.k8s.io/v1");
+        event["kind"] = json!("Event");
+        inner.events.push(event.clone());
+        Ok(event)
+    }
+
+    /// Merges a JSON merge patch into a stored Event; None when absent.
+    pub fn patch_event(&self, namespace: &str, name: &str, patch: &Value) -> Option<Value> {
+        let mut inner = self.lock();
+        inner.revision += 1;
+        let revision = inner.revision;
+        let event = inner
+            .events
+            .iter_mut()
+            .find(|e| e["metadata"]["namespace"] == namespace && e["metadata"]["name"] == name)?;
+        merge(event, patch);
+        event["metadata"]["resourceVersion"] = json!(revision.to_string());
+        Some(event.clone())
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        self.lock().events.clone()
+    }
+
     /// The objects of a kind and the revision they are current at.
     pub fn list(&self, kind: Kind) -> (u64, Vec<Value>) {
         let inner = self.lock();
@@ -271,5 +321,24 @@ impl State {
             .filter(|c| c.kind == kind && c.revision > from)
             .cloned()
             .collect()
+    }
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let obj = target.as_object_mut().expect("made an object above");
+    for (k, v) in fields {
+        if v.is_null() {
+            obj.remove(k);
+        } else {
+            merge(obj.entry(k.clone()).or_insert(Value::Null), v);
+        }
     }
 }

@@ -18,6 +18,10 @@ pub struct Metrics {
     pub invalid_objects: Gauge,
     pub compile_seconds: Histogram,
     pub program_seconds: Histogram,
+    /// From learning of a change to the end of the round that enforced it.
+    pub time_to_enforce: Histogram,
+    /// How long interfaces were held pending before their state was known.
+    pub pending_window: Histogram,
     pub rounds: Counter,
     pub round_errors: Counter,
     pub watch: WatchMetrics,
@@ -38,6 +42,9 @@ impl Metrics {
             // 1 ms to about 16 s.
             compile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             program_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            // 5 ms to about 80 s: debounce and retries included.
+            time_to_enforce: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
+            pending_window: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             rounds: Counter::default(),
             round_errors: Counter::default(),
             watch: WatchMetrics::default(),
@@ -72,6 +79,16 @@ impl Metrics {
             "program_seconds",
             "Time to program the kernel maps and attachments",
             m.program_seconds.clone(),
+        );
+        reg.register(
+            "time_to_enforce_seconds",
+            "Time from learning of a change (API event, manifest edit, interface seen) to the end of the round that programmed it",
+            m.time_to_enforce.clone(),
+        );
+        reg.register(
+            "pending_window_seconds",
+            "Time an interface was held pending (dropping) before its pod's policy or open state was programmed",
+            m.pending_window.clone(),
         );
         reg.register("rounds", "Programming rounds", m.rounds.clone());
         reg.register(
@@ -132,6 +149,8 @@ mod tests {
             "palisade_compile_seconds_count 1",
             "palisade_watch_restarts_total{resource=\"pods\"} 1",
             "# TYPE palisade_program_seconds histogram",
+            "# TYPE palisade_time_to_enforce_seconds histogram",
+            "# TYPE palisade_pending_window_seconds histogram",
             "# TYPE palisade_policies gauge",
             "# TYPE palisade_identities gauge",
         ] {

@@ -13,14 +13,18 @@
 //!   (exponential, 0.8 s up to 30 s); the stores keep their contents;
 //! - 410 Gone: the watcher lists again and the store swaps the new list in
 //!   whole (see `store.rs`), then the round diffs as any other.
+//!
+//! Policies that fail validation get a Kubernetes Event (see `events.rs`).
 
 mod connect;
+pub mod events;
 pub mod store;
 pub mod strip;
 
 pub use connect::Connection;
 
 use super::Source;
+use events::InvalidPolicyEvents;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -58,6 +62,8 @@ struct Stores {
     namespaces: Store<Namespace>,
     pods: Store<Pod>,
     policies: Store<NetworkPolicy>,
+    /// When the oldest change not yet read by a snapshot arrived.
+    unread_since: Option<Instant>,
 }
 
 impl Stores {
@@ -88,6 +94,10 @@ pub struct ApiSource {
     /// A version not yet read: (version, when it was first noticed, when
     /// the first unread change was noticed).
     pending: Option<(u64, Instant, Instant)>,
+    /// When the oldest change in the last snapshot arrived.
+    learned: Option<Instant>,
+    /// None in unit tests that have no API server.
+    events: Option<InvalidPolicyEvents>,
 }
 
 impl ApiSource {
@@ -96,6 +106,7 @@ impl ApiSource {
     pub fn start(conn: Connection, metrics: WatchMetrics) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared::default());
         let (tx, rx) = std::sync::mpsc::channel();
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("kube-watch".into())
@@ -119,13 +130,18 @@ impl ApiSource {
                         }
                     };
                     let _ = tx.send(Ok(()));
-                    run_watchers(client, inner, metrics).await;
+                    tokio::join!(
+                        run_watchers(client.clone(), inner, metrics),
+                        events::publish(client, events_rx),
+                    );
                 });
             })
             .map_err(|e| anyhow::anyhow!("start the watcher thread: {e}"))?;
         rx.recv()
             .map_err(|_| anyhow::anyhow!("the watcher thread ended before connecting"))??;
-        Ok(ApiSource::over(shared))
+        let mut source = ApiSource::over(shared);
+        source.events = Some(InvalidPolicyEvents::new(events_tx));
+        Ok(source)
     }
 
     fn over(shared: Arc<Shared>) -> Self {
@@ -133,6 +149,8 @@ impl ApiSource {
             shared,
             seen: 0,
             pending: None,
+            learned: None,
+            events: None,
         }
     }
 
@@ -161,12 +179,13 @@ impl Source for ApiSource {
 
     fn snapshot(&mut self) -> Option<Model> {
         let (namespaces, pods, policies) = {
-            let stores = self.shared.stores();
+            let mut stores = self.shared.stores();
             if !stores.synced() {
                 return None;
             }
             // Read under the lock: the version and the contents agree.
             self.seen = self.shared.version.load(Ordering::Acquire);
+            self.learned = stores.unread_since.take();
             (
                 stores.namespaces.objects(),
                 stores.pods.objects(),
@@ -174,7 +193,16 @@ impl Source for ApiSource {
             )
         };
         self.pending = None;
-        Some(palisade_policy::build(namespaces, pods, policies))
+        let uids = self.events.as_ref().map(|_| events::uids(&policies));
+        let model = palisade_policy::build(namespaces, pods, policies);
+        if let (Some(events), Some(uids)) = (self.events.as_mut(), uids) {
+            events.report(&model.errors, &uids);
+        }
+        Some(model)
+    }
+
+    fn learned(&self) -> Option<Instant> {
+        self.learned
     }
 
     fn synced(&self) -> bool {
@@ -256,6 +284,7 @@ async fn watch<K>(
         }
         let mut stores = shared.stores();
         if store(&mut stores).apply(event) {
+            stores.unread_since.get_or_insert_with(Instant::now);
             shared.version.fetch_add(1, Ordering::AcqRel);
         }
     }

@@ -2,7 +2,8 @@
 //! they are stored: at 150k pods, managed fields, annotations, images,
 //! environment and probes would be most of the agent's memory.
 //!
-//! Kept: name, namespace and labels of every object; of a pod the node, host
+//! Kept: name, namespace and labels of every object (and a policy's uid,
+//! which Events about it refer to); of a pod the node, host
 //! networking, container ports, phase and addresses; a policy's whole spec.
 
 use k8s_openapi::api::core::v1::{
@@ -65,7 +66,11 @@ fn container(c: Container) -> Container {
 }
 
 pub fn policy(np: &mut NetworkPolicy) {
+    // Events on an invalid policy name it by uid too (`kubectl describe`
+    // matches on it); a uid never changes, so it costs no round.
+    let uid = np.metadata.uid.take();
     meta(&mut np.metadata, false);
+    np.metadata.uid = uid;
 }
 
 #[cfg(test)]

@@ -176,6 +176,31 @@ impl IdentityAllocator {
         true
     }
 
+    /// Seeds the numbers a pinned identity trie (pod IP -> identity) gives
+    /// the model's pods, so a restarted agent (or a reader of its pins)
+    /// numbers identities as the kernel already does. Returns how many
+    /// were seeded.
+    pub fn seed_from_pinned(
+        &mut self,
+        model: &palisade_policy::Model,
+        pinned: &std::collections::BTreeMap<std::net::IpAddr, u32>,
+    ) -> usize {
+        let mut n = 0;
+        for pod in &model.pods {
+            let Some(id) = pod.ips.iter().find_map(|ip| pinned.get(ip)) else {
+                continue;
+            };
+            let key = IdentityKey {
+                namespace: pod.namespace.clone(),
+                labels: pod.labels.clone(),
+            };
+            if self.seed(&key, *id) {
+                n += 1;
+            }
+        }
+        n
+    }
+
     fn fresh(&mut self) -> u32 {
         if self.free.len() > REUSE_AFTER || self.next == u32::MAX {
             if let Some(id) = self.free.pop_front() {

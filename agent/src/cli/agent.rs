@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use input::Verdict;
 use latency::Latency;
 use metrics::Metrics;
-use palisade_compiler::{CompiledNode, IdentityAllocator, IdentityKey};
+use palisade_compiler::{CompiledNode, IdentityAllocator};
 use palisade_policy::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -290,7 +290,7 @@ impl Agent {
 
     fn program_model(&mut self, dp: &mut Datapath, model: Model) -> Result<bool> {
         if let Some(pinned) = self.pinned_identities.take() {
-            let n = seed_identities(&mut self.alloc, &model, &pinned);
+            let n = self.alloc.seed_from_pinned(&model, &pinned);
             tracing::debug!(identities = n, "took over pinned identity numbers");
         }
         let started = Instant::now();
@@ -376,30 +376,6 @@ fn write_ready(path: &Path, rounds: u64) -> Result<()> {
     Ok(())
 }
 
-/// Gives the allocator the numbers the pinned maps use for the label sets
-/// of the model's pods, so that the first compile after a restart produces
-/// the same identities and rewrites nothing that did not change.
-fn seed_identities(
-    alloc: &mut IdentityAllocator,
-    model: &Model,
-    pinned: &BTreeMap<IpAddr, u32>,
-) -> usize {
-    let mut n = 0;
-    for pod in &model.pods {
-        let Some(id) = pod.ips.iter().find_map(|ip| pinned.get(ip)) else {
-            continue;
-        };
-        let key = IdentityKey {
-            namespace: pod.namespace.clone(),
-            labels: pod.labels.clone(),
-        };
-        if alloc.get(&key).is_none() && alloc.seed(&key, *id) {
-            n += 1;
-        }
-    }
-    n
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,7 +410,7 @@ mod tests {
         .into_iter()
         .collect();
         let mut alloc = IdentityAllocator::new();
-        assert_eq!(seed_identities(&mut alloc, &model, &pinned), 2);
+        assert_eq!(alloc.seed_from_pinned(&model, &pinned), 2);
         let compiled = palisade_compiler::compile(&model, "n1", &mut alloc);
         let ids: BTreeMap<IpAddr, u32> = compiled.identities.clone();
         assert_eq!(ids, pinned);

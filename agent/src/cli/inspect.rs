@@ -20,8 +20,8 @@ use palisade_common::{
     IDENTITY_HOST, IDENTITY_WORLD, RULE_BITS, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
 };
 use palisade_compiler::{
-    lookup, CompiledDirection, CompiledNode, CompiledPod, IdentityAllocator, IdentityKey,
-    LookupVerdict, PortPrefix,
+    lookup, CompiledDirection, CompiledNode, CompiledPod, IdentityAllocator, LookupVerdict,
+    PortPrefix,
 };
 use palisade_policy::{evaluate, DirVerdict, Direction, Family, Model, Protocol};
 use serde_json::{json, Value};
@@ -99,7 +99,11 @@ impl Node {
         let pinned = PinnedNode::open(bpffs_root, node)?;
         let pinned_ids = pinned.identities()?;
         let mut alloc = IdentityAllocator::new();
-        seed(&mut alloc, &model, &pinned_ids);
+        let by_ip: BTreeMap<IpAddr, u32> = pinned_ids
+            .iter()
+            .filter_map(|(k, id)| encode::host_ip(*k).map(|ip| (ip, *id)))
+            .collect();
+        alloc.seed_from_pinned(&model, &by_ip);
         let compiled = palisade_compiler::compile(&model, node, &mut alloc);
         let routes = iface::host_routes()?;
         let ifaces = iface::match_pods(
@@ -177,27 +181,6 @@ impl Node {
                 Some(k) => format!("{} {}", k.namespace, labels_text(&k.labels)),
                 None => "unknown (no pod of the manifests has it)".to_string(),
             },
-        }
-    }
-}
-
-/// Hands the allocator the numbers the pinned trie gives the model's pods
-/// (as the agent does when it starts), so both sides number alike.
-fn seed(alloc: &mut IdentityAllocator, model: &Model, pinned: &BTreeMap<Lpm<IpKey>, u32>) {
-    let by_ip: BTreeMap<IpAddr, u32> = pinned
-        .iter()
-        .filter_map(|(k, id)| encode::host_ip(*k).map(|ip| (ip, *id)))
-        .collect();
-    for pod in &model.pods {
-        let Some(id) = pod.ips.iter().find_map(|ip| by_ip.get(ip)) else {
-            continue;
-        };
-        let key = IdentityKey {
-            namespace: pod.namespace.clone(),
-            labels: pod.labels.clone(),
-        };
-        if alloc.get(&key).is_none() {
-            alloc.seed(&key, *id);
         }
     }
 }

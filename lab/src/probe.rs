@@ -178,35 +178,9 @@ fn udp(s: Socket, to: IpAddr, port: u16, timeout: Duration, deadline: Instant) -
     s.connect(&SocketAddr::new(to, port).into())
         .context("UDP probe connect")?;
     let nonce = crate::rand::u64().to_be_bytes();
-    let mut buf = [0u8; 64];
-    for attempt in 0..2 {
-        let until = if attempt == 0 {
-            Instant::now() + timeout / 2
-        } else {
-            deadline
-        };
-        if let Err(e) = s.send(&nonce) {
-            return Ok(if refused(&e) {
-                Outcome::Refused
-            } else {
-                Outcome::Error(e.to_string())
-            });
-        }
-        loop {
-            if sock::wait(s.as_raw_fd(), libc::POLLIN, until)? == 0 {
-                break;
-            }
-            let mut r: &Socket = &s;
-            match r.read(&mut buf) {
-                Ok(n) if buf[..n] == nonce => return Ok(Outcome::Reached),
-                Ok(_) => continue,
-                Err(e) if refused(&e) => return Ok(Outcome::Refused),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Ok(Outcome::Error(e.to_string())),
-            }
-        }
-    }
-    Ok(Outcome::TimedOut)
+    exchange(&s, &nonce, timeout, deadline, ReadErrors::Fail, |answer| {
+        (answer == nonce).then_some(Outcome::Reached)
+    })
 }
 
 fn sctp_probe(
@@ -224,6 +198,46 @@ fn sctp_probe(
     let tag = crate::rand::u32() | 1;
     let init = sctp::init(src_port, port, tag);
     let v4 = to.is_ipv4();
+    exchange(&s, &init, timeout, deadline, ReadErrors::Skip, |packet| {
+        let data = if v4 {
+            sctp::strip_ipv4_header(packet)
+        } else {
+            Some(packet)
+        };
+        let p = data.and_then(sctp::parse)?;
+        // Someone else's exchange with the same peer: not ours.
+        if p.src_port != port || p.dst_port != src_port || p.vtag != tag {
+            return None;
+        }
+        match p.chunk {
+            sctp::CHUNK_INIT_ACK => Some(Outcome::Reached),
+            sctp::CHUNK_ABORT => Some(Outcome::Refused),
+            _ => None,
+        }
+    })
+}
+
+/// What a datagram exchange does with a read error other than "refused".
+#[derive(Clone, Copy)]
+enum ReadErrors {
+    /// Report it (a UDP socket's errors are about the probe).
+    Fail,
+    /// Read on (a raw socket also sees errors about others' packets).
+    Skip,
+}
+
+/// Sends `request` on a connected datagram socket and waits for an answer
+/// that `verdict` recognizes; sends once more halfway through the timeout,
+/// since a datagram or its answer can be lost. Unrecognized packets are
+/// skipped; "connection refused" (an ICMP unreachable) is `Refused`.
+fn exchange(
+    s: &Socket,
+    request: &[u8],
+    timeout: Duration,
+    deadline: Instant,
+    errors: ReadErrors,
+    mut verdict: impl FnMut(&[u8]) -> Option<Outcome>,
+) -> Result<Outcome> {
     let mut buf = [0u8; 2048];
     for attempt in 0..2 {
         let until = if attempt == 0 {
@@ -231,39 +245,27 @@ fn sctp_probe(
         } else {
             deadline
         };
-        if let Err(e) = s.send(&init) {
+        if let Err(e) = s.send(request) {
             return Ok(if refused(&e) {
                 Outcome::Refused
             } else {
                 Outcome::Error(e.to_string())
             });
         }
-        loop {
-            if sock::wait(s.as_raw_fd(), libc::POLLIN, until)? == 0 {
-                break;
-            }
-            let mut r: &Socket = &s;
-            let n = match r.read(&mut buf) {
-                Ok(n) => n,
+        while sock::wait(s.as_raw_fd(), libc::POLLIN, until)? != 0 {
+            let mut r: &Socket = s;
+            match r.read(&mut buf) {
+                Ok(n) => {
+                    if let Some(outcome) = verdict(&buf[..n]) {
+                        return Ok(outcome);
+                    }
+                }
                 Err(e) if refused(&e) => return Ok(Outcome::Refused),
-                Err(_) => continue,
-            };
-            let data = if v4 {
-                sctp::strip_ipv4_header(&buf[..n])
-            } else {
-                Some(&buf[..n])
-            };
-            let Some(p) = data.and_then(sctp::parse) else {
-                continue;
-            };
-            // Someone else's exchange with the same peer: not ours.
-            if p.src_port != port || p.dst_port != src_port || p.vtag != tag {
-                continue;
-            }
-            match p.chunk {
-                sctp::CHUNK_INIT_ACK => return Ok(Outcome::Reached),
-                sctp::CHUNK_ABORT => return Ok(Outcome::Refused),
-                _ => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => match errors {
+                    ReadErrors::Fail => return Ok(Outcome::Error(e.to_string())),
+                    ReadErrors::Skip => {}
+                },
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Installs what building and testing need, from the package registries only:
 //! Debian packages (LLVM 22 for bpf-linker, bpftool, iproute2, netfilter
-//! tools), rust-src for the nightly toolchain, and bpf-linker from crates.io.
+//! tools), rust-src for the nightly toolchain, and bpf-linker (`cargo install`).
 //! Every step checks first, so a second run takes about a second.
 
 use anyhow::{bail, Context, Result};

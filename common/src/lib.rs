@@ -40,6 +40,11 @@ pub const EP_PENDING: u32 = 1 << 2;
 /// The pod's compiled maps could not be written (capacity): deny all IP,
 /// as if isolated with no rule, in both directions.
 pub const EP_DENY_ALL: u32 = 1 << 3;
+/// The direction's isolation comes only from policies in audit mode
+/// (`palisade.dev/enforcement: audit`, or the agent's `--audit`): a packet
+/// no rule allows passes, counted and reported as "would deny".
+pub const EP_AUDIT_INGRESS: u32 = 1 << 4;
+pub const EP_AUDIT_EGRESS: u32 = 1 << 5;
 
 /// Capacities of the inner (per-pod, per-direction) maps. All inner maps of
 /// one outer map share one template, hence one size; they are created with
@@ -52,6 +57,10 @@ pub const INNER_SPILL_MAX: u32 = 262_144;
 pub const MAX_ENDPOINTS: u32 = 1_024;
 pub const OUTER_MAX: u32 = MAX_ENDPOINTS * 4;
 pub const IDENTITY_TRIE_MAX: u32 = 1_048_576;
+/// Service ClusterIPs of the cluster (`SERVICES`).
+pub const SERVICES_MAX: u32 = 65_536;
+/// Local pod addresses (`LOCAL_ADDRS`): two per endpoint.
+pub const LOCAL_ADDRS_MAX: u32 = MAX_ENDPOINTS * 2;
 pub const CONNTRACK_MAX: u32 = 262_144;
 pub const FRAG_MAX: u32 = 8_192;
 pub const EVENTS_BYTES: u32 = 256 * 1024;
@@ -142,7 +151,63 @@ pub struct Endpoint {
     /// The pod's own addresses, for anti-spoofing at pod egress.
     /// Unused slots have family 0.
     pub addrs: [IpKey; 2],
-    pub _pad: [u8; 6],
+    /// The pod's slot in the counter maps and the event budget
+    /// (`0..MAX_ENDPOINTS`); [`SLOT_UNKNOWN`] counts packets of interfaces
+    /// without a record.
+    pub slot: u16,
+    pub _pad: [u8; 4],
+}
+
+/// Counter slot of packets seen on an interface without an endpoint record.
+pub const SLOT_UNKNOWN: u32 = MAX_ENDPOINTS;
+/// Slots in `COUNTERS` and the event budget: one per endpoint, plus
+/// [`SLOT_UNKNOWN`].
+pub const SLOTS: u32 = MAX_ENDPOINTS + 1;
+
+/// Per-CPU counters of one pod and direction (`COUNTERS`, index
+/// `slot * 2 + direction`). Every IP packet a hook sees lands in exactly one
+/// of the three.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Counters {
+    pub allowed_packets: u64,
+    pub allowed_bytes: u64,
+    pub denied_packets: u64,
+    pub denied_bytes: u64,
+    /// Passed only because the isolation is in audit mode.
+    pub would_deny_packets: u64,
+    pub would_deny_bytes: u64,
+}
+
+/// Rule counter columns per pod and direction: one per rule bit, then
+/// [`RULE_COL_SPILLED`] (a spilled group allowed) and
+/// [`RULE_COL_NOT_ISOLATED`] (the direction was not isolated).
+pub const RULE_COLS: u32 = RULE_BITS + 2;
+pub const RULE_COL_SPILLED: u32 = RULE_BITS;
+pub const RULE_COL_NOT_ISOLATED: u32 = RULE_BITS + 1;
+
+/// Packets and bytes allowed by one rule column of one pod and direction
+/// (`RULE_COUNTERS`, index `(slot * 2 + direction) * RULE_COLS + column`).
+/// Shared across CPUs, updated with atomic adds.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct RuleCounter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// `Config::events` bits: which events the classifiers emit.
+pub const CONFIG_EVENTS_DENIED: u32 = 1 << 0;
+/// Allowed new flows (and would-deny ones); off unless someone listens.
+pub const CONFIG_EVENTS_ALLOWED: u32 = 1 << 1;
+
+/// Node-wide settings written by the agent (`CONFIG`, one element). All
+/// zero (no events) until the agent writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Config {
+    pub events: u32,
+    pub _pad: u32,
 }
 
 /// Conntrack key: the tuple as it was seen at a hook, plus the hook's ifindex
@@ -197,24 +262,52 @@ pub const REASON_PENDING: u32 = 3;
 pub const REASON_MALFORMED: u32 = 4;
 pub const REASON_FRAGMENT: u32 = 5;
 
+/// [`Event::verdict`].
+pub const VERDICT_DENIED: u8 = 1;
+pub const VERDICT_ALLOWED: u8 = 2;
+/// Denied by an isolation in audit mode, passed.
+pub const VERDICT_WOULD_DENY: u8 = 3;
+
+/// `CtValue::rule` and [`Event::rule`] values beyond the rule bits.
+pub const RULE_NOT_ISOLATED: u32 = u32::MAX;
+pub const RULE_SPILLED: u32 = u32::MAX - 1;
+/// A flow passed in audit mode that no rule allows.
+pub const RULE_WOULD_DENY: u32 = u32::MAX - 2;
+/// No rule: a denied packet.
+pub const RULE_NONE: u32 = u32::MAX - 3;
+/// A flow to a Service ClusterIP at the client's egress hook: its egress
+/// policy is decided after DNAT, where the backend is known (see
+/// `docs/ebpf.md`, "Services"); this entry lets the un-NATed replies in.
+pub const RULE_SERVICE: u32 = u32::MAX - 4;
+
 /// Indexes of the `EVENTS_LOST` per-CPU counters: events suppressed by the
 /// per-CPU rate limit, and events lost because the ring buffer was full.
 pub const EVENTS_LOST_SAMPLED: u32 = 0;
 pub const EVENTS_LOST_FULL: u32 = 1;
 
-/// A denied packet, sent to the ring buffer (sampled).
+/// A verdict sent to the ring buffer (rate-limited per pod and CPU): every
+/// denied packet, and when [`CONFIG_EVENTS_ALLOWED`] is set, the first
+/// packet of every allowed or would-deny flow.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Event {
     pub ifindex: u32,
     pub direction: u32,
+    /// `REASON_*` of a denied or would-deny packet, 0 for an allowed one.
     pub reason: u32,
+    /// The rule bit that allowed the flow, or a `RULE_*` value.
+    pub rule: u32,
+    /// The endpoint's generation when decided: the rule bit is one of that
+    /// generation's groups.
+    pub generation: u32,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
+    /// `VERDICT_*`.
+    pub verdict: u8,
     pub src: IpKey,
     pub dst: IpKey,
-    pub _pad: [u8; 1],
+    pub _pad: [u8; 4],
 }
 
 /// Names of the maps and programs, as declared in the eBPF object and pinned
@@ -233,6 +326,20 @@ pub mod names {
     /// [`EVENTS_LOST_SAMPLED`](super::EVENTS_LOST_SAMPLED) and
     /// [`EVENTS_LOST_FULL`](super::EVENTS_LOST_FULL).
     pub const EVENTS_LOST: &str = "EVENTS_LOST";
+    /// Per-CPU [`Counters`](super::Counters) per pod slot and direction.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// [`RuleCounter`](super::RuleCounter) per pod slot, direction and rule.
+    pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
+    /// One [`Config`](super::Config).
+    pub const CONFIG: &str = "CONFIG";
+    /// Service ClusterIPs: `IpKey` -> `u32` (1).
+    pub const SERVICES: &str = "SERVICES";
+    /// Local pod addresses: `IpKey` -> ifindex of the pod's host-side
+    /// interface.
+    pub const LOCAL_ADDRS: &str = "LOCAL_ADDRS";
+    /// TC egress of the node's uplink: egress decisions deferred past DNAT
+    /// for flows leaving the node.
+    pub const PROG_NODE_EGRESS: &str = "node_egress";
     /// TC egress of the host-side veth: the pod's ingress.
     pub const PROG_INGRESS: &str = "pod_ingress";
     /// TC ingress of the host-side veth: the pod's egress.
@@ -253,7 +360,11 @@ const _: () = {
     assert!(core::mem::size_of::<CtValue>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 44);
     assert!(core::mem::size_of::<FragValue>() == 8);
-    assert!(core::mem::size_of::<Event>() == 52);
+    assert!(core::mem::size_of::<Event>() == 64);
+    assert!(core::mem::size_of::<Counters>() == 48);
+    assert!(core::mem::size_of::<RuleCounter>() == 16);
+    assert!(core::mem::size_of::<Config>() == 8);
+    assert!(core::mem::offset_of!(Endpoint, slot) == 90);
 };
 
 #[cfg(feature = "user")]
@@ -263,7 +374,20 @@ mod pod_impls {
         ($($t:ty),*) => { $(unsafe impl aya::Pod for $t {})* };
     }
     pod!(
-        IpKey, PortKey, RuleBits, SpillKey, PolicyKey, DirPolicy, Endpoint, CtKey, CtValue,
-        FragKey, FragValue, Event
+        IpKey,
+        PortKey,
+        RuleBits,
+        SpillKey,
+        PolicyKey,
+        DirPolicy,
+        Endpoint,
+        CtKey,
+        CtValue,
+        FragKey,
+        FragValue,
+        Event,
+        Counters,
+        RuleCounter,
+        Config
     );
 }

@@ -58,29 +58,29 @@ pub fn normalize(k: &mut CtKey) -> bool {
 }
 
 /// Looks up the normalized key `k`; refreshes a live entry (at most once
-/// per `REFRESH_NS`), reports an expired one as absent.
+/// per `REFRESH_NS`) and gives the rule it was allowed by; reports an
+/// expired one as absent.
 #[inline(always)]
-pub fn live(k: &CtKey) -> bool {
-    let Some(v) = CONNTRACK.get_ptr_mut(k) else {
-        return false;
-    };
+pub fn live(k: &CtKey) -> Option<u32> {
+    let v = CONNTRACK.get_ptr_mut(k)?;
     let now = clock::now();
-    let last = unsafe { (*v).last_seen_ns };
+    let (last, rule) = unsafe { ((*v).last_seen_ns, (*v).rule) };
     let age = now.saturating_sub(last);
     if age > timeout(k.proto) {
-        return false;
+        return None;
     }
     if age > REFRESH_NS {
         unsafe { (*v).last_seen_ns = now };
     }
-    true
+    Some(rule)
 }
 
-/// True when `t` belongs to a connection already allowed at this hook, in
-/// either direction. `t` is used as the key in place (its `ifindex` is set
-/// to the hook's) and is left in the orientation it came in.
+/// The rule of the connection `t` belongs to when it was already passed at
+/// this hook, in either direction. `t` is used as the key in place (its
+/// `ifindex` is set to the hook's) and is left in the orientation it came
+/// in.
 #[inline(always)]
-pub fn known(ifindex: u32, t: &mut Tuple) -> bool {
+pub fn known(ifindex: u32, t: &mut Tuple) -> Option<u32> {
     t.ifindex = ifindex;
     let swapped = normalize(t);
     let found = live(t);

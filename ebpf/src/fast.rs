@@ -16,11 +16,12 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    CtKey, Endpoint, IpKey, PortKey, DIR_EGRESS, EP_DENY_ALL, EP_PENDING, FAMILY_V4, FAMILY_V6,
-    PROTO_TCP, PROTO_UDP, REASON_POLICY,
+    CtKey, Endpoint, IpKey, PortKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_PENDING, FAMILY_V4,
+    FAMILY_V6, PROTO_TCP, PROTO_UDP, REASON_POLICY, RULE_NOT_ISOLATED, RULE_SERVICE,
+    RULE_WOULD_DENY,
 };
 
-use crate::{conntrack, events, hook, parse::ETH_HLEN};
+use crate::{account, conntrack, deferred, events, hook, parse::ETH_HLEN};
 
 const ETH_P_IP_BE: u16 = 0x0800u16.to_be();
 const ETH_P_IPV6_BE: u16 = 0x86ddu16.to_be();
@@ -136,6 +137,13 @@ fn ip_key(family: u8, a: &Addr) -> Words<6> {
     ])
 }
 
+/// The address inside a full-length LPM key built by `ip_key`.
+#[inline(always)]
+fn addr_of(k: &Words<6>) -> &IpKey {
+    // SAFETY: the key data (an `IpKey`, alignment 1) starts at byte 4.
+    unsafe { &*k.0.as_ptr().add(1).cast::<IpKey>() }
+}
+
 /// The full-length LPM key of (protocol, port).
 #[inline(always)]
 fn port_key(proto: u8, port: u16) -> Words<2> {
@@ -195,6 +203,11 @@ struct Parsed {
     dst: Addr,
     /// Start of the TCP or UDP header.
     l4: usize,
+    /// Filled in after parsing: the destination port, whether normalizing
+    /// the conntrack key swapped the ends, the packet length.
+    dport: u16,
+    swapped: bool,
+    len: u32,
 }
 
 /// IPv4 without options, not a fragment, carrying TCP or UDP.
@@ -216,6 +229,9 @@ fn ipv4(data: usize, end: usize) -> Option<Parsed> {
         src: [unsafe { at(ip + 12) }, 0, 0, 0],
         dst: [unsafe { at(ip + 16) }, 0, 0, 0],
         l4,
+        dport: 0,
+        swapped: false,
+        len: 0,
     })
 }
 
@@ -238,6 +254,9 @@ fn ipv6(data: usize, end: usize) -> Option<Parsed> {
         src: [w(8), w(12), w(16), w(20)],
         dst: [w(24), w(28), w(32), w(36)],
         l4,
+        dport: 0,
+        swapped: false,
+        len: 0,
     })
 }
 
@@ -251,7 +270,7 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
         return None;
     }
     let ethertype: u16 = unsafe { at(data + 12) };
-    let p = match ethertype {
+    let mut p = match ethertype {
         ETH_P_IP_BE => ipv4(data, end)?,
         ETH_P_IPV6_BE => ipv6(data, end)?,
         // Tagged frames need the general path (`parse::l2`).
@@ -276,36 +295,98 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
     {
         return None;
     }
+    let len = ctx.len() as u64;
 
     // The conntrack key in its normalized orientation (`conntrack.rs`).
     let swapped = after(&p.src, sport, &p.dst, dport);
-    let mut k = if swapped {
-        ct_key(ifindex, proto, p.family, &p.dst, &p.src, dport, sport)
+    let (lo, hi, lo_port, hi_port) = if swapped {
+        (&p.dst, &p.src, dport, sport)
     } else {
-        ct_key(ifindex, proto, p.family, &p.src, &p.dst, sport, dport)
+        (&p.src, &p.dst, sport, dport)
     };
-    if conntrack::live(k.key()) {
+    let mut k = ct_key(ifindex, proto, p.family, lo, hi, lo_port, hi_port);
+    if let Some(rule) = conntrack::live(k.key()) {
+        account::flow(ep.slot as u32, dir, rule, len);
         return Some(TCX_PASS);
     }
 
-    let rule = if hook::isolated(flags, dir) {
-        let peer = ip_key(p.family, if dir == DIR_EGRESS { &p.dst } else { &p.src });
-        let port = port_key(proto, dport);
+    p.dport = dport;
+    p.swapped = swapped;
+    p.len = len as u32;
+    // A client on this node whose egress was left to after DNAT.
+    if dir == DIR_INGRESS && !deferred_ingress(&p, &k, ifindex) {
+        return Some(TCX_DROP);
+    }
+    Some(new_flow(&p, &mut k, ep, ifindex, dir))
+}
+
+/// At a pod's ingress, the egress check of a client on this node that was
+/// left to after DNAT (`deferred.rs`); false to drop. `k` is the flow's
+/// normalized conntrack key at this hook. Out of line, like `new_flow`, to
+/// keep call chains within the stack limit.
+#[inline(never)]
+fn deferred_ingress(p: &Parsed, k: &Words<12>, ifindex: u32) -> bool {
+    let from = ip_key(p.family, &p.src);
+    let Some(c) = deferred::client(addr_of(&from), ifindex) else {
+        return true;
+    };
+    let to = ip_key(p.family, &p.dst);
+    let port = port_key(p.proto, p.dport);
+    let mut ck = Words(k.0);
+    deferred::decide(
+        &c,
+        ck.key_mut(),
+        p.swapped,
+        to.key(),
+        port.key(),
+        p.len as u64,
+    )
+}
+
+/// The first packet of a flow: policy, then a conntrack entry. Out of line, so that
+/// its keys and records are not part of the stack frame the general path's
+/// frame is stacked on (their sum must stay within BPF's 512 bytes); the
+/// call costs a few instructions on a path that does several lookups.
+#[inline(never)]
+fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ifindex: u32, dir: u32) -> i32 {
+    let (dport, swapped, len) = (p.dport, p.swapped, p.len as u64);
+    let (flags, slot) = (ep.flags, ep.slot as u32);
+    let src = events::Source {
+        slot,
+        ifindex,
+        dir,
+        generation: ep.generation,
+    };
+    let from = ip_key(p.family, &p.src);
+    let to = ip_key(p.family, &p.dst);
+    let port = port_key(p.proto, dport);
+    let rule = if !hook::isolated(flags, dir) {
+        RULE_NOT_ISOLATED
+    } else {
+        let peer = if dir == DIR_EGRESS { &to } else { &from };
         match crate::policy::check_dir(ifindex, dir, ep, peer.key(), port.key()) {
             Some(r) => r,
+            // Looked up only when policy refuses the ClusterIP itself.
+            None if dir == DIR_EGRESS && deferred::service(addr_of(&to)) => RULE_SERVICE,
+            None if hook::audited(flags, dir) => RULE_WOULD_DENY,
             None => {
                 // The event reports the packet as seen.
                 let t: &mut CtKey = k.key_mut();
                 if swapped {
                     conntrack::reverse(t);
                 }
-                events::deny(ifindex, dir, REASON_POLICY, t);
-                return Some(TCX_DROP);
+                events::deny(&src, REASON_POLICY, t);
+                account::packet(slot, dir, account::Verdict::Denied, len);
+                return TCX_DROP;
             }
         }
-    } else {
-        hook::RULE_NOT_ISOLATED
     };
     conntrack::create(k.key(), rule);
-    Some(TCX_PASS)
+    account::flow(slot, dir, rule, len);
+    let t: &mut CtKey = k.key_mut();
+    if swapped {
+        conntrack::reverse(t);
+    }
+    events::flow(&src, REASON_POLICY, rule, t);
+    TCX_PASS
 }

@@ -6,26 +6,57 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    Endpoint, IpKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS,
-    EP_PENDING, FAMILY_V6, PROTO_ICMPV6, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING,
-    REASON_POLICY, REASON_SPOOF,
+    Endpoint, IpKey, DIR_EGRESS, DIR_INGRESS, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_DENY_ALL,
+    EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V6, PROTO_ICMPV6, REASON_FRAGMENT,
+    REASON_MALFORMED, REASON_PENDING, REASON_POLICY, REASON_SPOOF, RULE_NOT_ISOLATED, RULE_SERVICE,
+    RULE_WOULD_DENY, SLOT_UNKNOWN,
 };
 
 use crate::{
-    conntrack, events, fast, frag,
+    account::{self, Verdict},
+    conntrack, deferred,
+    events::{self, Source},
+    fast, frag,
     maps::ENDPOINTS,
     parse::{self, Tuple, FRAG_FIRST, FRAG_LATER, ICMP_ERROR, ICMP_NDP, L2},
     policy,
     scratch::{self, Scratch},
 };
 
-/// `CtValue::rule` of a flow created while the direction was not isolated.
-pub const RULE_NOT_ISOLATED: u32 = u32::MAX;
+/// One run of a hook on one packet: where its events and counts go.
+struct Hook {
+    src: Source,
+    len: u64,
+}
 
-#[inline(always)]
-fn drop_with(ifindex: u32, dir: u32, reason: u32, t: &Tuple) -> i32 {
-    events::deny(ifindex, dir, reason, t);
-    TCX_DROP
+impl Hook {
+    /// Drops the packet: counted and reported.
+    #[inline(always)]
+    fn drop(&self, reason: u32, t: &Tuple) -> i32 {
+        events::deny(&self.src, reason, t);
+        account::packet(self.src.slot, self.src.dir, Verdict::Denied, self.len);
+        TCX_DROP
+    }
+
+    /// Passes a packet whose flow has no rule to count (NDP, fragments,
+    /// packets without a readable header in a direction not isolated).
+    #[inline(always)]
+    fn pass(&self) -> i32 {
+        account::packet(self.src.slot, self.src.dir, Verdict::Allowed, self.len);
+        TCX_PASS
+    }
+
+    /// Refuses the packet for `reason` on behalf of the isolation: dropped,
+    /// or passed as would-deny when the isolation is in audit mode.
+    #[inline(always)]
+    fn refuse(&self, audit: bool, reason: u32, t: &Tuple) -> i32 {
+        if !audit {
+            return self.drop(reason, t);
+        }
+        events::flow(&self.src, reason, RULE_WOULD_DENY, t);
+        account::packet(self.src.slot, self.src.dir, Verdict::WouldDeny, self.len);
+        TCX_PASS
+    }
 }
 
 #[inline(always)]
@@ -62,6 +93,17 @@ pub fn isolated(flags: u32, dir: u32) -> bool {
     flags & iso_flag != 0
 }
 
+/// Whether the isolation of direction `dir` is in audit mode.
+#[inline(always)]
+pub fn audited(flags: u32, dir: u32) -> bool {
+    let audit_flag = if dir == DIR_INGRESS {
+        EP_AUDIT_INGRESS
+    } else {
+        EP_AUDIT_EGRESS
+    };
+    flags & audit_flag != 0
+}
+
 #[inline(always)]
 pub fn run(ctx: &TcContext, dir: u32) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
@@ -95,6 +137,15 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         _ => parse::reset(&mut s.pkt),
     }
     let ep = ENDPOINTS.get_ptr(ifindex).map(|p| unsafe { &*p });
+    let h = Hook {
+        src: Source {
+            slot: ep.map_or(SLOT_UNKNOWN, |e| e.slot as u32),
+            ifindex,
+            dir,
+            generation: ep.map_or(0, |e| e.generation),
+        },
+        len: ctx.len() as u64,
+    };
     // When `l3_ok` is false the parser left the tuple zeroed: events then
     // report no addresses.
     let p = &s.pkt;
@@ -103,81 +154,123 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
     // Neighbour discovery is IPv6's ARP: it passes like ARP does.
     if p.l3_ok && !p.malformed && p.icmp == ICMP_NDP && t.proto == PROTO_ICMPV6 {
         if dir == DIR_EGRESS && !ndp_source_ok(ep, &t.src) {
-            return drop_with(ifindex, dir, REASON_SPOOF, t);
+            return h.drop(REASON_SPOOF, t);
         }
-        return TCX_PASS;
+        return h.pass();
     }
 
     // Fail closed: no record yet, pending, or deny-all.
     let Some(ep) = ep else {
-        return drop_with(ifindex, dir, REASON_PENDING, t);
+        return h.drop(REASON_PENDING, t);
     };
     let flags = ep.flags;
     if flags & EP_PENDING != 0 {
-        return drop_with(ifindex, dir, REASON_PENDING, t);
+        return h.drop(REASON_PENDING, t);
     }
     if flags & EP_DENY_ALL != 0 {
-        return drop_with(ifindex, dir, REASON_POLICY, t);
+        return h.drop(REASON_POLICY, t);
     }
     let isolated = isolated(flags, dir);
+    let audit = audited(flags, dir);
 
     if !p.l3_ok {
         // At pod egress the source cannot be verified: dropped whatever the
         // policy says.
-        if isolated || dir == DIR_EGRESS {
-            return drop_with(ifindex, dir, REASON_MALFORMED, t);
+        if dir == DIR_EGRESS {
+            return h.drop(REASON_MALFORMED, t);
         }
-        return TCX_PASS;
+        if isolated {
+            return h.refuse(audit, REASON_MALFORMED, t);
+        }
+        return h.pass();
     }
     if dir == DIR_EGRESS && !own_addr(ep, &t.src) {
-        return drop_with(ifindex, dir, REASON_SPOOF, t);
+        return h.drop(REASON_SPOOF, t);
     }
     if p.malformed {
         if isolated {
-            return drop_with(ifindex, dir, REASON_MALFORMED, t);
+            return h.refuse(audit, REASON_MALFORMED, t);
         }
-        return TCX_PASS;
+        return h.pass();
     }
     if p.frag == FRAG_LATER {
         let id = p.frag_id;
         if !isolated || frag::verdict(&mut s.frag, ifindex, id, &s.pkt.tuple) == Some(true) {
-            return TCX_PASS;
+            return h.pass();
         }
-        return drop_with(ifindex, dir, REASON_FRAGMENT, &s.pkt.tuple);
+        return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
     }
-    decide(ifindex, dir, ep, isolated, s)
+    decide(&h, ep, isolated, audit, s)
+}
+
+/// At a pod's ingress, the egress check of a client on this node that was
+/// left to after DNAT (`deferred.rs`). False to drop. The tuple is left as
+/// it came, with the hook's ifindex.
+#[inline(always)]
+fn deferred_pass(h: &Hook, s: &mut Scratch) -> bool {
+    let Some(c) = deferred::client(&s.pkt.tuple.src, h.src.ifindex) else {
+        return true;
+    };
+    let t = &s.pkt.tuple;
+    policy::fill_keys(&t.dst, t.proto, t.dport, &mut s.ip, &mut s.port);
+    let t = &mut s.pkt.tuple;
+    let swapped = conntrack::normalize(t);
+    let pass = deferred::decide(&c, t, swapped, &s.ip, &s.port, h.len);
+    if swapped {
+        conntrack::reverse(t);
+    }
+    t.ifindex = h.src.ifindex;
+    pass
 }
 
 /// Conntrack, then policy, for a parsed, non-spoofed packet that is whole or
 /// a first fragment.
 #[inline(always)]
-fn decide(ifindex: u32, dir: u32, ep: &Endpoint, isolated: bool, s: &mut Scratch) -> i32 {
+fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch) -> i32 {
+    let (ifindex, dir) = (h.src.ifindex, h.src.dir);
     let error = s.pkt.icmp == ICMP_ERROR;
     let established = if error {
         // An error belongs to the connection of the packet it quotes.
-        s.pkt.has_quoted && conntrack::known(ifindex, &mut s.pkt.quoted)
+        if s.pkt.has_quoted {
+            conntrack::known(ifindex, &mut s.pkt.quoted)
+        } else {
+            None
+        }
     } else {
         conntrack::known(ifindex, &mut s.pkt.tuple)
     };
+    if let Some(rule) = established {
+        account::flow(h.src.slot, dir, rule, h.len);
+        if s.pkt.frag == FRAG_FIRST {
+            frag::record(&mut s.frag, ifindex, s.pkt.frag_id, &s.pkt.tuple);
+        }
+        return TCX_PASS;
+    }
+    if dir == DIR_INGRESS && !error && !deferred_pass(h, s) {
+        return TCX_DROP;
+    }
     let t = &s.pkt.tuple;
-    let rule = if established {
-        None
-    } else if !isolated {
-        Some(RULE_NOT_ISOLATED)
+    let rule = if !isolated {
+        RULE_NOT_ISOLATED
     } else {
         let peer = if dir == DIR_INGRESS { &t.src } else { &t.dst };
         policy::fill_keys(peer, t.proto, t.dport, &mut s.ip, &mut s.port);
         match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port) {
-            Some(r) => Some(r),
-            None => return drop_with(ifindex, dir, REASON_POLICY, t),
+            Some(r) => r,
+            // Looked up only when policy refuses the ClusterIP itself.
+            None if dir == DIR_EGRESS && !error && deferred::service(&t.dst) => RULE_SERVICE,
+            // An error quoting no flow of ours is refused like any packet,
+            // and opens no flow even in audit mode.
+            None if !audit || error => return h.refuse(audit, REASON_POLICY, t),
+            None => RULE_WOULD_DENY,
         }
     };
-    if let Some(r) = rule {
-        // Errors are not flows of their own: they never open one.
-        if !error {
-            conntrack::create_seen(ifindex, &mut s.pkt.tuple, r);
-        }
+    // Errors are not flows of their own: they never open one.
+    if !error {
+        conntrack::create_seen(ifindex, &mut s.pkt.tuple, rule);
+        events::flow(&h.src, REASON_POLICY, rule, &s.pkt.tuple);
     }
+    account::flow(h.src.slot, dir, rule, h.len);
     if s.pkt.frag == FRAG_FIRST {
         frag::record(&mut s.frag, ifindex, s.pkt.frag_id, &s.pkt.tuple);
     }

@@ -1,18 +1,26 @@
 //! Palisade's TC classifiers: `pod_ingress` runs at TC egress of a pod's
 //! host-side interface (packets going into the pod, checked against the
 //! pod's ingress policy), `pod_egress` at its TC ingress (packets from the
-//! pod, checked against its egress policy and for spoofed sources).
+//! pod, checked against its egress policy and for spoofed sources),
+//! `node_egress` at TC egress of the node's uplink (flows to Services whose
+//! backend is on another node).
 //! See `docs/ebpf.md` and `docs/maps.md`.
 #![no_std]
 #![no_main]
+// Atomic adds for the shared rule counters (`account.rs`).
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
+mod account;
 mod clock;
 mod conntrack;
+mod deferred;
 mod events;
 mod fast;
 mod frag;
 mod hook;
 mod maps;
+mod node;
 mod parse;
 mod policy;
 mod scratch;
@@ -28,6 +36,12 @@ pub fn pod_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn pod_egress(ctx: TcContext) -> i32 {
     hook::run(&ctx, DIR_EGRESS)
+}
+
+/// TC egress of the node's uplink: egress decisions deferred past DNAT.
+#[classifier]
+pub fn node_egress(ctx: TcContext) -> i32 {
+    node::run(&ctx)
 }
 
 /// Does nothing: the baseline that `classifier_bench` subtracts (the cost

@@ -8,13 +8,14 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
 use palisade_common::{
-    CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey, PortKey, RuleBits,
-    SpillKey, CONNTRACK_MAX, EVENTS_BYTES, FRAG_MAX, IDENTITY_TRIE_MAX, INNER_CIDR_MAX,
-    INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, MAX_ENDPOINTS, OUTER_MAX,
+    Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
+    PortKey, RuleBits, RuleCounter, SpillKey, CONNTRACK_MAX, EVENTS_BYTES, FRAG_MAX,
+    IDENTITY_TRIE_MAX, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
+    LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -34,6 +35,15 @@ pub static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }, NO_PREA
 #[btf_map]
 pub static IDENTITIES: LpmTrie<IpKey, u32, { IDENTITY_TRIE_MAX as usize }, NO_PREALLOC> =
     LpmTrie::new();
+
+/// Service ClusterIPs, whose flows' egress is decided after DNAT.
+#[btf_map]
+pub static SERVICES: HashMap<IpKey, u32, { SERVICES_MAX as usize }, NO_PREALLOC> = HashMap::new();
+
+/// Local pod addresses -> the ifindex of the pod's host-side interface.
+#[btf_map]
+pub static LOCAL_ADDRS: HashMap<IpKey, u32, { LOCAL_ADDRS_MAX as usize }, NO_PREALLOC> =
+    HashMap::new();
 
 #[btf_map]
 pub static POLICY_IDENTITY: HashOfMaps<
@@ -64,11 +74,12 @@ pub static FRAGMENTS: LruHashMap<FragKey, FragValue, { FRAG_MAX as usize }> = Lr
 #[btf_map]
 pub static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
 
-/// Deny events not delivered: [sampled out, ring buffer full], per CPU.
+/// Events not delivered: [sampled out, ring buffer full], per CPU.
 #[btf_map]
 pub static EVENTS_LOST: PerCpuArray<u64, 2> = PerCpuArray::new();
 
-/// Per-CPU token bucket that rate-limits deny events (internal).
+/// Per-CPU token bucket of one pod slot that rate-limits its events
+/// (internal).
 #[repr(C)]
 pub struct EventBudget {
     pub tokens: u64,
@@ -76,7 +87,23 @@ pub struct EventBudget {
 }
 
 #[btf_map]
-pub static EVENT_BUDGET: PerCpuArray<EventBudget, 1> = PerCpuArray::new();
+pub static EVENT_BUDGET: PerCpuArray<EventBudget, { SLOTS as usize }> = PerCpuArray::new();
+
+/// Packets and bytes per pod slot, direction and verdict, per CPU. Array
+/// lookups are inlined by the verifier: counting costs no helper call.
+#[btf_map]
+pub static COUNTERS: PerCpuArray<Counters, { SLOTS as usize * 2 }> = PerCpuArray::new();
+
+/// Allowed packets and bytes per pod slot, direction and rule column;
+/// shared across CPUs and updated with atomic adds (per-CPU copies of
+/// 135,168 entries would cost 2 MiB per CPU).
+#[btf_map]
+pub static RULE_COUNTERS: Array<RuleCounter, { MAX_ENDPOINTS as usize * 2 * RULE_COLS as usize }> =
+    Array::new();
+
+/// Node-wide settings written by the agent.
+#[btf_map]
+pub static CONFIG: Array<Config, 1> = Array::new();
 
 /// Per-CPU working memory of one packet (internal): the 512-byte BPF stack
 /// cannot hold the parsed packet and every lookup key at once.

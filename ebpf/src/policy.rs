@@ -6,8 +6,8 @@ use aya_ebpf::{helpers::bpf_map_lookup_elem, maps::lpm_trie::Key};
 use core::{ffi::c_void, ptr};
 use palisade_common::{
     DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_INGRESS,
-    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SPILL_ANY_PEER, SPILL_CIDR_CLASS,
-    SPILL_IDENTITY,
+    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_SPILLED, SPILL_ANY_PEER,
+    SPILL_CIDR_CLASS, SPILL_IDENTITY,
 };
 
 use crate::maps::{
@@ -18,9 +18,6 @@ use crate::maps::{
 /// then the whole address or port.
 pub const IP_KEY_BITS: u32 = 8 + 128;
 pub const PORT_KEY_BITS: u32 = 8 + 16;
-
-/// `CtValue::rule` when a spilled group allowed the flow.
-pub const RULE_SPILLED: u32 = u32::MAX - 1;
 
 /// Reads a `RuleBits` value. LPM trie values sit right after the key data
 /// (17 or 3 bytes), so they are not 8-aligned: read them unaligned.

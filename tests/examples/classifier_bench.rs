@@ -4,6 +4,11 @@
 //! with `PALISADE_EBPF_BASELINE=<object>` an older build of the object is
 //! measured in the same rounds and the ratios printed.
 //!
+//! The flood section measures denied packets with deny events on (the
+//! agent's default) against a harness with events switched off, in the
+//! same rounds: under a flood almost every event is rate-limited and
+//! counted as lost, and that path must stay cheap.
+//!
 //! The kernel's figure includes BPF_PROG_TEST_RUN's own per-run overhead:
 //! the object's `noop` classifier, measured the same way in the same rounds,
 //! is the floor to subtract. Numbers vary by machine: this prints, it never
@@ -192,6 +197,50 @@ fn measure(harnesses: &[&Classifier], cases: &[Case]) -> Result<Vec<Vec<u128>>> 
     Ok(best)
 }
 
+/// Denied packets with deny events on (`loud`) and off (`quiet`), best of
+/// `ROUNDS` interleaved; prints the ratio and what became of the events.
+fn flood(loud: &mut Classifier, quiet: &Classifier, cases: &[Case]) -> Result<()> {
+    let denied: Vec<&Case> = cases.iter().filter(|c| c.want == TCX_DROP).collect();
+    let lost_before =
+        loud.events_lost(EVENTS_LOST_SAMPLED)? + loud.events_lost(EVENTS_LOST_FULL)?;
+    // Start the flood with an empty ring buffer.
+    loud.events()?;
+    let mut best = vec![[u128::MAX; 2]; denied.len()];
+    for round in 0..ROUNDS {
+        for (i, case) in denied.iter().enumerate() {
+            let hook = case.hook.expect("denied cases run a classifier");
+            let pair: [&Classifier; 2] = if round % 2 == 0 {
+                [loud, quiet]
+            } else {
+                [quiet, loud]
+            };
+            for c in pair {
+                let (v, ns) = c.run_repeat(hook, &case.frame, REPEAT)?;
+                ensure!(v == TCX_DROP, "{}: verdict {v}", case.name);
+                let slot = usize::from(!std::ptr::eq(c, &*loud));
+                best[i][slot] = best[i][slot].min(ns);
+            }
+        }
+    }
+    let lost =
+        loud.events_lost(EVENTS_LOST_SAMPLED)? + loud.events_lost(EVENTS_LOST_FULL)? - lost_before;
+    let delivered = loud.events()?.len();
+    println!("deny flood, ns per packet, events on vs off (same rounds):");
+    for (i, case) in denied.iter().enumerate() {
+        let [on, off] = best[i];
+        println!(
+            "  {:36} on {:>5}  off {:>5}  ratio {:.3}",
+            case.name,
+            on,
+            off,
+            on as f64 / off.max(1) as f64
+        );
+    }
+    let sent = (ROUNDS * denied.len()) as u64 * u64::from(REPEAT);
+    println!("  {sent} denied packets: {delivered} events delivered, {lost} counted as lost");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut c = Classifier::load()?;
     program(&mut c)?;
@@ -234,5 +283,9 @@ fn main() -> Result<()> {
         }
         println!();
     }
+    let mut quiet = Classifier::load()?;
+    program(&mut quiet)?;
+    quiet.set_events(0)?;
+    flood(&mut c, &quiet, &cases)?;
     Ok(())
 }

@@ -301,7 +301,7 @@ fn classifier_not_isolated_passes_and_missing_or_pending_drops() -> Result<()> {
     for hook in [Hook::Ingress, Hook::Egress] {
         let p = match hook {
             Hook::Ingress => Packet::tcp(ip(OTHER4), ip(POD4), 1, 2),
-            Hook::Egress => Packet::tcp(ip(POD4), ip(OTHER4), 1, 2),
+            Hook::Egress | Hook::Uplink => Packet::tcp(ip(POD4), ip(OTHER4), 1, 2),
         };
         assert!(pass(&c, hook, &p), "{hook:?} not isolated");
         c.set_endpoint(IFINDEX, &endpoint(EP_PENDING))?;

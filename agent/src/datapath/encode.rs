@@ -6,8 +6,8 @@
 
 use ipnetwork::IpNetwork;
 use palisade_common::{
-    DirPolicy, Endpoint, IpKey, PortKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_EGRESS,
-    EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6,
+    DirPolicy, Endpoint, IpKey, PortKey, RuleBits, SpillKey, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS,
+    EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6,
 };
 use palisade_compiler::{CompiledDirection, CompiledPod, PortPrefix};
 use std::collections::{BTreeMap, BTreeSet};
@@ -157,13 +157,20 @@ pub fn encode_pod(pod: &CompiledPod) -> (Endpoint, PodMaps) {
     if pod.egress.isolated {
         flags |= EP_ISOLATED_EGRESS;
     }
+    if pod.ingress.audit {
+        flags |= EP_AUDIT_INGRESS;
+    }
+    if pod.egress.audit {
+        flags |= EP_AUDIT_EGRESS;
+    }
     let ep = Endpoint {
         flags,
         generation: 0,
         ingress: dir_policy(&pod.ingress),
         egress: dir_policy(&pod.egress),
         addrs,
-        _pad: [0; 6],
+        slot: 0,
+        _pad: [0; 4],
     };
     (
         ep,

@@ -6,9 +6,12 @@ use super::encode::{DirMaps, Lpm};
 use super::load::{InnerShapes, Loaded, MapShape};
 use anyhow::{Context, Result};
 use aya::maps::lpm_trie::Key;
-use aya::maps::{HashMap, HashOfMaps, LpmTrie, Map, MapData, MapError};
+use aya::maps::{
+    Array, HashMap, HashOfMaps, LpmTrie, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+};
 use palisade_common::{
-    names, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_EGRESS, DIR_INGRESS,
+    names, Config, Counters, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, RuleCounter, SpillKey,
+    DIR_EGRESS, DIR_INGRESS, RULE_COLS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +28,9 @@ pub struct NodeMaps {
     policy_cidr: HashOfMaps<MapData, PolicyKey, CidrInner>,
     policy_port: HashOfMaps<MapData, PolicyKey, PortInner>,
     policy_spill: HashOfMaps<MapData, PolicyKey, SpillInner>,
+    counters: PerCpuArray<MapData, Counters>,
+    rule_counters: Array<MapData, RuleCounter>,
+    config: Array<MapData, Config>,
     inner: InnerShapes,
 }
 
@@ -84,8 +90,39 @@ impl NodeMaps {
             policy_cidr: typed!(names::POLICY_CIDR),
             policy_port: typed!(names::POLICY_PORT),
             policy_spill: typed!(names::POLICY_SPILL),
+            counters: typed!(names::COUNTERS),
+            rule_counters: typed!(names::RULE_COUNTERS),
+            config: typed!(names::CONFIG),
             inner: loaded.inner.clone(),
         })
+    }
+
+    /// Zeroes the counters of a pod slot before it is given to a new
+    /// interface, so that no pod inherits another's counts.
+    pub fn reset_counters(&mut self, slot: u16) -> Result<()> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| e)?;
+        for dir in [DIR_INGRESS, DIR_EGRESS] {
+            let row = slot as u32 * 2 + dir;
+            let zero = PerCpuValues::try_from(vec![Counters::default(); cpus])?;
+            self.counters
+                .set(row, zero, 0)
+                .with_context(|| format!("reset COUNTERS[{row}]"))?;
+            for col in 0..RULE_COLS {
+                let i = row * RULE_COLS + col;
+                self.rule_counters
+                    .set(i, RuleCounter::default(), 0)
+                    .with_context(|| format!("reset RULE_COUNTERS[{i}]"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        self.config.get(&0, 0).context("read CONFIG")
+    }
+
+    pub fn set_config(&mut self, config: Config) -> Result<()> {
+        self.config.set(0, config, 0).context("write CONFIG")
     }
 
     pub fn read_endpoints(&self) -> Result<BTreeMap<u32, Endpoint>> {

@@ -12,6 +12,7 @@ pub mod load;
 pub mod maps;
 pub mod readback;
 pub mod sys;
+pub mod telemetry;
 pub mod watch;
 pub mod writer;
 
@@ -70,7 +71,10 @@ impl Datapath {
     pub fn open(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Self> {
         let mut loaded = load::load(object, bpffs_root, node)?;
         let attached = attach::adopt(&mut loaded.ebpf, &loaded.layout)?;
-        let writer = Writer::new(maps::NodeMaps::take(&mut loaded)?)?;
+        let mut writer = Writer::new(maps::NodeMaps::take(&mut loaded)?)?;
+        // Denied packets are reported from the start; allowed flows only
+        // while someone asks (`set_events`).
+        writer.set_events(palisade_common::CONFIG_EVENTS_DENIED)?;
         Ok(Datapath {
             ebpf: loaded.ebpf,
             layout: loaded.layout,
@@ -79,6 +83,16 @@ impl Datapath {
             adopted: loaded.adopted,
             _lock: loaded.lock,
         })
+    }
+
+    /// Sets which events the classifiers emit (`CONFIG_EVENTS_*` bits).
+    pub fn set_events(&mut self, events: u32) -> Result<()> {
+        self.writer.set_events(events)
+    }
+
+    /// The counter slot of each interface with an endpoint record.
+    pub fn slots(&self) -> &BTreeMap<u32, u16> {
+        self.writer.slots()
     }
 
     /// Whether the maps were already pinned when this instance opened them.

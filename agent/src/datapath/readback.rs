@@ -16,8 +16,8 @@ use anyhow::{bail, Context, Result};
 use aya::maps::{HashMap, HashOfMaps, LpmTrie, Map, MapData};
 use ipnetwork::IpNetwork;
 use palisade_common::{
-    names, DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, EP_DENY_ALL, EP_ISOLATED_EGRESS,
-    EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V4, FAMILY_V6,
+    names, DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS,
+    EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V4, FAMILY_V6,
 };
 use palisade_compiler::{CompiledDirection, CompiledPod, PortPrefix};
 use std::collections::BTreeMap;
@@ -158,12 +158,13 @@ pub fn endpoint_ips(ep: &Endpoint) -> Vec<IpAddr> {
 }
 
 fn decode_dir(
-    isolated: bool,
+    (isolated, audit): (bool, bool),
     policy: &DirPolicy,
     maps: Option<&super::encode::DirMaps>,
 ) -> Result<CompiledDirection> {
     let mut d = CompiledDirection {
         isolated,
+        audit,
         any_peer: policy.any_peer,
         any_port: policy.any_port,
         any_port_class: policy.any_port_class,
@@ -202,13 +203,19 @@ pub fn decode_pod(namespace: &str, name: &str, pinned: &PinnedEndpoint) -> Resul
         name: name.to_string(),
         ips: endpoint_ips(ep),
         ingress: decode_dir(
-            ep.flags & EP_ISOLATED_INGRESS != 0,
+            (
+                ep.flags & EP_ISOLATED_INGRESS != 0,
+                ep.flags & EP_AUDIT_INGRESS != 0,
+            ),
             &ep.ingress,
             pinned.maps.ingress.as_ref(),
         )
         .with_context(ctx)?,
         egress: decode_dir(
-            ep.flags & EP_ISOLATED_EGRESS != 0,
+            (
+                ep.flags & EP_ISOLATED_EGRESS != 0,
+                ep.flags & EP_AUDIT_EGRESS != 0,
+            ),
             &ep.egress,
             pinned.maps.egress.as_ref(),
         )

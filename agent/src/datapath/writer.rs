@@ -20,6 +20,7 @@ use super::maps::{dir_keys, NodeMaps};
 use anyhow::Result;
 use palisade_common::{
     Endpoint, IpKey, PolicyKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
+    MAX_ENDPOINTS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -108,6 +109,29 @@ pub struct Writer {
     maps: NodeMaps,
     cache: BTreeMap<u32, Programmed>,
     identities: BTreeMap<Lpm<IpKey>, u32>,
+    /// Counter slot of each interface with a record (`Endpoint::slot`).
+    slots: BTreeMap<u32, u16>,
+}
+
+/// Marks a re-adopted record whose slot must be reassigned (taken twice, or
+/// out of range, as in records of versions without counters): the record
+/// then differs from any desired one and is rewritten.
+const SLOT_REASSIGN: u16 = u16::MAX;
+
+/// The slots of re-adopted records, first come first served; duplicates and
+/// out-of-range slots are marked in `cache` for reassignment.
+fn adopt_slots(cache: &mut BTreeMap<u32, Programmed>) -> BTreeMap<u32, u16> {
+    let mut taken = BTreeSet::new();
+    let mut slots = BTreeMap::new();
+    for (ifindex, p) in cache.iter_mut() {
+        let slot = p.endpoint.slot;
+        if (slot as u32) < MAX_ENDPOINTS && taken.insert(slot) {
+            slots.insert(*ifindex, slot);
+        } else {
+            p.endpoint.slot = SLOT_REASSIGN;
+        }
+    }
+    slots
 }
 
 impl Writer {
@@ -137,7 +161,9 @@ impl Writer {
             );
         }
         let identities = maps.read_identities()?;
+        let slots = adopt_slots(&mut cache);
         Ok(Writer {
+            slots,
             maps,
             cache,
             identities,
@@ -210,6 +236,7 @@ impl Writer {
         report: &mut WriteReport,
     ) -> Result<Change> {
         let (mut endpoint, maps) = desired.parts();
+        endpoint.slot = self.slot(ifindex)?;
         if matches!(desired, Desired::Pending { .. }) {
             report.pending += 1;
         }
@@ -254,6 +281,32 @@ impl Writer {
         }
     }
 
+    /// The interface's counter slot: its own, or the lowest free one (its
+    /// counters zeroed first).
+    fn slot(&mut self, ifindex: u32) -> Result<u16> {
+        if let Some(s) = self.slots.get(&ifindex) {
+            return Ok(*s);
+        }
+        let used: BTreeSet<u16> = self.slots.values().copied().collect();
+        let slot = (0..MAX_ENDPOINTS as u16)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| anyhow::anyhow!("all {MAX_ENDPOINTS} endpoint slots are in use"))?;
+        self.maps.reset_counters(slot)?;
+        self.slots.insert(ifindex, slot);
+        Ok(slot)
+    }
+
+    /// Sets which events the classifiers emit (`CONFIG_EVENTS_*` bits).
+    pub fn set_events(&mut self, events: u32) -> Result<()> {
+        self.maps
+            .set_config(palisade_common::Config { events, _pad: 0 })
+    }
+
+    /// The counter slots of the interfaces with a record.
+    pub fn slots(&self) -> &BTreeMap<u32, u16> {
+        &self.slots
+    }
+
     /// Writes both directions' inner maps under `keys` (a direction that is
     /// not isolated gets none; leftovers of an interrupted run are cleared).
     fn write_generation(&mut self, keys: &[PolicyKey; 2], maps: &PodMaps) -> Result<()> {
@@ -271,6 +324,7 @@ impl Writer {
             flags: EP_DENY_ALL,
             generation: old_gen.unwrap_or(0),
             addrs: desired.addrs,
+            slot: desired.slot,
             ..Endpoint::default()
         };
         self.maps.set_endpoint(ifindex, &endpoint)?;
@@ -301,6 +355,7 @@ impl Writer {
         if self.cache.remove(&ifindex).is_some() {
             report.removed += 1;
         }
+        self.slots.remove(&ifindex);
         Ok(())
     }
 

@@ -13,13 +13,14 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{lpm_trie::Key, HashMap, HashOfMaps, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, HashOfMaps, LpmTrie, MapData, PerCpuArray, RingBuf},
     programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions},
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use palisade_common::{
-    names, CtKey, CtValue, Endpoint, Event, IpKey, PolicyKey, PortKey, RuleBits, SpillKey,
-    FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
+    names, Config, Counters, CtKey, CtValue, Endpoint, Event, IpKey, PolicyKey, PortKey, RuleBits,
+    RuleCounter, SpillKey, CONFIG_EVENTS_DENIED, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
+    INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_COLS,
 };
 
 /// The flag every inner map template in the object carries.
@@ -45,6 +46,9 @@ pub enum Hook {
     Ingress,
     /// TC ingress of the host-side interface: the pod's egress.
     Egress,
+    /// TC egress of the node's uplink (`node_egress`): egress decisions
+    /// deferred past DNAT.
+    Uplink,
 }
 
 impl Hook {
@@ -52,13 +56,14 @@ impl Hook {
         match self {
             Hook::Ingress => names::PROG_INGRESS,
             Hook::Egress => names::PROG_EGRESS,
+            Hook::Uplink => names::PROG_NODE_EGRESS,
         }
     }
 
     pub fn direction(self) -> u32 {
         match self {
             Hook::Ingress => palisade_common::DIR_INGRESS,
-            Hook::Egress => palisade_common::DIR_EGRESS,
+            Hook::Egress | Hook::Uplink => palisade_common::DIR_EGRESS,
         }
     }
 }
@@ -150,9 +155,19 @@ impl Classifier {
             .verifier_log_level(log)
             .load_file(path)
             .with_context(|| format!("loading {}", path.display()))?;
-        let noop = ebpf.program(NOOP).is_some();
-        let names = [Hook::Ingress.program(), Hook::Egress.program(), NOOP];
-        for name in &names[..if noop { 3 } else { 2 }] {
+        // Older builds (benchmark baselines) lack the no-op and the uplink
+        // programs.
+        let names = [
+            Hook::Ingress.program(),
+            Hook::Egress.program(),
+            NOOP,
+            names::PROG_NODE_EGRESS,
+        ];
+        let present: Vec<&str> = names
+            .into_iter()
+            .filter(|n| ebpf.program(n).is_some())
+            .collect();
+        for name in &present {
             let prog: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing"))?
@@ -160,7 +175,47 @@ impl Classifier {
             prog.load()
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
-        Ok(Classifier { ebpf })
+        let mut c = Classifier { ebpf };
+        // As the agent does: denied packets are reported (older objects
+        // have no CONFIG and always report them).
+        if c.ebpf.map(names::CONFIG).is_some() {
+            c.set_events(CONFIG_EVENTS_DENIED)?;
+        }
+        Ok(c)
+    }
+
+    /// Sets which events the classifiers emit (`CONFIG_EVENTS_*` bits).
+    pub fn set_events(&mut self, events: u32) -> Result<()> {
+        let mut m: Array<_, Config> =
+            Array::try_from(self.ebpf.map_mut(names::CONFIG).context("CONFIG")?)?;
+        m.set(0, Config { events, _pad: 0 }, 0)?;
+        Ok(())
+    }
+
+    /// The counters of a pod slot and direction, summed over CPUs.
+    pub fn counters(&self, slot: u16, dir: u32) -> Result<Counters> {
+        let m: PerCpuArray<_, Counters> =
+            PerCpuArray::try_from(self.ebpf.map(names::COUNTERS).context("COUNTERS")?)?;
+        let mut sum = Counters::default();
+        for c in m.get(&(slot as u32 * 2 + dir), 0)?.iter() {
+            sum.allowed_packets += c.allowed_packets;
+            sum.allowed_bytes += c.allowed_bytes;
+            sum.denied_packets += c.denied_packets;
+            sum.denied_bytes += c.denied_bytes;
+            sum.would_deny_packets += c.would_deny_packets;
+            sum.would_deny_bytes += c.would_deny_bytes;
+        }
+        Ok(sum)
+    }
+
+    /// The rule counter of a pod slot, direction and column.
+    pub fn rule_counter(&self, slot: u16, dir: u32, column: u32) -> Result<RuleCounter> {
+        let m: Array<_, RuleCounter> = Array::try_from(
+            self.ebpf
+                .map(names::RULE_COUNTERS)
+                .context("RULE_COUNTERS")?,
+        )?;
+        Ok(m.get(&((slot as u32 * 2 + dir) * RULE_COLS + column), 0)?)
     }
 
     pub fn program(&self, hook: Hook) -> &SchedClassifier {
@@ -241,7 +296,7 @@ impl Classifier {
     /// this harness or the interface.
     pub fn attach(&mut self, hook: Hook, iface: &str) -> Result<()> {
         let at = match hook {
-            Hook::Ingress => TcAttachType::Egress,
+            Hook::Ingress | Hook::Uplink => TcAttachType::Egress,
             Hook::Egress => TcAttachType::Ingress,
         };
         let prog: &mut SchedClassifier = self
@@ -273,6 +328,25 @@ impl Classifier {
         let mut m: LpmTrie<_, IpKey, u32> =
             LpmTrie::try_from(self.ebpf.map_mut(names::IDENTITIES).context("IDENTITIES")?)?;
         m.insert(&cidr_key(addr, len), id, 0)?;
+        Ok(())
+    }
+
+    /// Marks `addr` as a Service ClusterIP.
+    pub fn set_service(&mut self, addr: IpAddr) -> Result<()> {
+        let mut m: HashMap<_, IpKey, u32> =
+            HashMap::try_from(self.ebpf.map_mut(names::SERVICES).context("SERVICES")?)?;
+        m.insert(ip_key(addr), 1, 0)?;
+        Ok(())
+    }
+
+    /// Records `addr` as an address of the local pod on `ifindex`.
+    pub fn set_local_addr(&mut self, addr: IpAddr, ifindex: u32) -> Result<()> {
+        let mut m: HashMap<_, IpKey, u32> = HashMap::try_from(
+            self.ebpf
+                .map_mut(names::LOCAL_ADDRS)
+                .context("LOCAL_ADDRS")?,
+        )?;
+        m.insert(ip_key(addr), ifindex, 0)?;
         Ok(())
     }
 

@@ -47,6 +47,14 @@ pub(super) fn diff_dir(
     if !want.isolated {
         return;
     }
+    if pinned.audit != want.audit {
+        let word = |a: bool| if a { "audit" } else { "enforce" };
+        out.push(format!(
+            "{d}: pinned in {} mode, compiled in {} mode",
+            word(pinned.audit),
+            word(want.audit)
+        ));
+    }
     let mut scalar = |name: &str, p: String, w: String| {
         if p != w {
             out.push(format!("{d} {name}: pinned {p}, compiled {w}"));

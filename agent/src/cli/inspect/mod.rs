@@ -312,6 +312,9 @@ fn kernel_line(node: &Node, dir: Direction, addr: IpAddr, v: &LookupVerdict) -> 
             format!("{d} of {pod}: not isolated (or not programmed): allowed")
         }
         LookupVerdict::Denied => format!("{d} of {pod}: denied by the pinned maps"),
+        LookupVerdict::WouldDeny => format!(
+            "{d} of {pod}: no rule allows it; passed because the isolation is in audit mode (would deny)"
+        ),
         LookupVerdict::Allowed { group, rules } => {
             let names = if rules.is_empty() {
                 "rules unknown to the manifests".to_string()

@@ -3,9 +3,11 @@
 use super::*;
 
 /// The kernel keeps no names: the groups (and the spilled groups behind
-/// classes and spill keys) are those of the current compile.
+/// classes and spill keys) and the isolating policies are those of the
+/// current compile.
 pub(super) fn name_groups(pinned: &mut CompiledDirection, fresh: &CompiledDirection) {
     pinned.groups = fresh.groups.clone();
+    pinned.isolating = fresh.isolating.clone();
     pinned.classes = fresh.classes.clone();
     pinned.spill_groups = fresh
         .spill_groups

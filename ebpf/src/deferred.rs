@@ -1,0 +1,109 @@
+//! Egress decisions deferred past DNAT (Services). A pod's packet to a
+//! Service ClusterIP passes its own egress hook undecided (`RULE_SERVICE`):
+//! kube-proxy rewrites the destination only after that hook. The decision
+//! is taken where the backend is known: at the backend's hook when it is on
+//! this node (`pod_ingress`), at the node's uplink otherwise
+//! (`node_egress`). Both find the client by its source address, which
+//! anti-spoofing at its own hook vouches for.
+//!
+//! A flow decided at the client's own hook (direct pod-to-pod traffic) has
+//! a conntrack entry under the client's ifindex for this exact tuple, so it
+//! is never decided twice.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use palisade_common::{
+    CtKey, Endpoint, IpKey, PortKey, DIR_EGRESS, EP_DENY_ALL, EP_PENDING, REASON_POLICY,
+    RULE_WOULD_DENY,
+};
+
+use crate::{
+    account::{self, Verdict},
+    conntrack,
+    events::{self, Source},
+    hook,
+    maps::{ENDPOINTS, LOCAL_ADDRS, SERVICES},
+    policy,
+};
+
+/// Whether `addr` is a Service ClusterIP.
+#[inline(always)]
+pub fn service(addr: &IpKey) -> bool {
+    unsafe { SERVICES.get(addr) }.is_some()
+}
+
+/// A local pod whose egress a packet must still pass.
+pub struct Client {
+    pub ifindex: u32,
+    pub ep: &'static Endpoint,
+}
+
+/// The local pod that sent a packet from `addr`, when its egress policy
+/// applies here: not the hook's own pod (its hook decided), isolated for
+/// egress, and programmed (a pending or deny-all pod's hook drops all).
+#[inline(always)]
+pub fn client(addr: &IpKey, hook_ifindex: u32) -> Option<Client> {
+    let ifindex = *unsafe { LOCAL_ADDRS.get(addr) }?;
+    if ifindex == hook_ifindex {
+        return None;
+    }
+    let ep = unsafe { &*ENDPOINTS.get_ptr(ifindex)? };
+    let flags = ep.flags;
+    if flags & (EP_PENDING | EP_DENY_ALL) != 0 || !hook::isolated(flags, DIR_EGRESS) {
+        return None;
+    }
+    Some(Client { ifindex, ep })
+}
+
+/// Decides `c`'s egress for the flow of the normalized conntrack key `k`
+/// (`swapped`: whether normalizing swapped the packet's ends), the
+/// destination's filled LPM keys `peer` and `port`. True to pass. Sets
+/// `k.ifindex` to the client's: callers that reuse `k` restore it.
+#[inline(always)]
+pub fn decide(
+    c: &Client,
+    k: &mut CtKey,
+    swapped: bool,
+    peer: &Key<IpKey>,
+    port: &Key<PortKey>,
+    len: u64,
+) -> bool {
+    k.ifindex = c.ifindex;
+    if conntrack::live(k).is_some() {
+        return true;
+    }
+    let src = Source {
+        slot: c.ep.slot as u32,
+        ifindex: c.ifindex,
+        dir: DIR_EGRESS,
+        generation: c.ep.generation,
+    };
+    let rule = match policy::check_dir(c.ifindex, DIR_EGRESS, c.ep, peer, port) {
+        Some(r) => r,
+        None if hook::audited(c.ep.flags, DIR_EGRESS) => RULE_WOULD_DENY,
+        None => {
+            report(k, swapped, |t| events::deny(&src, REASON_POLICY, t));
+            account::packet(src.slot, DIR_EGRESS, Verdict::Denied, len);
+            return false;
+        }
+    };
+    conntrack::create(k, rule);
+    if rule == RULE_WOULD_DENY {
+        // The client's hook counted the packet as allowed (undecided); what
+        // was decided here is counted here.
+        account::packet(src.slot, DIR_EGRESS, Verdict::WouldDeny, len);
+    }
+    report(k, swapped, |t| events::flow(&src, REASON_POLICY, rule, t));
+    true
+}
+
+/// Runs `f` on `k` in the orientation the packet was seen in.
+#[inline(always)]
+fn report(k: &mut CtKey, swapped: bool, f: impl FnOnce(&CtKey)) {
+    if swapped {
+        conntrack::reverse(k);
+    }
+    f(k);
+    if swapped {
+        conntrack::reverse(k);
+    }
+}

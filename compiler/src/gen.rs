@@ -7,8 +7,8 @@
 
 use ipnetwork::IpNetwork;
 use palisade_policy::{
-    Labels, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
-    Selector, NAMESPACE_NAME_LABEL,
+    Enforcement, Labels, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch, PortSpec,
+    Protocol, Rule, Selector, NAMESPACE_NAME_LABEL,
 };
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -130,6 +130,7 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
     let mut p = Policy {
         namespace: namespace.clone(),
         name: format!("pol-{k:02}"),
+        enforcement: Enforcement::Enforce,
         pod_selector: sel(&[("app", app(target))]),
         isolates_ingress: true,
         isolates_egress: false,

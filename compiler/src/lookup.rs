@@ -24,11 +24,19 @@ pub enum LookupVerdict {
         rules: Vec<RuleRef>,
     },
     Denied,
+    /// No rule allows it, but the direction is isolated by audit policies
+    /// only: the packet passes and is reported as "would deny".
+    WouldDeny,
 }
 
 impl LookupVerdict {
+    /// Whether the packet passes this check (a would-deny passes).
     pub fn allows(&self) -> bool {
         !matches!(self, LookupVerdict::Denied)
+    }
+
+    pub fn would_deny(&self) -> bool {
+        matches!(self, LookupVerdict::WouldDeny)
     }
 }
 
@@ -43,6 +51,11 @@ pub struct CheckVerdict {
 impl CheckVerdict {
     pub fn allowed(&self) -> bool {
         self.egress.allows() && self.ingress.allows()
+    }
+
+    /// Passes only because audit-mode isolation does not drop.
+    pub fn would_deny(&self) -> bool {
+        self.allowed() && (self.egress.would_deny() || self.ingress.would_deny())
     }
 }
 
@@ -107,7 +120,13 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
             }
         }
     }
-    LookupVerdict::Denied
+    // Nothing allows it: the endpoint's audit flag turns the drop into a
+    // reported pass.
+    if d.audit {
+        LookupVerdict::WouldDeny
+    } else {
+        LookupVerdict::Denied
+    }
 }
 
 fn allowed(d: &CompiledDirection, group: usize) -> LookupVerdict {

@@ -103,6 +103,8 @@ fn dir_json(d: &CompiledDirection, alloc: &IdentityAllocator) -> Value {
         .collect();
     json!({
         "isolated": true,
+        "audit": d.audit,
+        "isolating": d.isolating,
         "groups": groups,
         "any_peer": { "bits": format!("{:#x}", d.any_peer), "groups": bit_groups(d.any_peer) },
         "any_port": { "bits": format!("{:#x}", d.any_port), "groups": bit_groups(d.any_port) },
@@ -176,7 +178,19 @@ fn dir_text(out: &mut String, dir: Direction, d: &CompiledDirection, alloc: &Ide
         let _ = writeln!(out, "  {name}: not isolated");
         return;
     }
-    let _ = writeln!(out, "  {name}: isolated, {} group(s)", d.groups.len());
+    // Audit-only isolation lets through what no rule allows ("would
+    // deny"): say so on the first line, it changes what every entry means.
+    let mode = if d.audit {
+        " (audit: would deny, not drop)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "  {name}: isolated{mode} by {}, {} group(s)",
+        d.isolating.join(", "),
+        d.groups.len()
+    );
     for (i, g) in d.groups.iter().enumerate() {
         let rules: Vec<String> = g
             .rules
@@ -300,6 +314,7 @@ mod tests {
             policies: vec![Policy {
                 namespace: "shop".into(),
                 name: "web".into(),
+                enforcement: Default::default(),
                 pod_selector: Selector::default(),
                 isolates_ingress: true,
                 isolates_egress: false,
@@ -334,6 +349,8 @@ mod tests {
         assert_eq!(pod["pod"], "shop/web");
         let ing = &pod["ingress"];
         assert_eq!(ing["isolated"], true);
+        assert_eq!(ing["audit"], false);
+        assert_eq!(ing["isolating"], json!(["shop/web"]));
         assert_eq!(ing["groups"][0]["rules"][0]["policy"], "shop/web");
         assert_eq!(ing["ports"][0]["proto"], "TCP");
         assert_eq!(ing["ports"][0]["port"], 80);
@@ -362,6 +379,7 @@ mod tests {
         let text = to_text("n1", &node, &alloc);
         for needle in [
             "pod shop/web (10.0.0.1)",
+            "ingress: isolated by shop/web, 1 group(s)",
             "group 0 (bit 0): shop/web ingress[0]",
             "cidr 10.9.0.0/16: groups - class 0",
             "port TCP 80/15 (80-81): groups 0",

@@ -30,6 +30,16 @@ pub struct RuleGroup {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompiledDirection {
     pub isolated: bool,
+    /// Isolated by audit policies only: the compiled rules are theirs, and
+    /// a packet none of them allows passes as "would deny" (the writer sets
+    /// the endpoint's audit flag for the direction).
+    pub audit: bool,
+    /// The policies (`namespace/name`, sorted) whose rules are compiled
+    /// here: those isolating the direction, enforced ones when there are
+    /// any, else the audit ones. Policies without rules (default deny)
+    /// included; empty when not isolated. For explanations, not written to
+    /// the kernel.
+    pub isolating: Vec<String>,
     pub any_peer: u64,
     pub any_port: u64,
     /// Port class every packet has for spilled any-port groups (0 = none).

@@ -38,6 +38,7 @@ fn ingress_policy(name: &str, rules: Vec<Rule>) -> Policy {
     Policy {
         namespace: "ns".into(),
         name: name.into(),
+        enforcement: Default::default(),
         pod_selector: app("web").unwrap(),
         isolates_ingress: true,
         isolates_egress: false,

@@ -9,7 +9,9 @@ use palisade_common::SPILL_IDENTITY;
 use palisade_compiler::{
     compile, Change, CompiledDirection, CompiledNode, Compiler, IdentityAllocator, IdentityKey,
 };
-use palisade_policy::{Labels, Model, NamedPort, Namespace, Pod, Policy, NAMESPACE_NAME_LABEL};
+use palisade_policy::{
+    Enforcement, Labels, Model, NamedPort, Namespace, Pod, Policy, NAMESPACE_NAME_LABEL,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::collections::BTreeMap;
@@ -25,6 +27,8 @@ enum Op {
     Add(usize, Labels, Vec<NamedPort>, bool),
     UpsertPolicy(Policy),
     DeletePolicy(usize),
+    /// Only the enforcement annotation of an existing policy changes.
+    Enforcement(usize, Enforcement),
     NamespaceLabels(usize, Labels),
 }
 
@@ -39,6 +43,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..NAMESPACES.len(), labels(), ports(), any::<bool>()).prop_map(|(n, l, p, local)| Op::Add(n, l, p, local)),
         3 => (0..6usize).prop_flat_map(policy).prop_map(Op::UpsertPolicy),
         1 => (0..6usize).prop_map(Op::DeletePolicy),
+        2 => (0..6usize, enforcement()).prop_map(|(i, e)| Op::Enforcement(i, e)),
         1 => (0..NAMESPACES.len(), labels_strategy(&["team"], &["a", "b"])).prop_map(|(n, l)| Op::NamespaceLabels(n, l)),
     ]
 }
@@ -112,6 +117,14 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
                 namespace: p.namespace,
                 name: p.name,
             }
+        }
+        Op::Enforcement(i, enforcement) => {
+            if model.policies.is_empty() {
+                return None;
+            }
+            let i = i % model.policies.len();
+            model.policies[i].enforcement = enforcement;
+            Change::UpsertPolicy(model.policies[i].clone())
         }
         Op::NamespaceLabels(n, mut labels) => {
             let name = NAMESPACES[n].to_string();
@@ -281,4 +294,65 @@ fn applied_lists_the_changed_pods() {
 fn compiler_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Compiler>();
+}
+
+/// Flipping only a policy's enforcement recompiles the pods it selects:
+/// the direction turns audit (its rules kept) and back.
+#[test]
+fn enforcement_change_recompiles_selected_pods() {
+    let pod = |name: &str, i: u8, app: &str| Pod {
+        namespace: "ns0".into(),
+        name: name.into(),
+        labels: [("app".to_string(), app.to_string())].into(),
+        node: Some(NODE.into()),
+        ips: vec![v4(i)],
+        ports: vec![],
+    };
+    let deny = |name: &str, app: &str, enforcement| Policy {
+        namespace: "ns0".into(),
+        name: name.into(),
+        enforcement,
+        pod_selector: palisade_policy::Selector {
+            match_labels: [("app".to_string(), app.to_string())].into(),
+            match_expressions: vec![],
+        },
+        isolates_ingress: true,
+        isolates_egress: false,
+        ingress: vec![],
+        egress: vec![],
+    };
+    let model = Model {
+        pods: vec![pod("a", 1, "a"), pod("b", 2, "b")],
+        policies: vec![
+            deny("deny-a", "a", Enforcement::Enforce),
+            deny("deny-b", "b", Enforcement::Enforce),
+        ],
+        ..Model::default()
+    };
+    let mut compiler = Compiler::from_model(&model, NODE, IdentityAllocator::new());
+    let ingress = |c: &Compiler, pod: &str| c.compiled().pods[pod].ingress.clone();
+    assert!(!ingress(&compiler, "ns0/a").audit);
+    assert_eq!(ingress(&compiler, "ns0/a").isolating, ["ns0/deny-a"]);
+
+    let applied = compiler.apply(Change::UpsertPolicy(deny(
+        "deny-a",
+        "a",
+        Enforcement::Audit,
+    )));
+    assert_eq!(applied.pods.iter().collect::<Vec<_>>(), ["ns0/a"]);
+    let a = ingress(&compiler, "ns0/a");
+    assert!(a.isolated && a.audit);
+    assert_eq!(a.isolating, ["ns0/deny-a"]);
+    assert!(!ingress(&compiler, "ns0/b").audit);
+
+    // An enforced policy joining an audit one takes the direction over.
+    let applied = compiler.apply(Change::UpsertPolicy(deny(
+        "deny-a2",
+        "a",
+        Enforcement::Enforce,
+    )));
+    assert_eq!(applied.pods.iter().collect::<Vec<_>>(), ["ns0/a"]);
+    let a = ingress(&compiler, "ns0/a");
+    assert!(a.isolated && !a.audit);
+    assert_eq!(a.isolating, ["ns0/deny-a2"]);
 }

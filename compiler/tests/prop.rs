@@ -1,5 +1,6 @@
 //! Property tests: the lookup model on the compiled maps must agree with the
-//! spec oracle on random topologies, policies and flows.
+//! spec oracle on random topologies, policies (enforced and audit) and
+//! flows, would-deny verdicts included.
 //!
 //! Cases: 10,000 for the general property and 500 for the spill property by
 //! default; `PALISADE_PROPTEST_CASES=N` sets the general count (the spill
@@ -11,8 +12,8 @@ use palisade_common::RULE_BITS;
 use palisade_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use palisade_compiler::{check, compile, lookup, IdentityAllocator, LookupVerdict};
 use palisade_policy::{
-    evaluate, evaluate_direction, DirVerdict, Direction, Flow, Model, NamedPort, Peer, Pod, Policy,
-    PortMatch, PortSpec, Protocol, Rule, Selector,
+    evaluate, evaluate_direction, DirVerdict, Direction, Enforcement, Flow, Model, NamedPort, Peer,
+    Pod, Policy, PortMatch, PortSpec, Protocol, Rule, Selector,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -30,6 +31,7 @@ fn agree(
     match (got, want) {
         (LookupVerdict::NotIsolated, DirVerdict::NotIsolated) => Ok(()),
         (LookupVerdict::Denied, DirVerdict::Denied(_)) => Ok(()),
+        (LookupVerdict::WouldDeny, DirVerdict::WouldDeny(_)) => Ok(()),
         (LookupVerdict::Allowed { group, rules }, DirVerdict::Allowed(oracle_rules)) => {
             // A group unites rules with one port set: the one that set the
             // bit must be among the rules the oracle says allow the flow.
@@ -54,7 +56,12 @@ fn agree(
 struct Coverage {
     not_isolated: Cell<usize>,
     denied: Cell<usize>,
+    would_deny: Cell<usize>,
     allowed: Cell<usize>,
+    by_audit_rule: Cell<usize>,
+    /// Denied (or allowed) by enforced policies while an audit policy also
+    /// isolates the same pod direction.
+    enforced_over_audit: Cell<usize>,
     by_named_ingress: Cell<usize>,
     by_named_egress: Cell<usize>,
     by_block_on_pod: Cell<usize>,
@@ -66,10 +73,27 @@ impl Coverage {
         c.set(c.get() + 1);
     }
 
-    fn record(&self, model: &Model, peer: IpAddr, got: &LookupVerdict, want: &DirVerdict) {
+    fn record(
+        &self,
+        model: &Model,
+        pod: &Pod,
+        dir: Direction,
+        peer: IpAddr,
+        got: &LookupVerdict,
+        want: &DirVerdict,
+    ) {
+        let audit_isolates = model
+            .isolating_policies(pod, dir)
+            .any(|p| p.enforcement == Enforcement::Audit);
         match want {
             DirVerdict::NotIsolated => Self::bump(&self.not_isolated),
-            DirVerdict::Denied(_) => Self::bump(&self.denied),
+            DirVerdict::Denied(_) => {
+                Self::bump(&self.denied);
+                if audit_isolates {
+                    Self::bump(&self.enforced_over_audit);
+                }
+            }
+            DirVerdict::WouldDeny(_) => Self::bump(&self.would_deny),
             DirVerdict::Allowed(rules) => {
                 Self::bump(&self.allowed);
                 for r in rules {
@@ -78,6 +102,9 @@ impl Coverage {
                         .iter()
                         .find(|p| p.key() == r.policy)
                         .expect("rule's policy");
+                    if policy.enforcement == Enforcement::Audit {
+                        Self::bump(&self.by_audit_rule);
+                    }
                     let rule = &policy.rules(r.direction)[r.rule];
                     let named = rule
                         .ports
@@ -108,7 +135,12 @@ impl Coverage {
         let mut all = vec![
             ("not isolated", self.not_isolated.get()),
             ("denied", self.denied.get()),
+            ("would deny", self.would_deny.get()),
             ("allowed", self.allowed.get()),
+            (
+                "allowed by an audit policy's rule",
+                self.by_audit_rule.get(),
+            ),
             (
                 "allowed by an ingress named port",
                 self.by_named_ingress.get(),
@@ -124,6 +156,12 @@ impl Coverage {
         ];
         if spill {
             all.push(("allowed by a spilled group", self.by_spilled_group.get()));
+        } else {
+            // The spill model has one policy per namespace: no mix there.
+            all.push((
+                "denied by enforced policies over an audit one",
+                self.enforced_over_audit.get(),
+            ));
         }
         eprintln!("coverage: {all:?}");
         for (what, n) in all {
@@ -142,6 +180,21 @@ fn check_flows(model: &Model, flows: &[FlowSpec], cov: &Coverage) -> Result<(), 
         let key = format!("{}/{}", pod.namespace, pod.name);
         let cp = &node.pods[&key];
         prop_assert!(cp.error.is_none(), "{key}: {:?}", cp.error);
+        // Which policies decide each direction, and whether it is audit.
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let d = cp.direction(dir);
+            let (audit, isolating) = match model.deciding_policies(pod, dir) {
+                None => (false, Vec::new()),
+                Some(dec) => {
+                    let mut keys: Vec<String> = dec.policies.iter().map(|p| p.key()).collect();
+                    keys.sort();
+                    (dec.audit, keys)
+                }
+            };
+            prop_assert_eq!(d.isolated, !isolating.is_empty(), "{} {:?}", key, dir);
+            prop_assert_eq!(d.audit, audit, "{} {:?}", key, dir);
+            prop_assert_eq!(&d.isolating, &isolating, "{} {:?}", key, dir);
+        }
     }
     for spec in flows {
         let flow = to_flow(model, spec);
@@ -158,17 +211,14 @@ fn check_flows(model: &Model, flows: &[FlowSpec], cov: &Coverage) -> Result<(), 
                 } else {
                     flow.src
                 };
-                cov.record(model, peer, &got, &want);
+                cov.record(model, pod, dir, peer, &got, &want);
                 agree(dir, pod, &got, &want)
                     .map_err(|e| TestCaseError::fail(format!("{e} for {flow:?}")))?;
             }
         }
-        prop_assert_eq!(
-            check(&node, &flow).allowed(),
-            evaluate(model, &flow).allowed(),
-            "{:?}",
-            flow
-        );
+        let (got, want) = (check(&node, &flow), evaluate(model, &flow));
+        prop_assert_eq!(got.allowed(), want.allowed(), "{:?}", flow);
+        prop_assert_eq!(got.would_deny(), want.would_deny(), "{:?}", flow);
     }
     Ok(())
 }
@@ -207,9 +257,10 @@ fn spill_model() -> impl Strategy<Value = Model> {
         proptest::collection::vec(rule(), 0..=4),
         proptest::collection::vec(rule(), 1..=8),
         proptest::collection::vec(peer(), 1..=2),
+        enforcement(),
     )
         .prop_map(
-            |(namespaces, pods, pod_selector, before, after, filler_peers)| {
+            |(namespaces, pods, pod_selector, before, after, filler_peers, enforcement)| {
                 let filler = (0..RULE_BITS as u16).map(|i| Rule {
                     peers: Some(filler_peers.clone()),
                     ports: Some(vec![PortSpec {
@@ -224,6 +275,7 @@ fn spill_model() -> impl Strategy<Value = Model> {
                 let policy = |name: &str, ns: &str| Policy {
                     namespace: ns.into(),
                     name: name.into(),
+                    enforcement,
                     pod_selector: pod_selector.clone(),
                     isolates_ingress: true,
                     isolates_egress: true,
@@ -349,6 +401,7 @@ fn spill_path_decides_beyond_rule_bits() {
         policies: vec![Policy {
             namespace: "ns0".into(),
             name: "big".into(),
+            enforcement: Enforcement::Enforce,
             pod_selector: Selector {
                 match_labels: [("app".to_string(), "a".to_string())].into(),
                 match_expressions: vec![],

@@ -23,6 +23,10 @@
 //!   namespace are in `default`.
 //! - The first of two objects with the same kind, namespace and name wins;
 //!   so does the first of two running pods claiming one address.
+//! - A policy annotated `palisade.dev/enforcement: audit` is audit-only: a
+//!   direction isolated by audit policies alone lets through what they
+//!   would deny, as a "would deny" verdict; a direction any enforced
+//!   policy isolates is decided by the enforced policies alone.
 
 mod build;
 mod load;
@@ -33,9 +37,11 @@ mod oracle;
 mod query;
 mod selector;
 
-pub use build::{build, NAMESPACE_NAME_LABEL};
+pub use build::{build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
 pub use load::{load_paths, load_str};
-pub use matrix::{matrix, render_table, MatrixEntry, ProbePort};
+pub use matrix::{
+    matrix, matrix_cells, render_cells, render_table, MatrixCell, MatrixEntry, ProbePort,
+};
 pub use model::*;
 pub use oracle::{evaluate, evaluate_direction};
-pub use query::Family;
+pub use query::{deciding, Deciding, Family};

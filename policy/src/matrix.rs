@@ -81,10 +81,27 @@ mod protocol_name {
     }
 }
 
+/// A matrix entry with its audit mark: `would_deny` when the packet
+/// passes only because the isolation it meets is audit-only (see
+/// `Verdict::would_deny`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatrixCell {
+    pub entry: MatrixEntry,
+    pub would_deny: bool,
+}
+
 /// Every ordered pair of distinct pods having an address of `family`
 /// (sorted by `namespace/name`), for each port in the given order: port
 /// first, then source, then destination.
 pub fn matrix(model: &Model, ports: &[ProbePort], family: Family) -> Vec<MatrixEntry> {
+    matrix_cells(model, ports, family)
+        .into_iter()
+        .map(|c| c.entry)
+        .collect()
+}
+
+/// [`matrix`], each entry with its audit mark.
+pub fn matrix_cells(model: &Model, ports: &[ProbePort], family: Family) -> Vec<MatrixCell> {
     let mut pods: Vec<_> = model
         .pods
         .iter()
@@ -104,12 +121,16 @@ pub fn matrix(model: &Model, ports: &[ProbePort], family: Family) -> Vec<MatrixE
                     proto: probe.protocol.number(),
                     dport: probe.port,
                 };
-                out.push(MatrixEntry {
-                    from: from.clone(),
-                    to: to.clone(),
-                    port: probe.port,
-                    protocol: probe.protocol,
-                    allowed: evaluate(model, &flow).allowed(),
+                let verdict = evaluate(model, &flow);
+                out.push(MatrixCell {
+                    entry: MatrixEntry {
+                        from: from.clone(),
+                        to: to.clone(),
+                        port: probe.port,
+                        protocol: probe.protocol,
+                        allowed: verdict.allowed(),
+                    },
+                    would_deny: verdict.would_deny(),
                 });
             }
         }
@@ -121,9 +142,23 @@ pub fn matrix(model: &Model, ports: &[ProbePort], family: Family) -> Vec<MatrixE
 /// destinations across, `.` allowed, `X` denied, `-` not probed (a pod to
 /// itself).
 pub fn render_table(entries: &[MatrixEntry]) -> String {
+    let cells: Vec<MatrixCell> = entries
+        .iter()
+        .map(|e| MatrixCell {
+            entry: e.clone(),
+            would_deny: false,
+        })
+        .collect();
+    render_cells(&cells)
+}
+
+/// [`render_table`] with audit marks: `~` for a packet that passes only
+/// because audit-mode isolation does not drop (it would be denied if the
+/// audit policies were enforced).
+pub fn render_cells(cells: &[MatrixCell]) -> String {
     let mut probes: Vec<ProbePort> = Vec::new();
     let mut pods: Vec<&str> = Vec::new();
-    for e in entries {
+    for MatrixCell { entry: e, .. } in cells {
         let probe = ProbePort {
             port: e.port,
             protocol: e.protocol,
@@ -151,15 +186,20 @@ pub fn render_table(entries: &[MatrixEntry]) -> String {
         for from in &pods {
             let mut row = format!("{from:width$}");
             for to in &pods {
-                let cell = entries
+                let cell = cells
                     .iter()
-                    .find(|e| {
+                    .find(|c| {
+                        let e = &c.entry;
                         e.from == *from
                             && e.to == *to
                             && e.port == probe.port
                             && e.protocol == probe.protocol
                     })
-                    .map_or("-", |e| if e.allowed { "." } else { "X" });
+                    .map_or("-", |c| match (c.entry.allowed, c.would_deny) {
+                        (true, true) => "~",
+                        (true, false) => ".",
+                        (false, _) => "X",
+                    });
                 // Centre the mark under its column's name.
                 let w = to.len();
                 let left = (w - 1) / 2;

@@ -135,10 +135,36 @@ pub struct Rule {
     pub ports: Option<Vec<PortSpec>>,
 }
 
+/// How a policy's isolation is applied, from the annotation
+/// `palisade.dev/enforcement` (absent: enforced).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Enforcement {
+    /// Packets the policy's isolation denies are dropped.
+    #[default]
+    Enforce,
+    /// Packets the policy's isolation would deny pass, reported and
+    /// counted as "would deny". Ignored for a direction that an enforced
+    /// policy isolates.
+    Audit,
+}
+
+impl Enforcement {
+    /// The annotation value naming this mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Enforcement::Enforce => "enforce",
+            Enforcement::Audit => "audit",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub namespace: String,
     pub name: String,
+    /// Enforced or audit-only (the annotation, or forced to audit for
+    /// every policy by [`Model::audit_all`]).
+    pub enforcement: Enforcement,
     pub pod_selector: Selector,
     /// Effective policyTypes (defaulting already applied).
     pub isolates_ingress: bool,
@@ -210,14 +236,23 @@ pub enum DirVerdict {
     NotIsolated,
     /// Allowed by these rules (all of them, sorted).
     Allowed(Vec<RuleRef>),
-    /// Denied: isolated by these policies (`namespace/name`, sorted) and
-    /// no rule allows it.
+    /// Denied: isolated by these enforced policies (`namespace/name`,
+    /// sorted) and no rule allows it.
     Denied(Vec<String>),
+    /// Passes, but only because the isolation is audit-only: isolated by
+    /// these audit policies (`namespace/name`, sorted) and no rule allows
+    /// it, so it is reported as "would deny".
+    WouldDeny(Vec<String>),
 }
 
 impl DirVerdict {
+    /// Whether the packet passes this check (a would-deny passes).
     pub fn allows(&self) -> bool {
         !matches!(self, DirVerdict::Denied(_))
+    }
+
+    pub fn would_deny(&self) -> bool {
+        matches!(self, DirVerdict::WouldDeny(_))
     }
 }
 
@@ -229,7 +264,15 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// Whether the packet passes both checks.
     pub fn allowed(&self) -> bool {
         self.egress.allows() && self.ingress.allows()
+    }
+
+    /// Whether the packet passes only because audit-mode isolation does
+    /// not drop: it passes, and one side would deny it. (A packet one side
+    /// denies is denied, whatever the other side would have done.)
+    pub fn would_deny(&self) -> bool {
+        self.allowed() && (self.egress.would_deny() || self.ingress.would_deny())
     }
 }

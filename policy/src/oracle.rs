@@ -9,6 +9,11 @@
 //! allows exactly what some rule of some isolating policy allows. A rule
 //! allows a flow when one of its peers matches the other end (or it has
 //! none) and one of its ports matches (or it has none).
+//!
+//! Audit mode: a direction any enforced policy isolates is decided by the
+//! enforced policies alone; one isolated only by audit policies is decided
+//! by them, but what none of their rules allows is "would deny" (the
+//! packet passes) instead of denied.
 
 use crate::model::{
     DirVerdict, Direction, Flow, Model, Peer, Pod, PortMatch, PortSpec, Rule, RuleRef, Verdict,
@@ -31,10 +36,10 @@ pub fn evaluate(model: &Model, flow: &Flow) -> Verdict {
 /// The verdict of `pod`'s policies in `dir` for `flow`, where `pod` is the
 /// flow's destination (ingress) or source (egress).
 pub fn evaluate_direction(model: &Model, pod: &Pod, dir: Direction, flow: &Flow) -> DirVerdict {
-    let policies: Vec<_> = model.isolating_policies(pod, dir).collect();
-    if policies.is_empty() {
+    let Some(deciding) = model.deciding_policies(pod, dir) else {
         return DirVerdict::NotIsolated;
-    }
+    };
+    let policies = deciding.policies;
     let peer_addr = match dir {
         Direction::Ingress => flow.src,
         Direction::Egress => flow.dst,
@@ -62,7 +67,11 @@ pub fn evaluate_direction(model: &Model, pod: &Pod, dir: Direction, flow: &Flow)
     if allowed.is_empty() {
         let mut isolating: Vec<String> = policies.iter().map(|p| p.key()).collect();
         isolating.sort();
-        DirVerdict::Denied(isolating)
+        if deciding.audit {
+            DirVerdict::WouldDeny(isolating)
+        } else {
+            DirVerdict::Denied(isolating)
+        }
     } else {
         allowed.sort();
         DirVerdict::Allowed(allowed)

@@ -1,7 +1,9 @@
 //! Lookups on the model shared by the oracle, the compiler and the CLI.
 
 use crate::build::NAMESPACE_NAME_LABEL;
-use crate::model::{Direction, Labels, Model, Namespace, Peer, Pod, Policy, Protocol, Rule};
+use crate::model::{
+    Direction, Enforcement, Labels, Model, Namespace, Peer, Pod, Policy, Protocol, Rule,
+};
 use std::borrow::Cow;
 use std::net::IpAddr;
 
@@ -74,6 +76,10 @@ impl Policy {
         }
     }
 
+    pub fn is_audit(&self) -> bool {
+        self.enforcement == Enforcement::Audit
+    }
+
     /// Whether the policy applies to `pod`: same namespace, podSelector
     /// matches.
     pub fn selects(&self, pod: &Pod) -> bool {
@@ -114,8 +120,22 @@ impl Model {
         self.policies.iter().filter(move |p| p.selects(pod))
     }
 
-    /// The policies isolating `pod` in `dir`; empty when the pod is not
-    /// isolated in that direction.
+    /// Puts every policy in audit mode: what the agent's `--audit` does
+    /// (nothing is dropped for policy reasons; denials become "would
+    /// deny"). Call it on each model before compiling it.
+    pub fn audit_all(&mut self) {
+        for p in &mut self.policies {
+            p.enforcement = Enforcement::Audit;
+        }
+    }
+
+    /// The policies whose rules decide `pod`'s `dir` (see [`deciding`]).
+    pub fn deciding_policies<'a>(&'a self, pod: &'a Pod, dir: Direction) -> Option<Deciding<'a>> {
+        deciding(self.policies_selecting(pod), dir)
+    }
+
+    /// The policies isolating `pod` in `dir`, enforced or audit; empty
+    /// when the pod is not isolated in that direction.
     pub fn isolating_policies<'a>(
         &'a self,
         pod: &'a Pod,
@@ -154,5 +174,53 @@ impl Peer {
             }
             Peer::Pods { .. } => false,
         }
+    }
+}
+
+/// The policies whose rules decide one pod direction, and whether that
+/// direction is audit-only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deciding<'a> {
+    /// Sorted by `namespace/name` when the input was.
+    pub policies: Vec<&'a Policy>,
+    /// Only audit policies isolate the direction: what no rule allows is
+    /// "would deny", not denied.
+    pub audit: bool,
+}
+
+/// Of the policies selecting one pod (`selecting`, in any order that the
+/// result keeps), those that decide direction `dir`:
+/// - the enforced ones isolating `dir`, when there is one: audit policies
+///   could only widen what is allowed, and nothing they allow is enforced,
+///   so they are left out;
+/// - otherwise the audit ones isolating `dir` (`audit: true`);
+/// - `None` when no policy isolates `dir`.
+///
+/// The oracle and the compiler both go through this, so the rule exists
+/// once.
+pub fn deciding<'a>(
+    selecting: impl IntoIterator<Item = &'a Policy>,
+    dir: Direction,
+) -> Option<Deciding<'a>> {
+    let (mut enforced, mut audit) = (Vec::new(), Vec::new());
+    for p in selecting.into_iter().filter(|p| p.isolates(dir)) {
+        if p.is_audit() {
+            audit.push(p);
+        } else {
+            enforced.push(p);
+        }
+    }
+    if !enforced.is_empty() {
+        Some(Deciding {
+            policies: enforced,
+            audit: false,
+        })
+    } else if !audit.is_empty() {
+        Some(Deciding {
+            policies: audit,
+            audit: true,
+        })
+    } else {
+        None
     }
 }

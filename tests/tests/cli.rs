@@ -746,3 +746,123 @@ fn bad_arguments_fail_with_a_message() {
         assert!(run.stderr.contains(message), "{args:?}: {}", run.stderr);
     }
 }
+
+/// An audit-mode policy: `check` shows a would-deny distinctly (and exits
+/// 0: the packet passes), `matrix` marks it `~` in the table and
+/// `"would_deny": true` in JSON; a bad annotation value is a skipped
+/// policy naming the field.
+#[test]
+fn check_and_matrix_show_would_deny() {
+    const AUDIT: &str = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+status: {podIP: 10.9.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+status: {podIP: 10.9.0.2}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: a-trial
+  namespace: x
+  annotations: {palisade.dev/enforcement: audit}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{ports: [{port: 443}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: b-typo
+  namespace: x
+  annotations: {palisade.dev/enforcement: Audit}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+";
+    let dir = TempDir::new("audit");
+    let file = dir.write("audit.yaml", AUDIT);
+    let run = palisade(&[
+        "check",
+        "--manifests",
+        path_str(&file),
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "ALLOW x/b (10.9.0.2) -> x/a (10.9.0.1) 80/TCP (audit: would deny)\n  \
+         egress of x/b: not isolated (no policy selects it for egress): allowed\n  \
+         ingress of x/a: allowed (audit: would deny by x/a-trial): no ingress rule \
+         allows it, and only audit policies isolate it\n"
+    );
+    assert!(
+        run.stderr.contains(&format!(
+            "skipped: {}: NetworkPolicy x/b-typo: metadata.annotations[\"palisade.dev/enforcement\"]: must be \"audit\" or \"enforce\", got \"Audit\"",
+            file.display()
+        )),
+        "{}",
+        run.stderr
+    );
+
+    // What the audit policy allows is a plain allow.
+    let run = palisade(&[
+        "check",
+        "--manifests",
+        path_str(&file),
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "443",
+        "--output",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["allowed"], true);
+    assert_eq!(v["would_deny"], false);
+    assert_eq!(
+        v["ingress"],
+        serde_json::json!({"Allowed": [
+            {"policy": "x/a-trial", "direction": "Ingress", "rule": 0}
+        ]})
+    );
+
+    let run = palisade(&[
+        "matrix",
+        "--manifests",
+        path_str(&file),
+        "--ports",
+        "80,443",
+    ]);
+    assert_eq!(
+        run.stdout,
+        "80/TCP\n-   x/a x/b\nx/a  -   .\nx/b  ~   -\n443/TCP\n-   x/a x/b\nx/a  -   .\nx/b  .   -\n"
+    );
+    let run = palisade(&[
+        "matrix",
+        "--manifests",
+        path_str(&file),
+        "--ports",
+        "80",
+        "--output",
+        "json",
+    ]);
+    let cells: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
+    let marked: Vec<_> = cells
+        .iter()
+        .filter(|c| c["would_deny"] == true)
+        .map(|c| (c["from"].as_str().unwrap(), c["to"].as_str().unwrap()))
+        .collect();
+    assert_eq!(marked, [("x/b", "x/a")]);
+    assert!(cells.iter().all(|c| c["allowed"] == true));
+}

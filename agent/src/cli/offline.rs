@@ -1,12 +1,16 @@
 //! `palisade check` and `palisade matrix`: verdicts of the spec oracle on
 //! manifests, no kernel involved. Results go to stdout; skipped objects are
 //! reported on stderr and fail the command only with `--strict`.
+//!
+//! Audit mode shows as such: a flow that passes only because the isolation
+//! it meets is audit-only is `ALLOW ... (audit: would deny)` in `check`,
+//! `~` in the matrix table and `"would_deny": true` in the matrix JSON.
 
 use super::ManifestArgs;
 use palisade_common::{PROTO_ICMP, PROTO_ICMPV6};
 use palisade_policy::{
-    evaluate, load_paths, matrix as oracle_matrix, render_table, DirVerdict, Direction, Family,
-    Flow, Model, ProbePort, RuleRef, Verdict,
+    evaluate, load_paths, matrix_cells, render_cells, DirVerdict, Direction, Family, Flow,
+    MatrixCell, MatrixEntry, Model, ProbePort, RuleRef, Verdict,
 };
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -58,10 +62,12 @@ pub struct MatrixArgs {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum MatrixOutput {
     /// A truth table per port: sources down, destinations across, `.`
-    /// allowed, `X` denied.
+    /// allowed, `X` denied, `~` allowed only because the isolation is in
+    /// audit mode (would deny).
     #[default]
     Table,
-    /// One JSON array of {from, to, port, protocol, allowed}.
+    /// One JSON array of {from, to, port, protocol, allowed}, plus
+    /// `"would_deny": true` on cells allowed only by audit mode.
     Json,
 }
 
@@ -108,20 +114,43 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
 
 pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
     let (model, failed) = load(&args.manifests);
-    let entries = oracle_matrix(&model, &args.ports, args.family);
+    let cells = matrix_cells(&model, &args.ports, args.family);
     match args.output {
-        MatrixOutput::Json => println!("{}", serde_json::to_string(&entries)?),
+        MatrixOutput::Json => println!("{}", matrix_json(&cells)?),
         MatrixOutput::Table => {
-            if entries.is_empty() {
+            if cells.is_empty() {
                 eprintln!(
                     "no pair of running pods with an IPv{} address",
                     family_number(args.family)
                 );
             }
-            print!("{}", render_table(&entries));
+            print!("{}", render_cells(&cells));
         }
     }
     Ok(exit(failed))
+}
+
+/// A matrix cell as JSON: the entry as `MatrixEntry` serializes it (same
+/// keys, same order), plus `"would_deny": true` on cells allowed only by
+/// audit mode (left out elsewhere, so output without audit policies keeps
+/// its shape).
+#[derive(serde::Serialize)]
+struct JsonCell<'a> {
+    #[serde(flatten)]
+    entry: &'a MatrixEntry,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    would_deny: bool,
+}
+
+fn matrix_json(cells: &[MatrixCell]) -> serde_json::Result<String> {
+    let out: Vec<JsonCell> = cells
+        .iter()
+        .map(|c| JsonCell {
+            entry: &c.entry,
+            would_deny: c.would_deny,
+        })
+        .collect();
+    serde_json::to_string(&out)
 }
 
 fn family_number(f: Family) -> u8 {
@@ -232,7 +261,12 @@ impl Query {
     /// The text answer: the verdict line, then one line per direction.
     pub(super) fn explain(&self, model: &Model, verdict: &Verdict) -> String {
         let word = if verdict.allowed() { "ALLOW" } else { "DENY" };
-        let mut out = format!("{word} {} -> {} {}\n", self.from, self.to, self.port);
+        let audit = if verdict.would_deny() {
+            " (audit: would deny)"
+        } else {
+            ""
+        };
+        let mut out = format!("{word} {} -> {} {}{audit}\n", self.from, self.to, self.port);
         let sides = [
             (Direction::Egress, self.flow.src, &verdict.egress),
             (Direction::Ingress, self.flow.dst, &verdict.ingress),
@@ -262,6 +296,11 @@ impl Query {
                     p.key(),
                     policies.join(", ")
                 ),
+                (Some(p), DirVerdict::WouldDeny(policies)) => format!(
+                    "{dir_name} of {}: allowed (audit: would deny by {}): no {dir_name} rule allows it, and only audit policies isolate it",
+                    p.key(),
+                    policies.join(", ")
+                ),
             };
             out.push_str(&format!("  {line}\n"));
         }
@@ -271,6 +310,7 @@ impl Query {
     fn json(&self, verdict: &Verdict) -> serde_json::Value {
         serde_json::json!({
             "allowed": verdict.allowed(),
+            "would_deny": verdict.would_deny(),
             "from": self.from,
             "to": self.to,
             "src": self.flow.src,
@@ -382,6 +422,120 @@ mod tests {
         );
     }
 
+    /// x/a's ingress isolated by an audit policy allowing only x/b; y/b's
+    /// egress by an enforced default deny.
+    fn audit_model() -> Model {
+        let text = "
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {pod: a}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {pod: b}}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: x, labels: {pod: c}}
+status: {podIP: 10.0.0.3}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-audit, namespace: x, annotations: {palisade.dev/enforcement: audit}}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: b}}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: c-deny-egress, namespace: x}
+spec: {podSelector: {matchLabels: {pod: c}}, policyTypes: [Egress]}
+";
+        let m = palisade_policy::load_str(text, "audit.yaml");
+        assert!(m.errors.is_empty(), "{:#?}", m.errors);
+        m
+    }
+
+    #[test]
+    fn check_shows_would_deny() {
+        let m = audit_model();
+        let (ok, text) = run_check(&m, &args("x/c", "x/a", "80/TCP", None));
+        assert!(!ok, "c's enforced egress denies it: {text}");
+        assert!(text.starts_with("DENY "), "{text}");
+        assert!(!text.contains("(audit: would deny)\n"), "{text}");
+
+        let a = args("x/b", "x/a", "80/TCP", None);
+        let (ok, text) = run_check(&m, &a);
+        assert!(ok);
+        assert!(text.contains("ingress of x/a: allowed by x/a-audit (ingress rule 0)"));
+
+        let m2 = {
+            // c's egress no longer denied: only a's audit isolation is left.
+            let mut m2 = m.clone();
+            m2.policies.retain(|p| p.name != "c-deny-egress");
+            m2
+        };
+        let (ok, text) = run_check(&m2, &args("x/c", "x/a", "80/TCP", None));
+        assert!(ok);
+        assert_eq!(
+            text,
+            "ALLOW x/c (10.0.0.3) -> x/a (10.0.0.1) 80/TCP (audit: would deny)\n  \
+             egress of x/c: not isolated (no policy selects it for egress): allowed\n  \
+             ingress of x/a: allowed (audit: would deny by x/a-audit): no ingress rule \
+             allows it, and only audit policies isolate it\n"
+        );
+        let q = Query::resolve(&m2, &args("x/c", "x/a", "80/TCP", None)).unwrap();
+        let json = q.json(&evaluate(&m2, &q.flow));
+        assert_eq!(json["allowed"], true);
+        assert_eq!(json["would_deny"], true);
+        assert_eq!(
+            json["ingress"],
+            serde_json::json!({"WouldDeny": ["x/a-audit"]})
+        );
+    }
+
+    #[test]
+    fn matrix_marks_would_deny() {
+        let m = audit_model();
+        let cells = matrix_cells(&m, &["80/TCP".parse().unwrap()], Family::V4);
+        assert_eq!(
+            render_cells(&cells),
+            "80/TCP\n\
+             -   x/a x/b x/c\n\
+             x/a  -   .   .\n\
+             x/b  .   -   .\n\
+             x/c  X   X   -\n"
+        );
+        let mut m2 = m.clone();
+        m2.policies.retain(|p| p.name != "c-deny-egress");
+        let cells = matrix_cells(&m2, &["80/TCP".parse().unwrap()], Family::V4);
+        assert_eq!(
+            render_cells(&cells),
+            "80/TCP\n\
+             -   x/a x/b x/c\n\
+             x/a  -   .   .\n\
+             x/b  .   -   .\n\
+             x/c  ~   .   -\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&matrix_json(&cells).unwrap()).unwrap();
+        assert!(
+            matrix_json(&cells).unwrap().contains(
+                r#"{"from":"x/c","to":"x/a","port":80,"protocol":"TCP","allowed":true,"would_deny":true}"#
+            ),
+            "{json}"
+        );
+        let marked: Vec<(&str, &str)> = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e.get("would_deny").is_some())
+            .map(|e| (e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
+            .collect();
+        assert_eq!(marked, [("x/c", "x/a")]);
+    }
+
     #[test]
     fn check_takes_addresses_and_icmp() {
         let m = scenario("egress-cidr");
@@ -436,12 +590,13 @@ mod tests {
     #[test]
     fn matrix_json_shape() {
         let m = scenario("default-deny-ingress");
-        let entries = oracle_matrix(&m, &["80/TCP".parse().unwrap()], Family::V4);
-        let json = serde_json::to_string(&entries).unwrap();
+        let cells = matrix_cells(&m, &["80/TCP".parse().unwrap()], Family::V4);
+        let json = matrix_json(&cells).unwrap();
         assert!(json.starts_with(
             r#"[{"from":"x/a","to":"x/b","port":80,"protocol":"TCP","allowed":false},"#
         ));
-        let back: Vec<palisade_policy::MatrixEntry> = serde_json::from_str(&json).unwrap();
+        let back: Vec<MatrixEntry> = serde_json::from_str(&json).unwrap();
+        let entries: Vec<_> = cells.into_iter().map(|c| c.entry).collect();
         assert_eq!(back, entries);
     }
 
@@ -492,7 +647,7 @@ mod tests {
         assert!(m.errors.is_empty(), "{:#?}", m.errors);
         assert!(!m.pods.is_empty());
         assert!(!m.policies.is_empty());
-        let entries = oracle_matrix(&m, &["80/TCP".parse().unwrap()], Family::V4);
+        let entries = palisade_policy::matrix(&m, &["80/TCP".parse().unwrap()], Family::V4);
         assert!(entries.iter().any(|e| e.allowed));
         assert!(entries.iter().any(|e| !e.allowed));
     }

@@ -8,7 +8,7 @@ use super::cluster::{object_key, Cluster};
 use super::peers::PeerKey;
 use super::ports::{normalize, PortRange};
 use ipnetwork::IpNetwork;
-use palisade_policy::{Direction, Peer, Pod, PortMatch, Rule, RuleRef};
+use palisade_policy::{deciding, Direction, Peer, Pod, PortMatch, Rule, RuleRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -44,22 +44,30 @@ pub struct Group {
     pub peers: GroupPeers,
 }
 
+/// The groups of an isolated pod direction, and which policies they come
+/// from.
+#[derive(Debug)]
+pub struct DirGroups {
+    pub groups: Vec<Group>,
+    /// Isolated by audit policies only (their rules are the groups).
+    pub audit: bool,
+    /// `namespace/name` of the policies whose rules are the groups, sorted.
+    pub isolating: Vec<String>,
+}
+
 /// The groups of a pod's direction in their stable order, or `None` when
-/// no policy isolates the pod in that direction.
-pub fn groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<Vec<Group>> {
-    let mut isolated = false;
+/// no policy isolates the pod in that direction. Only the policies that
+/// decide the direction count (`palisade_policy::deciding`): the enforced
+/// ones when there are any, else the audit ones.
+pub fn groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<DirGroups> {
+    let deciding = deciding(cluster.selecting(&pod.namespace, &pod.labels), dir)?;
     let mut out: Vec<Group> = Vec::new();
     let mut by_ports: HashMap<Option<Vec<PortRange>>, usize> = HashMap::new();
-    for policy in cluster.selecting(&pod.namespace, &pod.labels) {
-        let (isolates, rules) = match dir {
-            Direction::Ingress => (policy.isolates_ingress, &policy.ingress),
-            Direction::Egress => (policy.isolates_egress, &policy.egress),
-        };
-        if !isolates {
-            continue;
-        }
-        isolated = true;
+    let mut isolating = Vec::with_capacity(deciding.policies.len());
+    for policy in deciding.policies {
+        let rules = policy.rules(dir);
         let pref = object_key(&policy.namespace, &policy.name);
+        isolating.push(pref.clone());
         for (index, rule) in rules.iter().enumerate() {
             let rref = RuleRef {
                 policy: pref.clone(),
@@ -94,7 +102,14 @@ pub fn groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<Vec<Group>
             }
         }
     }
-    isolated.then_some(out)
+    // `selecting` yields one namespace's policies in name order; sorting
+    // keeps the promise whatever that order becomes.
+    isolating.sort();
+    Some(DirGroups {
+        groups: out,
+        audit: deciding.audit,
+        isolating,
+    })
 }
 
 fn merge(into: &mut GroupPeers, from: GroupPeers) {

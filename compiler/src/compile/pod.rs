@@ -21,14 +21,18 @@ pub(super) fn compile_pod(cluster: &Cluster, pod: &Pod) -> (CompiledPod, PeerInd
     for dir in [Direction::Ingress, Direction::Egress] {
         let compiled = match groups(cluster, pod, dir) {
             None => Ok(CompiledDirection::default()),
-            Some(gs) => {
+            Some(dg) => {
                 let d = &mut index.dirs[dir as usize];
-                d.patchable = gs.len() <= RULE_BITS as usize;
-                for (g, group) in gs.iter().enumerate() {
+                d.patchable = dg.groups.len() <= RULE_BITS as usize;
+                for (g, group) in dg.groups.iter().enumerate() {
                     d.peers
                         .extend(group.peers.pod_peers.iter().map(|k| (k.clone(), g)));
                 }
-                assemble(gs)
+                assemble(dg.groups).map(|compiled| CompiledDirection {
+                    audit: dg.audit,
+                    isolating: dg.isolating,
+                    ..compiled
+                })
             }
         };
         match compiled {

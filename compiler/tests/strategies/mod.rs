@@ -1,14 +1,14 @@
 //! Generators shared by the property tests: small random topologies
 //! (namespaces, dual-stack pods with named ports), policies (selectors with
 //! expressions, overlapping ipBlocks with excepts, port ranges, named
-//! ports, policyTypes variants) and flows.
+//! ports, policyTypes variants, enforced and audit modes) and flows.
 #![allow(dead_code)]
 
 use ipnetwork::IpNetwork;
 use palisade_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use palisade_policy::{
-    Flow, Labels, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch, PortSpec, Protocol,
-    Requirement, Rule, Selector, SelectorOp, NAMESPACE_NAME_LABEL,
+    Enforcement, Flow, Labels, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch, PortSpec,
+    Protocol, Requirement, Rule, Selector, SelectorOp, NAMESPACE_NAME_LABEL,
 };
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -254,9 +254,16 @@ pub fn rule() -> impl Strategy<Value = Rule> {
         .prop_map(|(peers, ports)| Rule { peers, ports })
 }
 
+/// Mostly enforced, so that audit policies meet enforced ones on one pod
+/// as well as isolating pods alone.
+pub fn enforcement() -> impl Strategy<Value = Enforcement> {
+    prop_oneof![2 => Just(Enforcement::Enforce), 1 => Just(Enforcement::Audit)]
+}
+
 pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
     (
         0..NAMESPACES.len(),
+        enforcement(),
         prop_oneof![1 => Just(Selector::default()), 2 => selector(&["app", "tier"])],
         any::<bool>(),
         any::<bool>(),
@@ -266,6 +273,7 @@ pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
         .prop_map(
             move |(
                 ns,
+                enforcement,
                 pod_selector,
                 isolates_ingress,
                 isolates_egress,
@@ -283,6 +291,7 @@ pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
                 Policy {
                     namespace: NAMESPACES[ns].into(),
                     name: format!("pol{index}"),
+                    enforcement,
                     pod_selector,
                     isolates_ingress,
                     isolates_egress,

@@ -19,6 +19,7 @@ use std::net::IpAddr;
 
 pub(crate) use meta::object_name;
 pub use namespace::NAMESPACE_NAME_LABEL;
+pub use policy::ENFORCEMENT_ANNOTATION;
 
 /// A problem in one field of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]

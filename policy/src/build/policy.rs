@@ -2,14 +2,20 @@
 
 use super::meta::checked_name;
 use super::{parse_protocol, selector, FieldError, FieldResult};
-use crate::model::{Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::model::{Enforcement, Peer, Policy, PortMatch, PortSpec, Rule};
 use crate::names;
 use ipnetwork::IpNetwork;
 use k8s_openapi::api::networking::v1 as net;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+/// The annotation that puts a NetworkPolicy in audit mode (`audit`) or
+/// says it is enforced (`enforce`, the default when absent).
+pub const ENFORCEMENT_ANNOTATION: &str = "palisade.dev/enforcement";
 
 pub fn convert(np: &net::NetworkPolicy) -> FieldResult<Policy> {
     let (namespace, name) = checked_name(&np.metadata, true)?;
+    let enforcement = enforcement(&np.metadata)?;
     let spec = np
         .spec
         .as_ref()
@@ -41,12 +47,31 @@ pub fn convert(np: &net::NetworkPolicy) -> FieldResult<Policy> {
     Ok(Policy {
         namespace,
         name,
+        enforcement,
         pod_selector,
         isolates_ingress,
         isolates_egress,
         ingress,
         egress,
     })
+}
+
+/// The enforcement annotation, spelled exactly: a typo must not silently
+/// enforce (or silently stop enforcing) a policy, so anything else is an
+/// error and the policy is skipped.
+fn enforcement(meta: &ObjectMeta) -> FieldResult<Enforcement> {
+    let value = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
+    match value.map(String::as_str) {
+        None | Some("enforce") => Ok(Enforcement::Enforce),
+        Some("audit") => Ok(Enforcement::Audit),
+        Some(other) => Err(FieldError::new(
+            format!("metadata.annotations[{ENFORCEMENT_ANNOTATION:?}]"),
+            format!(r#"must be "audit" or "enforce", got {other:?}"#),
+        )),
+    }
 }
 
 /// Effective policyTypes. Absent (or empty) means Ingress, plus Egress

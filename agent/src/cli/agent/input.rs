@@ -125,6 +125,7 @@ mod tests {
         Policy {
             namespace: "ns".into(),
             name: name.into(),
+            enforcement: Default::default(),
             pod_selector: Selector::default(),
             isolates_ingress: true,
             isolates_egress: false,

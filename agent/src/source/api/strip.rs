@@ -3,7 +3,8 @@
 //! environment and probes would be most of the agent's memory.
 //!
 //! Kept: name, namespace and labels of every object (and a policy's uid,
-//! which Events about it refer to); of a pod the node, host
+//! which Events about it refer to, and its `palisade.dev/enforcement`
+//! annotation, which puts it in audit mode); of a pod the node, host
 //! networking, container ports, phase and addresses; a policy's whole spec.
 
 use k8s_openapi::api::core::v1::{
@@ -11,6 +12,8 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use palisade_policy::ENFORCEMENT_ANNOTATION;
+use std::collections::BTreeMap;
 
 fn meta(m: &mut ObjectMeta, keep_labels: bool) {
     *m = ObjectMeta {
@@ -69,8 +72,16 @@ pub fn policy(np: &mut NetworkPolicy) {
     // Events on an invalid policy name it by uid too (`kubectl describe`
     // matches on it); a uid never changes, so it costs no round.
     let uid = np.metadata.uid.take();
+    // The one annotation the model reads; the others (last-applied
+    // configuration above all, a copy of the whole object) are dropped.
+    let enforcement = np
+        .metadata
+        .annotations
+        .as_mut()
+        .and_then(|a| a.remove_entry(ENFORCEMENT_ANNOTATION));
     meta(&mut np.metadata, false);
     np.metadata.uid = uid;
+    np.metadata.annotations = enforcement.map(|(k, v)| BTreeMap::from([(k, v)]));
 }
 
 #[cfg(test)]
@@ -137,6 +148,50 @@ mod tests {
         let a = palisade_policy::build(vec![], vec![], vec![full]);
         let b = palisade_policy::build(vec![], vec![], vec![slim]);
         assert_eq!(a.policies, b.policies);
+    }
+
+    #[test]
+    fn a_stripped_policy_keeps_its_enforcement_annotation() {
+        let full: NetworkPolicy = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "p", "namespace": "shop",
+                "annotations": {
+                    "palisade.dev/enforcement": "audit",
+                    "kubectl.kubernetes.io/last-applied-configuration": "x".repeat(1000),
+                    "other": "y"
+                }
+            },
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        }))
+        .unwrap();
+        let mut slim = full.clone();
+        policy(&mut slim);
+        let kept = slim.metadata.annotations.as_ref().unwrap();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(kept[ENFORCEMENT_ANNOTATION], "audit");
+        let a = palisade_policy::build(vec![], vec![], vec![full.clone()]);
+        let b = palisade_policy::build(vec![], vec![], vec![slim]);
+        assert_eq!(a.policies, b.policies);
+        assert_eq!(
+            b.policies[0].enforcement,
+            palisade_policy::Enforcement::Audit
+        );
+
+        // An invalid value survives stripping too, so the policy is still
+        // reported (and skipped) rather than silently enforced.
+        let mut bad = full.clone();
+        bad.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(ENFORCEMENT_ANNOTATION.into(), "sometimes".into());
+        policy(&mut bad);
+        let m = palisade_policy::build(vec![], vec![], vec![bad]);
+        assert!(m.policies.is_empty());
+        assert_eq!(
+            m.errors[0].field,
+            r#"metadata.annotations["palisade.dev/enforcement"]"#
+        );
     }
 
     #[test]

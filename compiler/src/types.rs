@@ -95,4 +95,7 @@ pub struct CompiledNode {
     pub identities: BTreeMap<IpAddr, u32>,
     /// Local pods by `namespace/name`.
     pub pods: BTreeMap<String, CompiledPod>,
+    /// Every Service ClusterIP of the cluster: flows to them are decided
+    /// after DNAT (`SERVICES`).
+    pub services: BTreeSet<IpAddr>,
 }

@@ -25,7 +25,7 @@ pub const HOOKS: [(&str, TcAttachType); 2] = [
     (names::PROG_INGRESS, TcAttachType::Egress),
 ];
 
-fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
+pub(super) fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     ebpf.program_mut(name)
         .with_context(|| format!("the eBPF object has no program {name}"))?
         .try_into()
@@ -82,7 +82,7 @@ pub fn adopt(ebpf: &mut Ebpf, layout: &PinLayout) -> Result<BTreeSet<u32>> {
 }
 
 /// Atomically points a pinned TCX link at the loaded program of this agent.
-fn replace_program(ebpf: &mut Ebpf, prog: &str, path: &Path) -> Result<()> {
+pub(super) fn replace_program(ebpf: &mut Ebpf, prog: &str, path: &Path) -> Result<()> {
     let pinned = PinnedLink::from_pin(path)
         .with_context(|| format!("open pinned link {}", path.display()))?;
     let link = SchedClassifierLink::try_from(FdLink::from(pinned))
@@ -96,7 +96,7 @@ fn replace_program(ebpf: &mut Ebpf, prog: &str, path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn remove_pin(path: &Path) {
+pub(super) fn remove_pin(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(pin = %path.display(), error = %e, "cannot remove pin");

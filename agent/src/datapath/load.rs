@@ -122,6 +122,16 @@ impl PinLayout {
     pub fn link(&self, ifindex: u32, prog: &str) -> PathBuf {
         self.links_dir().join(format!("{ifindex}-{prog}"))
     }
+
+    /// Directory of the uplinks' TCX link pins.
+    pub fn uplinks_dir(&self) -> PathBuf {
+        self.node_dir.join("uplinks")
+    }
+
+    pub fn uplink(&self, ifindex: u32) -> PathBuf {
+        self.uplinks_dir()
+            .join(format!("{ifindex}-{}", names::PROG_NODE_EGRESS))
+    }
 }
 
 /// How long to wait for another agent of the same node to let go (a rolling
@@ -166,8 +176,10 @@ pub struct Loaded {
 pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
     ensure_bpffs(bpffs_root)?;
     let layout = PinLayout::new(bpffs_root, node)?;
-    std::fs::create_dir_all(layout.links_dir())
-        .with_context(|| format!("create pin directory {}", layout.links_dir().display()))?;
+    for dir in [layout.links_dir(), layout.uplinks_dir()] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("create pin directory {}", dir.display()))?;
+    }
     // Two writers of one node's maps would undo each other's flips.
     let lock = sys::DirLock::acquire(&layout.node_dir, LOCK_WAIT)?;
 
@@ -235,7 +247,11 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         adopted,
         lock,
     };
-    for prog in [names::PROG_INGRESS, names::PROG_EGRESS] {
+    for prog in [
+        names::PROG_INGRESS,
+        names::PROG_EGRESS,
+        names::PROG_NODE_EGRESS,
+    ] {
         let p: &mut aya::programs::SchedClassifier = loaded
             .ebpf
             .program_mut(prog)

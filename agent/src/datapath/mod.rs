@@ -5,6 +5,7 @@
 //! [`Datapath::program`] takes a [`CompiledNode`] plus the pod interfaces and
 //! makes the kernel match it. See `docs/datapath.md`.
 
+pub mod addrs;
 pub mod attach;
 pub mod encode;
 pub mod iface;
@@ -13,6 +14,7 @@ pub mod maps;
 pub mod readback;
 pub mod sys;
 pub mod telemetry;
+pub mod uplink;
 pub mod watch;
 pub mod writer;
 
@@ -44,6 +46,12 @@ pub struct Datapath {
     writer: Writer,
     /// Interfaces with both classifiers attached (pinned links).
     attached: BTreeSet<u32>,
+    /// `SERVICES` and `LOCAL_ADDRS`.
+    services: addrs::AddrTable,
+    local_addrs: addrs::AddrTable,
+    uplink_spec: uplink::UplinkSpec,
+    /// Uplinks with `node_egress` attached (pinned links).
+    uplinks: BTreeSet<u32>,
     adopted: bool,
     /// Held for the life of this value: one writer per node.
     _lock: sys::DirLock,
@@ -71,6 +79,9 @@ impl Datapath {
     pub fn open(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Self> {
         let mut loaded = load::load(object, bpffs_root, node)?;
         let attached = attach::adopt(&mut loaded.ebpf, &loaded.layout)?;
+        let uplinks = uplink::adopt(&mut loaded.ebpf, &loaded.layout)?;
+        let services = addrs::AddrTable::take(&mut loaded, palisade_common::names::SERVICES)?;
+        let local_addrs = addrs::AddrTable::take(&mut loaded, palisade_common::names::LOCAL_ADDRS)?;
         let mut writer = Writer::new(maps::NodeMaps::take(&mut loaded)?)?;
         // Denied packets are reported from the start; allowed flows only
         // while someone asks (`set_events`).
@@ -80,9 +91,19 @@ impl Datapath {
             layout: loaded.layout,
             writer,
             attached,
+            services,
+            local_addrs,
+            uplink_spec: uplink::UplinkSpec::Auto,
+            uplinks,
             adopted: loaded.adopted,
             _lock: loaded.lock,
         })
+    }
+
+    /// Chooses the uplinks `node_egress` goes on (default: the devices of
+    /// the default routes); applied by the next `program`.
+    pub fn set_uplinks(&mut self, spec: uplink::UplinkSpec) {
+        self.uplink_spec = spec;
     }
 
     /// Sets which events the classifiers emit (`CONFIG_EVENTS_*` bits).
@@ -158,6 +179,13 @@ impl Datapath {
 
         self.writer
             .add_identities(&node.identities, &mut report.write)?;
+        // Before the records: a client whose record is live is always
+        // found again after DNAT.
+        let local = local_addrs(node, ifaces);
+        let services: BTreeMap<std::net::IpAddr, u32> =
+            node.services.iter().map(|ip| (*ip, 1)).collect();
+        self.local_addrs.add(&local)?;
+        self.services.add(&services)?;
         for (ifindex, want) in &desired {
             // The record goes in before the classifier so the first packet
             // the classifier sees already finds it (pending or programmed).
@@ -211,7 +239,56 @@ impl Datapath {
         }
         self.writer
             .remove_stale_identities(&node.identities, &mut report.write)?;
+        self.local_addrs.remove_stale(&local)?;
+        self.services.remove_stale(&services)?;
         report.garbage = self.writer.collect_garbage()?;
+        self.program_uplinks(&mut report);
         Ok(report)
     }
+
+    /// Attaches `node_egress` to the uplinks the spec names now, and
+    /// detaches it from those it no longer names.
+    fn program_uplinks(&mut self, report: &mut ProgramReport) {
+        let want = match uplink::resolve(&self.uplink_spec) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot find the uplinks");
+                return;
+            }
+        };
+        for ifindex in want.difference(&self.uplinks.clone()) {
+            match uplink::attach(&mut self.ebpf, &self.layout, *ifindex) {
+                Ok(()) => {
+                    self.uplinks.insert(*ifindex);
+                }
+                Err(e) => {
+                    let msg = format!("{e:#}");
+                    tracing::error!(ifindex, error = %msg, "cannot attach node_egress");
+                    report.attach_errors.push((*ifindex, msg));
+                }
+            }
+        }
+        for ifindex in self.uplinks.clone().difference(&want) {
+            uplink::detach(&self.layout, *ifindex);
+            self.uplinks.remove(ifindex);
+        }
+    }
+
+    /// Uplinks with `node_egress` attached.
+    pub fn uplinks(&self) -> &BTreeSet<u32> {
+        &self.uplinks
+    }
+}
+
+/// Each local pod address with an interface -> that interface.
+fn local_addrs(node: &CompiledNode, ifaces: &Interfaces) -> BTreeMap<std::net::IpAddr, u32> {
+    let mut out = BTreeMap::new();
+    for (key, ifindex) in &ifaces.pods {
+        if let Some(pod) = node.pods.get(key) {
+            for ip in &pod.ips {
+                out.insert(*ip, *ifindex);
+            }
+        }
+    }
+    out
 }

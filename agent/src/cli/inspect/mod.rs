@@ -170,6 +170,7 @@ impl Node {
         let mut node = CompiledNode {
             identities: self.pinned_host_ids(),
             pods: BTreeMap::new(),
+            services: Default::default(),
         };
         for key in self.ifaces.pods.keys() {
             if let Some((_, pod)) = self.pinned_pod(key)? {

@@ -6,4 +6,5 @@
 
 pub mod cli;
 pub mod datapath;
+pub mod monitor;
 pub mod source;

@@ -7,19 +7,31 @@
 //! change (pods appearing or going: woken by netlink link and route events,
 //! polled as a fallback). SIGTERM and SIGINT end the agent and leave every
 //! pin in place: enforcement continues and the next agent re-adopts it.
+//!
+//! Beside the rounds, a thread serves the verdict stream (`crate::monitor`)
+//! and `/metrics` reads the classifiers' counters at scrape time
+//! (`datapath_metrics`); each round publishes the view of the node they
+//! decode with. `--audit` puts every policy of every model in audit mode.
 
+mod datapath_metrics;
 mod http;
 mod input;
 mod latency;
 mod metrics;
+mod rules;
 
 use crate::datapath::iface::{self, HostRoute, Interfaces};
+use crate::datapath::uplink::UplinkSpec;
 use crate::datapath::watch::RouteEvents;
 use crate::datapath::{self, load::DEFAULT_BPFFS_ROOT, Datapath, ProgramReport};
+use crate::monitor::protocol::DEFAULT_SOCKET;
+use crate::monitor::view::{NodeView, SharedView};
+use crate::monitor::Monitor;
 use crate::source::api::{ApiSource, Connection};
 use crate::source::manifests::ManifestSource;
 use crate::source::Source;
 use anyhow::{Context, Result};
+use datapath_metrics::DatapathMetrics;
 use input::Verdict;
 use latency::Latency;
 use metrics::Metrics;
@@ -66,6 +78,21 @@ pub struct AgentArgs {
     /// 0.0.0.0:9090).
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the verdict stream (`palisade monitor`) on this Unix socket
+    /// (mode 0666; a stale socket file is replaced, removed on exit).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub monitor_socket: PathBuf,
+    /// Put every policy in audit mode: nothing is dropped for policy
+    /// reasons; what would be is passed, counted and reported as
+    /// "would deny".
+    #[arg(long)]
+    pub audit: bool,
+    /// The devices that carry pod traffic to other nodes, where a client's
+    /// egress to a Service with a backend elsewhere is decided after DNAT:
+    /// `auto` (the devices of the default routes), `none`, or a
+    /// comma-separated list of interface names.
+    #[arg(long, default_value = "auto")]
+    pub uplink: UplinkSpec,
 }
 
 /// How long to wait before retrying a round that left errors (a pod that
@@ -89,6 +116,31 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     }
     let object = datapath::ebpf_object()?;
     let mut dp = Datapath::open(object, &args.bpffs_root, &args.node)?;
+    dp.set_uplinks(args.uplink.clone());
+    let view = SharedView::default();
+    // Enforcement does not depend on observability: without its maps or
+    // socket the agent still programs policy, and says why it cannot tell.
+    let counters = match DatapathMetrics::new(dp.layout(), view.clone()) {
+        Ok(c) => {
+            metrics.register_collector(Box::new(datapath_metrics::Scrape(Arc::clone(&c))));
+            Some(c)
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "no datapath counters in /metrics");
+            None
+        }
+    };
+    let _monitor = if args.once {
+        None
+    } else {
+        match Monitor::start(&args.monitor_socket, dp.layout(), view.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "no verdict stream");
+                None
+            }
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(sig, Arc::clone(&stop)).context("install signal handler")?;
@@ -100,6 +152,8 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let mut agent = Agent::new(&args, source, dp.identities(), metrics);
+    agent.view = view;
+    agent.counters = counters;
     let first = agent.round(&mut dp)?;
     if !first {
         agent.metrics.round_errors.inc();
@@ -219,6 +273,11 @@ struct Agent {
     routes: BTreeMap<IpAddr, HostRoute>,
     rounds: u64,
     latency: Latency,
+    /// `--audit`: every policy in audit mode.
+    audit: bool,
+    /// What the event decoder and the counter metrics know of the node.
+    view: SharedView,
+    counters: Option<Arc<DatapathMetrics>>,
 }
 
 impl Agent {
@@ -242,17 +301,23 @@ impl Agent {
             // for "a round after N" is never fooled by a restart.
             rounds: args.ready_file.as_deref().map_or(0, read_ready),
             latency: Latency::default(),
+            audit: args.audit,
+            view: SharedView::default(),
+            counters: None,
         }
     }
 
     /// One programming round. Ok(true) when everything was programmed,
     /// Ok(false) when some pod or interface needs a retry.
     fn round(&mut self, dp: &mut Datapath) -> Result<bool> {
-        let Some(model) = self.source.snapshot() else {
+        let Some(mut model) = self.source.snapshot() else {
             // Not synced (cannot happen after `wait_synced`; a source never
             // loses its first sync): nothing to program yet.
             return Ok(true);
         };
+        if self.audit {
+            model.audit_all();
+        }
         if let Some(at) = self.source.learned() {
             self.latency.learned(at);
         }
@@ -312,11 +377,24 @@ impl Agent {
                 .iter()
                 .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
         );
+        // Rule counter columns are attributed with the groups the kernel
+        // ran with until now, before the round gives the bits new meaning.
+        if let Some(c) = &self.counters {
+            c.fold(&self.view.get());
+        }
         let started = Instant::now();
-        let report = dp.program(&compiled, &ifaces)?;
-        self.metrics
-            .program_seconds
-            .observe(started.elapsed().as_secs_f64());
+        let report = dp.program(&compiled, &ifaces);
+        let took = started.elapsed();
+        // Whatever the round managed to write is what the kernel runs now.
+        let view = NodeView::build(&compiled, self.last_model.as_ref(), &ifaces, |i| {
+            dp.endpoint(i)
+        });
+        if let Some(c) = &self.counters {
+            c.fold(&view);
+        }
+        self.view.set(view);
+        let report = report?;
+        self.metrics.program_seconds.observe(took.as_secs_f64());
         self.latency.programmed(
             &ifaces,
             Instant::now(),

@@ -3,6 +3,7 @@
 mod agent;
 mod compile;
 mod inspect;
+mod monitor;
 mod offline;
 
 use clap::{Parser, Subcommand};
@@ -36,6 +37,9 @@ pub enum Command {
     /// Answer a flow from the pinned maps, beside the offline oracle (exit 1
     /// when they disagree).
     Explain(inspect::ExplainArgs),
+    /// Stream the agent's verdicts (denied, would-deny, allowed flows) with
+    /// pod and policy names.
+    Monitor(monitor::MonitorArgs),
 }
 
 /// Logs go to stderr (stdout is for results); `RUST_LOG` filters them.
@@ -56,6 +60,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Compile(a) => compile::run(a),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Explain(a) => inspect::explain(a),
+        Command::Monitor(a) => monitor::run(a),
     }
 }
 

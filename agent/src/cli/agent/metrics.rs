@@ -110,6 +110,14 @@ impl Metrics {
         Arc::new(m)
     }
 
+    /// Adds metrics computed at scrape time (the datapath's counters).
+    pub fn register_collector(&self, c: Box<dyn prometheus_client::collector::Collector>) {
+        self.registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .register_collector(c);
+    }
+
     pub fn set_ready(&self) {
         self.ready.store(true, Ordering::Release);
     }

@@ -50,7 +50,8 @@ pub const ICMP_OTHER: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 1;
 pub const ICMP_ECHO_REPLY: u8 = 2;
 pub const ICMP_ERROR: u8 = 3;
-/// ICMPv6 neighbour discovery (types 133 to 137).
+/// ICMPv6 link-local control: neighbour discovery (types 133 to 137) and
+/// multicast listener discovery (130 to 132, 143).
 pub const ICMP_NDP: u8 = 4;
 
 /// The tuple of a packet, as the conntrack and policy lookups use it. It
@@ -159,7 +160,9 @@ fn classify_icmp(ty: u8, v6: bool) -> u8 {
             128 => ICMP_ECHO_REQUEST,
             129 => ICMP_ECHO_REPLY,
             1..=4 => ICMP_ERROR,
-            133..=137 => ICMP_NDP,
+            // Neighbour discovery and multicast listener discovery: the
+            // link-local control traffic IPv6 needs to work at all.
+            130..=132 | 133..=137 | 143 => ICMP_NDP,
             _ => ICMP_OTHER,
         }
     } else {

@@ -545,6 +545,14 @@ fn classifier_egress_anti_spoofing() -> Result<()> {
         !pass(&c, Hook::Egress, &ns(OTHER6)),
         "NS from someone else's address"
     );
+    // Multicast listener reports (MLDv2) from the link-local address.
+    let mld = Packet::icmp(ip("fe80::1"), ip("ff02::16"), 143, 0, 0);
+    assert!(pass(&c, Hook::Egress, &mld), "MLD report from link-local");
+    let mld = Packet::icmp(ip(OTHER6), ip("ff02::16"), 143, 0, 0);
+    assert!(
+        !pass(&c, Hook::Egress, &mld),
+        "MLD from someone else's address"
+    );
     // The ingress side does not check sources.
     assert!(pass(
         &c,

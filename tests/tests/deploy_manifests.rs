@@ -290,6 +290,36 @@ fn daemonset_mounts_the_node_bpffs() {
 }
 
 #[test]
+fn daemonset_shares_the_monitor_socket_with_the_node() {
+    let ds: DaemonSet = the("apps/v1", "DaemonSet");
+    let spec = pod_spec(&ds);
+    let c = agent_container(spec);
+    let mount = c
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.mount_path == "/run/palisade")
+        .expect("/run/palisade is mounted");
+    assert_ne!(mount.read_only, Some(true), "the socket is created there");
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .expect("the mounted volume exists");
+    let host = volume.host_path.as_ref().expect("a hostPath volume");
+    assert_eq!(host.path, "/run/palisade");
+    // The agent's default socket lives there.
+    let socket = std::path::Path::new(palisade::monitor::protocol::DEFAULT_SOCKET);
+    assert!(socket.starts_with(&host.path), "{}", socket.display());
+    let args = c.args.clone().unwrap_or_default();
+    assert!(
+        !args.iter().any(|a| a == "--monitor-socket"),
+        "the default socket path is under the mount: {args:?}"
+    );
+}
+
+#[test]
 fn daemonset_runs_the_agent_for_its_node() {
     let ds: DaemonSet = the("apps/v1", "DaemonSet");
     let ds_spec = ds.spec.as_ref().unwrap();

@@ -7,7 +7,7 @@
 use palisade::datapath::{ebpf_object, iface, uplink::UplinkSpec, Datapath};
 use palisade_common::{CONFIG_EVENTS_DENIED, MAX_ENDPOINTS};
 use palisade_compiler::{CompiledNode, CompiledPod};
-use palisade_tests::kernel::{add_pod_iface, run, tcx_progs, NetNs, Scratch};
+use palisade_tests::kernel::{add_pod_iface, run, tcx_progs, wait_until, NetNs, Scratch};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -201,5 +201,11 @@ fn datapath_tables_uplinks_attach_readopt_detach() {
     dp.program(&n, &interfaces(&n)).expect("program");
     assert!(dp.uplinks().is_empty());
     assert!(!pin.exists());
-    assert_eq!(tcx_progs("up0"), (0, 0));
+    // The kernel frees a link whose last reference was its pin once the
+    // pin's inode is evicted, which may come a moment later.
+    wait_until(
+        "node_egress to leave up0",
+        std::time::Duration::from_secs(5),
+        || tcx_progs("up0") == (0, 0),
+    );
 }

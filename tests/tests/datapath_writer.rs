@@ -190,6 +190,9 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let identity_inner = *inner_ids(&bpffs, "POLICY_IDENTITY").iter().next().unwrap();
     let entries = bpftool(&["map", "dump", "id", &identity_inner.to_string()]);
     assert_eq!(entries.as_array().map(Vec::len), Some(1), "{entries}");
+    // Sized to its contents, not to the template's 65,536 entries.
+    let info = bpftool(&["map", "show", "id", &identity_inner.to_string()]);
+    assert_eq!(info["max_entries"].as_u64(), Some(1), "{info}");
     // Both hooks of both interfaces, pinned.
     assert_eq!(tcx_progs("pa"), (1, 1));
     assert_eq!(tcx_progs("pb"), (1, 1));

@@ -354,7 +354,10 @@ fn check_pinned_inner(layout: &PinLayout, inner: &InnerShapes) -> Result<()> {
             continue;
         };
         let have = MapShape::of_info(&inner_map.info()?)?;
-        if have != want {
+        // Inner maps are sized to their contents (`maps::stage_dir`): only
+        // the layout must match the template.
+        let layout_of = |m: &MapShape| (m.map_type, m.key_size, m.value_size, m.flags);
+        if layout_of(&have) != layout_of(&want) || have.max_entries > want.max_entries {
             bail!(
                 "inner maps of pinned map {name} have layout ({have}); this agent creates ({want}). \
                  The pins come from a different palisade version: remove {} to start over",

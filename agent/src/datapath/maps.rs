@@ -2,6 +2,7 @@
 //! wire form of `encode`, creating and filling inner maps, and the single
 //! writes the writer sequences.
 
+use super::batch;
 use super::encode::{DirMaps, Lpm};
 use super::load::{InnerShapes, Loaded, MapShape};
 use anyhow::{Context, Result};
@@ -14,6 +15,7 @@ use palisade_common::{
     DIR_EGRESS, DIR_INGRESS, RULE_COLS,
 };
 use std::collections::{BTreeMap, BTreeSet};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 pub type IdentityInner = HashMap<MapData, u32, RuleBits>;
 pub type CidrInner = LpmTrie<MapData, IpKey, RuleBits>;
@@ -31,7 +33,60 @@ pub struct NodeMaps {
     counters: PerCpuArray<MapData, Counters>,
     rule_counters: Array<MapData, RuleCounter>,
     config: Array<MapData, Config>,
+    /// Second handles on the four outer maps, in `OUTER` order, for the
+    /// batch calls (`batch.rs`).
+    outer: [MapData; 4],
     inner: InnerShapes,
+}
+
+/// The outer maps, in the order of `StagedDir::fds` and `NodeMaps::outer`.
+const OUTER: [&str; 4] = [
+    names::POLICY_IDENTITY,
+    names::POLICY_CIDR,
+    names::POLICY_PORT,
+    names::POLICY_SPILL,
+];
+
+/// One pod direction's four inner maps, created and filled but not yet
+/// linked into the outer maps: descriptors in `OUTER` order.
+pub struct StagedDir {
+    pub key: PolicyKey,
+    fds: [OwnedFd; 4],
+}
+
+/// Second handles on the pinned outer maps (the typed ones in `NodeMaps`
+/// hide their descriptors).
+fn open_outer(loaded: &Loaded) -> Result<[MapData; 4]> {
+    let open = |name: &str| {
+        let pin = loaded.layout.map(name);
+        MapData::from_pin(&pin).with_context(|| format!("open pinned map {}", pin.display()))
+    };
+    Ok([
+        open(OUTER[0])?,
+        open(OUTER[1])?,
+        open(OUTER[2])?,
+        open(OUTER[3])?,
+    ])
+}
+
+/// The template `shape` with room for exactly `entries` entries (at least
+/// one, at most the template's). The kernel checks an inner map's type,
+/// key and value sizes and flags against the outer map's template, not its
+/// capacity; and a hash map's bucket array is allocated for its capacity
+/// even without preallocation: a template-sized spill map alone costs
+/// 4 MiB. Inner maps are never added to in place (a change is a new
+/// generation), so exact sizes suffice.
+fn sized(shape: &MapShape, entries: usize) -> MapShape {
+    let n = u32::try_from(entries).unwrap_or(u32::MAX);
+    MapShape {
+        max_entries: n.clamp(1, shape.max_entries),
+        ..*shape
+    }
+}
+
+/// A descriptor of our own on a map, kept past the typed handle.
+fn own_fd(data: &MapData) -> Result<OwnedFd> {
+    Ok(data.fd().as_fd().try_clone_to_owned()?)
 }
 
 fn take(loaded: &mut Loaded, name: &str) -> Result<Map> {
@@ -62,15 +117,17 @@ fn is_missing(e: &MapError) -> bool {
 
 /// Creates an inner map with the outer map's template shape, typed as `T`
 /// (which checks the key and value sizes against our types).
-fn create_inner<T>(shape: &MapShape, name: &str, wrap: fn(MapData) -> Map) -> Result<T>
+fn create_inner<T>(shape: &MapShape, name: &str, wrap: fn(MapData) -> Map) -> Result<(T, OwnedFd)>
 where
     T: TryFrom<Map, Error = MapError>,
 {
     let data = MapData::create(shape.obj(), name, None)
         .with_context(|| format!("create inner map ({shape})"))?;
-    T::try_from(wrap(data)).with_context(|| {
+    let fd = own_fd(&data)?;
+    let typed = T::try_from(wrap(data)).with_context(|| {
         format!("inner map template ({shape}) does not fit palisade_common's types")
-    })
+    })?;
+    Ok((typed, fd))
 }
 
 impl NodeMaps {
@@ -93,6 +150,7 @@ impl NodeMaps {
             counters: typed!(names::COUNTERS),
             rule_counters: typed!(names::RULE_COUNTERS),
             config: typed!(names::CONFIG),
+            outer: open_outer(loaded)?,
             inner: loaded.inner.clone(),
         })
     }
@@ -177,18 +235,17 @@ impl NodeMaps {
         )
     }
 
-    /// Builds the four inner maps of one pod direction and links them into
-    /// the outer maps under `key`. The classifier reads `key`'s generation
-    /// only after the endpoint record points at it.
-    pub fn write_dir(&mut self, key: PolicyKey, d: &DirMaps) -> Result<()> {
+    /// Builds and fills the four inner maps of one pod direction, to be
+    /// linked under `key` by `link`.
+    pub fn stage_dir(&self, key: PolicyKey, d: &DirMaps) -> Result<StagedDir> {
         let ctx = |what: &str| format!("write {what} of {key:?}");
         let suffix = if key.direction == DIR_INGRESS {
             "i"
         } else {
             "e"
         };
-        let mut identity: IdentityInner = create_inner(
-            &self.inner.identity,
+        let (mut identity, f0): (IdentityInner, _) = create_inner(
+            &sized(&self.inner.identity, d.identities.len()),
             &format!("pal_id_{suffix}"),
             Map::HashMap,
         )?;
@@ -197,8 +254,8 @@ impl NodeMaps {
                 .insert(id, bits, 0)
                 .with_context(|| ctx("identity entries"))?;
         }
-        let mut cidr: CidrInner = create_inner(
-            &self.inner.cidr,
+        let (mut cidr, f1): (CidrInner, _) = create_inner(
+            &sized(&self.inner.cidr, d.cidrs.len()),
             &format!("pal_cidr_{suffix}"),
             Map::LpmTrie,
         )?;
@@ -206,8 +263,8 @@ impl NodeMaps {
             cidr.insert(&Key::new(*len, *k), bits, 0)
                 .with_context(|| ctx("CIDR entries"))?;
         }
-        let mut port: PortInner = create_inner(
-            &self.inner.port,
+        let (mut port, f2): (PortInner, _) = create_inner(
+            &sized(&self.inner.port, d.ports.len()),
             &format!("pal_port_{suffix}"),
             Map::LpmTrie,
         )?;
@@ -215,8 +272,8 @@ impl NodeMaps {
             port.insert(&Key::new(*len, *k), bits, 0)
                 .with_context(|| ctx("port entries"))?;
         }
-        let mut spill: SpillInner = create_inner(
-            &self.inner.spill,
+        let (mut spill, f3): (SpillInner, _) = create_inner(
+            &sized(&self.inner.spill, d.spill.len()),
             &format!("pal_spill_{suffix}"),
             Map::HashMap,
         )?;
@@ -225,32 +282,47 @@ impl NodeMaps {
                 .insert(k, 1u8, 0)
                 .with_context(|| ctx("spill entries"))?;
         }
-        // The outer maps hold their own references: our descriptors close
-        // when the typed handles drop at the end of this function.
-        self.policy_identity
-            .insert(key, &identity, 0)
-            .with_context(|| ctx("POLICY_IDENTITY"))?;
-        self.policy_cidr
-            .insert(key, &cidr, 0)
-            .with_context(|| ctx("POLICY_CIDR"))?;
-        self.policy_port
-            .insert(key, &port, 0)
-            .with_context(|| ctx("POLICY_PORT"))?;
-        self.policy_spill
-            .insert(key, &spill, 0)
-            .with_context(|| ctx("POLICY_SPILL"))?;
+        Ok(StagedDir {
+            key,
+            fds: [f0, f1, f2, f3],
+        })
+    }
+
+    /// Links staged inner maps into the outer maps: one batch per outer
+    /// map (one RCU grace period each, however many pods). An existing
+    /// entry under a staged key is replaced.
+    pub fn link(&mut self, staged: &[&StagedDir]) -> Result<()> {
+        let keys: Vec<PolicyKey> = staged.iter().map(|s| s.key).collect();
+        for (i, outer) in self.outer.iter().enumerate() {
+            let fds: Vec<BorrowedFd<'_>> = staged.iter().map(|s| s.fds[i].as_fd()).collect();
+            batch::update_inner(outer.fd(), &keys, &fds)
+                .with_context(|| format!("link inner maps into {}", OUTER[i]))?;
+        }
+        Ok(())
+    }
+
+    /// Builds the four inner maps of one pod direction and links them into
+    /// the outer maps under `key`. The classifier reads `key`'s generation
+    /// only after the endpoint record points at it.
+    pub fn write_dir(&mut self, key: PolicyKey, d: &DirMaps) -> Result<()> {
+        let staged = self.stage_dir(key, d)?;
+        self.link(&[&staged])
+    }
+
+    /// Unlinks pod directions' inner maps (the kernel frees them once no
+    /// program run still uses them): one batch per outer map.
+    pub fn delete_dirs(&mut self, keys: &[PolicyKey]) -> Result<()> {
+        for (i, outer) in self.outer.iter().enumerate() {
+            batch::delete(outer.fd(), keys)
+                .with_context(|| format!("delete {} entries of {}", keys.len(), OUTER[i]))?;
+        }
         Ok(())
     }
 
     /// Unlinks one pod direction's inner maps (the kernel frees them once
     /// no program run still uses them).
     pub fn delete_dir(&mut self, key: PolicyKey) -> Result<()> {
-        let ctx = || format!("delete policy maps of {key:?}");
-        ignore_missing(self.policy_identity.remove(&key)).with_context(ctx)?;
-        ignore_missing(self.policy_cidr.remove(&key)).with_context(ctx)?;
-        ignore_missing(self.policy_port.remove(&key)).with_context(ctx)?;
-        ignore_missing(self.policy_spill.remove(&key)).with_context(ctx)?;
-        Ok(())
+        self.delete_dirs(&[key])
     }
 
     /// Every key present in any of the four outer maps.

@@ -7,6 +7,7 @@
 
 pub mod addrs;
 pub mod attach;
+mod batch;
 pub mod encode;
 pub mod iface;
 pub mod load;
@@ -187,8 +188,6 @@ impl Datapath {
         self.local_addrs.add(&local)?;
         self.services.add(&services)?;
         for (ifindex, want) in &desired {
-            // The record goes in before the classifier so the first packet
-            // the classifier sees already finds it (pending or programmed).
             // One interface's kernel error must not stop the others, nor
             // its attachment: with no record the classifier drops.
             if let Err(e) = self.writer.program(*ifindex, want, &mut report.write) {
@@ -199,6 +198,11 @@ impl Datapath {
                     .failed
                     .push((format!("ifindex {ifindex}"), msg));
             }
+        }
+        self.writer.commit(&mut report.write)?;
+        // The records go in before the classifiers, so the first packet a
+        // classifier sees already finds its record (pending or programmed).
+        for ifindex in desired.keys() {
             if !self.attached.contains(ifindex) {
                 match attach::attach(&mut self.ebpf, &self.layout, *ifindex) {
                     Ok(()) => {

@@ -11,12 +11,16 @@
 //! - otherwise: new inner maps under `generation ^ 1`, then the endpoint
 //!   record pointing at them in ONE map update, then the old generation's
 //!   outer entries are deleted. A packet sees the old policy or the new one.
+//!   The inner maps of every pod of a round are linked in one batch per
+//!   outer map, and the old ones unlinked likewise (`commit`): each outer
+//!   map update waits for an RCU grace period, so a round costs a few of
+//!   them however many pods it rewrites.
 //!
 //! A pod whose maps cannot be written (capacity, kernel error) is switched to
 //! `EP_DENY_ALL`: it fails closed, never open.
 
 use super::encode::{self, DirMaps, Lpm, PodMaps};
-use super::maps::{dir_keys, NodeMaps};
+use super::maps::{dir_keys, NodeMaps, StagedDir};
 use anyhow::Result;
 use palisade_common::{
     Endpoint, IpKey, PolicyKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
@@ -68,7 +72,7 @@ pub enum Change {
     Unchanged,
     /// Only the endpoint record was rewritten (same generation).
     Record,
-    /// New inner maps and a generation flip.
+    /// New inner maps and a generation flip (finished by `commit`).
     Flipped,
     /// The maps could not be written: the pod is now denied everything.
     FailedClosed,
@@ -111,6 +115,19 @@ pub struct Writer {
     identities: BTreeMap<Lpm<IpKey>, u32>,
     /// Counter slot of each interface with a record (`Endpoint::slot`).
     slots: BTreeMap<u32, u16>,
+    /// Generation flips staged by `program`, finished by `commit`.
+    pending: Vec<Flip>,
+}
+
+/// A pod whose new generation is built but not linked yet.
+struct Flip {
+    ifindex: u32,
+    label: String,
+    /// The record pointing at the new generation.
+    endpoint: Endpoint,
+    maps: PodMaps,
+    old_gen: Option<u32>,
+    staged: Vec<StagedDir>,
 }
 
 /// Marks a re-adopted record whose slot must be reassigned (taken twice, or
@@ -164,6 +181,7 @@ impl Writer {
         let slots = adopt_slots(&mut cache);
         Ok(Writer {
             slots,
+            pending: Vec::new(),
             maps,
             cache,
             identities,
@@ -258,27 +276,101 @@ impl Writer {
         let new_gen = old_gen.map_or(0, |g| g ^ 1);
         endpoint.generation = new_gen;
         let new_keys = dir_keys(ifindex, new_gen);
-        match self.write_generation(&new_keys, &maps) {
-            Ok(()) => {
-                // The flip: from this write on, packets read the new maps.
-                self.maps.set_endpoint(ifindex, &endpoint)?;
-                if let Some(g) = old_gen {
-                    for k in dir_keys(ifindex, g) {
-                        self.maps.delete_dir(k)?;
-                    }
-                }
-                self.cache.insert(ifindex, Programmed { endpoint, maps });
+        match self.stage(&new_keys, &maps) {
+            Ok(staged) => {
+                // Linked and flipped by `commit`, with every other pod of
+                // the round.
+                self.pending.push(Flip {
+                    ifindex,
+                    label: desired.label().to_string(),
+                    endpoint,
+                    maps,
+                    old_gen,
+                    staged,
+                });
                 report.flipped += 1;
                 Ok(Change::Flipped)
             }
             Err(e) => {
-                let msg = format!("{e:#}");
-                tracing::error!(pod = desired.label(), ifindex, error = %msg, "cannot write policy maps; denying all traffic of the pod");
-                report.failed.push((desired.label().to_string(), msg));
-                self.fail_closed(ifindex, endpoint, old_gen)?;
+                self.failed(ifindex, desired.label(), endpoint, old_gen, e, report)?;
                 Ok(Change::FailedClosed)
             }
         }
+    }
+
+    /// Builds (but does not link) the inner maps of both directions under
+    /// `keys`; a direction that is not isolated gets none.
+    fn stage(&self, keys: &[PolicyKey; 2], maps: &PodMaps) -> Result<Vec<StagedDir>> {
+        let mut out = Vec::new();
+        for (key, dir) in keys.iter().zip([&maps.ingress, &maps.egress]) {
+            if let Some(d) = dir {
+                out.push(self.maps.stage_dir(*key, d)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finishes the round's generation flips: links every staged inner map
+    /// (one batch per outer map), then writes each pod's record (its flip),
+    /// then unlinks the old generations (one batch per outer map). Each
+    /// outer-map batch costs one RCU grace period, whatever the number of
+    /// pods. Should the kernel refuse a batch, the pods are linked one by
+    /// one, and only those it refuses fail closed.
+    pub fn commit(&mut self, report: &mut WriteReport) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<&StagedDir> = pending.iter().flat_map(|f| &f.staged).collect();
+        let linked_all = self.maps.link(&all).is_ok();
+        let mut old = Vec::new();
+        for flip in pending {
+            if !linked_all {
+                let one: Vec<&StagedDir> = flip.staged.iter().collect();
+                if let Err(e) = self.maps.link(&one) {
+                    report.flipped -= 1;
+                    let Flip {
+                        ifindex,
+                        label,
+                        endpoint,
+                        old_gen,
+                        ..
+                    } = flip;
+                    self.failed(ifindex, &label, endpoint, old_gen, e, report)?;
+                    continue;
+                }
+            }
+            // The flip: from this write on, packets read the new maps.
+            self.maps.set_endpoint(flip.ifindex, &flip.endpoint)?;
+            if let Some(g) = flip.old_gen {
+                old.extend(dir_keys(flip.ifindex, g));
+            }
+            self.cache.insert(
+                flip.ifindex,
+                Programmed {
+                    endpoint: flip.endpoint,
+                    maps: flip.maps,
+                },
+            );
+        }
+        self.maps.delete_dirs(&old)
+    }
+
+    /// Logs and reports a pod whose maps could not be written, and denies
+    /// it everything.
+    fn failed(
+        &mut self,
+        ifindex: u32,
+        label: &str,
+        endpoint: Endpoint,
+        old_gen: Option<u32>,
+        e: anyhow::Error,
+        report: &mut WriteReport,
+    ) -> Result<()> {
+        let msg = format!("{e:#}");
+        tracing::error!(pod = label, ifindex, error = %msg, "cannot write policy maps; denying all traffic of the pod");
+        report.failed.push((label.to_string(), msg));
+        self.fail_closed(ifindex, endpoint, old_gen)
     }
 
     /// The interface's counter slot: its own, or the lowest free one (its
@@ -307,18 +399,6 @@ impl Writer {
         &self.slots
     }
 
-    /// Writes both directions' inner maps under `keys` (a direction that is
-    /// not isolated gets none; leftovers of an interrupted run are cleared).
-    fn write_generation(&mut self, keys: &[PolicyKey; 2], maps: &PodMaps) -> Result<()> {
-        for (key, dir) in keys.iter().zip([&maps.ingress, &maps.egress]) {
-            self.maps.delete_dir(*key)?;
-            if let Some(d) = dir {
-                self.maps.write_dir(*key, d)?;
-            }
-        }
-        Ok(())
-    }
-
     fn fail_closed(&mut self, ifindex: u32, desired: Endpoint, old_gen: Option<u32>) -> Result<()> {
         let endpoint = Endpoint {
             flags: EP_DENY_ALL,
@@ -328,11 +408,8 @@ impl Writer {
             ..Endpoint::default()
         };
         self.maps.set_endpoint(ifindex, &endpoint)?;
-        for g in [0, 1] {
-            for k in dir_keys(ifindex, g) {
-                self.maps.delete_dir(k)?;
-            }
-        }
+        self.maps
+            .delete_dirs(&[dir_keys(ifindex, 0), dir_keys(ifindex, 1)].concat())?;
         self.cache.insert(
             ifindex,
             Programmed {
@@ -347,11 +424,8 @@ impl Writer {
     /// classifiers were detached).
     pub fn remove(&mut self, ifindex: u32, report: &mut WriteReport) -> Result<()> {
         self.maps.remove_endpoint(ifindex)?;
-        for g in [0, 1] {
-            for k in dir_keys(ifindex, g) {
-                self.maps.delete_dir(k)?;
-            }
-        }
+        self.maps
+            .delete_dirs(&[dir_keys(ifindex, 0), dir_keys(ifindex, 1)].concat())?;
         if self.cache.remove(&ifindex).is_some() {
             report.removed += 1;
         }
@@ -367,13 +441,13 @@ impl Writer {
             .iter()
             .flat_map(|(i, p)| live_keys(*i, &p.endpoint))
             .collect();
-        let mut n = 0;
-        for key in self.maps.outer_keys()? {
-            if !live.contains(&key) {
-                self.maps.delete_dir(key)?;
-                n += 1;
-            }
-        }
-        Ok(n)
+        let stale: Vec<PolicyKey> = self
+            .maps
+            .outer_keys()?
+            .into_iter()
+            .filter(|k| !live.contains(k))
+            .collect();
+        self.maps.delete_dirs(&stale)?;
+        Ok(stale.len())
     }
 }

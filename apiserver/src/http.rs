@@ -190,17 +190,40 @@ async fn event_write(state: &State, route: EventRoute, req: Request<Incoming>) -
     }
 }
 
+/// A list, paginated as the API server does it: `limit=N` returns at
+/// most N objects and, when more remain, a `metadata.continue` token (and
+/// `remainingItemCount`) for the next page, which is served at the first
+/// page's revision. Pages are cut from the live objects in key order, so
+/// an object changed between pages is listed as it is now; the watch that
+/// follows from the list's revision replays that change, which a watcher
+/// applies idempotently. A token older than the compaction horizon gets
+/// 410 `Expired`, as from the API server.
 fn list(
     state: &State,
     kind: Kind,
     revision: Option<u64>,
     q: &HashMap<String, String>,
 ) -> Response<Body> {
+    let token = match q.get("continue").filter(|c| !c.is_empty()) {
+        None => None,
+        Some(c) => match ContinueToken::decode(c) {
+            Some(t) => Some(t),
+            None => {
+                return full(
+                    StatusCode::BAD_REQUEST,
+                    status(400, "BadRequest", format!("continue: invalid token {c:?}")),
+                )
+            }
+        },
+    };
     // "0" or none: any revision will do (served from the cache). An exact
     // revision or a continue token needs the history to still be there.
-    let exact = q.get("resourceVersionMatch").map(|v| v == "Exact") == Some(true)
-        || q.get("continue").is_some_and(|c| !c.is_empty());
-    if let Some(rv) = revision.filter(|&rv| exact && rv != 0) {
+    let exact = q.get("resourceVersionMatch").map(|v| v == "Exact") == Some(true);
+    let needed = match &token {
+        Some(t) => Some(t.revision),
+        None => revision.filter(|&rv| exact && rv != 0),
+    };
+    if let Some(rv) = needed {
         let oldest = state.horizon();
         if rv < oldest {
             return full(
@@ -213,16 +236,73 @@ fn list(
             );
         }
     }
-    let (current, items) = state.list(kind);
+    let limit = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let after = token
+        .as_ref()
+        .map(|t| (t.namespace.clone(), t.name.clone()));
+    let (current, items, remaining) = state.list_page(kind, after, limit);
+    let at = token.as_ref().map_or(current, |t| t.revision);
+    let mut metadata = json!({"resourceVersion": at.to_string()});
+    if remaining > 0 {
+        if let Some(last) = items.last() {
+            let next = ContinueToken {
+                revision: at,
+                namespace: last["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                name: last["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            metadata["continue"] = json!(next.encode());
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+    }
     full(
         StatusCode::OK,
         json!({
             "kind": format!("{}List", kind.name()),
             "apiVersion": kind.api_version(),
-            "metadata": {"resourceVersion": current.to_string()},
+            "metadata": metadata,
             "items": items,
         }),
     )
+}
+
+/// Where the next page starts. Opaque to clients: hex of
+/// `revision/namespace/name` (no character that needs URL escaping).
+struct ContinueToken {
+    revision: u64,
+    namespace: String,
+    name: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        format!("{}/{}/{}", self.revision, self.namespace, self.name)
+            .bytes()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn decode(token: &str) -> Option<ContinueToken> {
+        if !token.len().is_multiple_of(2) {
+            return None;
+        }
+        let bytes: Option<Vec<u8>> = (0..token.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+            .collect();
+        let text = String::from_utf8(bytes?).ok()?;
+        let mut parts = text.splitn(3, '/');
+        Some(ContinueToken {
+            revision: parts.next()?.parse().ok()?,
+            namespace: parts.next()?.to_string(),
+            name: parts.next()?.to_string(),
+        })
+    }
 }
 
 fn event_line(kind_of_event: &str, object: &Value) -> Bytes {

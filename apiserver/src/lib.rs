@@ -1,7 +1,9 @@
-//! An in-process fake Kubernetes API server for the agent's watch tests.
+//! An in-process fake Kubernetes API server for the agent's watch tests
+//! and the multi-node demo.
 //!
-//! It speaks the list/watch protocol kube-rs' watcher uses, for the three
-//! kinds the agent reads (namespaces, pods, networkpolicies, cluster-wide):
+//! It speaks the list/watch protocol kube-rs' watcher uses, for the kinds
+//! the agent reads (namespaces, pods, networkpolicies, services,
+//! cluster-wide):
 //!
 //! - `GET <collection>`: a JSON list whose `metadata.resourceVersion` is the
 //!   current revision;
@@ -46,8 +48,17 @@ impl FakeApiServer {
     /// Starts serving on 127.0.0.1 of the calling thread's network
     /// namespace (the listening socket is created on this thread).
     pub fn start() -> Result<Self> {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").context("bind the fake API server")?;
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts serving on `addr` (port 0: any free port) of the calling
+    /// thread's network namespace. A socket keeps the namespace it was made
+    /// in, so a server started on a thread inside one network namespace
+    /// serves there, whichever threads run it afterwards: this is how
+    /// agents in several lab nodes share one server.
+    pub fn start_at(addr: SocketAddr) -> Result<Self> {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("bind the fake API server to {addr}"))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -12,6 +12,7 @@ pub enum Kind {
     Namespace,
     Pod,
     NetworkPolicy,
+    Service,
 }
 
 impl Kind {
@@ -20,6 +21,7 @@ impl Kind {
             "Namespace" => Some(Kind::Namespace),
             "Pod" => Some(Kind::Pod),
             "NetworkPolicy" => Some(Kind::NetworkPolicy),
+            "Service" => Some(Kind::Service),
             _ => None,
         }
     }
@@ -30,6 +32,7 @@ impl Kind {
             "/api/v1/namespaces" => Some(Kind::Namespace),
             "/api/v1/pods" => Some(Kind::Pod),
             "/apis/networking.k8s.io/v1/networkpolicies" => Some(Kind::NetworkPolicy),
+            "/api/v1/services" => Some(Kind::Service),
             _ => None,
         }
     }
@@ -39,12 +42,13 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
+            Kind::Service => "Service",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod => "v1",
+            Kind::Namespace | Kind::Pod | Kind::Service => "v1",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
         }
     }
@@ -293,6 +297,30 @@ impl State {
             .map(|(_, v)| v.clone())
             .collect();
         (inner.revision, items)
+    }
+
+    /// One page of a list: the objects of `kind` after the key `after`
+    /// (namespace, name), at most `limit` of them (0: all), the current
+    /// revision, and how many objects remain after the page.
+    pub fn list_page(
+        &self,
+        kind: Kind,
+        after: Option<(String, String)>,
+        limit: usize,
+    ) -> (u64, Vec<Value>, usize) {
+        use std::ops::Bound;
+        let inner = self.lock();
+        let start = match after {
+            Some((ns, name)) => Bound::Excluded((kind, ns, name)),
+            None => Bound::Included((kind, String::new(), String::new())),
+        };
+        let mut rest = inner
+            .objects
+            .range((start, Bound::Unbounded))
+            .take_while(|((k, _, _), _)| *k == kind);
+        let take = if limit == 0 { usize::MAX } else { limit };
+        let items: Vec<Value> = rest.by_ref().take(take).map(|(_, v)| v.clone()).collect();
+        (inner.revision, items, rest.count())
     }
 
     /// The oldest revision still served (for exact lists and watches).

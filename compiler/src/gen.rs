@@ -277,6 +277,7 @@ pub fn cluster(size: &ClusterSize) -> Model {
         namespaces,
         pods,
         policies,
+        services: vec![],
         errors: vec![],
     }
 }

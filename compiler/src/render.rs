@@ -135,7 +135,7 @@ fn pod_json(p: &CompiledPod, alloc: &IdentityAllocator) -> Value {
 }
 
 /// The whole node as JSON: local pods with both directions, then the
-/// node-wide identity table.
+/// node-wide identity table and Service ClusterIPs.
 pub fn to_json(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) -> Value {
     let pods: Vec<Value> = node.pods.values().map(|p| pod_json(p, alloc)).collect();
     let identities: Vec<Value> = node
@@ -147,7 +147,12 @@ pub fn to_json(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
             e
         })
         .collect();
-    json!({ "node": node_name, "pods": pods, "identities": identities })
+    json!({
+        "node": node_name,
+        "pods": pods,
+        "identities": identities,
+        "services": node.services,
+    })
 }
 
 fn groups_text(bits: u64) -> String {
@@ -273,7 +278,8 @@ fn dir_text(out: &mut String, dir: Direction, d: &CompiledDirection, alloc: &Ide
     }
 }
 
-/// The node as text, one block per local pod, then the identity table.
+/// The node as text, one block per local pod, then the identity table
+/// and the Service ClusterIPs.
 pub fn to_text(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "node {node_name}: {} local pod(s)", node.pods.len());
@@ -290,6 +296,11 @@ pub fn to_text(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
     for (ip, id) in &node.identities {
         let _ = writeln!(out, "  {ip} -> {id} ({})", identity_text(alloc, *id));
     }
+    // Egress to these is decided after DNAT, by backend.
+    let _ = writeln!(out, "service ClusterIPs ({}):", node.services.len());
+    for ip in &node.services {
+        let _ = writeln!(out, "  {ip}");
+    }
     out
 }
 
@@ -297,7 +308,7 @@ pub fn to_text(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
 mod tests {
     use super::*;
     use crate::compile;
-    use palisade_policy::{Model, Peer, Pod, Policy, PortMatch, PortSpec, Rule, Selector};
+    use palisade_policy::{Model, Peer, Pod, Policy, PortMatch, PortSpec, Rule, Selector, Service};
 
     fn model() -> Model {
         let pod = |name: &str, ip: &str, node: &str| Pod {
@@ -336,6 +347,13 @@ mod tests {
                 }],
                 egress: vec![],
             }],
+            services: vec![Service {
+                namespace: "shop".into(),
+                name: "web".into(),
+                cluster_ips: vec!["10.96.0.10".parse().unwrap()],
+                ports: vec![],
+                selector: None,
+            }],
             errors: vec![],
         }
     }
@@ -370,6 +388,7 @@ mod tests {
         assert_eq!(ids.len(), 2);
         assert_eq!(ids[0]["namespace"], "shop");
         assert!(ids[0]["labels"]["app"].is_string());
+        assert_eq!(doc["services"], json!(["10.96.0.10"]));
     }
 
     #[test]
@@ -385,6 +404,7 @@ mod tests {
             "port TCP 80/15 (80-81): groups 0",
             "egress: not isolated",
             "10.0.0.2 -> ",
+            "service ClusterIPs (1):\n  10.96.0.10\n",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

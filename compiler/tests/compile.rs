@@ -56,6 +56,7 @@ fn model(policies: Vec<Policy>) -> Model {
             pod("b", "10.0.0.3", "b"),
         ],
         policies,
+        services: vec![],
         errors: vec![],
     }
 }

@@ -289,6 +289,7 @@ fn spill_model() -> impl Strategy<Value = Model> {
                         .collect(),
                     pods,
                     policies: NAMESPACES.iter().map(|ns| policy("spill", ns)).collect(),
+                    services: vec![],
                     errors: vec![],
                 }
             },
@@ -411,6 +412,7 @@ fn spill_path_decides_beyond_rule_bits() {
             ingress,
             egress: vec![],
         }],
+        services: vec![],
         errors: vec![],
     };
     let node = compile(&model, NODE, &mut IdentityAllocator::new());

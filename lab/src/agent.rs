@@ -11,6 +11,7 @@
 use crate::lab::Lab;
 use crate::node::NodeProcess;
 use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -46,6 +47,12 @@ pub struct AgentOptions {
     pub bin: PathBuf,
     /// Manifest files or directories (`--manifests`).
     pub manifests: Vec<PathBuf>,
+    /// `--kubeconfig`: read the model from this API server instead of
+    /// manifests (then `manifests` stays empty).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--metrics-addr`: serve /healthz, /readyz and /metrics there
+    /// (an address of the node namespace).
+    pub metrics_addr: Option<SocketAddr>,
     /// `--node`: pods with this `spec.nodeName` are the agent's.
     pub node: String,
     /// `--bpffs-root`: a bpffs the lab mounted (`Lab::mount_bpffs`).
@@ -54,6 +61,8 @@ pub struct AgentOptions {
     pub poll: Duration,
     /// Extra environment (e.g. `RUST_LOG`).
     pub env: Vec<(String, String)>,
+    /// Extra command-line arguments (e.g. `--audit`, `--uplink DEV`).
+    pub args: Vec<String>,
 }
 
 impl AgentOptions {
@@ -66,10 +75,26 @@ impl AgentOptions {
         AgentOptions {
             bin,
             manifests,
+            kubeconfig: None,
+            metrics_addr: None,
             node: node.to_string(),
             bpffs_root,
             poll: Duration::from_millis(50),
             env: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+
+    /// An agent fed by the API server of `kubeconfig`.
+    pub fn kube(
+        bin: PathBuf,
+        kubeconfig: PathBuf,
+        node: &str,
+        bpffs_root: PathBuf,
+    ) -> AgentOptions {
+        AgentOptions {
+            kubeconfig: Some(kubeconfig),
+            ..AgentOptions::new(bin, Vec::new(), node, bpffs_root)
         }
     }
 }
@@ -101,8 +126,27 @@ impl Lab {
         let ready_file = self.dir().join(format!("agent-{k}-{}.ready", opts.node));
         let mut args: Vec<std::ffi::OsString> =
             vec!["agent".into(), "--node".into(), opts.node.clone().into()];
-        args.push("--manifests".into());
-        args.extend(opts.manifests.iter().map(|m| m.clone().into_os_string()));
+        match &opts.kubeconfig {
+            Some(k) if !opts.manifests.is_empty() => bail!(
+                "agent for node {}: both manifests and kubeconfig {} given",
+                opts.node,
+                k.display()
+            ),
+            Some(k) => args.extend(["--kubeconfig".into(), k.clone().into_os_string()]),
+            None => {
+                args.push("--manifests".into());
+                args.extend(opts.manifests.iter().map(|m| m.clone().into_os_string()));
+            }
+        }
+        if let Some(addr) = opts.metrics_addr {
+            args.extend(["--metrics-addr".into(), addr.to_string().into()]);
+        }
+        // Each agent its own verdict socket: the default path is per host.
+        if !opts.args.iter().any(|a| a == "--monitor-socket") {
+            let socket = self.dir().join(format!("agent-{k}-{}.sock", opts.node));
+            args.extend(["--monitor-socket".into(), socket.into_os_string()]);
+        }
+        args.extend(opts.args.iter().map(Into::into));
         args.extend([
             "--bpffs-root".into(),
             opts.bpffs_root.clone().into_os_string(),

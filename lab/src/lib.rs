@@ -6,11 +6,16 @@
 //! every pod, and gives probes, reachability matrices, a private bpffs and
 //! processes inside the node namespace (the agent). Everything is removed
 //! on drop, on panic, on Ctrl-C/SIGTERM, and, for a run that crashed, by
-//! the next lab that comes up. See `docs/lab.md`.
+//! the next lab that comes up. `Cluster::up` joins several such nodes by
+//! an underlay (`cluster`, `underlay`). `kube_proxy` DNATs Service
+//! ClusterIPs in a node as kube-proxy would. See `docs/lab.md`.
 
 mod agent;
 mod cleanup;
+mod cluster;
+mod cluster_spec;
 mod cmd;
+mod kube_proxy;
 mod lab;
 mod matrix;
 mod measure;
@@ -25,9 +30,13 @@ mod signals;
 mod sock;
 mod spec;
 mod topology;
+mod underlay;
 
 pub use agent::{palisade_bin, write_manifest, AgentOptions, AgentProcess, BIN_ENV};
 pub use cleanup::{clean_leftovers, RECORD_ROOT};
+pub use cluster::{Cluster, ClusterNode};
+pub use cluster_spec::{underlay_addrs, Cidr, ClusterSpec, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};
+pub use kube_proxy::{service_rules, DnatTarget, ServiceRule, KUBE_PROXY_TABLE};
 pub use lab::{Lab, LabPod};
 pub use matrix::{diff, Difference};
 pub use measure::{Probe, PROBE_PARALLELISM, PROBE_TIMEOUT};
@@ -37,6 +46,7 @@ pub use palisade_policy::{Family, MatrixEntry, ProbePort, Protocol};
 pub use probe::Outcome;
 pub use spec::{LabSpec, PodSpec, ServedPort};
 pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4};
+pub use underlay::UNDERLAY;
 
 /// Names of the lab namespaces currently present on the host (any run).
 pub fn lab_netns_present() -> Vec<String> {

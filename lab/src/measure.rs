@@ -112,58 +112,65 @@ impl Lab {
         family: Family,
         timeout: Duration,
     ) -> Result<Vec<MatrixEntry>> {
-        let mut pods: Vec<(String, IpAddr)> = self
+        let pods: Vec<(String, IpAddr)> = self
             .pods
             .iter()
             .filter_map(|p| p.spec.ip(family).map(|ip| (p.key(), ip)))
             .collect();
-        pods.sort();
-        let mut cells = Vec::new();
-        for pp in ports {
-            for (from, _) in &pods {
-                for (to, dst) in &pods {
-                    if from != to {
-                        cells.push((from.clone(), to.clone(), *dst, *pp));
-                    }
+        matrix_of(pods, ports, |probes| self.probe_many(probes, timeout))
+    }
+}
+
+/// The matrix over `pods` (`namespace/name`, address), probed by
+/// `probe_many`: shared by a one-node lab and a cluster of them.
+pub(crate) fn matrix_of(
+    mut pods: Vec<(String, IpAddr)>,
+    ports: &[ProbePort],
+    probe_many: impl Fn(&[Probe]) -> Result<Vec<Outcome>>,
+) -> Result<Vec<MatrixEntry>> {
+    pods.sort();
+    let mut cells = Vec::new();
+    for pp in ports {
+        for (from, _) in &pods {
+            for (to, dst) in &pods {
+                if from != to {
+                    cells.push((from.clone(), to.clone(), *dst, *pp));
                 }
             }
         }
-        let probes: Vec<Probe> = cells
-            .iter()
-            .map(|(from, _, dst, pp)| Probe {
-                from: from.clone(),
-                to: *dst,
-                port: pp.port,
-                protocol: pp.protocol,
-            })
-            .collect();
-        let mut outcomes = self.probe_many(&probes, timeout)?;
-        // A timeout is the only failure a busy host can fake (an answer
-        // cannot be faked): probe those cells once more, so that a false
-        // "denied" needs two stalls in a row.
-        let again: Vec<usize> = (0..outcomes.len())
-            .filter(|&i| outcomes[i] == Outcome::TimedOut)
-            .collect();
-        let second = self.probe_many(
-            &again.iter().map(|&i| probes[i].clone()).collect::<Vec<_>>(),
-            timeout,
-        )?;
-        for (i, out) in again.into_iter().zip(second) {
-            outcomes[i] = out;
-        }
-        let mut entries = Vec::with_capacity(cells.len());
-        for ((from, to, _, pp), out) in cells.into_iter().zip(outcomes) {
-            if let Outcome::Error(e) = &out {
-                bail!("probe {from} -> {to} {pp}: {e}");
-            }
-            entries.push(MatrixEntry {
-                from,
-                to,
-                port: pp.port,
-                protocol: pp.protocol,
-                allowed: out.reached(),
-            });
-        }
-        Ok(entries)
     }
+    let probes: Vec<Probe> = cells
+        .iter()
+        .map(|(from, _, dst, pp)| Probe {
+            from: from.clone(),
+            to: *dst,
+            port: pp.port,
+            protocol: pp.protocol,
+        })
+        .collect();
+    let mut outcomes = probe_many(&probes)?;
+    // A timeout is the only failure a busy host can fake (an answer
+    // cannot be faked): probe those cells once more, so that a false
+    // "denied" needs two stalls in a row.
+    let again: Vec<usize> = (0..outcomes.len())
+        .filter(|&i| outcomes[i] == Outcome::TimedOut)
+        .collect();
+    let second = probe_many(&again.iter().map(|&i| probes[i].clone()).collect::<Vec<_>>())?;
+    for (i, out) in again.into_iter().zip(second) {
+        outcomes[i] = out;
+    }
+    let mut entries = Vec::with_capacity(cells.len());
+    for ((from, to, _, pp), out) in cells.into_iter().zip(outcomes) {
+        if let Outcome::Error(e) = &out {
+            bail!("probe {from} -> {to} {pp}: {e}");
+        }
+        entries.push(MatrixEntry {
+            from,
+            to,
+            port: pp.port,
+            protocol: pp.protocol,
+            allowed: out.reached(),
+        });
+    }
+    Ok(entries)
 }

@@ -23,6 +23,11 @@
 //!   namespace are in `default`.
 //! - The first of two objects with the same kind, namespace and name wins;
 //!   so does the first of two running pods claiming one address.
+//! - Services enter the model with their ClusterIPs, ports and selector;
+//!   policies never name them. A connection to a ClusterIP is judged as
+//!   client -> backend after kube-proxy's DNAT ([`Model::backends`]).
+//!   Headless and ExternalName Services have no ClusterIP; a Service
+//!   without (or with an empty) selector has no backends computed here.
 //! - A policy annotated `palisade.dev/enforcement: audit` is audit-only: a
 //!   direction isolated by audit policies alone lets through what they
 //!   would deny, as a "would deny" verdict; a direction any enforced

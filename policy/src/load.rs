@@ -4,9 +4,9 @@
 //! path so the result never depends on the file system's order; hidden
 //! entries skipped); a file named on its own is read whatever its
 //! extension. Files hold one or more YAML documents or JSON values; a
-//! `List` (or `PodList`, ...) contributes its items. Namespaces, Pods and
-//! networking.k8s.io/v1 NetworkPolicies are kept, every other kind is
-//! ignored. A document or object that cannot be read becomes an
+//! `List` (or `PodList`, ...) contributes its items. Namespaces, Pods,
+//! Services and networking.k8s.io/v1 NetworkPolicies are kept, every other
+//! kind is ignored. A document or object that cannot be read becomes an
 //! `InputError` and everything else still loads.
 
 use crate::build::{build_sourced, object_name, Sourced};
@@ -24,6 +24,7 @@ struct Objects {
     namespaces: Vec<Sourced<core::Namespace>>,
     pods: Vec<Sourced<core::Pod>>,
     policies: Vec<Sourced<net::NetworkPolicy>>,
+    services: Vec<Sourced<core::Service>>,
     errors: Vec<InputError>,
 }
 
@@ -48,6 +49,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Model {
         objects.namespaces,
         objects.pods,
         objects.policies,
+        objects.services,
         objects.errors,
     )
 }
@@ -60,6 +62,7 @@ pub fn load_str(text: &str, source: &str) -> Model {
         objects.namespaces,
         objects.pods,
         objects.policies,
+        objects.services,
         objects.errors,
     )
 }
@@ -254,6 +257,11 @@ impl Objects {
             ("v1", "Pod") => {
                 if let Some(object) = self.typed(value, file, "Pod", true) {
                     self.pods.push(Sourced { source, object });
+                }
+            }
+            ("v1", "Service") => {
+                if let Some(object) = self.typed(value, file, "Service", true) {
+                    self.services.push(Sourced { source, object });
                 }
             }
             ("networking.k8s.io/v1", "NetworkPolicy") => {

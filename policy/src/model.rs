@@ -173,6 +173,50 @@ pub struct Policy {
     pub egress: Vec<Rule>,
 }
 
+/// Where a Service port sends traffic on its backends.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TargetPort {
+    Number(u16),
+    /// A container port name, resolved on each backend pod (pods lacking
+    /// it are no backends of that Service port).
+    Name(String),
+}
+
+/// One port of a Service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// Required by Kubernetes only when a Service has several ports.
+    pub name: Option<String>,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// `targetPort` (the port itself when left out).
+    pub target: TargetPort,
+}
+
+/// A Service: the ClusterIPs its clients dial and the pods behind them.
+/// NetworkPolicy never names a Service; the datapath needs its ClusterIPs
+/// to decide a client's egress after kube-proxy's DNAT, by backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.clusterIPs` (else `spec.clusterIP`); empty for headless
+    /// (`None`) and ExternalName Services. At most one per family.
+    pub cluster_ips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+    /// `spec.selector`; `None` when absent or empty: such a Service's
+    /// endpoints are managed by someone else and no backends are computed.
+    pub selector: Option<Labels>,
+}
+
+/// One backend of a Service port: a selected pod and the port the
+/// Service port's traffic reaches on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend<'a> {
+    pub pod: &'a Pod,
+    pub port: u16,
+}
+
 /// An object that was skipped, with the reason.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputError {
@@ -200,6 +244,8 @@ pub struct Model {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: Vec<Pod>,
     pub policies: Vec<Policy>,
+    /// Sorted by namespace and name.
+    pub services: Vec<Service>,
     pub errors: Vec<InputError>,
 }
 

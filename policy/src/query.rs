@@ -2,7 +2,8 @@
 
 use crate::build::NAMESPACE_NAME_LABEL;
 use crate::model::{
-    Direction, Enforcement, Labels, Model, Namespace, Peer, Pod, Policy, Protocol, Rule,
+    Backend, Direction, Enforcement, Labels, Model, Namespace, Peer, Pod, Policy, Protocol, Rule,
+    Service, ServicePort, TargetPort,
 };
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -52,6 +53,55 @@ impl Pod {
         self.ports
             .iter()
             .any(|p| p.name == name && p.protocol == protocol && p.port == port)
+    }
+}
+
+impl Service {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// Whether the Service's selector picks `pod`: same namespace, every
+    /// selector label equal. A Service without selector picks none.
+    pub fn selects(&self, pod: &Pod) -> bool {
+        self.namespace == pod.namespace
+            && self.selector.as_ref().is_some_and(|sel| {
+                sel.iter()
+                    .all(|(k, v)| pod.labels.get(k).is_some_and(|pv| pv == v))
+            })
+    }
+
+    /// The port serving `port`/`protocol` on the ClusterIPs.
+    pub fn port(&self, port: u16, protocol: Protocol) -> Option<&ServicePort> {
+        self.ports
+            .iter()
+            .find(|p| p.port == port && p.protocol == protocol)
+    }
+
+    /// The ClusterIP of that family, if the Service has one.
+    pub fn cluster_ip(&self, family: Family) -> Option<IpAddr> {
+        self.cluster_ips
+            .iter()
+            .copied()
+            .find(|ip| Family::of(ip) == family)
+    }
+}
+
+impl ServicePort {
+    /// The port this Service port reaches on `pod`: the number, or the
+    /// pod's container port of that name and protocol (`None` when the
+    /// pod declares none: it is then no backend of this port, as the
+    /// EndpointSlice controller decides).
+    pub fn target_on(&self, pod: &Pod) -> Option<u16> {
+        match &self.target {
+            TargetPort::Number(n) => Some(*n),
+            TargetPort::Name(name) => pod
+                .ports
+                .iter()
+                .find(|p| p.name == *name && p.protocol == self.protocol)
+                .map(|p| p.port),
+        }
     }
 }
 
@@ -108,6 +158,33 @@ impl Model {
         self.pods
             .iter()
             .find(|p| p.namespace == namespace && p.name == name)
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.namespace == namespace && s.name == name)
+    }
+
+    /// The Service whose ClusterIP is `ip`.
+    pub fn service_by_ip(&self, ip: IpAddr) -> Option<&Service> {
+        self.services.iter().find(|s| s.cluster_ips.contains(&ip))
+    }
+
+    /// The backends of one port of `service`: the pods it selects that
+    /// take part in traffic (Running, with an address: the model holds no
+    /// others), each with the port the traffic reaches on it, sorted by
+    /// pod. What kube-proxy DNATs a ClusterIP connection to; the traffic
+    /// is then subject to policy as client -> backend.
+    pub fn backends<'a>(&'a self, service: &Service, port: &ServicePort) -> Vec<Backend<'a>> {
+        let mut out: Vec<Backend<'a>> = self
+            .pods
+            .iter()
+            .filter(|pod| service.selects(pod))
+            .filter_map(|pod| port.target_on(pod).map(|port| Backend { pod, port }))
+            .collect();
+        out.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));
+        out
     }
 
     /// The pod owning `ip`; `None` for addresses outside the cluster's pods.

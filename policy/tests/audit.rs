@@ -156,6 +156,7 @@ fn api_objects_carry_the_annotation_too() {
             np("c", Some("enforce")),
             np("d", Some("bogus")),
         ],
+        vec![],
     );
     let modes: Vec<(&str, Enforcement)> = m
         .policies

@@ -684,7 +684,7 @@ fn build_takes_api_objects() {
         "podSelector: {}\npolicyTypes: [Sideways]",
     )))
     .unwrap();
-    let model: Model = build(vec![ns], vec![p], vec![bad]);
+    let model: Model = build(vec![ns], vec![p], vec![bad], vec![]);
     assert_eq!(model.errors.len(), 1);
     assert_eq!(model.errors[0].source, None);
     assert_eq!(model.errors[0].to_string(), "NetworkPolicy x/bad: spec.policyTypes[0]: unknown policy type \"Sideways\": must be Ingress or Egress");

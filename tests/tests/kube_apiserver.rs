@@ -4,7 +4,7 @@
 //! as an HTTP status), dropped connections and outages. Plain HTTP/1.0 over
 //! a TCP socket, so each body ends with its connection.
 
-use palisade_tests::apiserver::{FakeApiServer, Kind};
+use palisade_fake_apiserver::{FakeApiServer, Kind};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
@@ -187,4 +187,55 @@ fn kube_apiserver_lists_and_watches() {
     assert_eq!(body(r)["items"].as_array().unwrap().len(), 2);
     let (code, _) = get(&api, "/api/v1/secrets").unwrap();
     assert_eq!(code, 404);
+}
+
+#[test]
+fn kube_apiserver_paginates_lists() {
+    let api = FakeApiServer::start().unwrap();
+    for i in 0..5 {
+        api.apply(pod(&format!("p{i}"), &format!("10.0.0.{i}")))
+            .unwrap();
+    }
+    let page = |target: &str| {
+        let (code, r) = get(&api, target).unwrap();
+        (code, body(r))
+    };
+    // limit=2: two items, a token, the count left; the next pages are
+    // served at the first page's revision even after a change.
+    let (code, first) = page("/api/v1/pods?limit=2");
+    assert_eq!(code, 200);
+    let rv = first["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let names = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["p0", "p1"]);
+    assert_eq!(first["metadata"]["remainingItemCount"], 3);
+    let token = first["metadata"]["continue"].as_str().unwrap().to_string();
+    api.apply(pod("p9", "10.0.0.9")).unwrap();
+    let (_, second) = page(&format!("/api/v1/pods?limit=2&continue={token}"));
+    assert_eq!(names(&second), ["p2", "p3"]);
+    assert_eq!(second["metadata"]["resourceVersion"], rv.as_str());
+    let token = second["metadata"]["continue"].as_str().unwrap().to_string();
+    let (_, last) = page(&format!("/api/v1/pods?limit=2&continue={token}"));
+    // p9 was created after the first page; a later page sees it, and the
+    // watch from `rv` replays its ADDED as well.
+    assert_eq!(names(&last), ["p4", "p9"]);
+    assert!(last["metadata"].get("continue").is_none());
+    // No limit: everything at once.
+    assert_eq!(names(&page("/api/v1/pods").1).len(), 6);
+    // A token from before the compaction horizon: 410 Expired; a garbled
+    // one: 400.
+    api.compact();
+    let (code, gone) = page(&format!("/api/v1/pods?limit=2&continue={token}"));
+    assert_eq!(code, 410);
+    assert_eq!(gone["reason"], "Expired");
+    assert_eq!(page("/api/v1/pods?limit=2&continue=zz").0, 400);
 }

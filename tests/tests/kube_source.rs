@@ -1,11 +1,13 @@
 //! `palisade agent --kubeconfig` against the in-process fake API server
-//! (`palisade_tests::apiserver`) and the real kernel: a pod's policy is
+//! (`palisade_fake_apiserver`) and the real kernel: a pod's policy is
 //! programmed from the API; policy changes, deletions and re-creations and
 //! pod additions and deletions are enforced; the API going down leaves enforcement and readiness alone and
 //! its return is caught up; 410 Gone makes the watchers list again without
 //! the pod's record ever losing its isolation; /metrics is well formed and
 //! times changes and pending interfaces; an invalid policy gets one
-//! Kubernetes Event per distinct problem while valid ones are enforced.
+//! Kubernetes Event per distinct problem while valid ones are enforced;
+//! Services added, changed and deleted through the API keep the pinned
+//! `SERVICES` map equal to the cluster's ClusterIPs.
 //!
 //! Runs the `palisade` binary (`$PALISADE_BIN`, else `target/debug/palisade`:
 //! `cargo build -p palisade-agent` first) inside a network namespace of its
@@ -13,12 +15,12 @@
 //! remove both and kill the agent even when an assertion fails.
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use palisade_common::{Endpoint, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
-use palisade_tests::apiserver::{FakeApiServer, Kind};
+use palisade_common::{Endpoint, IpKey, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
+use palisade_fake_apiserver::{FakeApiServer, Kind};
 use palisade_tests::kernel::{add_pod_iface, rounds, wait_for, Agent, NetNs, Scratch};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -557,4 +559,93 @@ fn kube_source_invalid_policy_event() {
         flags(&s, client) == Some(EP_ISOLATED_INGRESS)
     });
     assert_eq!(events_on(&api, "bad").len(), 1, "{:#?}", api.events());
+}
+
+/// The ClusterIPs in the pinned `SERVICES` map.
+fn pinned_services(s: &Scratch) -> Vec<IpAddr> {
+    let Ok(data) = MapData::from_pin(s.bpffs().join("node1/SERVICES")) else {
+        return Vec::new();
+    };
+    let map: BpfHashMap<MapData, IpKey, u32> =
+        BpfHashMap::try_from(Map::HashMap(data)).expect("SERVICES is a hash map");
+    let mut ips: Vec<IpAddr> = map
+        .keys()
+        .filter_map(Result::ok)
+        .map(|k| match k.family {
+            palisade_common::FAMILY_V4 => {
+                IpAddr::from(<[u8; 4]>::try_from(&k.addr[..4]).expect("4 bytes"))
+            }
+            _ => IpAddr::from(k.addr),
+        })
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn service(name: &str, ips: &[&str]) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop",
+                     "annotations": {"note": "stripped by the agent"}},
+        "spec": {"clusterIP": ips[0], "clusterIPs": ips, "selector": {"app": "web"},
+                 "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+        "status": {"loadBalancer": {}},
+    })
+}
+
+#[test]
+fn kube_source_services_follow_the_api() {
+    let _ns = NetNs::enter("kubs");
+    let s = Scratch::new("kubs");
+    let api = FakeApiServer::start().expect("fake API server");
+    let kubeconfig = api
+        .write_kubeconfig(&s.dir().join("kubeconfig"))
+        .expect("kubeconfig");
+    api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
+    api.apply(service("web", &["10.96.7.1", "fd00:96::7:1"]))
+        .unwrap();
+    let _web = add_pod_iface("web0", "10.78.0.2");
+    let metrics = free_port();
+    let agent = start_agent(&s, &kubeconfig, metrics);
+
+    // Listed with the rest before the first round: its ClusterIPs are in
+    // the node's map from the start, whatever their namespace or backends.
+    wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    assert_eq!(pinned_services(&s), [ip("10.96.7.1"), ip("fd00:96::7:1")]);
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.contains("/api/v1/services?") && r.contains("watch=true")),
+        "no watch of services: {:#?}",
+        api.requests()
+    );
+
+    // Added, changed and deleted through the API: the map follows.
+    api.apply(service("db", &["10.96.7.2"])).unwrap();
+    wait_for(&agent, "the new Service's ClusterIP", LIMIT, || {
+        pinned_services(&s).contains(&ip("10.96.7.2"))
+    });
+    api.apply(service("web", &["10.96.7.3"])).unwrap();
+    wait_for(&agent, "the changed ClusterIPs", LIMIT, || {
+        pinned_services(&s) == [ip("10.96.7.2"), ip("10.96.7.3")]
+    });
+    api.delete(Kind::Service, "shop", "db").unwrap();
+    wait_for(&agent, "the deleted Service gone", LIMIT, || {
+        pinned_services(&s) == [ip("10.96.7.3")]
+    });
+
+    // An invalid Service is reported and skipped; it does not hold back
+    // the rest, and its last good ClusterIPs stay.
+    api.apply(service("web", &["10.96.7.300"])).unwrap();
+    api.apply(service("later", &["10.96.7.4"])).unwrap();
+    wait_for(&agent, "the Service after the invalid one", LIMIT, || {
+        pinned_services(&s).contains(&ip("10.96.7.4"))
+    });
+    assert_eq!(
+        pinned_services(&s),
+        [ip("10.96.7.3"), ip("10.96.7.4")],
+        "{}",
+        agent.log()
+    );
 }

@@ -5,7 +5,9 @@
 //! no agent, starts one `palisade agent` per node name in the lab's node
 //! namespace, measures again, and compares with the oracle's matrix
 //! (`palisade_policy::matrix`). Exits non-zero, listing the differences,
-//! when the measured matrix is not the expected one.
+//! when the measured matrix is not the expected one. With `--nodes N`
+//! (N > 1) the pods are spread over N lab nodes fed by a fake API server
+//! instead (`demo_cluster`).
 
 use anyhow::{bail, Context, Result};
 use palisade_lab::{AgentOptions, Family, Lab, LabSpec, MatrixEntry, ProbePort};
@@ -44,6 +46,11 @@ pub struct DemoArgs {
     /// Address family to probe.
     #[arg(long, value_enum, default_value_t = FamilyArg::V4)]
     pub family: FamilyArg,
+    /// Lab nodes. 1: every pod on one node, agents read the manifests.
+    /// More: pods spread over `node-1`..`node-N` joined by an underlay,
+    /// agents (one per node) read a fake API server serving the manifests.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=16))]
+    pub nodes: u8,
 }
 
 /// How long the agents get to program the node the first time.
@@ -91,6 +98,34 @@ pub fn run(args: DemoArgs, agent_bin: &Path) -> Result<()> {
     };
     if ports.is_empty() {
         bail!("demo: no ports to probe: the pods declare no container ports; pass --ports");
+    }
+    if args.nodes > 1 {
+        let output = args.output;
+        let show = move |title: &str, m: &[MatrixEntry]| show(output, title, m);
+        eprintln!(
+            "demo: {} nodes, {} pods, probing {} over {family:?}",
+            args.nodes,
+            pods.len(),
+            ports
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let (after, expected) = crate::demo_cluster::run(&crate::demo_cluster::Demo {
+            nodes: usize::from(args.nodes),
+            manifests: &manifests,
+            model: &model,
+            pods: &pods,
+            ports: &ports,
+            family,
+            agent_bin,
+            show: &show,
+        })?;
+        if args.output == Output::Json {
+            println!("{}", serde_json::to_string_pretty(&after)?);
+        }
+        return compare(&after, &expected);
     }
     let nodes: BTreeSet<String> = model.pods.iter().filter_map(|p| p.node.clone()).collect();
     for p in model.pods.iter().filter(|p| p.node.is_none()) {
@@ -148,17 +183,23 @@ pub fn run(args: DemoArgs, agent_bin: &Path) -> Result<()> {
     }
 
     let expected = palisade_policy::matrix(&model, &ports, family);
-    let differences = palisade_lab::diff(&after, &expected);
+    // The lab goes before the verdict, so a failing demo leaves nothing.
+    lab.teardown()?;
+    compare(&after, &expected)
+}
+
+/// The measured-vs-oracle summary; an error listing the differences when
+/// they disagree.
+fn compare(after: &[MatrixEntry], expected: &[MatrixEntry]) -> Result<()> {
+    let differences = palisade_lab::diff(after, expected);
     if differences.is_empty() {
         eprintln!(
             "demo: measured == expected: all {} probes agree with the policy oracle",
             after.len()
         );
-        lab.teardown()?;
         return Ok(());
     }
     let listed: Vec<String> = differences.iter().map(|d| format!("  {d}")).collect();
-    drop(lab);
     bail!(
         "demo: measured != expected ({} of {} probes differ):\n{}",
         differences.len(),

@@ -4,6 +4,7 @@
 mod bootstrap;
 mod build;
 mod demo;
+mod demo_cluster;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -43,8 +44,14 @@ fn main() -> anyhow::Result<()> {
             build::all().map(|_| ())
         }
         Command::Demo(args) => {
-            bootstrap::run()?;
-            let agent = build::all()?;
+            // A given binary is used as is (as the tests do); else build.
+            let agent = match std::env::var_os(palisade_lab::BIN_ENV) {
+                Some(_) => palisade_lab::palisade_bin()?,
+                None => {
+                    bootstrap::run()?;
+                    build::all()?
+                }
+            };
             demo::run(args, &agent)
         }
         Command::Test(args) => {

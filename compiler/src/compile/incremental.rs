@@ -9,13 +9,16 @@
 //! - a policy: local pods of its namespace it selects before or after.
 //! - a namespace's labels: any namespaceSelector anywhere; rare, so every
 //!   local pod is recompiled.
+//! - a Service: only the node's ClusterIP set (policies never name
+//!   Services; ClusterIP traffic is judged by backend after DNAT).
 
 use super::affected::PodView;
 use super::cluster::{object_key, Cluster, Removed};
 use super::pod::{compile_pod, PeerIndex};
+use super::services::ServiceIps;
 use crate::identity::{IdentityAllocator, IdentityKey};
 use crate::types::CompiledNode;
-use palisade_policy::{Model, Namespace, Pod, Policy};
+use palisade_policy::{Model, Namespace, Pod, Policy, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -29,6 +32,8 @@ pub enum Change {
     DeletePolicy { namespace: String, name: String },
     UpsertNamespace(Namespace),
     DeleteNamespace { name: String },
+    UpsertService(Service),
+    DeleteService { namespace: String, name: String },
 }
 
 /// What one change did to the compiled node.
@@ -38,6 +43,8 @@ pub struct Applied {
     pub pods: BTreeSet<String>,
     /// The node-wide identity trie changed.
     pub identities: bool,
+    /// The node's ClusterIP set changed.
+    pub services: bool,
 }
 
 pub struct Compiler {
@@ -49,6 +56,7 @@ pub struct Compiler {
     pub(super) ip_owner: HashMap<IpAddr, Arc<str>>,
     pub(super) out: CompiledNode,
     pub(super) peer_index: HashMap<String, PeerIndex>,
+    pub(super) services: ServiceIps,
 }
 
 impl Compiler {
@@ -67,6 +75,7 @@ impl Compiler {
             ip_owner: HashMap::new(),
             out: CompiledNode::default(),
             peer_index: HashMap::new(),
+            services: ServiceIps::default(),
         }
     }
 
@@ -86,6 +95,7 @@ impl Compiler {
                 .or_default()
                 .insert(p.name.clone(), p.clone());
         }
+        c.services.load(&model.services, &mut c.out.services);
         c.cluster.pods.reserve(model.pods.len());
         c.ip_owner.reserve(model.pods.len() * 2);
         // The identity trie is built in one go (sorted bulk build) rather
@@ -183,6 +193,20 @@ impl Compiler {
                 }
                 self.recompile_all()
             }
+            Change::UpsertService(s) => Applied {
+                services: self
+                    .services
+                    .set(&s.key(), Some(&s.cluster_ips), &mut self.out.services),
+                ..Applied::default()
+            },
+            Change::DeleteService { namespace, name } => Applied {
+                services: self.services.set(
+                    &object_key(&namespace, &name),
+                    None,
+                    &mut self.out.services,
+                ),
+                ..Applied::default()
+            },
         }
     }
 
@@ -194,7 +218,7 @@ impl Compiler {
         }
         Applied {
             pods,
-            identities: false,
+            ..Applied::default()
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! [`Compiler`] keeps indexes of the cluster and the compiled state of the
 //! node's pods, so that one change (a pod, a policy, a namespace) recompiles
-//! only the local pods it can affect. [`compile`] is the one-shot form.
+//! only the local pods it can affect (a Service changes only the node's
+//! ClusterIP set). [`compile`] is the one-shot form.
 
 mod affected;
 mod assemble;
@@ -15,6 +16,7 @@ mod peers;
 mod pod;
 mod ports;
 mod prefix;
+mod services;
 
 pub use cidr::{addr_prefix as cidr_addr_prefix, to_prefix as cidr_prefix};
 pub use cluster::object_key;

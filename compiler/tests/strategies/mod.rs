@@ -315,6 +315,7 @@ pub fn model_strategy(max_policies: usize) -> impl Strategy<Value = Model> {
                 .collect(),
             pods,
             policies,
+            services: vec![],
             errors: vec![],
         })
 }

@@ -10,6 +10,7 @@ mod namespace;
 mod pod;
 mod policy;
 mod selector;
+mod service;
 
 use crate::model::{InputError, Labels, Model, Namespace};
 use k8s_openapi::api::core::v1 as core;
@@ -51,6 +52,7 @@ pub fn build(
     namespaces: Vec<core::Namespace>,
     pods: Vec<core::Pod>,
     policies: Vec<net::NetworkPolicy>,
+    services: Vec<core::Service>,
 ) -> Model {
     fn unsourced<T>(v: Vec<T>) -> Vec<Sourced<T>> {
         v.into_iter()
@@ -64,6 +66,7 @@ pub fn build(
         unsourced(namespaces),
         unsourced(pods),
         unsourced(policies),
+        unsourced(services),
         Vec::new(),
     )
 }
@@ -102,6 +105,7 @@ pub(crate) fn build_sourced(
     namespaces: Vec<Sourced<core::Namespace>>,
     pods: Vec<Sourced<core::Pod>>,
     policies: Vec<Sourced<net::NetworkPolicy>>,
+    services: Vec<Sourced<core::Service>>,
     errors: Vec<InputError>,
 ) -> Model {
     let mut model = Model {
@@ -179,7 +183,43 @@ pub(crate) fn build_sourced(
         }
     }
 
-    // A namespace that pods or policies live in exists in the cluster even
+    // Which Service owns each ClusterIP: kube-proxy could send a packet
+    // to only one of two Services sharing one.
+    let mut cluster_ips: HashMap<IpAddr, String> = HashMap::new();
+    for Sourced { source, object } in &services {
+        let what = object_name("Service", &object.metadata, true);
+        let svc = service::convert(object).and_then(|s| {
+            seen.claim(format!("Service {}/{}", s.namespace, s.name), source)
+                .map(|_| s)
+                .map_err(|m| FieldError::new("metadata.name", m))
+        });
+        let svc = match svc {
+            Ok(s) => s,
+            Err(e) => {
+                report(&mut model.errors, source, what, e);
+                continue;
+            }
+        };
+        if let Some((ip, owner)) = svc
+            .cluster_ips
+            .iter()
+            .find_map(|ip| cluster_ips.get(ip).map(|o| (ip, o)))
+        {
+            let e = FieldError::new(
+                "spec.clusterIPs",
+                format!("address {ip} is already the ClusterIP of Service {owner}"),
+            );
+            report(&mut model.errors, source, what, e);
+            continue;
+        }
+        let key = format!("{}/{}", svc.namespace, svc.name);
+        for ip in &svc.cluster_ips {
+            cluster_ips.insert(*ip, key.clone());
+        }
+        model.services.push(svc);
+    }
+
+    // A namespace that pods, policies or Services live in exists in the cluster even
     // when the manifests do not declare it; it then carries only the label
     // the API server always sets.
     let referenced: BTreeSet<String> = model
@@ -187,6 +227,7 @@ pub(crate) fn build_sourced(
         .iter()
         .map(|p| p.namespace.clone())
         .chain(model.policies.iter().map(|p| p.namespace.clone()))
+        .chain(model.services.iter().map(|s| s.namespace.clone()))
         .collect();
     for name in referenced {
         model
@@ -203,6 +244,9 @@ pub(crate) fn build_sourced(
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     model
         .policies
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    model
+        .services
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     model
 }

@@ -9,6 +9,7 @@ pub enum ErrorObject {
     Namespace(String),
     Pod(String, String),
     Policy(String, String),
+    Service(String, String),
 }
 
 /// Parses `InputError::object` (`Kind namespace/name` or `Namespace name`).
@@ -22,6 +23,7 @@ pub fn error_object(e: &InputError) -> Option<ErrorObject> {
         "Namespace" => Some(ErrorObject::Namespace(rest.to_string())),
         "Pod" => namespaced(rest).map(|(ns, n)| ErrorObject::Pod(ns, n)),
         "NetworkPolicy" => namespaced(rest).map(|(ns, n)| ErrorObject::Policy(ns, n)),
+        "Service" => namespaced(rest).map(|(ns, n)| ErrorObject::Service(ns, n)),
         _ => None,
     }
 }
@@ -101,6 +103,21 @@ pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
                     }
                 }
             }
+            Some(ErrorObject::Service(ns, name)) => {
+                let present = model
+                    .services
+                    .iter()
+                    .any(|s| s.namespace == ns && s.name == name);
+                if !present {
+                    if let Some(s) = prev
+                        .services
+                        .iter()
+                        .find(|s| s.namespace == ns && s.name == name)
+                    {
+                        model.services.push(s.clone());
+                    }
+                }
+            }
             None => {}
         }
     }
@@ -169,6 +186,26 @@ mod tests {
         let mut names: Vec<&str> = m.policies.iter().map(|p| p.name.as_str()).collect();
         names.sort();
         assert_eq!(names, ["p", "q"]);
+    }
+
+    #[test]
+    fn an_invalid_service_keeps_its_last_good_version_without_holding_back() {
+        let svc = |ip: &str| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: ns}}\n\
+                 spec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+            )
+        };
+        let prev = palisade_policy::load_str(&svc("10.96.0.1"), "svc.yaml");
+        let now = palisade_policy::load_str(&svc("10.96.0.bad"), "svc.yaml");
+        assert_eq!(
+            error_object(&now.errors[0]),
+            Some(ErrorObject::Service("ns".into(), "web".into()))
+        );
+        let Verdict::Use(m) = reconcile(now, Some(&prev)) else {
+            panic!("an invalid Service must not hold the enforced state back")
+        };
+        assert_eq!(m.services, prev.services);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Kubernetes API source: kube-rs watchers on Namespaces, Pods (every
-//! node's: policies select peers cluster-wide) and NetworkPolicies, each
-//! feeding a [`store::Store`] of stripped objects.
+//! node's: policies select peers cluster-wide), NetworkPolicies and
+//! Services (every ClusterIP: the datapath decides egress to them after
+//! DNAT), each feeding a [`store::Store`] of stripped objects.
 //!
 //! The watchers run on a tokio runtime of their own thread; the agent loop
 //! stays synchronous and reads the stores through [`ApiSource`]. A burst of
@@ -8,7 +9,7 @@
 //! [`DEBOUNCE`] (or [`MAX_DELAY`] after the first, under constant churn).
 //!
 //! Failure behaviour, all of it "keep enforcing what is pinned":
-//! - before all three kinds are listed once, there is no model at all;
+//! - before every kind is listed once, there is no model at all;
 //! - the API unreachable: the watchers retry with kube-rs' default backoff
 //!   (exponential, 0.8 s up to 30 s); the stores keep their contents;
 //! - 410 Gone: the watcher lists again and the store swaps the new list in
@@ -26,7 +27,7 @@ pub use connect::Connection;
 use super::Source;
 use events::InvalidPolicyEvents;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
@@ -62,13 +63,17 @@ struct Stores {
     namespaces: Store<Namespace>,
     pods: Store<Pod>,
     policies: Store<NetworkPolicy>,
+    services: Store<Service>,
     /// When the oldest change not yet read by a snapshot arrived.
     unread_since: Option<Instant>,
 }
 
 impl Stores {
     fn synced(&self) -> bool {
-        self.namespaces.synced() && self.pods.synced() && self.policies.synced()
+        self.namespaces.synced()
+            && self.pods.synced()
+            && self.policies.synced()
+            && self.services.synced()
     }
 }
 
@@ -154,10 +159,15 @@ impl ApiSource {
         }
     }
 
-    /// Objects in the stores: (namespaces, pods, policies).
-    pub fn counts(&self) -> (usize, usize, usize) {
+    /// Objects in the stores: (namespaces, pods, policies, services).
+    pub fn counts(&self) -> (usize, usize, usize, usize) {
         let s = self.shared.stores();
-        (s.namespaces.len(), s.pods.len(), s.policies.len())
+        (
+            s.namespaces.len(),
+            s.pods.len(),
+            s.policies.len(),
+            s.services.len(),
+        )
     }
 }
 
@@ -178,7 +188,7 @@ impl Source for ApiSource {
     }
 
     fn snapshot(&mut self) -> Option<Model> {
-        let (namespaces, pods, policies) = {
+        let (namespaces, pods, policies, services) = {
             let mut stores = self.shared.stores();
             if !stores.synced() {
                 return None;
@@ -190,11 +200,12 @@ impl Source for ApiSource {
                 stores.namespaces.objects(),
                 stores.pods.objects(),
                 stores.policies.objects(),
+                stores.services.objects(),
             )
         };
         self.pending = None;
         let uids = self.events.as_ref().map(|_| events::uids(&policies));
-        let model = palisade_policy::build(namespaces, pods, policies);
+        let model = palisade_policy::build(namespaces, pods, policies, services);
         if let (Some(events), Some(uids)) = (self.events.as_mut(), uids) {
             events.report(&model.errors, &uids);
         }
@@ -233,10 +244,18 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
             &metrics
         ),
         watch::<NetworkPolicy>(
-            Api::all(client),
+            Api::all(client.clone()),
             "networkpolicies",
             strip::policy,
             |s| &mut s.policies,
+            &shared,
+            &metrics
+        ),
+        watch::<Service>(
+            Api::all(client),
+            "services",
+            strip::service,
+            |s| &mut s.services,
             &shared,
             &metrics
         ),
@@ -347,6 +366,11 @@ mod tests {
             |s| &mut s.namespaces,
             vec![Event::Init, Event::InitDone],
         );
+        feed(
+            &shared,
+            |s| &mut s.services,
+            vec![Event::Init, Event::InitDone],
+        );
         assert!(!src.synced());
         assert!(!src.changed());
         assert!(src.snapshot().is_none(), "no policies listed yet");
@@ -391,6 +415,11 @@ mod tests {
         feed(
             &shared,
             |s| &mut s.namespaces,
+            vec![Event::Init, Event::InitDone],
+        );
+        feed(
+            &shared,
+            |s| &mut s.services,
             vec![Event::Init, Event::InitDone],
         );
         feed(

@@ -5,10 +5,12 @@
 //! Kept: name, namespace and labels of every object (and a policy's uid,
 //! which Events about it refer to, and its `palisade.dev/enforcement`
 //! annotation, which puts it in audit mode); of a pod the node, host
-//! networking, container ports, phase and addresses; a policy's whole spec.
+//! networking, container ports, phase and addresses; a policy's whole spec;
+//! of a Service its type, ClusterIPs, ports and selector (no labels).
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, Pod, PodIP, PodSpec, PodStatus,
+    Container, ContainerPort, Namespace, Pod, PodIP, PodSpec, PodStatus, Service, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -84,6 +86,33 @@ pub fn policy(np: &mut NetworkPolicy) {
     np.metadata.annotations = enforcement.map(|(k, v)| BTreeMap::from([(k, v)]));
 }
 
+/// What the model reads of a Service: which addresses are ClusterIPs and
+/// where their ports lead. Status (load balancer ingress), annotations and
+/// labels change often and matter not: dropping them saves rounds too.
+pub fn service(s: &mut Service) {
+    meta(&mut s.metadata, false);
+    s.spec = s.spec.take().map(|spec| ServiceSpec {
+        type_: spec.type_,
+        cluster_ip: spec.cluster_ip,
+        cluster_ips: spec.cluster_ips,
+        selector: spec.selector,
+        ports: spec.ports.map(|ports| {
+            ports
+                .into_iter()
+                .map(|p| ServicePort {
+                    name: p.name,
+                    port: p.port,
+                    protocol: p.protocol,
+                    target_port: p.target_port,
+                    ..ServicePort::default()
+                })
+                .collect()
+        }),
+        ..ServiceSpec::default()
+    });
+    s.status = None;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,8 +155,8 @@ mod tests {
         assert!(spec.containers[0].image.is_none());
         assert!(spec.containers[0].env.is_none());
         assert!(slim.status.as_ref().unwrap().conditions.is_none());
-        let a = palisade_policy::build(vec![], vec![full], vec![]);
-        let b = palisade_policy::build(vec![], vec![slim], vec![]);
+        let a = palisade_policy::build(vec![], vec![full], vec![], vec![]);
+        let b = palisade_policy::build(vec![], vec![slim], vec![], vec![]);
         assert_eq!(a.pods, b.pods);
         assert_eq!(b.pods.len(), 1);
         assert_eq!(b.pods[0].ports.len(), 1);
@@ -145,8 +174,8 @@ mod tests {
         policy(&mut slim);
         assert_eq!(slim.spec, full.spec);
         assert!(slim.metadata.annotations.is_none());
-        let a = palisade_policy::build(vec![], vec![], vec![full]);
-        let b = palisade_policy::build(vec![], vec![], vec![slim]);
+        let a = palisade_policy::build(vec![], vec![], vec![full], vec![]);
+        let b = palisade_policy::build(vec![], vec![], vec![slim], vec![]);
         assert_eq!(a.policies, b.policies);
     }
 
@@ -169,8 +198,8 @@ mod tests {
         let kept = slim.metadata.annotations.as_ref().unwrap();
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert_eq!(kept[ENFORCEMENT_ANNOTATION], "audit");
-        let a = palisade_policy::build(vec![], vec![], vec![full.clone()]);
-        let b = palisade_policy::build(vec![], vec![], vec![slim]);
+        let a = palisade_policy::build(vec![], vec![], vec![full.clone()], vec![]);
+        let b = palisade_policy::build(vec![], vec![], vec![slim], vec![]);
         assert_eq!(a.policies, b.policies);
         assert_eq!(
             b.policies[0].enforcement,
@@ -186,12 +215,44 @@ mod tests {
             .unwrap()
             .insert(ENFORCEMENT_ANNOTATION.into(), "sometimes".into());
         policy(&mut bad);
-        let m = palisade_policy::build(vec![], vec![], vec![bad]);
+        let m = palisade_policy::build(vec![], vec![], vec![bad], vec![]);
         assert!(m.policies.is_empty());
         assert_eq!(
             m.errors[0].field,
             r#"metadata.annotations["palisade.dev/enforcement"]"#
         );
+    }
+
+    #[test]
+    fn a_stripped_service_builds_the_same_model() {
+        let full: Service = serde_json::from_value(serde_json::json!({
+            "metadata": {
+                "name": "web", "namespace": "shop", "labels": {"app": "web"},
+                "annotations": {"big": "x".repeat(1000)}, "resourceVersion": "7"
+            },
+            "spec": {
+                "type": "NodePort", "clusterIP": "10.96.0.10",
+                "clusterIPs": ["10.96.0.10", "fd00::10"],
+                "ipFamilies": ["IPv4", "IPv6"], "sessionAffinity": "None",
+                "selector": {"app": "web"},
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP",
+                           "targetPort": "web", "nodePort": 30080, "appProtocol": "http"}]
+            },
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}
+        }))
+        .unwrap();
+        let mut slim = full.clone();
+        service(&mut slim);
+        assert!(slim.metadata.annotations.is_none() && slim.metadata.labels.is_none());
+        assert!(slim.status.is_none());
+        let spec = slim.spec.as_ref().unwrap();
+        assert!(spec.ip_families.is_none() && spec.session_affinity.is_none());
+        assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, None);
+        let a = palisade_policy::build(vec![], vec![], vec![], vec![full]);
+        let b = palisade_policy::build(vec![], vec![], vec![], vec![slim]);
+        assert!(b.errors.is_empty(), "{:?}", b.errors);
+        assert_eq!(a.services, b.services);
+        assert_eq!(b.services[0].cluster_ips.len(), 2);
     }
 
     #[test]

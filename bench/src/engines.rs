@@ -130,6 +130,24 @@ pub fn install(engine: Engine, s: &Setup) -> Result<(Installed, Duration)> {
 }
 
 impl Installed {
+    /// The engine's attached programs, name to program id (none for the
+    /// netfilter engines): whose run statistics are read.
+    pub fn programs(&self, s: &Setup) -> Result<std::collections::BTreeMap<String, u32>> {
+        match self {
+            Installed::Noop(ebpf) => {
+                let prog: &aya::programs::SchedClassifier = ebpf
+                    .program("noop")
+                    .context("the eBPF object has no noop program")?
+                    .try_into()
+                    .context("noop is not a TC classifier")?;
+                let id = prog.info().context("program info of noop")?.id();
+                Ok([("noop".to_string(), id)].into())
+            }
+            Installed::Palisade(_) => crate::bpfstats::pinned_programs(&pins(s).join("links")),
+            _ => Ok(Default::default()),
+        }
+    }
+
     pub fn remove(self, s: &Setup) -> Result<()> {
         let node = s.lab.node_netns();
         match self {
@@ -150,8 +168,7 @@ impl Installed {
                 }
                 // The links are pinned (enforcement outlives the agent by
                 // design): unpinning them is what detaches the classifiers.
-                // The agent pins everything under `<bpffs>/<node>`.
-                let dir = s.bpffs.join(NODE);
+                let dir = pins(s);
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("removing the agent's pins {}", dir.display()))
             }
@@ -183,6 +200,11 @@ impl Installed {
             }
         }
     }
+}
+
+/// The agent's pin directory: it pins everything under `<bpffs>/<node>`.
+pub fn pins(s: &Setup) -> PathBuf {
+    s.bpffs.join(NODE)
 }
 
 /// Loads the object and attaches its `noop` classifier to both hooks of

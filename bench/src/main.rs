@@ -7,11 +7,18 @@
 //! same load (request/response, connect/request/response/close, one bulk
 //! stream). See `docs/bench.md`.
 
+mod bpfstats;
+mod classifier;
+mod collect;
 mod engines;
+mod figures;
+mod frame;
 mod iptables;
 mod load;
 mod manifests;
+mod memory;
 mod nft;
+mod plot;
 mod report;
 mod run;
 mod stats;

@@ -12,6 +12,8 @@ pub struct Series {
     pub rounds: Vec<Sample>,
     /// Seconds from starting to install the engine until it enforces, per round.
     pub install_s: Vec<f64>,
+    /// The figures besides the datapath's, per round.
+    pub extras: Vec<crate::figures::Extras>,
 }
 
 /// One line of `datapath` in report.json: medians over rounds, then the
@@ -162,12 +164,14 @@ mod tests {
                 rules: 10,
                 rounds: vec![s(100.0), s(120.0)],
                 install_s: vec![0.0, 0.0],
+                extras: Vec::new(),
             },
             Series {
                 engine: "iptables",
                 rules: 10,
                 rounds: vec![s(50.0), s(60.0)],
                 install_s: vec![0.1, 0.3],
+                extras: Vec::new(),
             },
         ];
         let e = entries(&series);

@@ -4,10 +4,11 @@
 //! weighs on all engines alike).
 
 use crate::engines::{self, Engine, Setup};
+use crate::figures::{self, Extras, Rounds};
 use crate::load::{self, Servers};
 use crate::report::{self, Series};
 use crate::workload::{Workload, CLIENT, OUTSIDER, SERVER};
-use crate::{iptables, manifests, nft, Args};
+use crate::{collect, iptables, manifests, nft, plot, Args};
 use anyhow::{bail, Context, Result};
 use palisade_lab::{Lab, LabSpec};
 use std::path::{Path, PathBuf};
@@ -118,7 +119,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let plan = plan(&args, has_noop)?;
     if !has_noop {
-        eprintln!("bench: the eBPF object has no noop program: the noop engine is left out");
+        eprintln!(
+            "bench: the eBPF object has no noop program: the noop engine and the classifier cost are left out"
+        );
     }
     let out = args
         .out
@@ -166,6 +169,7 @@ pub fn run(args: Args) -> Result<()> {
                 rules,
                 rounds: Vec::new(),
                 install_s: Vec::new(),
+                extras: Vec::new(),
             })
             .collect();
         for round in 0..plan.rounds {
@@ -181,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
                     plan.rounds,
                     engine.name()
                 );
-                let (sample, install_s) = one(&setup, engine, server_ip, plan.duration)
+                let (sample, install_s, extras) = one(&setup, engine, server_ip, plan.duration)
                     .with_context(|| {
                         format!("{} with {rules} rules, round {}", engine.name(), round + 1)
                     })?;
@@ -189,8 +193,15 @@ pub fn run(args: Args) -> Result<()> {
                     "rr {:.0}/s crr {:.0}/s stream {:.2} Gbit/s p50 {:.1} us (installed in {install_s:.2} s)",
                     sample.rr_tps, sample.crr_cps, sample.stream_gbps, sample.rtt_p50_us
                 );
+                if let Some(c) = &extras.classifier {
+                    eprintln!(
+                        "bench:   classifier: new flow {:.0} ns, established {:.0} ns, noop {:.0} ns",
+                        c.new_flow_ns, c.established_ns, c.noop_ns
+                    );
+                }
                 mine[k].rounds.push(sample);
                 mine[k].install_s.push(install_s);
+                mine[k].extras.push(extras);
             }
         }
         series.extend(mine);
@@ -199,14 +210,37 @@ pub fn run(args: Args) -> Result<()> {
     lab.teardown()?;
 
     let entries = report::entries(&series);
+    let rounds: Vec<Rounds> = series
+        .iter()
+        .map(|s| Rounds {
+            engine: s.engine,
+            rules: s.rules,
+            extras: &s.extras,
+        })
+        .collect();
+    let classifier = figures::classifier_entries(&rounds);
+    let bpf_stats = figures::bpf_stats_entries(&rounds);
+    let memory = figures::memory_entries(&rounds);
     let load_end = loadavg();
     println!("{}", report::table(&entries));
+    if !classifier.is_empty() {
+        println!("{}", figures::classifier_table(&classifier));
+    }
+    if !bpf_stats.is_empty() {
+        println!("{}", figures::bpf_stats_table(&bpf_stats));
+    }
+    if !memory.is_empty() {
+        println!("{}", figures::memory_table(&memory));
+    }
     println!(
         "{} CPUs, load average {load_start} at start, {load_end} at end",
         cpus()
     );
     let json = serde_json::json!({
         "datapath": entries,
+        "classifier": classifier,
+        "bpf_stats": bpf_stats,
+        "memory": memory,
         "config": {
             "quick": args.quick,
             "rules": plan.rules,
@@ -228,18 +262,23 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("bench: wrote {}", out.display());
+    let png = out.with_file_name("report.png");
+    plot::write(&entries, &png).with_context(|| format!("drawing {}", png.display()))?;
+    eprintln!("bench: wrote {}", png.display());
     Ok(())
 }
 
 /// Installs one engine, checks that it lets the client in and (when it
-/// enforces a policy) keeps the outsider out, measures, removes it and
-/// checks that the removal let the outsider back in.
+/// enforces a policy) keeps the outsider out, measures (with the run
+/// statistics of its programs, if it has any), takes the figures only a
+/// running engine gives (Palisade's classifier cost, memory), removes it
+/// and checks that the removal let the outsider back in.
 fn one(
     s: &Setup,
     engine: Engine,
     server: std::net::Ipv4Addr,
     duration: Duration,
-) -> Result<(load::Sample, f64)> {
+) -> Result<(load::Sample, f64, Extras)> {
     let (installed, install) = engines::install(engine, s)?;
     let install_s = install.as_secs_f64();
     let result = (|| {
@@ -253,15 +292,21 @@ fn one(
                 if isolating { "reaches" } else { "cannot reach" }
             );
         }
-        load::measure(s.lab, CLIENT, server, duration)
+        let (sample, bpf_stats) = collect::measure(s, &installed, server, duration)?;
+        let extras = Extras {
+            bpf_stats,
+            classifier: collect::classifier_cost(s, &installed, server)?,
+            memory: collect::memory_of(s, &installed)?,
+        };
+        Ok((sample, extras))
     })();
     let removed = installed.remove(s);
-    let sample = result?;
+    let (sample, extras) = result?;
     removed?;
     if !load::reaches(s.lab, OUTSIDER, server, REACH_TIMEOUT)? {
         bail!("the outsider cannot reach the server after the engine was removed");
     }
-    Ok((sample, install_s))
+    Ok((sample, install_s, extras))
 }
 
 /// What each engine will be given, once per rule count.

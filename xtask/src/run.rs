@@ -44,6 +44,8 @@ pub fn bench(args: BenchArgs) -> Result<()> {
 
     // The datapath benchmark in the lab: an optimized load tool (a debug
     // client would measure itself), against the agent `build::all` made.
+    // Besides the datapath figures it measures the classifier per packet,
+    // the programs' run statistics and memory, and draws the plot.
     require_root("the datapath benchmark creates network namespaces and loads eBPF programs")?;
     let mut build = cargo_with_env();
     build.args(["build", "--release", "--package", "palisade-bench"]);
@@ -60,7 +62,13 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.quick {
         run.arg("--quick");
     }
-    status(&mut run, "datapath benchmark")
+    status(&mut run, "datapath benchmark")?;
+    println!(
+        "bench: report {} and plot {}",
+        root.join("target/bench/report.json").display(),
+        root.join("target/bench/report.png").display()
+    );
+    Ok(())
 }
 
 /// cargo in the workspace, with the paths the tests look for.

@@ -84,6 +84,12 @@ fn sized(shape: &MapShape, entries: usize) -> MapShape {
     }
 }
 
+/// The keys an outer map holds.
+fn key_set(keys: impl Iterator<Item = Result<PolicyKey, MapError>>) -> Result<BTreeSet<PolicyKey>> {
+    keys.map(|k| k.context("list policy outer map keys"))
+        .collect()
+}
+
 /// A descriptor of our own on a map, kept past the typed handle.
 fn own_fd(data: &MapData) -> Result<OwnedFd> {
     Ok(data.fd().as_fd().try_clone_to_owned()?)
@@ -310,11 +316,30 @@ impl NodeMaps {
     }
 
     /// Unlinks pod directions' inner maps (the kernel frees them once no
-    /// program run still uses them): one batch per outer map.
+    /// program run still uses them): one batch per outer map, of the keys
+    /// it holds (listing keys costs no grace period; a batch that meets an
+    /// absent key stops there and costs one more).
     pub fn delete_dirs(&mut self, keys: &[PolicyKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let held = [
+            key_set(self.policy_identity.keys())?,
+            key_set(self.policy_cidr.keys())?,
+            key_set(self.policy_port.keys())?,
+            key_set(self.policy_spill.keys())?,
+        ];
         for (i, outer) in self.outer.iter().enumerate() {
-            batch::delete(outer.fd(), keys)
-                .with_context(|| format!("delete {} entries of {}", keys.len(), OUTER[i]))?;
+            let present: Vec<PolicyKey> = keys
+                .iter()
+                .filter(|k| held[i].contains(k))
+                .copied()
+                .collect();
+            if present.is_empty() {
+                continue;
+            }
+            batch::delete(outer.fd(), &present)
+                .with_context(|| format!("delete {} entries of {}", present.len(), OUTER[i]))?;
         }
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! policy text.
 //!
 //! Entry points: [`load_paths`] (manifest files and directories) and
-//! [`build`] (objects from the API server) give a [`Model`]; [`evaluate`]
+//! [`build`] (objects from the API server) give a [`Model`]; a watcher
+//! that keeps objects converted one by one ([`convert`]) gets the same
+//! model from [`assemble`]; [`evaluate`]
 //! answers one flow; [`matrix`] answers every pod pair for a set of ports.
 //!
 //! Choices made where Kubernetes leaves room, in one place:
@@ -42,7 +44,10 @@ mod oracle;
 mod query;
 mod selector;
 
-pub use build::{build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
+/// Per-object validation: what [`build`] does to each object before
+/// [`assemble`] checks them together.
+pub use build::check as convert;
+pub use build::{assemble, build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
 pub use load::{load_paths, load_str};
 pub use matrix::{
     matrix, matrix_cells, render_cells, render_table, MatrixCell, MatrixEntry, ProbePort,

@@ -6,8 +6,9 @@
 //! problem that goes away (policy fixed or deleted) is forgotten, so the
 //! same mistake made again later is reported again.
 
+use super::convert::PolicyEntry;
+use super::store::Key;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 use palisade_policy::InputError;
@@ -75,13 +76,12 @@ impl InvalidPolicyEvents {
 }
 
 /// `(namespace, name)` -> uid of the listed policies.
-pub fn uids(policies: &[NetworkPolicy]) -> BTreeMap<(String, String), String> {
+pub fn uids<'a>(
+    policies: impl Iterator<Item = (&'a Key, &'a PolicyEntry)>,
+) -> BTreeMap<(String, String), String> {
     policies
-        .iter()
-        .filter_map(|p| {
-            let m = &p.metadata;
-            Some(((m.namespace.clone()?, m.name.clone()?), m.uid.clone()?))
-        })
+        .filter(|((ns, name), _)| !ns.is_empty() && !name.is_empty())
+        .filter_map(|(key, entry)| Some((key.clone(), entry.uid.clone()?)))
         .collect()
 }
 

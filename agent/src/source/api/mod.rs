@@ -1,7 +1,9 @@
 //! The Kubernetes API source: kube-rs watchers on Namespaces, Pods (every
 //! node's: policies select peers cluster-wide), NetworkPolicies and
 //! Services (every ClusterIP: the datapath decides egress to them after
-//! DNAT), each feeding a [`store::Store`] of stripped objects.
+//! DNAT), each feeding a [`store::Store`] of objects converted into the
+//! model's form as their events arrive (`convert.rs`): a round assembles
+//! the model from them with the checks across objects only.
 //!
 //! The watchers run on a tokio runtime of their own thread; the agent loop
 //! stays synchronous and reads the stores through [`ApiSource`]. A burst of
@@ -18,24 +20,24 @@
 //! Policies that fail validation get a Kubernetes Event (see `events.rs`).
 
 mod connect;
+pub mod convert;
 pub mod events;
 pub mod store;
-pub mod strip;
 
 pub use connect::Connection;
 
 use super::Source;
+use convert::Kind;
 use events::InvalidPolicyEvents;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use palisade_policy::Model;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::de::DeserializeOwned;
-use std::fmt::Debug;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -188,24 +190,35 @@ impl Source for ApiSource {
     }
 
     fn snapshot(&mut self) -> Option<Model> {
-        let (namespaces, pods, policies, services) = {
+        let (namespaces, pods, policies, services, uids) = {
             let mut stores = self.shared.stores();
             if !stores.synced() {
                 return None;
             }
             // Read under the lock: the version and the contents agree.
+            // Taking the entries is a reference count each; the model is
+            // put together after the watchers have the lock back.
             self.seen = self.shared.version.load(Ordering::Acquire);
             self.learned = stores.unread_since.take();
+            let uids = self
+                .events
+                .as_ref()
+                .map(|_| events::uids(stores.policies.iter()));
             (
-                stores.namespaces.objects(),
-                stores.pods.objects(),
-                stores.policies.objects(),
-                stores.services.objects(),
+                stores.namespaces.entries(),
+                stores.pods.entries(),
+                stores.policies.entries(),
+                stores.services.entries(),
+                uids,
             )
         };
         self.pending = None;
-        let uids = self.events.as_ref().map(|_| events::uids(&policies));
-        let model = palisade_policy::build(namespaces, pods, policies, services);
+        let model = palisade_policy::assemble(
+            namespaces.iter().map(|e| (**e).clone()),
+            pods.iter().map(|e| (**e).clone()),
+            policies.iter().map(|e| e.policy.clone()),
+            services.iter().map(|e| (**e).clone()),
+        );
         if let (Some(events), Some(uids)) = (self.events.as_mut(), uids) {
             events.report(&model.errors, &uids);
         }
@@ -230,7 +243,6 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
         watch::<Namespace>(
             Api::all(client.clone()),
             "namespaces",
-            strip::namespace,
             |s| &mut s.namespaces,
             &shared,
             &metrics
@@ -238,7 +250,6 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
         watch::<Pod>(
             Api::all(client.clone()),
             "pods",
-            strip::pod,
             |s| &mut s.pods,
             &shared,
             &metrics
@@ -246,7 +257,6 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
         watch::<NetworkPolicy>(
             Api::all(client.clone()),
             "networkpolicies",
-            strip::policy,
             |s| &mut s.policies,
             &shared,
             &metrics
@@ -254,7 +264,6 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
         watch::<Service>(
             Api::all(client),
             "services",
-            strip::service,
             |s| &mut s.services,
             &shared,
             &metrics
@@ -266,19 +275,18 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
 async fn watch<K>(
     api: Api<K>,
     resource: &'static str,
-    strip: fn(&mut K),
     store: fn(&mut Stores) -> &mut Store<K>,
     shared: &Shared,
     metrics: &WatchMetrics,
 ) where
-    K: Resource + Clone + PartialEq + DeserializeOwned + Debug + Send + 'static,
+    K: Kind + DeserializeOwned,
     K::DynamicType: Default,
 {
     let label = [("resource", resource)];
     let mut listed = false;
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(strip);
+    // Each object is converted by the store and dropped: nothing of the
+    // API object outlives its event.
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
     while let Some(item) = stream.next().await {
         let event = match item {
@@ -324,7 +332,7 @@ mod tests {
     }
 
     /// Feeds events as a watcher would (version bumped on live changes).
-    fn feed<K: Resource + Clone + PartialEq>(
+    fn feed<K: Kind>(
         shared: &Shared,
         store: fn(&mut Stores) -> &mut Store<K>,
         events: Vec<Event<K>>,

@@ -1,35 +1,45 @@
-//! One kind's objects as the watcher reports them, with the relist rule:
-//! after a restart of the watch (410 Gone, reconnect without a usable
-//! resource version) the new full list is collected aside and swapped in
-//! whole when it is complete, so the model never sees the store empty or
-//! half-listed.
+//! One kind's objects as the watcher reports them, each converted into the
+//! model's form on arrival (see `convert.rs`), with the relist rule: after
+//! a restart of the watch (410 Gone, reconnect without a usable resource
+//! version) the new full list is collected aside and swapped in whole when
+//! it is complete, so the model never sees the store empty or half-listed.
+//!
+//! Entries are behind `Arc`: a snapshot takes them under the lock at the
+//! cost of a reference count each and builds the model after releasing it,
+//! and a relist reuses the entries it finds unchanged instead of holding a
+//! second copy of the cluster while it lists.
 
+use super::convert::Kind;
 use kube::runtime::watcher::Event;
-use kube::Resource;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// `(namespace, name)`; the namespace is empty for cluster-scoped kinds.
-type Key = (String, String);
+/// Ordered, so rounds see objects in a stable order (the first of two
+/// objects claiming one address wins, and must win every round).
+pub type Key = (String, String);
 
-pub struct Store<K> {
-    live: HashMap<Key, K>,
+type Entries<K> = BTreeMap<Key, Arc<<K as Kind>::Entry>>;
+
+pub struct Store<K: Kind> {
+    live: Entries<K>,
     /// The list being collected since the last `Init`.
-    relist: Option<HashMap<Key, K>>,
+    relist: Option<Entries<K>>,
     /// Whether one full list has been swapped in.
     synced: bool,
 }
 
-impl<K> Default for Store<K> {
+impl<K: Kind> Default for Store<K> {
     fn default() -> Self {
         Store {
-            live: HashMap::new(),
+            live: BTreeMap::new(),
             relist: None,
             synced: false,
         }
     }
 }
 
-fn key<K: Resource>(obj: &K) -> Key {
+fn key<K: Kind>(obj: &K) -> Key {
     let m = obj.meta();
     (
         m.namespace.clone().unwrap_or_default(),
@@ -37,21 +47,29 @@ fn key<K: Resource>(obj: &K) -> Key {
     )
 }
 
-impl<K: Resource + Clone + PartialEq> Store<K> {
+impl<K: Kind> Store<K> {
     /// Applies one watcher event; true when the live contents changed.
-    /// Objects are compared after stripping, so the frequent updates of
+    /// Entries are compared after conversion, so the frequent updates of
     /// fields the model does not read (pod conditions, annotations) and a
     /// relist that finds nothing new cost no round.
     pub fn apply(&mut self, event: Event<K>) -> bool {
         match event {
             Event::Init => {
-                self.relist = Some(HashMap::new());
+                self.relist = Some(BTreeMap::new());
                 false
             }
             Event::InitApply(obj) => {
+                let k = key(&obj);
+                let entry = obj.convert();
+                // Share what did not change with the live contents: a
+                // relist of an unchanged cluster then costs the keys only.
+                let entry = match self.live.get(&k) {
+                    Some(live) if **live == entry => Arc::clone(live),
+                    _ => Arc::new(entry),
+                };
                 self.relist
-                    .get_or_insert_with(HashMap::new)
-                    .insert(key(&obj), obj);
+                    .get_or_insert_with(BTreeMap::new)
+                    .insert(k, entry);
                 false
             }
             Event::InitDone => {
@@ -64,10 +82,11 @@ impl<K: Resource + Clone + PartialEq> Store<K> {
             }
             Event::Apply(obj) => {
                 let k = key(&obj);
-                if self.live.get(&k) == Some(&obj) {
+                let entry = obj.convert();
+                if self.live.get(&k).is_some_and(|live| **live == entry) {
                     return false;
                 }
-                self.live.insert(k, obj);
+                self.live.insert(k, Arc::new(entry));
                 true
             }
             Event::Delete(obj) => self.live.remove(&key(&obj)).is_some(),
@@ -86,11 +105,14 @@ impl<K: Resource + Clone + PartialEq> Store<K> {
         self.live.is_empty()
     }
 
-    /// The live objects, in a stable order (so rounds are reproducible).
-    pub fn objects(&self) -> Vec<K> {
-        let mut keys: Vec<&Key> = self.live.keys().collect();
-        keys.sort();
-        keys.into_iter().map(|k| self.live[k].clone()).collect()
+    /// The live entries in key order (so rounds are reproducible), shared.
+    pub fn entries(&self) -> Vec<Arc<K::Entry>> {
+        self.live.values().cloned().collect()
+    }
+
+    /// The live entries with their keys, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &K::Entry)> {
+        self.live.iter().map(|(k, e)| (k, &**e))
     }
 }
 
@@ -106,9 +128,9 @@ mod tests {
     }
 
     fn names(s: &Store<Namespace>) -> Vec<String> {
-        s.objects()
-            .into_iter()
-            .map(|n| n.metadata.name.unwrap())
+        s.entries()
+            .iter()
+            .map(|n| n.as_ref().as_ref().unwrap().name.clone())
             .collect()
     }
 
@@ -149,6 +171,26 @@ mod tests {
     }
 
     #[test]
+    fn a_relist_shares_the_entries_it_finds_unchanged() {
+        let mut s = Store::default();
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(ns("a")));
+        s.apply(Event::InitApply(ns("b")));
+        s.apply(Event::InitDone);
+        let before = s.entries();
+        s.apply(Event::Init);
+        s.apply(Event::InitApply(ns("a")));
+        let mut relabelled = ns("b");
+        relabelled.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
+        s.apply(Event::InitApply(relabelled));
+        assert!(s.apply(Event::InitDone));
+        let after = s.entries();
+        assert!(Arc::ptr_eq(&before[0], &after[0]), "unchanged: shared");
+        assert!(!Arc::ptr_eq(&before[1], &after[1]), "changed: new entry");
+        assert_eq!(after[1].as_ref().as_ref().unwrap().labels["team"], "x");
+    }
+
+    #[test]
     fn an_empty_first_list_is_a_change() {
         let mut s: Store<Namespace> = Store::default();
         s.apply(Event::Init);
@@ -165,6 +207,12 @@ mod tests {
         s.apply(Event::InitDone);
         assert!(s.apply(Event::Apply(ns("a"))));
         assert!(!s.apply(Event::Apply(ns("a"))), "an unchanged object");
+        let mut annotated = ns("a");
+        annotated.metadata.annotations = Some([("note".to_string(), "x".to_string())].into());
+        assert!(
+            !s.apply(Event::Apply(annotated)),
+            "a field the model does not read"
+        );
         let mut labelled = ns("a");
         labelled.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
         assert!(s.apply(Event::Apply(labelled)));

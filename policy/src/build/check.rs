@@ -1,0 +1,40 @@
+//! Each kind's validation on its own, as an `InputError` naming the object
+//! and field: the part of [`super::build`] that depends on one object only,
+//! so a watcher can run it once per event instead of once per round.
+
+use super::meta::object_name;
+use super::{namespace, pod, policy, service, FieldError};
+use crate::model::{InputError, Namespace, Pod, Policy, Service};
+use k8s_openapi::api::core::v1 as core;
+use k8s_openapi::api::networking::v1 as net;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+fn error(kind: &str, meta: &ObjectMeta, namespaced: bool, e: FieldError) -> InputError {
+    InputError {
+        source: None,
+        object: object_name(kind, meta, namespaced),
+        field: e.field,
+        message: e.message,
+    }
+}
+
+/// A Namespace as the model holds it.
+pub fn namespace(ns: &core::Namespace) -> Result<Namespace, InputError> {
+    namespace::convert(ns).map_err(|e| error("Namespace", &ns.metadata, false, e))
+}
+
+/// A Pod as the model holds it; `Ok(None)` for a pod that takes no part in
+/// pod networking (not running, no address yet, host networking).
+pub fn pod(p: &core::Pod) -> Result<Option<Pod>, InputError> {
+    pod::convert(p).map_err(|e| error("Pod", &p.metadata, true, e))
+}
+
+/// A NetworkPolicy as the model holds it.
+pub fn policy(np: &net::NetworkPolicy) -> Result<Policy, InputError> {
+    policy::convert(np).map_err(|e| error("NetworkPolicy", &np.metadata, true, e))
+}
+
+/// A Service as the model holds it.
+pub fn service(svc: &core::Service) -> Result<Service, InputError> {
+    service::convert(svc).map_err(|e| error("Service", &svc.metadata, true, e))
+}

@@ -295,16 +295,30 @@ impl NodeMaps {
     }
 
     /// Links staged inner maps into the outer maps: one batch per outer
-    /// map (one RCU grace period each, however many pods). An existing
-    /// entry under a staged key is replaced.
+    /// map (one RCU grace period each, however many pods), the four on
+    /// threads of their own so that their grace periods overlap. An
+    /// existing entry under a staged key is replaced.
     pub fn link(&mut self, staged: &[&StagedDir]) -> Result<()> {
         let keys: Vec<PolicyKey> = staged.iter().map(|s| s.key).collect();
-        for (i, outer) in self.outer.iter().enumerate() {
-            let fds: Vec<BorrowedFd<'_>> = staged.iter().map(|s| s.fds[i].as_fd()).collect();
-            batch::update_inner(outer.fd(), &keys, &fds)
-                .with_context(|| format!("link inner maps into {}", OUTER[i]))?;
-        }
-        Ok(())
+        let keys = &keys;
+        std::thread::scope(|scope| {
+            let jobs: Vec<_> = self
+                .outer
+                .iter()
+                .enumerate()
+                .map(|(i, outer)| {
+                    let fds: Vec<BorrowedFd<'_>> =
+                        staged.iter().map(|s| s.fds[i].as_fd()).collect();
+                    scope.spawn(move || {
+                        batch::update_inner(outer.fd(), keys, &fds)
+                            .with_context(|| format!("link inner maps into {}", OUTER[i]))
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().expect("a batch thread panicked"))
+                .collect::<Result<()>>()
+        })
     }
 
     /// Builds the four inner maps of one pod direction and links them into
@@ -329,19 +343,30 @@ impl NodeMaps {
             key_set(self.policy_port.keys())?,
             key_set(self.policy_spill.keys())?,
         ];
-        for (i, outer) in self.outer.iter().enumerate() {
-            let present: Vec<PolicyKey> = keys
+        // As in `link`: the four outer maps' grace periods overlap.
+        std::thread::scope(|scope| {
+            let jobs: Vec<_> = self
+                .outer
                 .iter()
-                .filter(|k| held[i].contains(k))
-                .copied()
+                .zip(&held)
+                .enumerate()
+                .map(|(i, (outer, held))| {
+                    let present: Vec<PolicyKey> =
+                        keys.iter().filter(|k| held.contains(k)).copied().collect();
+                    scope.spawn(move || {
+                        if present.is_empty() {
+                            return Ok(());
+                        }
+                        batch::delete(outer.fd(), &present).with_context(|| {
+                            format!("delete {} entries of {}", present.len(), OUTER[i])
+                        })
+                    })
+                })
                 .collect();
-            if present.is_empty() {
-                continue;
-            }
-            batch::delete(outer.fd(), &present)
-                .with_context(|| format!("delete {} entries of {}", present.len(), OUTER[i]))?;
-        }
-        Ok(())
+            jobs.into_iter()
+                .map(|j| j.join().expect("a batch thread panicked"))
+                .collect::<Result<()>>()
+        })
     }
 
     /// Unlinks one pod direction's inner maps (the kernel frees them once

@@ -84,6 +84,12 @@ fn sized(shape: &MapShape, entries: usize) -> MapShape {
     }
 }
 
+/// Waits for every batch thread; the first error, if any.
+fn join_all(jobs: Vec<std::thread::ScopedJoinHandle<'_, Result<()>>>) -> Result<()> {
+    jobs.into_iter()
+        .try_for_each(|j| j.join().expect("a batch thread panicked"))
+}
+
 /// The keys an outer map holds.
 fn key_set(keys: impl Iterator<Item = Result<PolicyKey, MapError>>) -> Result<BTreeSet<PolicyKey>> {
     keys.map(|k| k.context("list policy outer map keys"))
@@ -315,9 +321,7 @@ impl NodeMaps {
                     })
                 })
                 .collect();
-            jobs.into_iter()
-                .map(|j| j.join().expect("a batch thread panicked"))
-                .collect::<Result<()>>()
+            join_all(jobs)
         })
     }
 
@@ -363,9 +367,7 @@ impl NodeMaps {
                     })
                 })
                 .collect();
-            jobs.into_iter()
-                .map(|j| j.join().expect("a batch thread panicked"))
-                .collect::<Result<()>>()
+            join_all(jobs)
         })
     }
 

@@ -14,6 +14,7 @@
 //! decode with. `--audit` puts every policy of every model in audit mode.
 
 mod datapath_metrics;
+mod delta;
 mod http;
 mod input;
 mod latency;
@@ -35,7 +36,7 @@ use datapath_metrics::DatapathMetrics;
 use input::Verdict;
 use latency::Latency;
 use metrics::Metrics;
-use palisade_compiler::{CompiledNode, IdentityAllocator};
+use palisade_compiler::{CompiledNode, Compiler, IdentityAllocator};
 use palisade_policy::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -264,7 +265,11 @@ struct Agent {
     metrics: Arc<Metrics>,
     node: String,
     ready_file: Option<PathBuf>,
+    /// Seeded with the pinned identities, then handed to `compiler`.
     alloc: IdentityAllocator,
+    /// The incremental compiler, from the first compiled model on: a round
+    /// recompiles only what the model's changes touch (`delta.rs`).
+    compiler: Option<Compiler>,
     /// Identities found pinned at start, handed to the allocator with the
     /// first model so that a restart keeps every number.
     pinned_identities: Option<BTreeMap<IpAddr, u32>>,
@@ -293,6 +298,7 @@ impl Agent {
             node: args.node.clone(),
             ready_file: args.ready_file.clone(),
             alloc: IdentityAllocator::new(),
+            compiler: None,
             pinned_identities: Some(pinned),
             last_model: None,
             last_compiled: None,
@@ -359,13 +365,29 @@ impl Agent {
             tracing::debug!(identities = n, "took over pinned identity numbers");
         }
         let started = Instant::now();
-        let compiled = palisade_compiler::compile(&model, &self.node, &mut self.alloc);
+        let compiled = self.compile(&model);
         self.metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.policies.set(model.policies.len() as i64);
         self.last_model = Some(model);
         self.program(dp, compiled)
+    }
+
+    /// The node compiled for `model`: incrementally from the last compiled
+    /// model, cold the first time.
+    fn compile(&mut self, model: &Model) -> CompiledNode {
+        if let (Some(c), Some(prev)) = (self.compiler.as_mut(), self.last_model.as_ref()) {
+            for change in delta::changes(prev, model) {
+                c.apply(change);
+            }
+            return c.compiled().clone();
+        }
+        let alloc = std::mem::take(&mut self.alloc);
+        let c = Compiler::from_model(model, &self.node, alloc);
+        let out = c.compiled().clone();
+        self.compiler = Some(c);
+        out
     }
 
     fn program(&mut self, dp: &mut Datapath, compiled: CompiledNode) -> Result<bool> {

@@ -1,0 +1,191 @@
+//! The changes from one model to the next, for the incremental compiler:
+//! each round then recompiles only what an object change touches instead
+//! of the whole cluster (at 150,000 pods, about 400 ms a round).
+
+use palisade_compiler::Change;
+use palisade_policy::Model;
+use std::collections::BTreeMap;
+
+/// The changes that turn `prev` into `next`: upserts of new and changed
+/// objects (namespaces and policies first, so that pods meet them), then
+/// deletions (pods first).
+pub fn changes(prev: &Model, next: &Model) -> Vec<Change> {
+    let mut up = Vec::new();
+    let mut down = Vec::new();
+    diff(
+        prev.namespaces.values(),
+        next.namespaces.values(),
+        |n| (String::new(), n.name.clone()),
+        &mut up,
+        &mut down,
+        Change::UpsertNamespace,
+        |(_, name)| Change::DeleteNamespace { name },
+    );
+    diff(
+        prev.policies.iter(),
+        next.policies.iter(),
+        |p| (p.namespace.clone(), p.name.clone()),
+        &mut up,
+        &mut down,
+        Change::UpsertPolicy,
+        |(namespace, name)| Change::DeletePolicy { namespace, name },
+    );
+    diff(
+        prev.services.iter(),
+        next.services.iter(),
+        |s| (s.namespace.clone(), s.name.clone()),
+        &mut up,
+        &mut down,
+        Change::UpsertService,
+        |(namespace, name)| Change::DeleteService { namespace, name },
+    );
+    diff(
+        prev.pods.iter(),
+        next.pods.iter(),
+        |p| (p.namespace.clone(), p.name.clone()),
+        &mut up,
+        &mut down,
+        Change::UpsertPod,
+        |(namespace, name)| Change::DeletePod { namespace, name },
+    );
+    // Deletions were added namespaces first: pods go first instead.
+    down.reverse();
+    up.extend(down);
+    up
+}
+
+type Key = (String, String);
+
+/// Adds the upserts of `next`'s new and changed objects to `up` and the
+/// deletions of those gone to `down`.
+fn diff<'a, T: Clone + PartialEq + 'a>(
+    prev: impl Iterator<Item = &'a T>,
+    next: impl Iterator<Item = &'a T>,
+    key: impl Fn(&T) -> Key,
+    up: &mut Vec<Change>,
+    down: &mut Vec<Change>,
+    upsert: impl Fn(T) -> Change,
+    delete: impl Fn(Key) -> Change,
+) {
+    let mut old: BTreeMap<Key, &T> = prev.map(|o| (key(o), o)).collect();
+    for o in next {
+        match old.remove(&key(o)) {
+            Some(was) if was == o => {}
+            _ => up.push(upsert(o.clone())),
+        }
+    }
+    down.extend(old.into_keys().map(delete));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_compiler::{
+        compile, CompiledDirection, CompiledNode, Compiler, IdentityAllocator,
+    };
+
+    /// The node in terms that do not depend on identity numbers.
+    fn normalize(node: &CompiledNode, alloc: &IdentityAllocator) -> String {
+        let key = |id: &u32| format!("{:?}", alloc.key(*id).expect("allocated"));
+        let dir = |d: &CompiledDirection| {
+            let ids: BTreeMap<String, _> =
+                d.identities.iter().map(|(id, v)| (key(id), *v)).collect();
+            format!(
+                "{} {} {:?} {} {} {ids:?} {:?} {:?} {:?}",
+                d.isolated,
+                d.audit,
+                d.isolating,
+                d.any_peer,
+                d.any_port,
+                d.cidrs,
+                d.ports,
+                d.groups
+            )
+        };
+        let pods: Vec<String> = node
+            .pods
+            .iter()
+            .map(|(k, p)| format!("{k}: {} | {}", dir(&p.ingress), dir(&p.egress)))
+            .collect();
+        let ids: BTreeMap<_, String> = node
+            .identities
+            .iter()
+            .map(|(ip, id)| (ip, key(id)))
+            .collect();
+        format!("{pods:#?}\n{ids:?}\n{:?}", node.services)
+    }
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: a, labels: {team: x}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: b, labels: {team: y}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: a, labels: {app: web}}
+spec: {nodeName: n1, containers: [{name: c, ports: [{containerPort: 80}]}]}
+status: {phase: Running, podIP: 10.0.0.1, podIPs: [{ip: 10.0.0.1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: b, labels: {app: db}}
+spec: {nodeName: n2, containers: [{name: c}]}
+status: {phase: Running, podIP: 10.0.1.1, podIPs: [{ip: 10.0.1.1}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web-in, namespace: a}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{namespaceSelector: {matchLabels: {team: y}}}], ports: [{port: 80}]}]
+"#;
+
+    fn model(yaml: &str) -> Model {
+        let m = palisade_policy::load_str(yaml, "test.yaml");
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        m
+    }
+
+    /// The incremental compile through `changes` equals a cold compile of
+    /// every step.
+    #[test]
+    fn incremental_through_changes_equals_cold_compile() {
+        let steps = [
+            CLUSTER.to_string(),
+            // A namespace relabelled: the policy no longer admits b.
+            CLUSTER.replace("team: y", "team: z"),
+            // The policy removed, a pod relabelled.
+            CLUSTER
+                .split("---")
+                .take(4)
+                .collect::<Vec<_>>()
+                .join("---")
+                .replace("app: db", "app: cache"),
+            // Back to the start.
+            CLUSTER.to_string(),
+        ];
+        let first = model(&steps[0]);
+        let mut c = Compiler::from_model(&first, "n1", IdentityAllocator::new());
+        let mut prev = first;
+        for yaml in &steps[1..] {
+            let next = model(yaml);
+            let changes = changes(&prev, &next);
+            assert!(!changes.is_empty());
+            for ch in changes {
+                c.apply(ch);
+            }
+            let mut alloc = IdentityAllocator::new();
+            let cold = compile(&next, "n1", &mut alloc);
+            assert_eq!(
+                normalize(c.compiled(), c.allocator()),
+                normalize(&cold, &alloc)
+            );
+            prev = next;
+        }
+        assert!(changes(&prev, &prev.clone()).is_empty());
+    }
+}

@@ -17,7 +17,9 @@
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use palisade_common::{Endpoint, IpKey, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
 use palisade_fake_apiserver::{FakeApiServer, Kind};
-use palisade_tests::kernel::{add_pod_iface, rounds, wait_for, Agent, NetNs, Scratch};
+use palisade_tests::kernel::{
+    add_pod_iface, rounds, settled_rounds, wait_for, Agent, NetNs, Scratch,
+};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -291,7 +293,7 @@ fn kube_source_watch_outage_and_relist() {
     // API down: the watchers fail and retry; enforcement and readiness stay.
     let restarts = metric(metrics, "palisade_watch_restarts_total{resource=\"pods\"}");
     let before_outage = endpoint(&s, web).unwrap();
-    let rounds_before_outage = rounds(&s);
+    let rounds_before_outage = settled_rounds(&s);
     api.set_down(true);
     wait_for(&agent, "the watchers to notice the outage", LIMIT, || {
         metric(metrics, "palisade_watch_restarts_total{resource=\"pods\"}") > restarts

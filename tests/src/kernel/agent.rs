@@ -89,6 +89,22 @@ pub fn rounds(s: &Scratch) -> u64 {
         .unwrap_or(0)
 }
 
+/// The round count once the agent has reported no new round for 300 ms
+/// (at most 10 s): a state seen in the maps is then also counted (the
+/// count is written after the round's programming).
+pub fn settled_rounds(s: &Scratch) -> u64 {
+    let mut seen = rounds(s);
+    for _ in 0..33 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = rounds(s);
+        if now == seen {
+            return now;
+        }
+        seen = now;
+    }
+    seen
+}
+
 /// Waits up to `limit` until `check` holds; panics naming `what`, with the
 /// agent's log, if not.
 #[track_caller]

@@ -13,7 +13,7 @@ mod iface;
 mod netns;
 mod scratch;
 
-pub use agent::{rounds, wait_for, wait_round_after, Agent};
+pub use agent::{rounds, settled_rounds, wait_for, wait_round_after, Agent};
 pub use bpftool::{bpftool, dump};
 pub use iface::{add_pod_iface, ifindex, tcx_progs};
 pub use netns::NetNs;

@@ -237,7 +237,9 @@ fn wait_for_change(
     source: &mut dyn Source,
     total: Duration,
 ) {
-    let step = Duration::from_millis(50);
+    // The source is asked this often: with its debounce, what bounds how
+    // long a change waits before its round.
+    let step = Duration::from_millis(10);
     let end = Instant::now() + total;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 use store::Store;
 
 /// Quiet time after the last event before the model is read again.
-pub const DEBOUNCE: Duration = Duration::from_millis(50);
+pub const DEBOUNCE: Duration = Duration::from_millis(20);
 /// Longest a change waits under a constant stream of events.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
 

@@ -23,3 +23,34 @@ pub const PORTS: [ProbePort; 4] = [
         protocol: Protocol::Sctp,
     },
 ];
+
+/// Sends 4-byte messages over `conn` every 20 ms until `stop` (at least 10,
+/// at most `max`), checking every echo; the number echoed, or what broke
+/// (`flow` names the connection in the message).
+pub fn echo_until(
+    mut conn: std::net::TcpStream,
+    flow: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    max: u32,
+) -> Result<u32, String> {
+    use std::io::{Read, Write};
+    use std::time::Duration;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))
+        .map_err(|e| format!("{flow}: {e}"))?;
+    conn.set_nodelay(true).map_err(|e| format!("{flow}: {e}"))?;
+    let mut n = 0;
+    while n < max && (n < 10 || !stop.load(std::sync::atomic::Ordering::Relaxed)) {
+        let msg = n.to_be_bytes();
+        conn.write_all(&msg)
+            .map_err(|e| format!("{flow}: message {n}: send: {e}"))?;
+        let mut back = [0u8; 4];
+        conn.read_exact(&mut back)
+            .map_err(|e| format!("{flow}: message {n}: no echo: {e}"))?;
+        if back != msg {
+            return Err(format!("{flow}: message {n}: echo {back:?} != {msg:?}"));
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(n)
+}

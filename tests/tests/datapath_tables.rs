@@ -4,10 +4,12 @@
 //! namespace with its own bpffs mount (guards remove both). Needs root and
 //! the embedded eBPF object.
 
-use palisade::datapath::{ebpf_object, iface, uplink::UplinkSpec, Datapath};
+use palisade::datapath::{ebpf_object, uplink::UplinkSpec, Datapath};
 use palisade_common::{CONFIG_EVENTS_DENIED, MAX_ENDPOINTS};
 use palisade_compiler::{CompiledNode, CompiledPod};
-use palisade_tests::kernel::{add_pod_iface, run, tcx_progs, wait_until, NetNs, Scratch};
+use palisade_tests::kernel::{
+    add_pod_iface, pod_interfaces, run, tcx_progs, wait_until, NetNs, Scratch,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -38,16 +40,6 @@ fn node(pods: &[(&str, &str)], services: &[&str]) -> CompiledNode {
     }
     n.services = services.iter().map(|s| ip(s)).collect();
     n
-}
-
-fn interfaces(node: &CompiledNode) -> iface::Interfaces {
-    let routes = iface::host_routes().expect("routes");
-    iface::match_pods(
-        &routes,
-        node.pods
-            .iter()
-            .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
-    )
 }
 
 /// The slot of each endpoint record, by ifindex, as bpftool prints it.
@@ -90,7 +82,7 @@ fn datapath_tables_slots_addresses_services_config() {
     let n = node(&[("a", "10.78.0.2"), ("b", "10.78.0.3")], &["10.96.0.10"]);
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("open datapath");
     dp.set_uplinks(UplinkSpec::Off);
-    dp.program(&n, &interfaces(&n)).expect("program");
+    dp.program(&n, &pod_interfaces(&n)).expect("program");
 
     // Distinct slots, lowest first.
     let got = slots(&bpffs);
@@ -126,7 +118,7 @@ fn datapath_tables_slots_addresses_services_config() {
         &[("a", "10.78.0.2"), ("b", "10.78.0.3"), ("c", "10.78.0.4")],
         &["10.96.0.11"],
     );
-    dp.program(&n, &interfaces(&n)).expect("program");
+    dp.program(&n, &pod_interfaces(&n)).expect("program");
     let after = slots(&bpffs);
     for (i, s) in &got {
         assert!(after.contains(&(*i, *s)), "slot of {i} kept: {after:?}");
@@ -140,7 +132,8 @@ fn datapath_tables_slots_addresses_services_config() {
     // A pod that leaves frees its slot and its address for the next one.
     run("ip", &["link", "del", "ta"]);
     let n = node(&[("b", "10.78.0.3"), ("c", "10.78.0.4")], &[]);
-    dp.program(&n, &interfaces(&n)).expect("program removal");
+    dp.program(&n, &pod_interfaces(&n))
+        .expect("program removal");
     assert!(!table(&bpffs, "LOCAL_ADDRS")
         .iter()
         .any(|(a, _)| a == "10.78.0.2"));
@@ -150,7 +143,7 @@ fn datapath_tables_slots_addresses_services_config() {
         &[("b", "10.78.0.3"), ("c", "10.78.0.4"), ("d", "10.78.0.5")],
         &[],
     );
-    dp.program(&n, &interfaces(&n)).expect("program");
+    dp.program(&n, &pod_interfaces(&n)).expect("program");
     let freed = got.iter().find(|(i, _)| *i == u64::from(a_if)).unwrap().1;
     assert!(slots(&bpffs).contains(&(u64::from(d_if), freed)));
     assert!(slots(&bpffs)
@@ -184,7 +177,7 @@ fn datapath_tables_uplinks_attach_readopt_detach() {
 
     // Auto: the device of the default route.
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("open datapath");
-    dp.program(&n, &interfaces(&n)).expect("program");
+    dp.program(&n, &pod_interfaces(&n)).expect("program");
     assert_eq!(dp.uplinks(), &[up0].into_iter().collect::<BTreeSet<_>>());
     let link = palisade::datapath::sys::tcx_link_info(&pin).expect("pinned uplink link");
     assert_eq!(link.ifindex, up0);
@@ -193,12 +186,12 @@ fn datapath_tables_uplinks_attach_readopt_detach() {
     drop(dp);
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("re-open");
     assert_eq!(dp.uplinks(), &[up0].into_iter().collect::<BTreeSet<_>>());
-    dp.program(&n, &interfaces(&n)).expect("program");
+    dp.program(&n, &pod_interfaces(&n)).expect("program");
     assert_eq!(tcx_progs("up0"), (0, 1));
 
     // Off: detached and unpinned.
     dp.set_uplinks(UplinkSpec::Off);
-    dp.program(&n, &interfaces(&n)).expect("program");
+    dp.program(&n, &pod_interfaces(&n)).expect("program");
     assert!(dp.uplinks().is_empty());
     assert!(!pin.exists());
     // The kernel frees a link whose last reference was its pin once the

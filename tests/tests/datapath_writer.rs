@@ -6,13 +6,15 @@
 //! an assertion fails. Needs root and the embedded eBPF object.
 
 use ipnetwork::IpNetwork;
-use palisade::datapath::{ebpf_object, iface, Datapath};
+use palisade::datapath::{ebpf_object, Datapath};
 use palisade_common::{
     PolicyKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_INGRESS, EP_PENDING,
     INNER_IDENTITY_MAX, PROTO_TCP, SPILL_IDENTITY,
 };
 use palisade_compiler::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
-use palisade_tests::kernel::{add_pod_iface, bpftool, run, tcx_progs, wait_until, NetNs, Scratch};
+use palisade_tests::kernel::{
+    add_pod_iface, bpftool, pod_interfaces, run, tcx_progs, wait_until, NetNs, Scratch,
+};
 use serde_json::Value;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -130,16 +132,6 @@ fn compiled(identity_bits: u64) -> CompiledNode {
     node
 }
 
-fn interfaces(node: &CompiledNode) -> iface::Interfaces {
-    let routes = iface::host_routes().expect("routes");
-    iface::match_pods(
-        &routes,
-        node.pods
-            .iter()
-            .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
-    )
-}
-
 #[test]
 fn datapath_writer_programs_readopts_flips_and_removes() {
     let object = ebpf_object()
@@ -154,7 +146,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let node = compiled(0b1);
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("open datapath");
     assert!(!dp.adopted());
-    let ifaces = interfaces(&node);
+    let ifaces = pod_interfaces(&node);
     assert_eq!(ifaces.pods.get("ns/a"), Some(&a_if));
     assert_eq!(ifaces.pods.get("ns/b"), Some(&b_if));
     let report = dp.program(&node, &ifaces).expect("program");
@@ -283,7 +275,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
 
     // An interface whose pod is unknown is held pending.
     let c_if = add_pod_iface("pc", "10.77.0.9");
-    let ifaces = interfaces(&node);
+    let ifaces = pod_interfaces(&node);
     assert_eq!(ifaces.unknown.get(&c_if).map(String::as_str), Some("pc"));
     let report = dp.program(&node, &ifaces).expect("program pending");
     assert_eq!(report.write.pending, 1);
@@ -298,7 +290,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let mut node = node;
     node.pods.remove("ns/a");
     node.identities.remove(&ip("10.99.0.1"));
-    let ifaces = interfaces(&node);
+    let ifaces = pod_interfaces(&node);
     let report = dp.program(&node, &ifaces).expect("program removal");
     assert_eq!(report.detached, 1, "{report:?}");
     assert!(endpoint_json(&bpffs, a_if).is_none());

@@ -11,7 +11,6 @@ use palisade_lab::{
     palisade_bin, write_manifest, AgentOptions, AgentProcess, Family, Lab, LabSpec, MatrixEntry,
 };
 use palisade_tests::lab::PORTS;
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -196,29 +195,13 @@ fn retrans_in(lab: &Lab, pod: &str) -> u64 {
 /// Returns the number of messages echoed.
 fn chatter(lab: &Lab, from: &str, to: &str, stop: &AtomicBool, max: u32) -> Result<u32, String> {
     let dst = lab.ip(to, Family::V4).unwrap();
-    let mut conn = lab
+    let conn = lab
         .run_in_pod(from, || {
             TcpStream::connect_timeout(&(dst, 80).into(), Duration::from_secs(2))
         })
         .unwrap()
         .map_err(|e| format!("connect {from} -> {to}: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    conn.set_nodelay(true).unwrap();
-    let mut n = 0;
-    while n < max && (n < 10 || !stop.load(Ordering::Relaxed)) {
-        let msg = n.to_be_bytes();
-        conn.write_all(&msg)
-            .map_err(|e| format!("message {n}: send: {e}"))?;
-        let mut back = [0u8; 4];
-        conn.read_exact(&mut back)
-            .map_err(|e| format!("message {n}: no echo: {e}"))?;
-        if back != msg {
-            return Err(format!("message {n}: echo {back:?} != {msg:?}"));
-        }
-        n += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(n)
+    palisade_tests::lab::echo_until(conn, &format!("{from} -> {to}"), stop, max)
 }
 
 #[test]

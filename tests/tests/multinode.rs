@@ -22,7 +22,6 @@ use palisade_fake_apiserver::{FakeApiServer, Kind};
 use palisade_lab::{Family, Probe, Protocol, PROBE_TIMEOUT};
 use palisade_tests::cluster::{namespace, pod_object, TwoNodes, SETTLE};
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -299,7 +298,7 @@ fn chatter(
     max: u32,
 ) -> Result<u32, String> {
     let dst = env.cluster.ip(to, Family::V4).unwrap();
-    let mut conn = env
+    let conn = env
         .cluster
         .node_of(from)
         .unwrap()
@@ -309,23 +308,7 @@ fn chatter(
         })
         .unwrap()
         .map_err(|e| format!("connect {from} -> {to}: {e}"))?;
-    conn.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    conn.set_nodelay(true).unwrap();
-    let mut n = 0;
-    while n < max && (n < 10 || !stop.load(Ordering::Relaxed)) {
-        let msg = n.to_be_bytes();
-        conn.write_all(&msg)
-            .map_err(|e| format!("message {n}: send: {e}"))?;
-        let mut back = [0u8; 4];
-        conn.read_exact(&mut back)
-            .map_err(|e| format!("message {n}: no echo: {e}"))?;
-        if back != msg {
-            return Err(format!("message {n}: echo {back:?} != {msg:?}"));
-        }
-        n += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(n)
+    palisade_tests::lab::echo_until(conn, &format!("{from} -> {to}"), stop, max)
 }
 
 /// TCP segments retransmitted so far in a pod's namespace.

@@ -38,3 +38,18 @@ pub fn tcx_progs(ifname: &str) -> (usize, usize) {
     };
     (count(TcAttachType::Ingress), count(TcAttachType::Egress))
 }
+
+/// The interfaces of `node`'s pods found from the host routes, as the agent
+/// finds them.
+pub fn pod_interfaces(
+    node: &palisade_compiler::CompiledNode,
+) -> palisade::datapath::iface::Interfaces {
+    use palisade::datapath::iface;
+    let routes = iface::host_routes().expect("read host routes");
+    iface::match_pods(
+        &routes,
+        node.pods
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+    )
+}

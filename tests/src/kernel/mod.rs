@@ -15,7 +15,7 @@ mod scratch;
 
 pub use agent::{rounds, settled_rounds, wait_for, wait_round_after, Agent};
 pub use bpftool::{bpftool, dump};
-pub use iface::{add_pod_iface, ifindex, tcx_progs};
+pub use iface::{add_pod_iface, ifindex, pod_interfaces, tcx_progs};
 pub use netns::NetNs;
 pub use scratch::Scratch;
 

@@ -5,7 +5,9 @@
 //! (deploy/examples holds policy manifests; the offline CLI tests load them.)
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Container, PodSpec, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Container, HostPathVolumeSource, PodSpec, ServiceAccount, VolumeMount,
+};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -257,19 +259,14 @@ fn daemonset_runs_unprivileged_with_exact_capabilities() {
     }
 }
 
-#[test]
-fn daemonset_mounts_the_node_bpffs() {
-    let ds: DaemonSet = the("apps/v1", "DaemonSet");
-    let spec = pod_spec(&ds);
-    let c = agent_container(spec);
-    let mount = c
+/// The agent container's mount at `path` and the hostPath volume behind it.
+fn host_mount<'a>(spec: &'a PodSpec, path: &str) -> (&'a VolumeMount, &'a HostPathVolumeSource) {
+    let mount = agent_container(spec)
         .volume_mounts
         .iter()
         .flatten()
-        .find(|m| m.mount_path == "/sys/fs/bpf")
-        .expect("/sys/fs/bpf is mounted");
-    assert_eq!(mount.mount_propagation.as_deref(), Some("HostToContainer"));
-    assert_ne!(mount.read_only, Some(true), "pins are created there");
+        .find(|m| m.mount_path == path)
+        .unwrap_or_else(|| panic!("{path} is mounted"));
     let volume = spec
         .volumes
         .iter()
@@ -277,6 +274,17 @@ fn daemonset_mounts_the_node_bpffs() {
         .find(|v| v.name == mount.name)
         .expect("the mounted volume exists");
     let host = volume.host_path.as_ref().expect("a hostPath volume");
+    (mount, host)
+}
+
+#[test]
+fn daemonset_mounts_the_node_bpffs() {
+    let ds: DaemonSet = the("apps/v1", "DaemonSet");
+    let spec = pod_spec(&ds);
+    let c = agent_container(spec);
+    let (mount, host) = host_mount(spec, "/sys/fs/bpf");
+    assert_eq!(mount.mount_propagation.as_deref(), Some("HostToContainer"));
+    assert_ne!(mount.read_only, Some(true), "pins are created there");
     assert_eq!(host.path, "/sys/fs/bpf");
     assert_eq!(host.type_.as_deref(), Some("Directory"));
     // Every mount names a declared volume.
@@ -294,20 +302,8 @@ fn daemonset_shares_the_monitor_socket_with_the_node() {
     let ds: DaemonSet = the("apps/v1", "DaemonSet");
     let spec = pod_spec(&ds);
     let c = agent_container(spec);
-    let mount = c
-        .volume_mounts
-        .iter()
-        .flatten()
-        .find(|m| m.mount_path == "/run/palisade")
-        .expect("/run/palisade is mounted");
+    let (mount, host) = host_mount(spec, "/run/palisade");
     assert_ne!(mount.read_only, Some(true), "the socket is created there");
-    let volume = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == mount.name)
-        .expect("the mounted volume exists");
-    let host = volume.host_path.as_ref().expect("a hostPath volume");
     assert_eq!(host.path, "/run/palisade");
     // The agent's default socket lives there.
     let socket = std::path::Path::new(palisade::monitor::protocol::DEFAULT_SOCKET);

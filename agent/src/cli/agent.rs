@@ -36,7 +36,7 @@ use datapath_metrics::DatapathMetrics;
 use input::Verdict;
 use latency::Latency;
 use metrics::Metrics;
-use palisade_compiler::{CompiledNode, Compiler, IdentityAllocator};
+use palisade_compiler::{Compiler, IdentityAllocator};
 use palisade_policy::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
@@ -270,13 +270,14 @@ struct Agent {
     /// Seeded with the pinned identities, then handed to `compiler`.
     alloc: IdentityAllocator,
     /// The incremental compiler, from the first compiled model on: a round
-    /// recompiles only what the model's changes touch (`delta.rs`).
+    /// recompiles only what the model's changes touch (`delta.rs`). Its
+    /// output is the node of `last_model`, what a round with unreadable
+    /// input programs again.
     compiler: Option<Compiler>,
     /// Identities found pinned at start, handed to the allocator with the
     /// first model so that a restart keeps every number.
     pinned_identities: Option<BTreeMap<IpAddr, u32>>,
     last_model: Option<Model>,
-    last_compiled: Option<CompiledNode>,
     routes: BTreeMap<IpAddr, HostRoute>,
     rounds: u64,
     latency: Latency,
@@ -303,7 +304,6 @@ impl Agent {
             compiler: None,
             pinned_identities: Some(pinned),
             last_model: None,
-            last_compiled: None,
             routes: BTreeMap::new(),
             // Continue the count of a previous agent, so that a reader waiting
             // for "a round after N" is never fooled by a restart.
@@ -333,10 +333,10 @@ impl Agent {
             tracing::error!(error = %e, "invalid input skipped");
         }
         self.metrics.invalid_objects.set(model.errors.len() as i64);
-        let compiled = match input::reconcile(model, self.last_model.as_ref()) {
-            Verdict::Use(model) => return self.program_model(dp, model),
+        match input::reconcile(model, self.last_model.as_ref()) {
+            Verdict::Use(model) => self.program_model(dp, model),
             Verdict::Hold(errors, partial) => {
-                let Some(compiled) = self.last_compiled.clone() else {
+                if self.compiler.is_none() {
                     if dp.endpoints().is_empty() {
                         // Nothing is enforced yet: partial policy beats none.
                         tracing::warn!(
@@ -350,15 +350,14 @@ impl Agent {
                         "unreadable input: keeping the pinned state untouched until it is fixed"
                     );
                     return Ok(false);
-                };
+                }
                 tracing::error!(
                     unreadable = errors.len(),
                     "unreadable input: keeping the last good policy until it is fixed"
                 );
-                compiled
+                self.program(dp)
             }
-        };
-        self.program(dp, compiled)
+        }
     }
 
     fn program_model(&mut self, dp: &mut Datapath, model: Model) -> Result<bool> {
@@ -367,32 +366,35 @@ impl Agent {
             tracing::debug!(identities = n, "took over pinned identity numbers");
         }
         let started = Instant::now();
-        let compiled = self.compile(&model);
+        self.compile(&model);
         self.metrics
             .compile_seconds
             .observe(started.elapsed().as_secs_f64());
         self.metrics.policies.set(model.policies.len() as i64);
         self.last_model = Some(model);
-        self.program(dp, compiled)
+        self.program(dp)
     }
 
-    /// The node compiled for `model`: incrementally from the last compiled
+    /// Brings the compiler to `model`: incrementally from the last compiled
     /// model, cold the first time.
-    fn compile(&mut self, model: &Model) -> CompiledNode {
+    fn compile(&mut self, model: &Model) {
         if let (Some(c), Some(prev)) = (self.compiler.as_mut(), self.last_model.as_ref()) {
             for change in delta::changes(prev, model) {
                 c.apply(change);
             }
-            return c.compiled().clone();
+            return;
         }
         let alloc = std::mem::take(&mut self.alloc);
-        let c = Compiler::from_model(model, &self.node, alloc);
-        let out = c.compiled().clone();
-        self.compiler = Some(c);
-        out
+        self.compiler = Some(Compiler::from_model(model, &self.node, alloc));
     }
 
-    fn program(&mut self, dp: &mut Datapath, compiled: CompiledNode) -> Result<bool> {
+    /// Programs what the compiler holds (the last good model's node).
+    fn program(&mut self, dp: &mut Datapath) -> Result<bool> {
+        let compiled = self
+            .compiler
+            .as_ref()
+            .expect("a model is compiled before any programming")
+            .compiled();
         self.routes = iface::host_routes()?;
         let ifaces: Interfaces = iface::match_pods(
             &self.routes,
@@ -407,10 +409,10 @@ impl Agent {
             c.fold(&self.view.get());
         }
         let started = Instant::now();
-        let report = dp.program(&compiled, &ifaces);
+        let report = dp.program(compiled, &ifaces);
         let took = started.elapsed();
         // Whatever the round managed to write is what the kernel runs now.
-        let view = NodeView::build(&compiled, self.last_model.as_ref(), &ifaces, |i| {
+        let view = NodeView::build(compiled, self.last_model.as_ref(), &ifaces, |i| {
             dp.endpoint(i)
         });
         if let Some(c) = &self.counters {
@@ -429,7 +431,6 @@ impl Agent {
         self.metrics.identities.set(ids.len() as i64);
         self.metrics.pods.set(report.pods as i64);
         self.metrics.rounds.inc();
-        self.last_compiled = Some(compiled);
         self.rounds += 1;
         log_report(self.rounds, &report);
         if let Some(path) = &self.ready_file {

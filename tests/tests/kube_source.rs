@@ -194,14 +194,23 @@ impl Drop for IsolationWatch {
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-#[test]
-fn kube_source_watch_outage_and_relist() {
-    let _ns = NetNs::enter("kube");
-    let s = Scratch::new("kube");
+/// A test's own network namespace (entered by this thread), scratch
+/// directory, API server and kubeconfig for it. Bound in this order, they
+/// are dropped in the reverse: the server and the scratch before leaving
+/// the namespace.
+fn setup(name: &str) -> (NetNs, Scratch, FakeApiServer, PathBuf) {
+    let ns = NetNs::enter(name);
+    let s = Scratch::new(name);
     let api = FakeApiServer::start().expect("fake API server");
     let kubeconfig = api
         .write_kubeconfig(&s.dir().join("kubeconfig"))
         .expect("kubeconfig");
+    (ns, s, api, kubeconfig)
+}
+
+#[test]
+fn kube_source_watch_outage_and_relist() {
+    let (_ns, s, api, kubeconfig) = setup("kube");
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
                      "metadata": {"name": "shop", "labels": {"team": "a"}}}))
         .unwrap();
@@ -403,12 +412,7 @@ fn kube_source_watch_outage_and_relist() {
 /// sync, with unchanged objects, rewrites nothing.
 #[test]
 fn kube_source_restart_waits_for_first_sync() {
-    let _ns = NetNs::enter("kubr");
-    let s = Scratch::new("kubr");
-    let api = FakeApiServer::start().expect("fake API server");
-    let kubeconfig = api
-        .write_kubeconfig(&s.dir().join("kubeconfig"))
-        .expect("kubeconfig");
+    let (_ns, s, api, kubeconfig) = setup("kubr");
     api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
     api.apply(pod("client", "client", "node1", "10.78.0.3"))
         .unwrap();
@@ -482,12 +486,7 @@ fn events_on(api: &FakeApiServer, name: &str) -> Vec<Value> {
 /// policies are enforced meanwhile.
 #[test]
 fn kube_source_invalid_policy_event() {
-    let _ns = NetNs::enter("kubev");
-    let s = Scratch::new("kubev");
-    let api = FakeApiServer::start().expect("fake API server");
-    let kubeconfig = api
-        .write_kubeconfig(&s.dir().join("kubeconfig"))
-        .expect("kubeconfig");
+    let (_ns, s, api, kubeconfig) = setup("kubev");
     api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
     api.apply(pod("client", "client", "node1", "10.78.0.3"))
         .unwrap();
@@ -597,12 +596,7 @@ fn service(name: &str, ips: &[&str]) -> Value {
 
 #[test]
 fn kube_source_services_follow_the_api() {
-    let _ns = NetNs::enter("kubs");
-    let s = Scratch::new("kubs");
-    let api = FakeApiServer::start().expect("fake API server");
-    let kubeconfig = api
-        .write_kubeconfig(&s.dir().join("kubeconfig"))
-        .expect("kubeconfig");
+    let (_ns, s, api, kubeconfig) = setup("kubs");
     api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
     api.apply(service("web", &["10.96.7.1", "fd00:96::7:1"]))
         .unwrap();

@@ -1,5 +1,6 @@
 //! End-to-end tests live in `tests/`; this library only hosts shared helpers.
 pub mod classifier;
 pub mod cluster;
+pub mod fixtures;
 pub mod kernel;
 pub mod lab;

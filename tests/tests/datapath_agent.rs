@@ -8,6 +8,7 @@
 //! an assertion fails.
 
 use palisade_common::{EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
+use palisade_tests::fixtures::shop_pods;
 use palisade_tests::kernel::{
     add_pod_iface, dump, rounds, tcx_progs, wait_round_after, Agent, NetNs, Scratch,
 };
@@ -40,30 +41,6 @@ fn identities(s: &Scratch) -> Vec<u64> {
     ids
 }
 
-const PODS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-spec: {nodeName: node1, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.78.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node1, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.78.0.3}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: far, namespace: shop, labels: {app: far}}
-spec: {nodeName: node2, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.78.1.5}
-"#;
-
 fn policy(cidr: &str, egress: bool) -> String {
     let types = if egress {
         "[Ingress, Egress]"
@@ -89,7 +66,7 @@ spec:
 fn datapath_agent_once_watch_sigterm_and_restart() {
     let _ns = NetNs::enter("dpa");
     let s = Scratch::new("dpa");
-    std::fs::write(s.manifests().join("pods.yaml"), PODS).unwrap();
+    std::fs::write(s.manifests().join("pods.yaml"), shop_pods("10.78")).unwrap();
     std::fs::write(
         s.manifests().join("policy.yaml"),
         policy("192.168.0.0/16", false),
@@ -215,7 +192,7 @@ fn datapath_agent_once_watch_sigterm_and_restart() {
 fn datapath_agent_wakes_on_route_events() {
     let _ns = NetNs::enter("dpe");
     let s = Scratch::new("dpe");
-    std::fs::write(s.manifests().join("pods.yaml"), PODS).unwrap();
+    std::fs::write(s.manifests().join("pods.yaml"), shop_pods("10.78")).unwrap();
     let web = add_pod_iface("web0", "10.78.0.2");
     let agent = start_agent(&s, &["--poll-ms", "600000"]);
     let r = wait_round_after(&s, &agent, 0);

@@ -8,34 +8,11 @@
 //! own with a private bpffs; guards remove both and kill the agent even when
 //! an assertion fails.
 
+use palisade_tests::fixtures::shop_pods;
 use palisade_tests::kernel::{add_pod_iface, Agent, NetNs, Scratch};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
-
-const PODS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: web, namespace: shop, labels: {app: web}}
-spec: {nodeName: node1, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.79.0.2}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: client, namespace: shop, labels: {app: client}}
-spec: {nodeName: node1, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.79.0.3}
----
-apiVersion: v1
-kind: Pod
-metadata: {name: far, namespace: shop, labels: {app: far}}
-spec: {nodeName: node2, containers: [{name: c, image: x}]}
-status: {phase: Running, podIP: 10.79.1.5}
-"#;
 
 /// shop/web admits shop/client and 192.168.0.0/16 on TCP `port`.
 fn policy(port: u16) -> String {
@@ -116,7 +93,7 @@ fn check_word(s: &Scratch, from: &str, to: &str, port: &str) -> String {
 fn inspect_reads_back_the_pinned_policy_and_reports_drift() {
     let _ns = NetNs::enter("insp");
     let s = Scratch::new("insp");
-    std::fs::write(s.manifests().join("pods.yaml"), PODS).unwrap();
+    std::fs::write(s.manifests().join("pods.yaml"), shop_pods("10.79")).unwrap();
     std::fs::write(s.manifests().join("policy.yaml"), policy(80)).unwrap();
     let web = add_pod_iface("web0", "10.79.0.2");
     add_pod_iface("cli0", "10.79.0.3");
@@ -207,7 +184,7 @@ fn inspect_reads_back_the_pinned_policy_and_reports_drift() {
     // policy moves to another port, and the pod of the other node goes
     // (its address leaves the node's identity trie).
     std::fs::write(s.manifests().join("policy.yaml"), policy(8080)).unwrap();
-    let without_far = PODS
+    let without_far = shop_pods("10.79")
         .split("---")
         .filter(|d| !d.contains("name: far"))
         .collect::<Vec<_>>()

@@ -325,14 +325,6 @@ impl NodeMaps {
         })
     }
 
-    /// Builds the four inner maps of one pod direction and links them into
-    /// the outer maps under `key`. The classifier reads `key`'s generation
-    /// only after the endpoint record points at it.
-    pub fn write_dir(&mut self, key: PolicyKey, d: &DirMaps) -> Result<()> {
-        let staged = self.stage_dir(key, d)?;
-        self.link(&[&staged])
-    }
-
     /// Unlinks pod directions' inner maps (the kernel frees them once no
     /// program run still uses them): one batch per outer map, of the keys
     /// it holds (listing keys costs no grace period; a batch that meets an
@@ -369,12 +361,6 @@ impl NodeMaps {
                 .collect();
             join_all(jobs)
         })
-    }
-
-    /// Unlinks one pod direction's inner maps (the kernel frees them once
-    /// no program run still uses them).
-    pub fn delete_dir(&mut self, key: PolicyKey) -> Result<()> {
-        self.delete_dirs(&[key])
     }
 
     /// Every key present in any of the four outer maps.

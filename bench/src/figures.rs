@@ -155,7 +155,9 @@ pub fn memory_entries(all: &[Rounds]) -> Vec<MemoryEntry> {
         .collect()
 }
 
-fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+/// Left-aligned columns two spaces apart under `header`; with `group`, a
+/// blank line wherever the first column changes (one block per rule count).
+pub fn columns(header: &[&str], rows: &[Vec<String>], group: bool) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             rows.iter()
@@ -178,7 +180,12 @@ fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut out = String::new();
     let head: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     let _ = writeln!(out, "{}", line(&head));
+    let mut last: Option<&String> = None;
     for r in rows {
+        if group && last.is_some_and(|l| *l != r[0]) {
+            out.push('\n');
+        }
+        last = Some(&r[0]);
         let _ = writeln!(out, "{}", line(r));
     }
     out
@@ -213,6 +220,7 @@ pub fn classifier_table(e: &[ClassifierEntry]) -> String {
             "noop ns",
         ],
         &rows,
+        false,
     );
     out.push_str(
         "classifier per packet (BPF_PROG_TEST_RUN on pod_ingress over the agent's maps): \
@@ -243,7 +251,11 @@ pub fn bpf_stats_table(e: &[BpfStatsEntry]) -> String {
             ]
         })
         .collect();
-    let mut out = columns(&["rules", "engine", "program", "runs", "avg ns"], &rows);
+    let mut out = columns(
+        &["rules", "engine", "program", "runs", "avg ns"],
+        &rows,
+        false,
+    );
     out.push_str(
         "attached programs during the load (kernel run statistics): median runs and ns per run \
          (above the noop program)\n",
@@ -286,6 +298,7 @@ pub fn memory_table(e: &[MemoryEntry]) -> String {
             "fixed",
         ],
         &rows,
+        false,
     );
     out.push_str(
         "kernel memory of the policy state: palisade = policy maps + per-pod inner maps \

@@ -3,7 +3,6 @@
 use crate::load::Sample;
 use crate::stats::{figure, median, Figure};
 use serde::Serialize;
-use std::fmt::Write;
 
 /// All rounds of one engine at one rule count.
 pub struct Series {
@@ -86,7 +85,6 @@ fn cell(f: &Figure, decimals: usize) -> String {
 }
 
 pub fn table(entries: &[Entry]) -> String {
-    let mut out = String::new();
     let header = [
         "rules",
         "engine",
@@ -97,10 +95,10 @@ pub fn table(entries: &[Entry]) -> String {
         "p99 us",
         "install s",
     ];
-    let rows: Vec<[String; 8]> = entries
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|e| {
-            [
+            vec![
                 e.rules.to_string(),
                 e.engine.to_string(),
                 cell(&e.detail.rr_tps, 0),
@@ -112,33 +110,7 @@ pub fn table(entries: &[Entry]) -> String {
             ]
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| {
-            rows.iter()
-                .map(|r| r[c].len())
-                .chain([header[c].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: &[&str]| {
-        let padded: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        padded.join("  ").trim_end().to_string()
-    };
-    let _ = writeln!(out, "{}", line(&header));
-    let mut last_rules = None;
-    for r in &rows {
-        if last_rules.is_some() && last_rules != Some(&r[0]) {
-            out.push('\n');
-        }
-        last_rules = Some(&r[0]);
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        let _ = writeln!(out, "{}", line(&cells));
-    }
+    let mut out = crate::figures::columns(&header, &rows, true);
     out.push_str(
         "\nmedian over rounds (ratio to `none` of the same round, median over rounds) ±(max-min)/median\n",
     );

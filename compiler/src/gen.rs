@@ -109,6 +109,7 @@ fn pod(i: usize, size: &ClusterSize) -> Pod {
         node: Some(node),
         ips: pod_ips(i),
         ports,
+        pending: false,
     }
 }
 

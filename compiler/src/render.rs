@@ -318,6 +318,7 @@ mod tests {
             node: Some(node.into()),
             ips: vec![ip.parse().unwrap()],
             ports: vec![],
+            pending: false,
         };
         Model {
             namespaces: Default::default(),

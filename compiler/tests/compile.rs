@@ -17,6 +17,7 @@ fn pod(name: &str, ip: &str, app: &str) -> Pod {
         node: Some("n1".into()),
         ips: vec![ip.parse().unwrap()],
         ports: vec![],
+        pending: false,
     }
 }
 

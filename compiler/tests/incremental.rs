@@ -93,6 +93,7 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
                 node: node_of(local),
                 ips: vec![v4(n), v6(n)],
                 ports,
+                pending: false,
             };
             model.pods.push(pod.clone());
             Change::UpsertPod(pod)
@@ -307,6 +308,7 @@ fn enforcement_change_recompiles_selected_pods() {
         node: Some(NODE.into()),
         ips: vec![v4(i)],
         ports: vec![],
+        pending: false,
     };
     let deny = |name: &str, app: &str, enforcement| Policy {
         namespace: "ns0".into(),

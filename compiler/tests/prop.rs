@@ -338,6 +338,7 @@ fn spill_path_decides_beyond_rule_bits() {
             port: 8080,
             protocol: Protocol::Tcp,
         }],
+        pending: false,
     };
     let tcp = |port: u16| PortSpec {
         protocol: Protocol::Tcp,

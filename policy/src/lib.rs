@@ -9,9 +9,11 @@
 //! answers one flow; [`matrix`] answers every pod pair for a set of ports.
 //!
 //! Choices made where Kubernetes leaves room, in one place:
-//! - A pod takes part when it has an address and its phase is Running (or
-//!   absent, for hand-written manifests); Pending, Succeeded, Failed and
-//!   `hostNetwork` pods are left out without error.
+//! - A pod takes part when it has an address, whatever its phase (Pending
+//!   pods run init containers that need the network; a manifest without
+//!   `status.phase` counts too), except Succeeded and Failed (their address
+//!   is released); `hostNetwork` pods are left out without error (they are
+//!   the node).
 //! - CIDRs with host bits set (`10.0.0.1/24`) are accepted and read as the
 //!   network (`10.0.0.0/24`), as older API servers stored them unchanged.
 //!   `except` entries must be strictly inside `cidr`, same family.

@@ -85,7 +85,8 @@ pub struct Namespace {
     pub labels: Labels,
 }
 
-/// A pod that takes part in traffic: running, with at least one IP.
+/// A pod that takes part in traffic: with at least one IP, in any phase but
+/// Succeeded and Failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pod {
     pub namespace: String,
@@ -95,6 +96,10 @@ pub struct Pod {
     /// Pod IPs (one per family at most, as Kubernetes assigns them).
     pub ips: Vec<IpAddr>,
     pub ports: Vec<NamedPort>,
+    /// Phase Pending (init containers running): policy applies to it and
+    /// it is a peer like any pod, but it is no Service backend yet (it is
+    /// not Ready, so no EndpointSlice lists it).
+    pub pending: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

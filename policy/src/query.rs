@@ -172,15 +172,15 @@ impl Model {
     }
 
     /// The backends of one port of `service`: the pods it selects that
-    /// take part in traffic (Running, with an address: the model holds no
-    /// others), each with the port the traffic reaches on it, sorted by
+    /// serve (with an address and not Pending, so Ready in principle),
+    /// each with the port the traffic reaches on it, sorted by
     /// pod. What kube-proxy DNATs a ClusterIP connection to; the traffic
     /// is then subject to policy as client -> backend.
     pub fn backends<'a>(&'a self, service: &Service, port: &ServicePort) -> Vec<Backend<'a>> {
         let mut out: Vec<Backend<'a>> = self
             .pods
             .iter()
-            .filter(|pod| service.selects(pod))
+            .filter(|pod| !pod.pending && service.selects(pod))
             .filter_map(|pod| port.target_on(pod).map(|port| Backend { pod, port }))
             .collect();
         out.sort_by(|a, b| (&a.pod.namespace, &a.pod.name).cmp(&(&b.pod.namespace, &b.pod.name)));

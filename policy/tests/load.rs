@@ -365,7 +365,7 @@ fn unparsable_documents_are_reported_and_the_rest_loads() {
 }
 
 #[test]
-fn pods_not_taking_part_are_left_out_silently() {
+fn finished_hostnetwork_and_addressless_pods_are_left_out_silently() {
     let pending = "
 apiVersion: v1
 kind: Pod
@@ -411,7 +411,10 @@ status: {podIP: 10.0.0.2}
     );
     assert!(model.errors.is_empty(), "{:#?}", model.errors);
     let names: Vec<_> = model.pods.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["no-phase", "web"]);
+    // A Pending pod with an address runs init containers: it takes part.
+    assert_eq!(names, ["no-phase", "pending", "web"]);
+    assert!(model.pod("x", "pending").unwrap().pending);
+    assert!(!model.pod("x", "web").unwrap().pending);
 }
 
 #[test]

@@ -492,6 +492,7 @@ mod tests {
             node: Some("n1".into()),
             ips: vec![ip.parse().unwrap()],
             ports: vec![],
+            pending: false,
         }
     }
 

@@ -93,6 +93,7 @@ pub fn pods_strategy() -> impl Strategy<Value = Vec<Pod>> {
                     node: Some(NODE.into()),
                     ips,
                     ports,
+                    pending: false,
                 }
             })
             .collect()

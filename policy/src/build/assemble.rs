@@ -313,6 +313,9 @@ mod tests {
         };
         let mut pending = pod("shop", "pending", "10.0.0.9");
         pending.status.as_mut().unwrap().phase = Some("Pending".into());
+        // Shares a's address: a finished pod has released it.
+        let mut done = pod("shop", "done", "10.0.0.1");
+        done.status.as_mut().unwrap().phase = Some("Succeeded".into());
         (
             vec![ns("shop"), ns("Bad_Name"), ns("shop")],
             vec![
@@ -321,6 +324,7 @@ mod tests {
                 pod("shop", "c", "not-an-ip"),
                 pod("other", "d", "10.0.0.4"), // undeclared namespace
                 pending,
+                done,
             ],
             vec![policy("p", "10.0.0.0/8"), policy("q", "10.0.0.0/99")],
             vec![
@@ -378,7 +382,7 @@ mod tests {
                 .iter()
                 .map(|p| p.name.as_str())
                 .collect::<Vec<_>>(),
-            ["d", "a"]
+            ["d", "a", "pending"]
         );
         assert!(built.namespaces.contains_key("other"));
         assert_eq!(built.services.len(), 2);

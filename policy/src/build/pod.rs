@@ -9,8 +9,8 @@ use k8s_openapi::api::core::v1 as core;
 use std::net::IpAddr;
 
 /// `Ok(None)` for a pod that takes no part in pod networking:
-/// - phase Pending, Succeeded, Failed or Unknown (a manifest without
-///   `status.phase` counts as Running when it gives addresses);
+/// - phase Succeeded or Failed: its containers are gone and its address
+///   is released (and may already belong to another pod);
 /// - no address assigned yet;
 /// - `hostNetwork: true` (it has the node's address and no veth of its
 ///   own; NetworkPolicy does not apply to it).
@@ -20,9 +20,13 @@ pub fn convert(pod: &core::Pod) -> FieldResult<Option<Pod>> {
     let spec = pod.spec.as_ref();
     let status = pod.status.as_ref();
 
-    match status.and_then(|s| s.phase.as_deref()) {
-        None | Some("Running") => {}
-        Some("Pending" | "Succeeded" | "Failed" | "Unknown") => return Ok(None),
+    let phase = status.and_then(|s| s.phase.as_deref());
+    match phase {
+        // Pending pods with an address run init containers that need the
+        // network; Unknown means the node stopped reporting, not that the
+        // pod stopped. Both are enforced like Running ones.
+        None | Some("Running" | "Pending" | "Unknown") => {}
+        Some("Succeeded" | "Failed") => return Ok(None),
         Some(other) => {
             return Err(FieldError::new(
                 "status.phase",
@@ -81,6 +85,7 @@ pub fn convert(pod: &core::Pod) -> FieldResult<Option<Pod>> {
             .filter(|n| !n.is_empty()),
         ips,
         ports,
+        pending: phase == Some("Pending"),
     }))
 }
 

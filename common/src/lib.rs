@@ -279,6 +279,12 @@ pub const RULE_NONE: u32 = u32::MAX - 3;
 /// policy is decided after DNAT, where the backend is known (see
 /// `docs/ebpf.md`, "Services"); this entry lets the un-NATed replies in.
 pub const RULE_SERVICE: u32 = u32::MAX - 4;
+/// Traffic between a pod and its own node (any address of the node, which
+/// the identity trie maps to [`IDENTITY_HOST`]): always allowed, whatever
+/// the policy (kubelet probes depend on it). At pod ingress only packets the
+/// node itself sent count: one forwarded from elsewhere (a masqueraded
+/// flow, a packet from off the node) is judged by policy like any other.
+pub const RULE_NODE: u32 = u32::MAX - 5;
 
 /// Indexes of the `EVENTS_LOST` per-CPU counters: events suppressed by the
 /// per-CPU rate limit, and events lost because the ring buffer was full.

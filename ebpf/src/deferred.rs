@@ -77,7 +77,8 @@ pub fn decide(
         dir: DIR_EGRESS,
         generation: c.ep.generation,
     };
-    let rule = match policy::check_dir(c.ifindex, DIR_EGRESS, c.ep, peer, port) {
+    // The backend is a pod: after DNAT a peer is never the node here.
+    let rule = match policy::check_dir(c.ifindex, DIR_EGRESS, c.ep, peer, port, false) {
         Some(r) => r,
         None if hook::audited(c.ep.flags, DIR_EGRESS) => RULE_WOULD_DENY,
         None => {

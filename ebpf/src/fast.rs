@@ -317,7 +317,7 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
     if dir == DIR_INGRESS && !deferred_ingress(&p, &k, ifindex) {
         return Some(TCX_DROP);
     }
-    Some(new_flow(&p, &mut k, ep, ifindex, dir))
+    Some(new_flow(&p, &mut k, ep, ctx, dir))
 }
 
 /// At a pod's ingress, the egress check of a client on this node that was
@@ -348,7 +348,11 @@ fn deferred_ingress(p: &Parsed, k: &Words<12>, ifindex: u32) -> bool {
 /// frame is stacked on (their sum must stay within BPF's 512 bytes); the
 /// call costs a few instructions on a path that does several lookups.
 #[inline(never)]
-fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ifindex: u32, dir: u32) -> i32 {
+fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: u32) -> i32 {
+    // Read here rather than carried in: the frames of this path and its
+    // callers sit right at BPF's 512-byte combined stack limit.
+    let skb = unsafe { &*ctx.skb.skb };
+    let (ifindex, local_origin) = (skb.ifindex, skb.ingress_ifindex == 0);
     let (dport, swapped, len) = (p.dport, p.swapped, p.len as u64);
     let (flags, slot) = (ep.flags, ep.slot as u32);
     let src = events::Source {
@@ -364,7 +368,8 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ifindex: u32, dir: u32
         RULE_NOT_ISOLATED
     } else {
         let peer = if dir == DIR_EGRESS { &to } else { &from };
-        match crate::policy::check_dir(ifindex, dir, ep, peer.key(), port.key()) {
+        let node_ok = hook::node_ok(dir, local_origin);
+        match crate::policy::check_dir(ifindex, dir, ep, peer.key(), port.key(), node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.
             None if dir == DIR_EGRESS && deferred::service(addr_of(&to)) => RULE_SERVICE,

@@ -200,6 +200,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         }
         return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
     }
+    s.pkt.local_origin = unsafe { (*ctx.skb.skb).ingress_ifindex } == 0;
     decide(&h, ep, isolated, audit, s)
 }
 
@@ -221,6 +222,16 @@ fn deferred_pass(h: &Hook, s: &mut Scratch) -> bool {
     }
     t.ifindex = h.src.ifindex;
     pass
+}
+
+/// Whether a peer with a node address would really be the pod's node: at
+/// pod egress any packet to a node address is delivered to the node; at pod
+/// ingress a packet with a node source counts only when the node sent it,
+/// not when it was forwarded (a flow masqueraded to the node's address, or
+/// forged off the node, is still judged by policy).
+#[inline(always)]
+pub fn node_ok(dir: u32, local_origin: bool) -> bool {
+    dir == DIR_EGRESS || local_origin
 }
 
 /// Conntrack, then policy, for a parsed, non-spoofed packet that is whole or
@@ -255,7 +266,8 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
     } else {
         let peer = if dir == DIR_INGRESS { &t.src } else { &t.dst };
         policy::fill_keys(peer, t.proto, t.dport, &mut s.ip, &mut s.port);
-        match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port) {
+        let node_ok = node_ok(dir, s.pkt.local_origin);
+        match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port, node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.
             None if dir == DIR_EGRESS && !error && deferred::service(&t.dst) => RULE_SERVICE,

@@ -5,8 +5,8 @@
 use aya_ebpf::{helpers::bpf_map_lookup_elem, maps::lpm_trie::Key};
 use core::{ffi::c_void, ptr};
 use palisade_common::{
-    DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_INGRESS,
-    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_SPILLED, SPILL_ANY_PEER,
+    DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_INGRESS, IDENTITY_HOST,
+    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_NODE, RULE_SPILLED, SPILL_ANY_PEER,
     SPILL_CIDR_CLASS, SPILL_IDENTITY,
 };
 
@@ -41,6 +41,24 @@ fn identity(key: &Key<IpKey>) -> u32 {
     } else {
         unsafe { ptr::read_unaligned(v) }
     }
+}
+
+/// What a refusal becomes when the peer may be the pod's own node
+/// (`node_ok`): `RULE_NODE` when its identity (`id`, or looked up now when
+/// the lookup was skipped) is `IDENTITY_HOST`, else refused. Node traffic is
+/// allowed whatever the policy, so it is only ever asked on this path. Out
+/// of line: it needs no stack of its own, and inlined at each refusal it
+/// grew its callers' frames past the verifier's 512-byte combined limit.
+#[inline(never)]
+fn refused(node_ok: bool, id: Option<u32>, ip: &Key<IpKey>) -> Option<u32> {
+    if !node_ok {
+        return None;
+    }
+    let id = match id {
+        Some(id) => id,
+        None => identity(ip),
+    };
+    (id == IDENTITY_HOST).then_some(RULE_NODE)
 }
 
 /// The port used for the policy lookup: the destination port for protocols
@@ -83,13 +101,22 @@ fn settled(hit: u64, port_bits: u64) -> bool {
 /// add, so they are skipped once the answer is known (no port allowed and no
 /// spilled group, or the lowest allowed bit already hit). The result is
 /// always the one the full sequence of `docs/maps.md` gives.
+///
+/// `node_ok`: the peer would be the pod's own node if its identity is
+/// `IDENTITY_HOST` (see `hook::node_ok`); such a refusal is `RULE_NODE`.
 #[inline(always)]
-pub fn check(key: &PolicyKey, dir: &DirPolicy, ip: &Key<IpKey>, pk: &Key<PortKey>) -> Option<u32> {
+pub fn check(
+    key: &PolicyKey,
+    dir: &DirPolicy,
+    ip: &Key<IpKey>,
+    pk: &Key<PortKey>,
+    node_ok: bool,
+) -> Option<u32> {
     let rp = read_bits(unsafe { POLICY_PORT.get_value_ptr_mut(key, pk) });
     let port_bits = dir.any_port | rp.bits;
     let spill = rp.class != 0 || dir.any_port_class != 0;
     if port_bits == 0 && !spill {
-        return None;
+        return refused(node_ok, None, ip);
     }
     let mut hit = dir.any_peer & port_bits;
     if settled(hit, port_bits) {
@@ -107,10 +134,12 @@ pub fn check(key: &PolicyKey, dir: &DirPolicy, ip: &Key<IpKey>, pk: &Key<PortKey
         return Some(hit.trailing_zeros());
     }
     if !spill {
-        return None;
+        return refused(node_ok, Some(id), ip);
     }
     // No spill table: no spilled group allows anything.
-    let table = unsafe { POLICY_SPILL.get(key) }?;
+    let Some(table) = (unsafe { POLICY_SPILL.get(key) }) else {
+        return refused(node_ok, Some(id), ip);
+    };
     for k in [rp.class, dir.any_port_class] {
         if k == 0 {
             continue;
@@ -125,7 +154,7 @@ pub fn check(key: &PolicyKey, dir: &DirPolicy, ip: &Key<IpKey>, pk: &Key<PortKey
             return Some(RULE_SPILLED);
         }
     }
-    None
+    refused(node_ok, Some(id), ip)
 }
 
 /// `check` for hook `ifindex` in direction `dir` of endpoint `ep`.
@@ -136,6 +165,7 @@ pub fn check_dir(
     ep: &Endpoint,
     ip: &Key<IpKey>,
     pk: &Key<PortKey>,
+    node_ok: bool,
 ) -> Option<u32> {
     let d = if dir == DIR_INGRESS {
         &ep.ingress
@@ -147,7 +177,7 @@ pub fn check_dir(
         generation: ep.generation,
         direction: dir,
     };
-    check(&key, d, ip, pk)
+    check(&key, d, ip, pk, node_ok)
 }
 
 /// Fills the LPM keys of a policy lookup: `peer` at full length, `proto`

@@ -412,9 +412,10 @@ impl Agent {
         let report = dp.program(compiled, &ifaces);
         let took = started.elapsed();
         // Whatever the round managed to write is what the kernel runs now.
-        let view = NodeView::build(compiled, self.last_model.as_ref(), &ifaces, |i| {
+        let mut view = NodeView::build(compiled, self.last_model.as_ref(), &ifaces, |i| {
             dp.endpoint(i)
         });
+        view.name_node(dp.node_addrs());
         if let Some(c) = &self.counters {
             c.fold(&view);
         }

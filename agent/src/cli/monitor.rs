@@ -133,6 +133,10 @@ pub fn text_line(e: &DecodedEvent) -> String {
                 format!("allowed by {}", names.join(", "))
             }
             (Verdict::Allowed, Some(AllowedBy::NotIsolated)) => "not isolated".into(),
+            (Verdict::Allowed, Some(AllowedBy::Node)) => "node traffic (always allowed)".into(),
+            (Verdict::Allowed, Some(AllowedBy::Service)) => {
+                "to a Service: egress decided after DNAT".into()
+            }
             (Verdict::Allowed, Some(AllowedBy::SpilledGroup { policies })) => {
                 format!("allowed by a spilled rule group of {}", policies.join(", "))
             }

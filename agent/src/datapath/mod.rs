@@ -12,6 +12,7 @@ pub mod encode;
 pub mod iface;
 pub mod load;
 pub mod maps;
+pub mod node_addrs;
 pub mod readback;
 pub mod sys;
 pub mod telemetry;
@@ -53,6 +54,9 @@ pub struct Datapath {
     uplink_spec: uplink::UplinkSpec,
     /// Uplinks with `node_egress` attached (pinned links).
     uplinks: BTreeSet<u32>,
+    /// The node's own addresses as last read (`node_addrs`), kept when a
+    /// read fails.
+    node_addrs: BTreeSet<std::net::IpAddr>,
     adopted: bool,
     /// Held for the life of this value: one writer per node.
     _lock: sys::DirLock,
@@ -96,6 +100,7 @@ impl Datapath {
             local_addrs,
             uplink_spec: uplink::UplinkSpec::Auto,
             uplinks,
+            node_addrs: BTreeSet::new(),
             adopted: loaded.adopted,
             _lock: loaded.lock,
         })
@@ -178,8 +183,14 @@ impl Datapath {
             });
         }
 
+        match node_addrs::read() {
+            Ok(addrs) => self.node_addrs = addrs,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "cannot read the node's addresses; keeping the last ones")
+            }
+        }
         self.writer
-            .add_identities(&node.identities, &mut report.write)?;
+            .add_identities(&node.identities, &self.node_addrs, &mut report.write)?;
         // Before the records: a client whose record is live is always
         // found again after DNAT.
         let local = local_addrs(node, ifaces);
@@ -241,8 +252,11 @@ impl Datapath {
             }
             report.detached += 1;
         }
-        self.writer
-            .remove_stale_identities(&node.identities, &mut report.write)?;
+        self.writer.remove_stale_identities(
+            &node.identities,
+            &self.node_addrs,
+            &mut report.write,
+        )?;
         self.local_addrs.remove_stale(&local)?;
         self.services.remove_stale(&services)?;
         report.garbage = self.writer.collect_garbage()?;
@@ -276,6 +290,11 @@ impl Datapath {
             uplink::detach(&self.layout, *ifindex);
             self.uplinks.remove(ifindex);
         }
+    }
+
+    /// The node's own addresses, programmed as `IDENTITY_HOST`.
+    pub fn node_addrs(&self) -> &BTreeSet<std::net::IpAddr> {
+        &self.node_addrs
     }
 
     /// Uplinks with `node_egress` attached.

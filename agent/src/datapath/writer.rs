@@ -24,7 +24,7 @@ use super::maps::{dir_keys, NodeMaps, StagedDir};
 use anyhow::Result;
 use palisade_common::{
     Endpoint, IpKey, PolicyKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
-    MAX_ENDPOINTS,
+    IDENTITY_HOST, MAX_ENDPOINTS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -207,13 +207,17 @@ impl Writer {
     }
 
     /// Adds and updates identities (before pods, so that a new pod's peers
-    /// resolve as soon as its policy is live).
+    /// resolve as soon as its policy is live). The node's own addresses
+    /// (`node`) are `IDENTITY_HOST`, over any pod identity claiming them.
     pub fn add_identities(
         &mut self,
         desired: &BTreeMap<IpAddr, u32>,
+        node: &BTreeSet<IpAddr>,
         report: &mut WriteReport,
     ) -> Result<()> {
-        for (ip, id) in desired {
+        let pods = desired.iter().filter(|(ip, _)| !node.contains(ip));
+        let host = node.iter().map(|ip| (ip, &IDENTITY_HOST));
+        for (ip, id) in pods.chain(host) {
             let key = encode::host_key(*ip);
             if self.identities.get(&key) != Some(id) {
                 self.maps.set_identity(key, *id)?;
@@ -229,9 +233,14 @@ impl Writer {
     pub fn remove_stale_identities(
         &mut self,
         desired: &BTreeMap<IpAddr, u32>,
+        node: &BTreeSet<IpAddr>,
         report: &mut WriteReport,
     ) -> Result<()> {
-        let want: BTreeSet<Lpm<IpKey>> = desired.keys().map(|ip| encode::host_key(*ip)).collect();
+        let want: BTreeSet<Lpm<IpKey>> = desired
+            .keys()
+            .chain(node)
+            .map(|ip| encode::host_key(*ip))
+            .collect();
         let stale: Vec<Lpm<IpKey>> = self
             .identities
             .keys()

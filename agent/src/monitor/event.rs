@@ -7,8 +7,8 @@ use super::view::NodeView;
 use palisade_common::{
     Event, IpKey, DIR_EGRESS, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
     PROTO_TCP, PROTO_UDP, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING, REASON_POLICY,
-    REASON_SPOOF, RULE_BITS, RULE_NOT_ISOLATED, RULE_SPILLED, RULE_WOULD_DENY, VERDICT_ALLOWED,
-    VERDICT_DENIED, VERDICT_WOULD_DENY,
+    REASON_SPOOF, RULE_BITS, RULE_NODE, RULE_NOT_ISOLATED, RULE_SERVICE, RULE_SPILLED,
+    RULE_WOULD_DENY, VERDICT_ALLOWED, VERDICT_DENIED, VERDICT_WOULD_DENY,
 };
 use palisade_policy::{Direction, RuleRef};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,11 @@ pub enum AllowedBy {
     NotIsolated,
     /// A rule group beyond the rule bits (the datapath does not say which).
     SpilledGroup { policies: Vec<String> },
+    /// Traffic between the pod and its own node: always allowed.
+    Node,
+    /// A flow to a Service ClusterIP, passed at the client's egress hook:
+    /// its egress policy is decided after DNAT, against the backend.
+    Service,
 }
 
 /// A rule: its policy (`namespace/name`) and its index in the policy's
@@ -196,6 +201,8 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
         Verdict::Allowed => {
             out.allowed_by = Some(match e.rule {
                 RULE_NOT_ISOLATED => AllowedBy::NotIsolated,
+                RULE_NODE => AllowedBy::Node,
+                RULE_SERVICE => AllowedBy::Service,
                 RULE_SPILLED => AllowedBy::SpilledGroup {
                     policies: d
                         .policies_of_groups(RULE_BITS as usize..usize::MAX)
@@ -319,6 +326,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(n.allowed_by, Some(AllowedBy::NotIsolated));
+    }
+
+    #[test]
+    fn node_traffic_and_service_flows_are_named_not_taken_for_stale() {
+        let mut v = view();
+        v.name_node(&["10.0.0.3".parse().unwrap()].into_iter().collect());
+        let d = decode(&event(VERDICT_ALLOWED, RULE_NODE, 1, 7), &v, "t".into()).unwrap();
+        assert_eq!(d.allowed_by, Some(AllowedBy::Node));
+        assert_eq!(d.peer.as_deref(), Some(crate::monitor::view::NODE_PEER));
+        assert!(!d.stale);
+        let d = decode(&event(VERDICT_ALLOWED, RULE_SERVICE, 1, 7), &v, "t".into()).unwrap();
+        assert_eq!(d.allowed_by, Some(AllowedBy::Service));
+        assert!(!d.stale);
     }
 
     #[test]

@@ -146,7 +146,18 @@ impl NodeView {
         }
         view
     }
+
+    /// Names the node's own addresses as the peer `node` (over any pod
+    /// claiming one: the datapath treats them as the node too).
+    pub fn name_node(&mut self, addrs: &std::collections::BTreeSet<IpAddr>) {
+        for ip in addrs {
+            self.peers.insert(*ip, NODE_PEER.to_string());
+        }
+    }
 }
+
+/// How events name a peer that is one of the node's own addresses.
+pub const NODE_PEER: &str = "node";
 
 /// The current view, shared between the agent (writer) and the readers.
 #[derive(Clone, Default)]

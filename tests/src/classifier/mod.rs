@@ -38,6 +38,8 @@ pub const IFINDEX: u32 = 1;
 
 /// Offset of `ifindex` in `struct __sk_buff` (UAPI, stable).
 const SKB_IFINDEX_OFFSET: usize = 40;
+/// Offset of `ingress_ifindex` in `struct __sk_buff`.
+const SKB_INGRESS_IFINDEX_OFFSET: usize = 36;
 
 /// Which classifier runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +264,16 @@ impl Classifier {
         Ok(self.run_full(hook, frame, 1, Some(ifindex))?.0)
     }
 
+    /// Runs one frame as if received on device `ingress_ifindex` and
+    /// forwarded (`__sk_buff.ingress_ifindex`); `run` leaves it 0, which is
+    /// what a packet the host itself sent has.
+    pub fn run_forwarded(&self, hook: Hook, frame: &[u8], ingress_ifindex: u32) -> Result<u32> {
+        let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 8];
+        ctx[SKB_INGRESS_IFINDEX_OFFSET..SKB_INGRESS_IFINDEX_OFFSET + 4]
+            .copy_from_slice(&ingress_ifindex.to_ne_bytes());
+        Ok(self.run_ctx(hook, frame, 1, Some(&ctx))?.0)
+    }
+
     fn run_full(
         &self,
         hook: Hook,
@@ -269,17 +281,27 @@ impl Classifier {
         repeat: u32,
         ifindex: Option<u32>,
     ) -> Result<(u32, u128)> {
-        let mut out = vec![0u8; frame.len() + 256];
         // The head of a `struct __sk_buff` up to and including `ifindex`;
         // the kernel zero-fills the rest.
         let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 8];
         if let Some(i) = ifindex {
             ctx[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4].copy_from_slice(&i.to_ne_bytes());
         }
+        self.run_ctx(hook, frame, repeat, ifindex.map(|_| &ctx[..]))
+    }
+
+    fn run_ctx(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        repeat: u32,
+        ctx: Option<&[u8]>,
+    ) -> Result<(u32, u128)> {
+        let mut out = vec![0u8; frame.len() + 256];
         let opts = TestRunOptions {
             data_in: Some(frame),
             data_out: Some(&mut out),
-            ctx_in: ifindex.map(|_| &ctx[..]),
+            ctx_in: ctx,
             repeat,
             ..TestRunOptions::new()
         };

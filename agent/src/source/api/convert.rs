@@ -110,7 +110,10 @@ mod tests {
     fn a_pending_pod_with_an_address_takes_part_and_a_finished_one_does_not() {
         let mut p = full_pod("Ready");
         p.status.as_mut().unwrap().phase = Some("Pending".into());
-        let pending = p.convert().unwrap().expect("a Pending pod with an IP is enforced");
+        let pending = p
+            .convert()
+            .unwrap()
+            .expect("a Pending pod with an IP is enforced");
         assert!(pending.pending);
         p.status.as_mut().unwrap().phase = Some("Failed".into());
         assert_eq!(p.convert(), Ok(None));

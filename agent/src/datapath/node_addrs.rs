@@ -1,0 +1,86 @@
+//! The node's own addresses: every address configured on any interface of
+//! the agent's network namespace (the node's), both families, loopback
+//! excepted. Traffic between a pod and any of them is node traffic, always
+//! allowed (`RULE_NODE` in `docs/ebpf.md`): kubelet probes come from
+//! whichever address the route to the pod picks (the uplink's, a bridge's
+//! gateway address, a tunnel device's), so a list from the Node object
+//! would miss some.
+//!
+//! Read with `getifaddrs(3)`: no subprocess, cheap enough for every round.
+
+use anyhow::Result;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// The addresses of every interface of this network namespace, loopback
+/// addresses excepted (a pod's 127.0.0.1 is its own, never the node).
+pub fn read() -> Result<BTreeSet<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut out = BTreeSet::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        // SAFETY: ifa_addr is null or points to a sockaddr of its family.
+        if let Some(ip) = unsafe { sockaddr_ip(ifa.ifa_addr) } {
+            if !ip.is_loopback() {
+                out.insert(ip);
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+/// The IP address in a `sockaddr`, `None` for other families.
+///
+/// # Safety
+/// `sa` is null or points to a valid sockaddr of the family it declares.
+unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
+    if sa.is_null() {
+        return None;
+    }
+    match i32::from((*sa).sa_family) {
+        libc::AF_INET => {
+            let sin = &*(sa as *const libc::sockaddr_in);
+            Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(
+                sin.sin_addr.s_addr,
+            ))))
+        }
+        libc::AF_INET6 => {
+            let sin6 = &*(sa as *const libc::sockaddr_in6);
+            Some(IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr)))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_is_left_out_and_the_rest_is_read() {
+        let addrs = super::read().unwrap();
+        assert!(addrs.iter().all(|ip| !ip.is_loopback()), "{addrs:?}");
+        // Whatever this machine has, each address is one `ip addr` lists.
+        let out = std::process::Command::new("ip")
+            .args(["-j", "addr", "show"])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let listed: std::collections::BTreeSet<std::net::IpAddr> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| a["local"].as_str().and_then(|s| s.parse().ok()))
+            .filter(|ip: &std::net::IpAddr| !ip.is_loopback())
+            .collect();
+        assert_eq!(addrs, listed);
+    }
+}

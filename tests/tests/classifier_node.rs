@@ -1,0 +1,97 @@
+//! Node traffic on crafted frames (BPF_PROG_TEST_RUN): a pod and its own
+//! node may always talk, whatever the policy, but only a packet the node
+//! itself sent counts as the node's at pod ingress.
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+use palisade_common::*;
+use palisade_tests::classifier::{packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_PASS};
+
+const POD4: &str = "10.0.0.1";
+const POD6: &str = "fd00::1";
+const NODE4: &str = "192.0.2.1";
+const NODE6: &str = "2001:db8::1";
+const WORLD4: &str = "198.51.100.7";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// A pod isolated both ways with no rule at all (default deny), whose node
+/// has NODE4 and NODE6.
+fn setup(flags: u32) -> Result<Classifier> {
+    let mut c = Classifier::load()?;
+    let mut ep = Endpoint {
+        flags,
+        ..Default::default()
+    };
+    ep.addrs[0] = palisade_tests::classifier::ip_key(ip(POD4));
+    ep.addrs[1] = palisade_tests::classifier::ip_key(ip(POD6));
+    c.set_endpoint(IFINDEX, &ep)?;
+    c.set_identity(ip(NODE4), 32, IDENTITY_HOST)?;
+    c.set_identity(ip(NODE6), 128, IDENTITY_HOST)?;
+    Ok(c)
+}
+
+fn pass(v: u32) -> bool {
+    match v {
+        TCX_PASS => true,
+        TCX_DROP => false,
+        other => panic!("unexpected verdict {other}"),
+    }
+}
+
+#[test]
+fn node_traffic_passes_default_deny_both_ways_and_opens_a_flow() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)?;
+    for (node, pod) in [(NODE4, POD4), (NODE6, POD6)] {
+        let (node, pod) = (ip(node), ip(pod));
+        // A kubelet probe and its answer.
+        let probe = Packet::tcp(node, pod, 41000, 8080).build();
+        assert!(pass(c.run(Hook::Ingress, &probe)?), "probe from {node}");
+        let answer = Packet::tcp(pod, node, 8080, 41000).build();
+        assert!(pass(c.run(Hook::Egress, &answer)?), "answer to {node}");
+        // The pod may open connections to its node too (any port, ICMP).
+        let to_node = Packet::udp(pod, node, 42000, 10250).build();
+        assert!(pass(c.run(Hook::Egress, &to_node)?), "pod to {node}");
+    }
+    // The flow the node opened is tracked under the node rule.
+    let rules: Vec<u32> = c
+        .conntrack()?
+        .iter()
+        .map(|kv| kv.map(|(_, v)| v.rule))
+        .collect::<Result<_, _>>()?;
+    assert!(!rules.is_empty());
+    assert!(rules.iter().all(|r| *r == RULE_NODE), "{rules:?}");
+    // Others are still refused.
+    let world = Packet::tcp(ip(WORLD4), ip(POD4), 41001, 8080).build();
+    assert!(!pass(c.run(Hook::Ingress, &world)?));
+    let out = Packet::tcp(ip(POD4), ip(WORLD4), 41002, 443).build();
+    assert!(!pass(c.run(Hook::Egress, &out)?));
+    Ok(())
+}
+
+#[test]
+fn a_forwarded_packet_with_a_node_source_is_judged_by_policy() -> Result<()> {
+    let c = setup(EP_ISOLATED_INGRESS)?;
+    let probe = Packet::tcp(ip(NODE4), ip(POD4), 41000, 8080).build();
+    // Received on device 7 and forwarded (masqueraded to the node's address,
+    // or forged from off the node): not the node's own traffic.
+    assert!(!pass(c.run_forwarded(Hook::Ingress, &probe, 7)?));
+    // The same packet sent by the node itself passes.
+    assert!(pass(c.run_forwarded(Hook::Ingress, &probe, 0)?));
+    Ok(())
+}
+
+#[test]
+fn node_traffic_never_lifts_pending_or_anti_spoofing() -> Result<()> {
+    let c = setup(EP_PENDING)?;
+    let probe = Packet::tcp(ip(NODE4), ip(POD4), 41000, 8080).build();
+    assert!(!pass(c.run(Hook::Ingress, &probe)?), "pending drops all");
+    let c = setup(EP_ISOLATED_EGRESS)?;
+    // A pod claiming another source towards its node is still a spoofer.
+    let forged = Packet::tcp(ip(WORLD4), ip(NODE4), 41000, 10250).build();
+    assert!(!pass(c.run(Hook::Egress, &forged)?));
+    Ok(())
+}

@@ -5,6 +5,8 @@
 //! into per-pod map contents, the writer (`datapath`) puts them in the kernel.
 
 pub mod cli;
-pub mod datapath;
+/// The kernel half's userspace side, a crate of its own so that the CNI
+/// plugin uses it without the Kubernetes client.
+pub use palisade_datapath as datapath;
 pub mod monitor;
 pub mod source;

@@ -1,5 +1,6 @@
 //! The kernel half as seen from userspace: loading the classifiers, pinning,
-//! attaching to pod interfaces, and writing compiled map contents.
+//! attaching to pod interfaces, and writing compiled map contents. Used by
+//! the agent (`palisade`) and the CNI plugin (`palisade-cni`).
 //!
 //! [`Datapath::open`] loads (or re-adopts) everything pinned for a node;
 //! [`Datapath::program`] takes a [`CompiledNode`] plus the pod interfaces and

@@ -6,7 +6,8 @@
 //! like a lab on its own); the cluster adds the underlay between their
 //! node namespaces (`underlay`), which goes away with those namespaces.
 
-use crate::cluster_spec::{underlay_addrs, ClusterSpec};
+use crate::cluster_spec::{underlay_addrs, Cidr, ClusterSpec};
+use crate::cni::CniLayout;
 use crate::lab::{Lab, LabPod};
 use crate::measure::{matrix_of, Probe, PROBE_TIMEOUT};
 use crate::probe::Outcome;
@@ -37,11 +38,15 @@ impl Cluster {
     /// whatever was made is removed before returning.
     pub fn up(spec: &ClusterSpec) -> Result<Cluster> {
         spec.validate()?;
+        let ranges = spec.ipam_ranges()?;
         let mut nodes = Vec::with_capacity(spec.nodes.len());
-        for (k, n) in spec.nodes.iter().enumerate() {
+        for (k, (n, ipam_ranges)) in spec.nodes.iter().zip(&ranges).enumerate() {
             let lab = Lab::up(&LabSpec {
                 label: format!("{}/{}", spec.label, n.name),
                 pods: n.pods.clone(),
+                cni: spec.cni,
+                chain: spec.chain.clone(),
+                ipam_ranges: ipam_ranges.clone(),
             })
             .with_context(|| format!("cluster {}: node {}", spec.label, n.name))?;
             let (underlay_v4, underlay_v6) = underlay_addrs(k);
@@ -53,7 +58,22 @@ impl Cluster {
             });
         }
         let netns: Vec<String> = nodes.iter().map(|n| n.lab.node_netns()).collect();
-        crate::underlay::wire(&netns, &spec.nodes)
+        // A bridge puts its node's whole subnet on the bridge: the other
+        // nodes route it to that node (flannel's host-gw), unless the pod
+        // CIDR routes already cover it.
+        let subnets: Vec<Vec<Cidr>> = spec
+            .nodes
+            .iter()
+            .zip(&ranges)
+            .map(|(n, rs)| {
+                rs.iter()
+                    .map(|r| r.subnet)
+                    .filter(|_| spec.cni == CniLayout::Bridge)
+                    .filter(|s| !n.pod_cidrs.iter().any(|c| c.covers(s)))
+                    .collect()
+            })
+            .collect();
+        crate::underlay::wire(&netns, &spec.nodes, &subnets)
             .with_context(|| format!("cluster {}", spec.label))?;
         Ok(Cluster { nodes })
     }

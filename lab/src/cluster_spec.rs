@@ -1,6 +1,7 @@
 //! What a multi-node lab is made of: nodes, each with a name, its pod
 //! CIDRs and its pods.
 
+use crate::cni::{ChainedPlugin, CniLayout, IpamRange};
 use crate::spec::{PodSpec, ServedPort};
 use anyhow::{bail, Result};
 use palisade_policy::Family;
@@ -35,6 +36,11 @@ impl Cidr {
         let (b, _) = Self::bits(ip);
         let shift = u32::from(width - self.len.min(width));
         shift >= u32::from(width) || (a >> shift) == (b >> shift)
+    }
+
+    /// Whether `other` lies wholly inside this prefix.
+    pub fn covers(&self, other: &Cidr) -> bool {
+        self.len <= other.len && self.contains(&other.addr)
     }
 
     fn overlaps(&self, other: &Cidr) -> bool {
@@ -138,19 +144,59 @@ impl NodeSpec {
 pub struct ClusterSpec {
     pub label: String,
     pub nodes: Vec<NodeSpec>,
+    /// How every node wires its pods (`LabSpec::cni`).
+    pub cni: CniLayout,
+    /// Plugins after the main one, on every node (`LabSpec::chain`).
+    pub chain: Vec<ChainedPlugin>,
 }
 
 impl ClusterSpec {
     pub fn new(label: impl Into<String>) -> ClusterSpec {
         ClusterSpec {
             label: label.into(),
-            nodes: Vec::new(),
+            ..ClusterSpec::default()
         }
     }
 
     pub fn node(mut self, node: NodeSpec) -> ClusterSpec {
         self.nodes.push(node);
         self
+    }
+
+    /// Every node wires its pods with `layout`.
+    pub fn cni(mut self, layout: CniLayout) -> ClusterSpec {
+        self.cni = layout;
+        self
+    }
+
+    /// Plugins appended after the main one on every node.
+    pub fn chain(mut self, plugins: Vec<ChainedPlugin>) -> ClusterSpec {
+        self.chain = plugins;
+        self
+    }
+
+    /// host-local's ranges of every node (empty lists for the routed
+    /// layout). A node's pod CIDR of a family is its subnet when it holds
+    /// all the node's pods of that family and host-local can allocate from
+    /// it (as a node's podCIDR is flannel's subnet); otherwise the
+    /// smallest range covering them. Gateways are never any node's pod.
+    pub fn ipam_ranges(&self) -> Result<Vec<Vec<IpamRange>>> {
+        if self.cni == CniLayout::Routed {
+            return Ok(vec![Vec::new(); self.nodes.len()]);
+        }
+        let all: BTreeSet<IpAddr> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.pods.iter().flat_map(|p| p.ips.iter().copied()))
+            .collect();
+        self.nodes
+            .iter()
+            .map(|n| {
+                let given = pod_cidr_ranges(n, &all);
+                crate::cni::plan(&n.pods, &given, &all)
+                    .map_err(|e| e.context(format!("cluster spec: node {}", n.name)))
+            })
+            .collect()
     }
 
     /// Everything `LabSpec::validate` checks per node, plus: node names
@@ -212,8 +258,68 @@ impl ClusterSpec {
             }
         }
         // Duplicate pods and addresses across nodes, reserved addresses.
-        all.validate()
+        all.validate()?;
+        self.validate_ranges()
     }
+
+    /// host-local's subnets stay off the underlay; a bridge's subnet is
+    /// on-link in each of its pods, so it must hold no other node's pod
+    /// (that pod would be looked for on the bridge, never routed).
+    fn validate_ranges(&self) -> Result<()> {
+        let ranges = self.ipam_ranges()?;
+        for (n, rs) in self.nodes.iter().zip(&ranges) {
+            for r in rs {
+                for u in [UNDERLAY_V4, UNDERLAY_V6] {
+                    if r.subnet.overlaps(&u) {
+                        bail!(
+                            "cluster spec: node {}: ipam range {r} overlaps the underlay {u}",
+                            n.name
+                        );
+                    }
+                }
+                if self.cni != CniLayout::Bridge {
+                    continue;
+                }
+                for other in self.nodes.iter().filter(|o| o.name != n.name) {
+                    if let Some(p) = other
+                        .pods
+                        .iter()
+                        .find(|p| p.ips.iter().any(|ip| r.subnet.contains(ip)))
+                    {
+                        bail!(
+                            "cluster spec: node {}: bridge subnet {} holds pod {} of node {}: \
+                             give each node pod CIDRs of its own, or use another layout",
+                            n.name,
+                            r.subnet,
+                            p.key(),
+                            other.name
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The node's pod CIDRs usable as host-local ranges as they are (see
+/// `ClusterSpec::ipam_ranges`), each with its first free address as the
+/// gateway. Host prefixes (a node whose pods follow no per-node block)
+/// and prefixes host-local would not accept every pod from give none.
+fn pod_cidr_ranges(n: &NodeSpec, taken: &BTreeSet<IpAddr>) -> Vec<IpamRange> {
+    let mut out: Vec<IpamRange> = Vec::new();
+    for c in &n.pod_cidrs {
+        if out.iter().any(|r| r.family() == Family::of(&c.addr)) {
+            continue;
+        }
+        let Some(r) = crate::cni::range_in(*c, taken) else {
+            continue;
+        };
+        if crate::cni::plan(&n.pods, &[r], taken).is_ok() {
+            out.push(r);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -273,5 +379,62 @@ mod tests {
             );
         ok.validate().unwrap();
         assert_eq!(b.addr(Family::V6, 10).unwrap(), ip("fd00:244:2::a"));
+    }
+
+    #[test]
+    fn ipam_ranges_use_pod_cidrs_or_cover_the_pods() {
+        let a = NodeSpec::new("a", 0);
+        let b = NodeSpec::new("b", 1);
+        let ips = |n: &NodeSpec, h| {
+            [
+                n.addr(Family::V4, h).unwrap(),
+                n.addr(Family::V6, h).unwrap(),
+            ]
+        };
+        let spec = ClusterSpec::new("t")
+            .cni(CniLayout::Bridge)
+            .node(a.clone().pod("x", "p", &ips(&a, 1), &[]))
+            .node(b.clone().pod("x", "q", &ips(&b, 10), &[]));
+        spec.validate().unwrap();
+        let r = spec.ipam_ranges().unwrap();
+        // Node a's pod took .1: the gateway is the next address.
+        assert_eq!(r[0][0].subnet, a.pod_cidrs[0]);
+        assert_eq!(r[0][0].gateway, ip("10.244.1.2"));
+        assert_eq!(r[1][0].gateway, ip("10.244.2.1"));
+        assert_eq!(r[1][1].subnet, b.pod_cidrs[1]);
+        assert_eq!(r[1][1].gateway, ip("fd00:244:2::1"));
+        assert!(ClusterSpec::new("t").ipam_ranges().unwrap().is_empty());
+    }
+
+    #[test]
+    fn bridge_subnets_must_not_hold_other_nodes_pods() {
+        // Host prefixes: the covering subnet of node a (10.0.0.8/29) holds
+        // node b's pod. Fine for ptp (routed via the gateway), not for a
+        // bridge (on-link in every pod of a).
+        let node = |name: &str, pods: &[(&str, &str)]| {
+            let mut n = NodeSpec::new(name, 0);
+            n.pod_cidrs = pods.iter().map(|(_, a)| Cidr::new(ip(a), 32)).collect();
+            for (p, a) in pods {
+                n = n.pod("x", p, &[ip(a)], &[]);
+            }
+            n
+        };
+        let spec = ClusterSpec::new("t")
+            .node(node("a", &[("p", "10.0.0.10"), ("q", "10.0.0.12")]))
+            .node(node("b", &[("r", "10.0.0.11")]));
+        spec.clone().cni(CniLayout::Ptp).validate().unwrap();
+        let r = spec.clone().cni(CniLayout::Ptp).ipam_ranges().unwrap();
+        // No gateway is a pod of either node.
+        assert_eq!(r[0][0].gateway, ip("10.0.0.9"));
+        assert_eq!(r[1][0].gateway, ip("10.0.0.9"));
+        let e = spec
+            .cni(CniLayout::Bridge)
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("node a") && e.contains("pod x/r") && e.contains("node b"),
+            "{e}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 //! processes and mounts of the node in `node`, the agent in `agent`.
 
 use crate::cleanup;
+use crate::cni::{self, CniLayout, CniNetwork, IpamRange};
 use crate::names;
 use crate::netns::NetNs;
 use crate::probe::SourcePorts;
@@ -23,9 +24,12 @@ pub struct LabPod {
     pub spec: PodSpec,
     /// The pod's network namespace (`ip netns exec <netns> ...` works).
     pub netns: String,
-    /// The host side of the pod's veth, in the node namespace.
+    /// The host side of the pod's veth, in the node namespace (`cali...`
+    /// for the routed layout, the plugin's `veth...` otherwise).
     pub host_veth: String,
     pub(crate) ns: Arc<NetNs>,
+    /// The pod's CNI attachment (plugin layouts), for DEL at teardown.
+    pub(crate) cni: Option<cni::Attachment>,
     pub(crate) source_ports: SourcePorts,
     server: Option<PodServer>,
 }
@@ -33,6 +37,11 @@ pub struct LabPod {
 impl LabPod {
     pub fn key(&self) -> String {
         self.spec.key()
+    }
+
+    /// The final result of the pod's CNI ADD (plugin layouts only).
+    pub fn cni_result(&self) -> Option<&serde_json::Value> {
+        self.cni.as_ref().map(|a| &a.result)
     }
 }
 
@@ -43,6 +52,8 @@ pub struct Lab {
     pub(crate) dir: PathBuf,
     pub(crate) node: Option<Arc<NetNs>>,
     pub(crate) pods: Vec<LabPod>,
+    pub(crate) layout: CniLayout,
+    pub(crate) cni: Option<CniNetwork>,
     pub(crate) children: Mutex<Vec<Option<Child>>>,
     pub(crate) mounts: Mutex<Vec<PathBuf>>,
     pub(crate) counter: AtomicUsize,
@@ -67,7 +78,9 @@ impl Lab {
             Err(e) => eprintln!("palisade-lab: leftovers of an earlier lab remain: {e:#}"),
         }
         let mut host_veths = std::collections::BTreeMap::new();
-        for p in &spec.pods {
+        // Only the routed layout names host veths itself.
+        let routed = spec.cni == CniLayout::Routed;
+        for p in spec.pods.iter().filter(|_| routed) {
             let v = names::host_veth(&p.namespace, &p.name);
             if let Some(other) = host_veths.insert(v.clone(), p.key()) {
                 bail!(
@@ -85,6 +98,8 @@ impl Lab {
             dir,
             node: None,
             pods: Vec::new(),
+            layout: spec.cni,
+            cni: None,
             children: Mutex::new(Vec::new()),
             mounts: Mutex::new(Vec::new()),
             counter: AtomicUsize::new(0),
@@ -107,22 +122,61 @@ impl Lab {
         let node = Arc::new(NetNs::open(&node_name)?);
         topology::setup_node(&node)?;
         self.node = Some(node.clone());
+        if spec.cni != CniLayout::Routed {
+            let ranges = cni::plan(&spec.pods, &spec.ipam_ranges, &Default::default())?;
+            self.cni = Some(CniNetwork::new(
+                spec.cni,
+                ranges,
+                spec.chain.clone(),
+                &node_name,
+                &self.dir.join("cni"),
+            )?);
+        }
 
         for (pod, ns_name) in spec.pods.iter().zip(pod_names) {
             let ns = Arc::new(NetNs::open(&ns_name)?);
-            let host_veth = names::host_veth(&pod.namespace, &pod.name);
-            topology::setup_pod(&node, &ns, pod, &host_veth)?;
-            let server = PodServer::start(ns.clone(), &pod.key(), &pod.ports)?;
+            let (host_veth, attachment) = match &self.cni {
+                None => {
+                    let host_veth = names::host_veth(&pod.namespace, &pod.name);
+                    topology::setup_pod(&node, &ns, pod, &host_veth)?;
+                    (host_veth, None)
+                }
+                Some(net) => {
+                    topology::prepare_cni_pod(&ns, pod)?;
+                    let a = net.attach(pod, &ns_name)?;
+                    (a.host_veth.clone(), Some(a))
+                }
+            };
+            // Recorded before the server starts: a failure from here on
+            // still gets the pod's DEL at teardown.
             self.pods.push(LabPod {
                 spec: pod.clone(),
                 netns: ns_name,
                 host_veth,
-                ns,
+                ns: ns.clone(),
+                cni: attachment,
                 source_ports: SourcePorts::new(pod.ports.iter().map(|p| p.port)),
-                server: Some(server),
+                server: None,
             });
+            let server = PodServer::start(ns, &pod.key(), &pod.ports)?;
+            self.pods.last_mut().expect("just pushed").server = Some(server);
         }
         Ok(())
+    }
+
+    /// How the pods are wired.
+    pub fn cni_layout(&self) -> CniLayout {
+        self.layout
+    }
+
+    /// host-local's ranges of this node (empty for the routed layout).
+    pub fn ipam_ranges(&self) -> &[IpamRange] {
+        self.cni.as_ref().map_or(&[], |c| c.ranges())
+    }
+
+    /// Where host-local keeps this node's leases (plugin layouts only).
+    pub fn ipam_data_dir(&self) -> Option<PathBuf> {
+        self.cni.as_ref().map(|c| c.data_dir())
     }
 
     /// The six-hex-digit id in every name this lab made.
@@ -230,11 +284,36 @@ impl Lab {
                 s.stop();
             }
         }
+        // CNI DEL while the namespaces still exist, as a runtime does
+        // before it removes a sandbox; a failing DEL does not stop the
+        // rest (deleting the namespaces removes what the plugins made).
+        // Without the node namespace (removed as a dead lab's leftovers)
+        // there is no node left to run DEL in, nor anything to delete.
+        let mut errors = Vec::new();
+        let node_alive = Path::new(crate::netns::NETNS_RUN_DIR)
+            .join(names::node_netns(&self.id))
+            .exists();
+        if let Some(net) = self.cni.as_ref().filter(|_| node_alive) {
+            for p in &self.pods {
+                if let Some(a) = &p.cni {
+                    if let Err(e) = net.detach(a) {
+                        errors.push(format!("{e:#}"));
+                    }
+                }
+            }
+        }
         self.pods.clear();
         self.node = None;
-        let r = cleanup::teardown(&self.id);
+        self.cni = None;
+        if let Err(e) = cleanup::teardown(&self.id) {
+            errors.push(format!("{e:#}"));
+        }
         crate::signals::unregister(&self.id);
-        r
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", errors.join("; "))
+        }
     }
 }
 

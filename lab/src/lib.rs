@@ -2,7 +2,8 @@
 //! tests, `cargo xtask demo` and benchmarks.
 //!
 //! `Lab::up` builds a node namespace and one namespace per pod, wired the
-//! way Calico wires pods (see `topology`), starts TCP/UDP/SCTP servers in
+//! way Calico wires pods (see `topology`) or by the reference CNI plugins
+//! `ptp` and `bridge` run as a runtime runs them (see `cni`), starts TCP/UDP/SCTP servers in
 //! every pod, and gives probes, reachability matrices, a private bpffs and
 //! processes inside the node namespace (the agent). Everything is removed
 //! on drop, on panic, on Ctrl-C/SIGTERM, and, for a run that crashed, by
@@ -15,6 +16,7 @@ mod cleanup;
 mod cluster;
 mod cluster_spec;
 mod cmd;
+mod cni;
 mod kube_proxy;
 mod lab;
 mod matrix;
@@ -36,6 +38,7 @@ pub use agent::{palisade_bin, write_manifest, AgentOptions, AgentProcess, BIN_EN
 pub use cleanup::{clean_leftovers, RECORD_ROOT};
 pub use cluster::{Cluster, ClusterNode};
 pub use cluster_spec::{underlay_addrs, Cidr, ClusterSpec, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};
+pub use cni::{ChainedPlugin, CniLayout, IpamRange, BRIDGE, CNI_VERSION, NETWORK_NAME, PLUGIN_DIR};
 pub use kube_proxy::{service_rules, DnatTarget, ServiceRule, KUBE_PROXY_TABLE};
 pub use lab::{Lab, LabPod};
 pub use matrix::{diff, Difference};

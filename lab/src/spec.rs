@@ -1,5 +1,6 @@
 //! What a lab is made of: pods with addresses and the ports they serve.
 
+use crate::cni::{ChainedPlugin, CniLayout, IpamRange};
 use palisade_policy::{Family, Pod, ProbePort};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -29,21 +30,47 @@ impl PodSpec {
     }
 }
 
-/// A whole lab: a label for its records (the test or command that made it)
-/// and its pods. The lab picks its own unique id; the label only helps a
-/// human find which run left something behind.
+/// A whole lab: a label for its records (the test or command that made it),
+/// its pods, and how they are wired. The lab picks its own unique id; the
+/// label only helps a human find which run left something behind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LabSpec {
     pub label: String,
     pub pods: Vec<PodSpec>,
+    /// Who wires the pods: the lab, Calico-style (the default), or the
+    /// reference `ptp` or `bridge` CNI plugin.
+    pub cni: CniLayout,
+    /// Plugins run after the main one (plugin layouts only).
+    pub chain: Vec<ChainedPlugin>,
+    /// host-local's ranges, at most one per family (plugin layouts only);
+    /// a family without one gets the smallest range covering its pods.
+    pub ipam_ranges: Vec<IpamRange>,
 }
 
 impl LabSpec {
     pub fn new(label: impl Into<String>) -> LabSpec {
         LabSpec {
             label: label.into(),
-            pods: Vec::new(),
+            ..LabSpec::default()
         }
+    }
+
+    /// Wires the pods with `layout` instead of the lab's own routed wiring.
+    pub fn cni(mut self, layout: CniLayout) -> LabSpec {
+        self.cni = layout;
+        self
+    }
+
+    /// Plugins appended to the conflist after the main plugin, in order.
+    pub fn chain(mut self, plugins: Vec<ChainedPlugin>) -> LabSpec {
+        self.chain = plugins;
+        self
+    }
+
+    /// host-local's range for the family of `range.subnet`.
+    pub fn ipam_range(mut self, range: IpamRange) -> LabSpec {
+        self.ipam_ranges.push(range);
+        self
     }
 
     /// Adds a pod; `ports` are served on every address of the pod.
@@ -91,12 +118,14 @@ impl LabSpec {
         LabSpec {
             label: label.to_string(),
             pods,
+            ..LabSpec::default()
         }
     }
 
     /// Rejects what the kernel would reject later with a less helpful
     /// message: duplicate pods or addresses, two addresses of one family,
-    /// pods without addresses, port 0.
+    /// pods without addresses, port 0; for the plugin layouts, pods that
+    /// host-local's ranges cannot hold (naming the pod).
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut keys = BTreeSet::new();
         let mut ips = BTreeSet::new();
@@ -129,6 +158,23 @@ impl LabSpec {
                 anyhow::bail!("lab spec: pod {key}: ports: {bad} is not a valid port");
             }
         }
-        Ok(())
+        self.validate_cni()
+    }
+
+    fn validate_cni(&self) -> anyhow::Result<()> {
+        if self.cni == CniLayout::Routed {
+            if !self.chain.is_empty() || !self.ipam_ranges.is_empty() {
+                anyhow::bail!(
+                    "lab spec: chain and ipam_ranges need a plugin layout (ptp or bridge), not routed"
+                );
+            }
+            return Ok(());
+        }
+        if let Some(c) = self.chain.iter().find(|c| c.plugin_type().is_empty()) {
+            anyhow::bail!("lab spec: chain: {} has no plugin type", c.binary.display());
+        }
+        crate::cni::plan(&self.pods, &self.ipam_ranges, &BTreeSet::new())
+            .map(|_| ())
+            .map_err(|e| e.context(format!("lab spec: {} layout", self.cni)))
     }
 }

@@ -13,6 +13,10 @@
 //!   host side: `169.254.1.1` (answered by proxy ARP on the host veth, with
 //!   no proxy delay) and `fe80::1` (a link-local address on the host veth).
 //! - DAD is off everywhere so addresses work at once.
+//!
+//! With a plugin layout (`cni`), the node is set up the same way, each pod
+//! namespace gets the same settings and its loopback up (the runtime's job,
+//! before any plugin runs), and the plugins do the rest.
 
 use crate::cmd::ip_batch;
 use crate::names;
@@ -81,10 +85,24 @@ pub fn setup_node(node: &NetNs) -> Result<()> {
     ip_batch(Some(node.name()), &lines, false).context("setting up the node namespace")
 }
 
+/// A fresh pod namespace's settings, before any interface appears in it
+/// (devices copy the `default` sysctls, so a plugin's veth gets DAD off).
+pub fn prepare_pod(pod_ns: &NetNs, pod: &PodSpec) -> Result<()> {
+    sysctls(pod_ns, &base_sysctls(false)).with_context(|| format!("pod {}", pod.key()))
+}
+
+/// What a runtime does to a sandbox before the plugins run: settings and
+/// loopback up (the `loopback` plugin's whole job).
+pub fn prepare_cni_pod(pod_ns: &NetNs, pod: &PodSpec) -> Result<()> {
+    prepare_pod(pod_ns, pod)?;
+    ip_batch(Some(pod_ns.name()), &["link set lo up".to_string()], false)
+        .with_context(|| format!("pod {}: loopback", pod.key()))
+}
+
 /// Wires one pod: veth pair, addresses, routes, per-interface settings.
 pub fn setup_pod(node: &NetNs, pod_ns: &NetNs, pod: &PodSpec, host_veth: &str) -> Result<()> {
     let key = pod.key();
-    sysctls(pod_ns, &base_sysctls(false)).with_context(|| format!("pod {key}"))?;
+    prepare_pod(pod_ns, pod)?;
 
     let mut node_lines = vec![
         format!(

@@ -7,11 +7,13 @@
 //! Each node has `198.51.100.<k+1>/24` and `fd00:198::<k+1>/64` on its
 //! `underlay0`, and for every other node `route add <pod CIDR> via <that
 //! node's underlay address>`: pods reach remote pods by routing alone, as
-//! with Calico in BGP mode without encapsulation. No route here is a
-//! gatewayless host route, so an agent never mistakes the underlay for a
-//! pod interface.
+//! with Calico in BGP mode without encapsulation. With the bridge layout a
+//! node's host-local subnets, when its pod CIDRs do not already cover
+//! them, are routed to it the same way (flannel's host-gw: the subnet is
+//! on the node's bridge). No route here is a gatewayless host route, so an
+//! agent never mistakes the underlay for a pod interface.
 
-use crate::cluster_spec::{underlay_addrs, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};
+use crate::cluster_spec::{underlay_addrs, Cidr, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};
 use crate::cmd::ip_batch;
 use anyhow::{Context, Result};
 use std::net::IpAddr;
@@ -19,8 +21,9 @@ use std::net::IpAddr;
 /// The underlay device of every node.
 pub const UNDERLAY: &str = "underlay0";
 
-/// Wires `nodes` (their namespaces, in spec order) together.
-pub fn wire(netns: &[String], nodes: &[NodeSpec]) -> Result<()> {
+/// Wires `nodes` (their namespaces, in spec order) together; `subnets[j]`
+/// are more prefixes of node `j` to route to it.
+pub fn wire(netns: &[String], nodes: &[NodeSpec], subnets: &[Vec<Cidr>]) -> Result<()> {
     let Some(hub) = netns.first() else {
         return Ok(());
     };
@@ -53,7 +56,8 @@ pub fn wire(netns: &[String], nodes: &[NodeSpec]) -> Result<()> {
                 continue;
             }
             let (gw4, gw6) = underlay_addrs(j);
-            for c in &other.pod_cidrs {
+            let extra = subnets.get(j).into_iter().flatten();
+            for c in other.pod_cidrs.iter().chain(extra) {
                 let via: IpAddr = match c.addr {
                     IpAddr::V4(_) => gw4.into(),
                     IpAddr::V6(_) => gw6.into(),

@@ -22,6 +22,7 @@ const APT: &[(&str, &str)] = &[
     ("nftables", "/usr/sbin/nft"),
     ("iptables", "/usr/sbin/iptables"),
     ("ipset", "/usr/sbin/ipset"),
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
 ];
 
 pub fn run() -> Result<()> {

@@ -102,6 +102,7 @@ pub mod holder;
 pub mod hostif;
 pub mod install;
 pub mod json;
+pub mod kernel;
 pub mod links;
 pub mod plugin;
 pub mod record;
@@ -117,13 +118,14 @@ pub use plugin::{run, run_with, Outcome};
 pub use record::{Record, RecordStore};
 
 /// The plugin's entry point: reads the process's `CNI_*` variables and
-/// stdin, runs the command with `holder`, writes stdout and stderr, and
-/// returns the exit code.
-pub fn main_with(holder: &dyn Holder) -> i32 {
+/// stdin, runs the command with the holder `holder_for` makes from the
+/// network config (where the holder finds the node's pins), writes stdout
+/// and stderr, and returns the exit code.
+pub fn main_with(holder_for: &dyn Fn(&[u8]) -> Box<dyn Holder>) -> i32 {
     let env = Env::from_process();
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
-        Ok(_) => run(&env, &stdin, holder),
+        Ok(_) => run(&env, &stdin, holder_for(&stdin).as_ref()),
         Err(e) => Outcome {
             stdout: CniError::new(error::code::IO_FAILURE, "cannot read stdin", e.to_string())
                 .to_json(config::LATEST_VERSION),

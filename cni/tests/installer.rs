@@ -46,6 +46,8 @@ impl Node {
             bin_dir: self.scratch.path().join("bin"),
             binary: Some(self.scratch.path().join("palisade-cni-build")),
             state_dir: Some("/run/palisade/cni".into()),
+            node: Some("node-1".into()),
+            bpffs_root: Some("/sys/fs/bpf/palisade".into()),
         }
     }
 
@@ -113,6 +115,12 @@ fn install_is_idempotent_and_uninstall_restores_bytes() {
         assert_eq!(
             entry.get("stateDir").and_then(Json::as_str),
             Some("/run/palisade/cni")
+        );
+        // Where the plugin finds the agent's pins.
+        assert_eq!(entry.get("nodeName").and_then(Json::as_str), Some("node-1"));
+        assert_eq!(
+            entry.get("bpffsRoot").and_then(Json::as_str),
+            Some("/sys/fs/bpf/palisade")
         );
         // The rest of the document is as it was, key order included.
         let original = Json::parse(&before[0].1).unwrap();
@@ -201,7 +209,7 @@ fn existing_entry_is_updated_in_place_and_moved_last() {
     let entry = doc.get("plugins").unwrap().as_array().unwrap()[2].clone();
     assert_eq!(
         serde_json::to_string(&entry).unwrap(),
-        r#"{"type":"palisade-cni","logLevel":"debug","stateDir":"/run/palisade/cni"}"#
+        r#"{"type":"palisade-cni","logLevel":"debug","stateDir":"/run/palisade/cni","nodeName":"node-1","bpffsRoot":"/sys/fs/bpf/palisade"}"#
     );
     // No original to go back to: uninstall removes just the entry.
     uninstall(&node.opts()).unwrap();

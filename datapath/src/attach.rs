@@ -96,7 +96,7 @@ pub(super) fn replace_program(ebpf: &mut Ebpf, prog: &str, path: &Path) -> Resul
     Ok(())
 }
 
-pub(super) fn remove_pin(path: &Path) {
+pub(crate) fn remove_pin(path: &Path) {
     if let Err(e) = std::fs::remove_file(path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!(pin = %path.display(), error = %e, "cannot remove pin");
@@ -105,7 +105,7 @@ pub(super) fn remove_pin(path: &Path) {
 }
 
 /// Whether the pinned link of `prog` on `ifindex` is live.
-fn is_attached(layout: &PinLayout, ifindex: u32, prog: &str) -> bool {
+pub(crate) fn is_attached(layout: &PinLayout, ifindex: u32, prog: &str) -> bool {
     let path = layout.link(ifindex, prog);
     matches!(sys::tcx_link_info(&path), Ok(info) if info.ifindex == ifindex)
 }

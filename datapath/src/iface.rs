@@ -1,11 +1,23 @@
-//! Finding pod interfaces: a local pod's host-side interface is the device of
-//! the host route (/32 or /128, no gateway) to the pod's address in the main
-//! table of the agent's network namespace. Point-to-point CNIs and Calico
-//! install exactly such routes. We read them with `ip -j route` (iproute2's
-//! stable JSON output), which keeps netlink parsing out of the agent.
+//! Finding pod interfaces, from two sources:
+//!
+//! - attachment records of the chained CNI plugin (`palisade-cni`), which
+//!   name the pod, its host-side interface and its addresses: the only
+//!   source on bridge CNIs (flannel, the `bridge` plugin, kubenet), where
+//!   pods have no host route;
+//! - host routes: a local pod's host-side interface is the device of the
+//!   host route (/32 or /128, no gateway) to the pod's address in the main
+//!   table of the agent's network namespace. Point-to-point CNIs and Calico
+//!   install exactly such routes. We read them with `ip -j route`
+//!   (iproute2's stable JSON output), which keeps netlink parsing out of
+//!   the agent.
+//!
+//! A route's device is taken only when it is a veth or netkit device: an
+//! uplink with a gateway-less host route (GCE's `10.128.0.1 dev ens4`), a
+//! bridge, a tunnel or a dummy device is never a pod's, and holding it
+//! pending would cut the node off.
 
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::Command;
 
@@ -108,19 +120,73 @@ pub struct Interfaces {
     pub unknown: BTreeMap<u32, String>,
 }
 
-/// Matches the host routes against the local pods' addresses.
-///
-/// `pods` yields (`namespace/name`, addresses). A pod whose addresses route
-/// over two different interfaces is reported and takes the first; an
-/// interface that carries routes of two pods keeps the first pod only.
+/// A pod interface the CNI plugin recorded (see the `palisade-cni` crate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub ifindex: u32,
+    pub ifname: String,
+    /// `namespace/name`, when the runtime passed them.
+    pub pod: Option<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+/// Matches the host routes against the local pods' addresses (no CNI
+/// records; devices checked with [`is_pod_device`]).
 pub fn match_pods<'a>(
     routes: &BTreeMap<IpAddr, HostRoute>,
     pods: impl IntoIterator<Item = (&'a str, &'a [IpAddr])>,
 ) -> Interfaces {
+    match_all(routes, &[], pods, &is_pod_device)
+}
+
+/// Matches CNI attachments, then host routes, against the local pods.
+///
+/// `pods` yields (`namespace/name`, addresses). An attachment belongs to
+/// the pod it names, else to the pod owning one of its addresses; one whose
+/// interface index now names another device is stale and ignored. Routes
+/// count only over devices `pod_device` accepts and not already attached.
+/// A pod whose addresses route over two different interfaces is reported
+/// and takes the first; an interface that carries routes of two pods keeps
+/// the first pod only. Interfaces with no known pod are `unknown` (held
+/// pending).
+pub fn match_all<'a>(
+    routes: &BTreeMap<IpAddr, HostRoute>,
+    attachments: &[Attachment],
+    pods: impl IntoIterator<Item = (&'a str, &'a [IpAddr])>,
+    pod_device: &dyn Fn(u32, &str) -> bool,
+) -> Interfaces {
+    let pods: Vec<(&str, &[IpAddr])> = pods.into_iter().collect();
     let mut out = Interfaces::default();
     let mut owner: BTreeMap<u32, String> = BTreeMap::new();
-    let mut claimed: std::collections::BTreeSet<IpAddr> = Default::default();
+    for a in attachments {
+        if super::sys::ifname(a.ifindex).as_deref() != Some(a.ifname.as_str()) {
+            continue;
+        }
+        let pod = pods.iter().find(|(key, ips)| {
+            a.pod.as_deref() == Some(*key)
+                || (a.pod.is_none() && ips.iter().any(|ip| a.ips.contains(ip)))
+        });
+        match pod {
+            Some((key, _)) if !out.pods.contains_key(*key) => {
+                owner.insert(a.ifindex, key.to_string());
+                out.pods.insert(key.to_string(), a.ifindex);
+            }
+            _ => {
+                out.unknown.insert(a.ifindex, a.ifname.clone());
+            }
+        }
+    }
+    let attached: BTreeSet<u32> = attachments.iter().map(|a| a.ifindex).collect();
+    let routes: BTreeMap<IpAddr, &HostRoute> = routes
+        .iter()
+        .filter(|(_, r)| !attached.contains(&r.ifindex) && pod_device(r.ifindex, &r.ifname))
+        .map(|(ip, r)| (*ip, r))
+        .collect();
+    let mut claimed: BTreeSet<IpAddr> = Default::default();
     for (key, ips) in pods {
+        if out.pods.contains_key(key) {
+            continue;
+        }
         let mut found: Option<u32> = None;
         for ip in ips {
             let Some(r) = routes.get(ip) else { continue };
@@ -141,12 +207,60 @@ pub fn match_pods<'a>(
         owner.insert(ifindex, key.to_string());
         out.pods.insert(key.to_string(), ifindex);
     }
-    for (ip, r) in routes {
+    for (ip, r) in &routes {
         if !claimed.contains(ip) && !owner.contains_key(&r.ifindex) {
             out.unknown.insert(r.ifindex, r.ifname.clone());
         }
     }
     out
+}
+
+/// Whether `ifname` (index `ifindex`) is a device a pod can have on its
+/// host side: a veth or netkit device. The answer is cached per index and
+/// name: an interface does not change kind, and this runs every round.
+pub fn is_pod_device(ifindex: u32, ifname: &str) -> bool {
+    static KINDS: std::sync::Mutex<BTreeMap<(u32, String), bool>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let key = (ifindex, ifname.to_string());
+    if let Some(v) = KINDS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return *v;
+    }
+    let Some(kind) = link_kind(ifname) else {
+        // Unknown now (the device may be going away): not a pod's, and not
+        // remembered, so a later round asks again.
+        return false;
+    };
+    let pod = matches!(kind.as_str(), "veth" | "netkit");
+    KINDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, pod);
+    pod
+}
+
+/// The link kind (`veth`, `bridge`, `vxlan`, ...; empty for a physical
+/// device) of `ifname`, from `ip -j -d link show`; `None` when unreadable.
+fn link_kind(ifname: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["-j", "-d", "link", "show", "dev", ifname])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_link_kind(&out.stdout)
+}
+
+fn parse_link_kind(json: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let link = v.as_array()?.first()?;
+    Some(
+        link.get("linkinfo")
+            .and_then(|i| i.get("info_kind"))
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -207,11 +321,29 @@ mod tests {
         .collect();
         let a: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
         let b: Vec<IpAddr> = vec!["10.0.0.8".parse().unwrap()];
-        let got = match_pods(&routes, [("ns/a", a.as_slice()), ("ns/b", b.as_slice())]);
+        let any = |_: u32, _: &str| true;
+        let pods = [("ns/a", a.as_slice()), ("ns/b", b.as_slice())];
+        let got = match_all(&routes, &[], pods, &any);
         assert_eq!(got.pods, [("ns/a".to_string(), 5)].into_iter().collect());
         assert_eq!(
             got.unknown,
             [(6, "veth2".to_string())].into_iter().collect()
         );
+        // A device that is not a pod's is never claimed, even pending.
+        let only_veth1 = |i: u32, _: &str| i == 5;
+        let got = match_all(&routes, &[], pods, &only_veth1);
+        assert_eq!(got.pods, [("ns/a".to_string(), 5)].into_iter().collect());
+        assert!(got.unknown.is_empty(), "{:?}", got.unknown);
+    }
+
+    #[test]
+    fn link_kinds_from_ip_link() {
+        let veth = br#"[{"ifindex":5,"ifname":"veth1","linkinfo":{"info_kind":"veth"}}]"#;
+        assert_eq!(parse_link_kind(veth).as_deref(), Some("veth"));
+        let nic = br#"[{"ifindex":2,"ifname":"ens4","link_type":"ether"}]"#;
+        assert_eq!(parse_link_kind(nic).as_deref(), Some(""));
+        assert_eq!(parse_link_kind(b"[]"), None);
+        // This namespace's loopback is no pod device.
+        assert!(!is_pod_device(1, "lo"));
     }
 }

@@ -10,6 +10,7 @@ pub mod addrs;
 pub mod attach;
 mod batch;
 pub mod encode;
+pub mod hold;
 pub mod iface;
 pub mod load;
 pub mod maps;
@@ -58,10 +59,16 @@ pub struct Datapath {
     /// The node's own addresses as last read (`node_addrs`), kept when a
     /// read fails.
     node_addrs: BTreeSet<std::net::IpAddr>,
+    /// The interfaces the CNI plugin holds right now (its records).
+    recorded: Option<RecordedFn>,
     adopted: bool,
     /// Held for the life of this value: one writer per node.
     _lock: sys::DirLock,
 }
+
+/// Reads the interface indexes the CNI plugin holds (see
+/// [`Datapath::set_recorded`]).
+pub type RecordedFn = Box<dyn Fn() -> BTreeSet<u32> + Send + Sync>;
 
 /// Outcome of one [`Datapath::program`] call.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -85,6 +92,8 @@ impl Datapath {
     pub fn open(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Self> {
         let mut loaded = load::load(object, bpffs_root, node)?;
         let attached = attach::adopt(&mut loaded.ebpf, &loaded.layout)?;
+        // From here on the CNI plugin holds new interfaces with these.
+        hold::pin_programs(&mut loaded.ebpf, &loaded.layout)?;
         let uplinks = uplink::adopt(&mut loaded.ebpf, &loaded.layout)?;
         let services = addrs::AddrTable::take(&mut loaded, palisade_common::names::SERVICES)?;
         let local_addrs = addrs::AddrTable::take(&mut loaded, palisade_common::names::LOCAL_ADDRS)?;
@@ -102,6 +111,7 @@ impl Datapath {
             uplink_spec: uplink::UplinkSpec::Auto,
             uplinks,
             node_addrs: BTreeSet::new(),
+            recorded: None,
             adopted: loaded.adopted,
             _lock: loaded.lock,
         })
@@ -111,6 +121,13 @@ impl Datapath {
     /// the default routes); applied by the next `program`.
     pub fn set_uplinks(&mut self, spec: uplink::UplinkSpec) {
         self.uplink_spec = spec;
+    }
+
+    /// Tells how to read the interfaces the CNI plugin holds. A pinned link
+    /// on one of them that a round does not know (its record came after the
+    /// round read the records) is left attached, not taken for a leftover.
+    pub fn set_recorded(&mut self, f: RecordedFn) {
+        self.recorded = Some(f);
     }
 
     /// Sets which events the classifiers emit (`CONFIG_EVENTS_*` bits).
@@ -237,7 +254,14 @@ impl Datapath {
             .filter(|i| !desired.contains_key(i))
             .copied()
             .collect();
+        let recorded = match (&self.recorded, gone.is_empty()) {
+            (Some(f), false) => f(),
+            _ => BTreeSet::new(),
+        };
         for ifindex in gone {
+            if recorded.contains(&ifindex) && sys::ifname(ifindex).is_some() {
+                continue;
+            }
             // Detach first: once no classifier runs for the interface, its
             // record and maps can go without a window of missing policy.
             attach::detach(&self.layout, ifindex);

@@ -124,6 +124,15 @@ impl PinLayout {
     }
 
     /// Directory of the uplinks' TCX link pins.
+    /// Directory of the pod programs' pins (for the CNI plugin's holds).
+    pub fn progs_dir(&self) -> PathBuf {
+        self.node_dir.join("progs")
+    }
+
+    pub fn prog(&self, name: &str) -> PathBuf {
+        self.progs_dir().join(name)
+    }
+
     pub fn uplinks_dir(&self) -> PathBuf {
         self.node_dir.join("uplinks")
     }

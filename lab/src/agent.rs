@@ -41,6 +41,25 @@ pub fn palisade_bin() -> Result<PathBuf> {
     Ok(p)
 }
 
+/// Overrides where [`palisade_cni_bin`] looks.
+pub const CNI_BIN_ENV: &str = "PALISADE_CNI_BIN";
+
+/// The `palisade-cni` plugin binary: `$PALISADE_CNI_BIN`, else the one
+/// beside [`palisade_bin`] (both are built together).
+pub fn palisade_cni_bin() -> Result<PathBuf> {
+    let p = match std::env::var_os(CNI_BIN_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => palisade_bin()?.with_file_name("palisade-cni"),
+    };
+    if !p.is_file() {
+        bail!(
+            "no palisade-cni binary at {}: run `cargo xtask build` (or set {CNI_BIN_ENV})",
+            p.display()
+        );
+    }
+    Ok(p)
+}
+
 /// How to start an agent.
 #[derive(Clone, Debug)]
 pub struct AgentOptions {

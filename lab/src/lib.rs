@@ -34,7 +34,10 @@ mod spec;
 mod topology;
 mod underlay;
 
-pub use agent::{palisade_bin, write_manifest, AgentOptions, AgentProcess, BIN_ENV};
+pub use agent::{
+    palisade_bin, palisade_cni_bin, write_manifest, AgentOptions, AgentProcess, BIN_ENV,
+    CNI_BIN_ENV,
+};
 pub use cleanup::{clean_leftovers, RECORD_ROOT};
 pub use cluster::{Cluster, ClusterNode};
 pub use cluster_spec::{underlay_addrs, Cidr, ClusterSpec, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};

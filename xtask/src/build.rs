@@ -55,17 +55,23 @@ pub fn ebpf() -> Result<()> {
     Ok(())
 }
 
-/// Builds the classifiers, then the `palisade` binary; returns its path.
+/// Builds the classifiers, then the `palisade` and `palisade-cni` binaries;
+/// returns the path of `palisade`.
 pub fn all() -> Result<PathBuf> {
     ebpf()?;
     eprintln!("build: palisade agent");
     let mut cmd = Command::new("cargo");
+    // The CNI plugin embeds the same classifiers; the tests run both.
     cmd.current_dir(workspace_root()).args([
         "build",
         "--package",
         "palisade-agent",
         "--bin",
         "palisade",
+        "--package",
+        "palisade-cni",
+        "--bin",
+        "palisade-cni",
     ]);
     status(&mut cmd, "agent build")?;
     Ok(workspace_root().join("target/debug/palisade"))

@@ -13,6 +13,7 @@
 //! (`datapath_metrics`); each round publishes the view of the node they
 //! decode with. `--audit` puts every policy of every model in audit mode.
 
+mod attachments;
 mod datapath_metrics;
 mod delta;
 mod http;
@@ -21,7 +22,7 @@ mod latency;
 mod metrics;
 mod rules;
 
-use crate::datapath::iface::{self, HostRoute, Interfaces};
+use crate::datapath::iface::{self, Attachment, HostRoute, Interfaces};
 use crate::datapath::uplink::UplinkSpec;
 use crate::datapath::watch::RouteEvents;
 use crate::datapath::{self, load::DEFAULT_BPFFS_ROOT, Datapath, ProgramReport};
@@ -94,6 +95,11 @@ pub struct AgentArgs {
     /// comma-separated list of interface names.
     #[arg(long, default_value = "auto")]
     pub uplink: UplinkSpec,
+    /// The state directory of the chained CNI plugin (`palisade-cni`): its
+    /// records name the pod interfaces it holds, the only way to find them
+    /// on CNIs that install no per-pod host route (bridge layouts).
+    #[arg(long, default_value = palisade_cni::config::DEFAULT_STATE_DIR)]
+    pub cni_state_dir: PathBuf,
 }
 
 /// How long to wait before retrying a round that left errors (a pod that
@@ -118,6 +124,10 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let object = datapath::ebpf_object()?;
     let mut dp = Datapath::open(object, &args.bpffs_root, &args.node)?;
     dp.set_uplinks(args.uplink.clone());
+    let records = args.cni_state_dir.clone();
+    // A link the plugin pinned after this round read the records is the
+    // plugin's hold, not a leftover: it is never detached.
+    dp.set_recorded(Box::new(move || attachments::ifindexes(&records)));
     let view = SharedView::default();
     // Enforcement does not depend on observability: without its maps or
     // socket the agent still programs policy, and says why it cannot tell.
@@ -189,7 +199,8 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
                 continue;
             }
         };
-        let routes_changed = routes != agent.routes;
+        let attached = attachments::read(&agent.cni_state_dir);
+        let routes_changed = routes != agent.routes || attached != agent.attachments;
         if routes_changed {
             // An interface appeared or went: timed from now.
             agent.latency.learned(Instant::now());
@@ -279,6 +290,9 @@ struct Agent {
     pinned_identities: Option<BTreeMap<IpAddr, u32>>,
     last_model: Option<Model>,
     routes: BTreeMap<IpAddr, HostRoute>,
+    /// The CNI plugin's records, as last read from `cni_state_dir`.
+    attachments: Vec<Attachment>,
+    cni_state_dir: PathBuf,
     rounds: u64,
     latency: Latency,
     /// `--audit`: every policy in audit mode.
@@ -305,6 +319,8 @@ impl Agent {
             pinned_identities: Some(pinned),
             last_model: None,
             routes: BTreeMap::new(),
+            attachments: Vec::new(),
+            cni_state_dir: args.cni_state_dir.clone(),
             // Continue the count of a previous agent, so that a reader waiting
             // for "a round after N" is never fooled by a restart.
             rounds: args.ready_file.as_deref().map_or(0, read_ready),
@@ -396,12 +412,15 @@ impl Agent {
             .expect("a model is compiled before any programming")
             .compiled();
         self.routes = iface::host_routes()?;
-        let ifaces: Interfaces = iface::match_pods(
+        self.attachments = attachments::read(&self.cni_state_dir);
+        let ifaces: Interfaces = iface::match_all(
             &self.routes,
+            &self.attachments,
             compiled
                 .pods
                 .iter()
                 .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+            &iface::is_pod_device,
         );
         // Rule counter columns are attributed with the groups the kernel
         // ran with until now, before the round gives the bits new meaning.

@@ -6,8 +6,9 @@ use anyhow::Context;
 
 use super::{install, uninstall, InstallOptions};
 
-/// Reads `--cni-conf-dir DIR`, `--cni-bin-dir DIR`, `--binary PATH` and
-/// `--state-dir DIR` (also as `--flag=value`).
+/// Reads `--cni-conf-dir DIR`, `--cni-bin-dir DIR`, `--binary PATH`,
+/// `--state-dir DIR`, `--node NAME` and `--bpffs-root DIR` (also as
+/// `--flag=value`).
 pub fn parse_args(args: &[String]) -> anyhow::Result<InstallOptions> {
     let mut opts = InstallOptions::default();
     let mut it = args.iter();
@@ -36,8 +37,14 @@ pub fn parse_args(args: &[String]) -> anyhow::Result<InstallOptions> {
                 anyhow::ensure!(dir.is_absolute(), "--state-dir: {} is not an absolute path", dir.display());
                 opts.state_dir = Some(dir);
             }
+            "--node" => opts.node = Some(value()?.to_string_lossy().into_owned()),
+            "--bpffs-root" => {
+                let dir = value()?;
+                anyhow::ensure!(dir.is_absolute(), "--bpffs-root: {} is not an absolute path", dir.display());
+                opts.bpffs_root = Some(dir);
+            }
             other => anyhow::bail!(
-                "unknown argument {other:?} (expected --cni-conf-dir, --cni-bin-dir, --binary, --state-dir)"
+                "unknown argument {other:?} (expected --cni-conf-dir, --cni-bin-dir, --binary, --state-dir, --node, --bpffs-root)"
             ),
         }
     }
@@ -110,8 +117,13 @@ mod tests {
             "--binary",
             "/x",
             "--state-dir=/s",
+            "--node",
+            "node-1",
+            "--bpffs-root=/sys/fs/bpf/p",
         ]))
         .unwrap();
+        assert_eq!(o.node.as_deref(), Some("node-1"));
+        assert_eq!(o.bpffs_root, Some(PathBuf::from("/sys/fs/bpf/p")));
         assert_eq!(o.conf_dir, PathBuf::from("/c"));
         assert_eq!(o.bin_dir, PathBuf::from("/b"));
         assert_eq!(o.binary, Some(PathBuf::from("/x")));

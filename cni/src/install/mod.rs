@@ -41,6 +41,11 @@ pub struct InstallOptions {
     pub binary: Option<PathBuf>,
     /// Written as the entry's `stateDir` when given.
     pub state_dir: Option<PathBuf>,
+    /// Written as the entry's `nodeName`: the agent's `--node`, which names
+    /// the directory of the node's pins.
+    pub node: Option<String>,
+    /// Written as the entry's `bpffsRoot`: the agent's `--bpffs-root`.
+    pub bpffs_root: Option<PathBuf>,
 }
 
 impl Default for InstallOptions {
@@ -50,6 +55,8 @@ impl Default for InstallOptions {
             bin_dir: DEFAULT_BIN_DIR.into(),
             binary: None,
             state_dir: None,
+            node: None,
+            bpffs_root: None,
         }
     }
 }
@@ -154,6 +161,12 @@ pub fn install(opts: &InstallOptions) -> anyhow::Result<InstallReport> {
     let mut keys = vec![("type".to_string(), Json::str(PLUGIN_TYPE))];
     if let Some(dir) = &opts.state_dir {
         keys.push(("stateDir".to_string(), Json::str(&dir.to_string_lossy())));
+    }
+    if let Some(node) = &opts.node {
+        keys.push(("nodeName".to_string(), Json::str(node)));
+    }
+    if let Some(root) = &opts.bpffs_root {
+        keys.push(("bpffsRoot".to_string(), Json::str(&root.to_string_lossy())));
     }
     put_entry(&mut list, &keys)
         .map_err(|why| anyhow::anyhow!("{}: {why}; left untouched", file.display()))?;

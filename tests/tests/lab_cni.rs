@@ -1,0 +1,128 @@
+//! End to end with the chained CNI plugin: pods wired by the reference
+//! `bridge` and `ptp` plugins with `palisade-cni` last in the chain, as a
+//! runtime runs a node's conflist. Before any agent runs, every new pod is
+//! held pending (no packet gets through); once the agent runs, it finds the
+//! pods from the plugin's records (the bridge layout has no per-pod host
+//! route) and enforces policy exactly as the oracle says.
+//!
+//! Needs `palisade` and `palisade-cni` (`cargo xtask build`).
+
+use palisade_lab::{
+    palisade_bin, palisade_cni_bin, write_manifest, AgentOptions, ChainedPlugin, CniLayout, Family,
+    Lab, LabSpec, Outcome, Probe,
+};
+use palisade_tests::kernel::Scratch;
+use palisade_tests::lab::PORTS;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const AGENT_START: Duration = Duration::from_secs(60);
+const NODE: &str = "node-1";
+
+fn scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
+}
+
+/// Every ordered pair of distinct pods, TCP 80 over IPv4.
+fn all_pairs(lab: &Lab) -> Vec<Probe> {
+    let mut out = Vec::new();
+    for from in lab.pods() {
+        for to in lab.pods() {
+            if from.key() != to.key() {
+                out.push(Probe {
+                    from: from.key(),
+                    to: lab.ip(&to.key(), Family::V4).unwrap(),
+                    port: 80,
+                    protocol: palisade_lab::Protocol::Tcp,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn held_then_enforced(layout: CniLayout, scenario: &str) {
+    let scratch = Scratch::new(&format!("lab-cni-{layout}"));
+    let state = scratch.dir().join("cni-state");
+    let manifests = scratch.manifests();
+    std::fs::copy(
+        scenarios().join("topology.yaml"),
+        manifests.join("topology.yaml"),
+    )
+    .unwrap();
+    let policies =
+        std::fs::read_to_string(scenarios().join(scenario).join("policies.yaml")).unwrap();
+    write_manifest(&manifests.join("policies.yaml"), &policies).unwrap();
+    let model = palisade_policy::load_paths(std::slice::from_ref(&manifests));
+    assert!(model.errors.is_empty(), "{:?}", model.errors);
+
+    let plugin = ChainedPlugin::new(palisade_cni_bin().unwrap())
+        .with("stateDir", state.to_str().unwrap().into())
+        .with("bpffsRoot", scratch.bpffs().to_str().unwrap().into())
+        .with("nodeName", NODE.into());
+    let spec = LabSpec::from_pods(&format!("lab_cni_{layout}"), &model.pods, &PORTS)
+        .cni(layout)
+        .chain(vec![plugin]);
+    let lab = Lab::up(&spec).expect("lab up");
+
+    // One record per pod, naming the host veth the lab found.
+    let records = palisade_cni::RecordStore::new(&state).list().unwrap();
+    assert!(records.unreadable.is_empty(), "{:?}", records.unreadable);
+    assert_eq!(records.records.len(), lab.pods().len());
+    for pod in lab.pods() {
+        let r = records
+            .records
+            .iter()
+            .find(|r| r.host_interface == pod.host_veth)
+            .unwrap_or_else(|| panic!("no record for {} ({})", pod.key(), pod.host_veth));
+        assert_eq!(r.pod_name.as_deref(), Some(pod.spec.name.as_str()));
+    }
+
+    // No agent has run: every pod is held, nothing gets through.
+    let probes = all_pairs(&lab);
+    let before = lab.probe_many(&probes, Duration::from_millis(300)).unwrap();
+    let through = before
+        .iter()
+        .filter(|o| matches!(o, Outcome::Reached))
+        .count();
+    assert_eq!(
+        through,
+        0,
+        "{through} of {} probes got through held pods",
+        probes.len()
+    );
+
+    let mut opts = AgentOptions::new(
+        palisade_bin().unwrap(),
+        vec![manifests.clone()],
+        NODE,
+        scratch.bpffs(),
+    );
+    opts.args = vec!["--cni-state-dir".into(), state.to_str().unwrap().into()];
+    let agent = lab.start_agent(&opts).unwrap();
+    lab.wait_agent(&agent, 0, AGENT_START).unwrap();
+    for family in [Family::V4, Family::V6] {
+        let measured = lab.measure_matrix(&PORTS, family).unwrap();
+        let expected = palisade_policy::matrix(&model, &PORTS, family);
+        let diff = palisade_lab::diff(&measured, &expected);
+        assert!(
+            diff.is_empty(),
+            "{layout} {family:?}: {diff:#?}\n{}",
+            lab.log(&agent.process)
+        );
+    }
+    lab.teardown().unwrap();
+    // DEL removed every record.
+    let left = palisade_cni::RecordStore::new(&state).list().unwrap();
+    assert!(left.records.is_empty(), "{:?}", left.records);
+}
+
+#[test]
+fn bridge_pods_are_held_by_the_plugin_then_enforced_from_its_records() {
+    held_then_enforced(CniLayout::Bridge, "ingress-and-egress-together");
+}
+
+#[test]
+fn ptp_pods_are_held_by_the_plugin_then_enforced() {
+    held_then_enforced(CniLayout::Ptp, "pod-and-namespace-selector");
+}

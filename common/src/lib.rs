@@ -88,6 +88,18 @@ pub struct PortKey {
     pub port_be: [u8; 2],
 }
 
+/// Key of `SERVICES`: one frontend of a Service, a ClusterIP with one of
+/// the Service's protocols and ports (network byte order). Only these get
+/// a client's egress decision deferred past DNAT: another port of a
+/// ClusterIP leads nowhere, so policy decides it like any address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    pub addr: IpKey,
+    pub proto: u8,
+    pub port_be: [u8; 2],
+}
+
 /// Value of the identity map, the CIDR trie and the port trie of a pod.
 /// `bits`: the rule groups (bit i = group i) this peer / port belongs to.
 /// `class`: the class of this peer / port for the spilled groups (0 = none).
@@ -357,6 +369,7 @@ pub mod names {
 const _: () = {
     assert!(core::mem::size_of::<IpKey>() == 17);
     assert!(core::mem::size_of::<PortKey>() == 3);
+    assert!(core::mem::size_of::<ServiceKey>() == 20);
     assert!(core::mem::size_of::<RuleBits>() == 16);
     assert!(core::mem::size_of::<SpillKey>() == 12);
     assert!(core::mem::size_of::<PolicyKey>() == 12);
@@ -382,6 +395,7 @@ mod pod_impls {
     pod!(
         IpKey,
         PortKey,
+        ServiceKey,
         RuleBits,
         SpillKey,
         PolicyKey,

@@ -151,7 +151,7 @@ pub fn to_json(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
         "node": node_name,
         "pods": pods,
         "identities": identities,
-        "services": node.services,
+        "services": node.services.iter().map(|f| f.to_string()).collect::<Vec<_>>(),
     })
 }
 
@@ -297,9 +297,9 @@ pub fn to_text(node_name: &str, node: &CompiledNode, alloc: &IdentityAllocator) 
         let _ = writeln!(out, "  {ip} -> {id} ({})", identity_text(alloc, *id));
     }
     // Egress to these is decided after DNAT, by backend.
-    let _ = writeln!(out, "service ClusterIPs ({}):", node.services.len());
-    for ip in &node.services {
-        let _ = writeln!(out, "  {ip}");
+    let _ = writeln!(out, "service frontends ({}):", node.services.len());
+    for f in &node.services {
+        let _ = writeln!(out, "  {f}");
     }
     out
 }

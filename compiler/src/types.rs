@@ -95,7 +95,41 @@ pub struct CompiledNode {
     pub identities: BTreeMap<IpAddr, u32>,
     /// Local pods by `namespace/name`.
     pub pods: BTreeMap<String, CompiledPod>,
-    /// Every Service ClusterIP of the cluster: flows to them are decided
-    /// after DNAT (`SERVICES`).
-    pub services: BTreeSet<IpAddr>,
+    /// Every Service frontend of the cluster (ClusterIP, protocol, port):
+    /// flows to them are decided after DNAT (`SERVICES`).
+    pub services: BTreeSet<Frontend>,
+}
+
+/// One frontend of a Service: a ClusterIP with one of the Service's ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct Frontend {
+    pub ip: IpAddr,
+    pub protocol: palisade_policy::Protocol,
+    pub port: u16,
+}
+
+impl Frontend {
+    /// Every frontend of `service`: each ClusterIP with each port.
+    pub fn of(service: &palisade_policy::Service) -> Vec<Frontend> {
+        service
+            .cluster_ips
+            .iter()
+            .flat_map(|ip| {
+                service.ports.iter().map(|p| Frontend {
+                    ip: *ip,
+                    protocol: p.protocol,
+                    port: p.port,
+                })
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Frontend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip {
+            IpAddr::V4(ip) => write!(f, "{ip}:{}/{}", self.port, self.protocol.name()),
+            IpAddr::V6(ip) => write!(f, "[{ip}]:{}/{}", self.port, self.protocol.name()),
+        }
+    }
 }

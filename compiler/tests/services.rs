@@ -1,8 +1,9 @@
-//! The node's ClusterIP set: the one-shot compile and the incremental
-//! compiler agree on it through Service changes.
+//! The node's Service frontends (ClusterIP, protocol, port): the one-shot
+//! compile and the incremental compiler agree on them through Service
+//! changes.
 
-use palisade_compiler::{compile, Change, Compiler, IdentityAllocator};
-use palisade_policy::{load_str, Model, Service};
+use palisade_compiler::{compile, Change, Compiler, Frontend, IdentityAllocator};
+use palisade_policy::{load_str, Model, Protocol, Service};
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
@@ -19,7 +20,7 @@ metadata: {name: web, namespace: shop}
 spec:
   clusterIPs: [10.96.0.10, 'fd00:96::10']
   selector: {app: web}
-  ports: [{port: 80}]
+  ports: [{port: 80}, {port: 53, protocol: UDP}]
 ---
 apiVersion: v1
 kind: Service
@@ -37,8 +38,22 @@ spec: {clusterIP: None, selector: {app: web}}
     m
 }
 
-fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
-    list.iter().map(|s| ip(s)).collect()
+/// `"10.96.0.10:80"` is TCP 80; `"10.96.0.10:53u"` UDP 53.
+fn ips(list: &[&str]) -> BTreeSet<Frontend> {
+    list.iter()
+        .map(|s| {
+            let (addr, port) = s.rsplit_once(':').unwrap();
+            let (port, protocol) = match port.strip_suffix('u') {
+                Some(p) => (p, Protocol::Udp),
+                None => (port, Protocol::Tcp),
+            };
+            Frontend {
+                ip: ip(addr.trim_matches(|c| c == '[' || c == ']')),
+                protocol,
+                port: port.parse().unwrap(),
+            }
+        })
+        .collect()
 }
 
 #[test]
@@ -47,7 +62,13 @@ fn every_cluster_ip_of_the_cluster_is_compiled_for_any_node() {
     let node = compile(&m, "any-node", &mut IdentityAllocator::new());
     assert_eq!(
         node.services,
-        ips(&["10.96.0.10", "fd00:96::10", "10.96.0.20"])
+        ips(&[
+            "10.96.0.10:80",
+            "10.96.0.10:53u",
+            "[fd00:96::10]:80",
+            "[fd00:96::10]:53u",
+            "10.96.0.20:5432"
+        ])
     );
 }
 
@@ -60,7 +81,15 @@ fn the_incremental_compiler_keeps_the_set_current() {
 
     let a = c.apply(Change::UpsertService(svc("web")));
     assert!(a.services && a.pods.is_empty() && !a.identities);
-    assert_eq!(c.compiled().services, ips(&["10.96.0.10", "fd00:96::10"]));
+    assert_eq!(
+        c.compiled().services,
+        ips(&[
+            "10.96.0.10:80",
+            "10.96.0.10:53u",
+            "[fd00:96::10]:80",
+            "[fd00:96::10]:53u"
+        ])
+    );
     // The same Service again changes nothing.
     assert!(!c.apply(Change::UpsertService(svc("web"))).services);
     assert!(!c.apply(Change::UpsertService(svc("headless"))).services);
@@ -69,18 +98,25 @@ fn the_incremental_compiler_keeps_the_set_current() {
     let mut moved = svc("web");
     moved.cluster_ips = vec![ip("10.96.0.11")];
     assert!(c.apply(Change::UpsertService(moved)).services);
-    assert_eq!(c.compiled().services, ips(&["10.96.0.11"]));
+    assert_eq!(
+        c.compiled().services,
+        ips(&["10.96.0.11:80", "10.96.0.11:53u"])
+    );
 
     // Another Service taking the address over keeps it while either has it.
     let mut taker = svc("db");
     taker.cluster_ips = vec![ip("10.96.0.11")];
+    taker.ports = svc("web").ports;
     assert!(!c.apply(Change::UpsertService(taker)).services);
     let gone = c.apply(Change::DeleteService {
         namespace: "shop".into(),
         name: "web".into(),
     });
     assert!(!gone.services);
-    assert_eq!(c.compiled().services, ips(&["10.96.0.11"]));
+    assert_eq!(
+        c.compiled().services,
+        ips(&["10.96.0.11:80", "10.96.0.11:53u"])
+    );
     assert!(
         c.apply(Change::DeleteService {
             namespace: "data".into(),

@@ -1,6 +1,6 @@
-//! The node's address tables: `SERVICES` (every Service ClusterIP of the
-//! cluster -> 1) and `LOCAL_ADDRS` (each local pod address -> the ifindex
-//! of its host-side interface). The classifiers use them to leave a flow to
+//! The node's address tables: `SERVICES` (every Service frontend of the
+//! cluster, ClusterIP with protocol and port -> 1) and `LOCAL_ADDRS` (each
+//! local pod address -> the ifindex of its host-side interface). The classifiers use them to leave a flow to
 //! a ClusterIP undecided at the client's hook and to find the client again
 //! after DNAT (`docs/ebpf.md`, "Services").
 //!
@@ -8,25 +8,24 @@
 //! the pods' records are written and `remove_stale` after, so a client whose
 //! record is live is always found.
 
-use super::encode::ip_key;
 use super::load::Loaded;
 use anyhow::{Context, Result};
 use aya::maps::{HashMap, MapData, MapError};
-use palisade_common::IpKey;
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
-pub struct AddrTable {
+/// A node-wide hash map kept equal to a desired content, keyed by `K` (an
+/// `IpKey` or a `ServiceKey`).
+pub struct AddrTable<K> {
     name: &'static str,
-    map: HashMap<MapData, IpKey, u32>,
+    map: HashMap<MapData, K, u32>,
     /// What the kernel holds, read back at start.
-    cache: BTreeMap<IpKey, u32>,
+    cache: BTreeMap<K, u32>,
 }
 
-impl AddrTable {
+impl<K: aya::Pod + Ord + std::fmt::Debug> AddrTable<K> {
     /// Takes the map `name` out of the loaded object and reads what it holds.
     pub fn take(loaded: &mut Loaded, name: &'static str) -> Result<Self> {
-        let map: HashMap<MapData, IpKey, u32> = loaded
+        let map: HashMap<MapData, K, u32> = loaded
             .ebpf
             .take_map(name)
             .with_context(|| format!("the eBPF object has no map {name}"))?
@@ -41,30 +40,27 @@ impl AddrTable {
     }
 
     /// Writes the entries of `desired` that differ from what is held.
-    pub fn add(&mut self, desired: &BTreeMap<IpAddr, u32>) -> Result<usize> {
+    pub fn add(&mut self, desired: &BTreeMap<K, u32>) -> Result<usize> {
         let mut n = 0;
-        for (ip, v) in desired {
-            let key = ip_key(*ip);
-            if self.cache.get(&key) == Some(v) {
+        for (key, v) in desired {
+            if self.cache.get(key) == Some(v) {
                 continue;
             }
             self.map
-                .insert(key, *v, 0)
-                .with_context(|| format!("write {}[{ip}]", self.name))?;
-            self.cache.insert(key, *v);
+                .insert(*key, *v, 0)
+                .with_context(|| format!("write {}[{key:?}]", self.name))?;
+            self.cache.insert(*key, *v);
             n += 1;
         }
         Ok(n)
     }
 
     /// Deletes the entries `desired` does not have.
-    pub fn remove_stale(&mut self, desired: &BTreeMap<IpAddr, u32>) -> Result<usize> {
-        let want: std::collections::BTreeSet<IpKey> =
-            desired.keys().map(|ip| ip_key(*ip)).collect();
-        let stale: Vec<IpKey> = self
+    pub fn remove_stale(&mut self, desired: &BTreeMap<K, u32>) -> Result<usize> {
+        let stale: Vec<K> = self
             .cache
             .keys()
-            .filter(|k| !want.contains(k))
+            .filter(|k| !desired.contains_key(k))
             .copied()
             .collect();
         for key in &stale {

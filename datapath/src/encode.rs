@@ -39,6 +39,15 @@ impl PodMaps {
     }
 }
 
+/// The `SERVICES` key of a Service frontend.
+pub fn service_key(f: &palisade_compiler::Frontend) -> palisade_common::ServiceKey {
+    palisade_common::ServiceKey {
+        addr: ip_key(f.ip),
+        proto: f.protocol.number(),
+        port_be: f.port.to_be_bytes(),
+    }
+}
+
 /// The identity trie: one full-length key per pod address.
 pub fn ip_key(ip: IpAddr) -> IpKey {
     let mut addr = [0u8; 16];

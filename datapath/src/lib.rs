@@ -51,8 +51,8 @@ pub struct Datapath {
     /// Interfaces with both classifiers attached (pinned links).
     attached: BTreeSet<u32>,
     /// `SERVICES` and `LOCAL_ADDRS`.
-    services: addrs::AddrTable,
-    local_addrs: addrs::AddrTable,
+    services: addrs::AddrTable<palisade_common::ServiceKey>,
+    local_addrs: addrs::AddrTable<palisade_common::IpKey>,
     uplink_spec: uplink::UplinkSpec,
     /// Uplinks with `node_egress` attached (pinned links).
     uplinks: BTreeSet<u32>,
@@ -212,8 +212,11 @@ impl Datapath {
         // Before the records: a client whose record is live is always
         // found again after DNAT.
         let local = local_addrs(node, ifaces);
-        let services: BTreeMap<std::net::IpAddr, u32> =
-            node.services.iter().map(|ip| (*ip, 1)).collect();
+        let services: BTreeMap<palisade_common::ServiceKey, u32> = node
+            .services
+            .iter()
+            .map(|f| (encode::service_key(f), 1))
+            .collect();
         self.local_addrs.add(&local)?;
         self.services.add(&services)?;
         for (ifindex, want) in &desired {
@@ -329,12 +332,12 @@ impl Datapath {
 }
 
 /// Each local pod address with an interface -> that interface.
-fn local_addrs(node: &CompiledNode, ifaces: &Interfaces) -> BTreeMap<std::net::IpAddr, u32> {
+fn local_addrs(node: &CompiledNode, ifaces: &Interfaces) -> BTreeMap<palisade_common::IpKey, u32> {
     let mut out = BTreeMap::new();
     for (key, ifindex) in &ifaces.pods {
         if let Some(pod) = node.pods.get(key) {
             for ip in &pod.ips {
-                out.insert(*ip, *ifindex);
+                out.insert(encode::ip_key(*ip), *ifindex);
             }
         }
     }

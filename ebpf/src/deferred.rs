@@ -12,8 +12,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use palisade_common::{
-    CtKey, Endpoint, IpKey, PortKey, DIR_EGRESS, EP_DENY_ALL, EP_PENDING, REASON_POLICY,
-    RULE_WOULD_DENY,
+    CtKey, Endpoint, IpKey, PortKey, ServiceKey, DIR_EGRESS, EP_DENY_ALL, EP_PENDING,
+    REASON_POLICY, RULE_WOULD_DENY,
 };
 
 use crate::{
@@ -25,10 +25,13 @@ use crate::{
     policy,
 };
 
-/// Whether `addr` is a Service ClusterIP.
+/// Whether `key` is a Service frontend: a ClusterIP with one of its
+/// Service's protocols and ports. Callers build the key in memory they
+/// already have (the scratch, or the spare bytes of an address key): the
+/// paths that ask sit at BPF's combined stack limit.
 #[inline(always)]
-pub fn service(addr: &IpKey) -> bool {
-    unsafe { SERVICES.get(addr) }.is_some()
+pub fn service(key: &ServiceKey) -> bool {
+    unsafe { SERVICES.get(key) }.is_some()
 }
 
 /// A local pod whose egress a packet must still pass.

@@ -16,8 +16,8 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use palisade_common::{
-    CtKey, Endpoint, IpKey, PortKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_PENDING, FAMILY_V4,
-    FAMILY_V6, PROTO_TCP, PROTO_UDP, REASON_POLICY, RULE_NOT_ISOLATED, RULE_SERVICE,
+    CtKey, Endpoint, IpKey, PortKey, ServiceKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_PENDING,
+    FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, REASON_POLICY, RULE_NOT_ISOLATED, RULE_SERVICE,
     RULE_WOULD_DENY,
 };
 
@@ -142,6 +142,19 @@ fn ip_key(family: u8, a: &Addr) -> Words<6> {
 fn addr_of(k: &Words<6>) -> &IpKey {
     // SAFETY: the key data (an `IpKey`, alignment 1) starts at byte 4.
     unsafe { &*k.0.as_ptr().add(1).cast::<IpKey>() }
+}
+
+/// Turns a full-length LPM key built by `ip_key` into the `SERVICES` key
+/// of (that address, `proto`, `port`) in place: the `ServiceKey` starts at
+/// the address (byte 4) and its protocol and port take the three spare
+/// bytes after it, which the address key leaves zero and never reads. No
+/// new stack: this path sits at BPF's combined stack limit.
+#[inline(always)]
+fn service_key(k: &mut Words<6>, proto: u8, port: u16) -> &ServiceKey {
+    const { assert!(core::mem::size_of::<ServiceKey>() == 20) };
+    k.0[5] = (k.0[5] & 0xff) | (proto as u32) << 8 | (port.to_be() as u32) << 16;
+    // SAFETY: bytes 4..24 of the buffer; `ServiceKey` has alignment 1.
+    unsafe { &*k.0.as_ptr().add(1).cast::<ServiceKey>() }
 }
 
 /// The full-length LPM key of (protocol, port).
@@ -362,7 +375,7 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
         generation: ep.generation,
     };
     let from = ip_key(p.family, &p.src);
-    let to = ip_key(p.family, &p.dst);
+    let mut to = ip_key(p.family, &p.dst);
     let port = port_key(p.proto, dport);
     let rule = if !hook::isolated(flags, dir) {
         RULE_NOT_ISOLATED
@@ -372,7 +385,11 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
         match crate::policy::check_dir(ifindex, dir, ep, peer.key(), port.key(), node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.
-            None if dir == DIR_EGRESS && deferred::service(addr_of(&to)) => RULE_SERVICE,
+            None if dir == DIR_EGRESS
+                && deferred::service(service_key(&mut to, p.proto, dport)) =>
+            {
+                RULE_SERVICE
+            }
             None if hook::audited(flags, dir) => RULE_WOULD_DENY,
             None => {
                 // The event reports the packet as seen.

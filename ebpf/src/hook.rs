@@ -234,6 +234,17 @@ pub fn node_ok(dir: u32, local_origin: bool) -> bool {
     dir == DIR_EGRESS || local_origin
 }
 
+/// Whether the parsed packet's destination (address, protocol, port) is a
+/// Service frontend; the key is built in the scratch.
+#[inline(always)]
+fn service(s: &mut Scratch) -> bool {
+    let t = &s.pkt.tuple;
+    s.service.addr = t.dst;
+    s.service.proto = t.proto;
+    s.service.port_be = t.dport.to_be_bytes();
+    deferred::service(&s.service)
+}
+
 /// Conntrack, then policy, for a parsed, non-spoofed packet that is whole or
 /// a first fragment.
 #[inline(always)]
@@ -270,10 +281,10 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
         match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port, node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.
-            None if dir == DIR_EGRESS && !error && deferred::service(&t.dst) => RULE_SERVICE,
+            None if dir == DIR_EGRESS && !error && service(s) => RULE_SERVICE,
             // An error quoting no flow of ours is refused like any packet,
             // and opens no flow even in audit mode.
-            None if !audit || error => return h.refuse(audit, REASON_POLICY, t),
+            None if !audit || error => return h.refuse(audit, REASON_POLICY, &s.pkt.tuple),
             None => RULE_WOULD_DENY,
         }
     };

@@ -13,7 +13,7 @@ use aya_ebpf::{
 };
 use palisade_common::{
     Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
-    PortKey, RuleBits, RuleCounter, SpillKey, CONNTRACK_MAX, EVENTS_BYTES, FRAG_MAX,
+    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONNTRACK_MAX, EVENTS_BYTES, FRAG_MAX,
     IDENTITY_TRIE_MAX, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
     LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
 };
@@ -36,9 +36,11 @@ pub static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }, NO_PREA
 pub static IDENTITIES: LpmTrie<IpKey, u32, { IDENTITY_TRIE_MAX as usize }, NO_PREALLOC> =
     LpmTrie::new();
 
-/// Service ClusterIPs, whose flows' egress is decided after DNAT.
+/// Service frontends (ClusterIP, protocol, port), whose flows' egress is
+/// decided after DNAT.
 #[btf_map]
-pub static SERVICES: HashMap<IpKey, u32, { SERVICES_MAX as usize }, NO_PREALLOC> = HashMap::new();
+pub static SERVICES: HashMap<ServiceKey, u32, { SERVICES_MAX as usize }, NO_PREALLOC> =
+    HashMap::new();
 
 /// Local pod addresses -> the ifindex of the pod's host-side interface.
 #[btf_map]

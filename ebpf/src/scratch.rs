@@ -5,7 +5,7 @@
 //! is exclusively this packet's.
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext};
-use palisade_common::{FragKey, IpKey, PortKey};
+use palisade_common::{FragKey, IpKey, PortKey, ServiceKey};
 
 use crate::{maps::SCRATCH, parse::Packet};
 
@@ -21,6 +21,8 @@ pub struct Scratch {
     pub frag: FragKey,
     pub ip: Key<IpKey>,
     pub port: Key<PortKey>,
+    /// The `SERVICES` key of a refused flow's destination.
+    pub service: ServiceKey,
 }
 
 #[inline(always)]

@@ -67,7 +67,7 @@ fn harness() -> Result<Classifier> {
     c.set_identity(ip(BACKEND), 32, ID_BACKEND)?;
     c.set_identity(ip(OTHER_BACKEND), 32, ID_OTHER)?;
     c.set_identity(ip(REMOTE), 32, ID_REMOTE)?;
-    c.set_service(ip(CLUSTER_IP))?;
+    c.set_service(ip(CLUSTER_IP), PROTO_TCP, 8080)?;
     Ok(c)
 }
 
@@ -93,6 +93,12 @@ fn services_client_hook_defers_and_lets_replies_in() -> Result<()> {
     // Not a Service: the same port on another address is refused.
     let elsewhere = Packet::tcp(ip(CLIENT), ip("10.96.0.11"), 40001, 8080);
     assert_eq!(run(&c, Hook::Egress, &elsewhere), TCX_DROP);
+    // Nor is another port or protocol of the ClusterIP: only the Service's
+    // own frontends are left to after DNAT.
+    let other_port = Packet::tcp(ip(CLIENT), ip(CLUSTER_IP), 40002, 8081);
+    assert_eq!(run(&c, Hook::Egress, &other_port), TCX_DROP);
+    let other_proto = Packet::udp(ip(CLIENT), ip(CLUSTER_IP), 40003, 8080);
+    assert_eq!(run(&c, Hook::Egress, &other_proto), TCX_DROP);
     // The reply, un-NATed, comes from the ClusterIP: the client's ingress
     // (isolated, no rule) lets it in as part of the flow.
     let reply = Packet::tcp(ip(CLUSTER_IP), ip(CLIENT), 8080, 40000);

@@ -38,7 +38,14 @@ fn node(pods: &[(&str, &str)], services: &[&str]) -> CompiledNode {
         n.pods.insert(format!("ns/{name}"), pod(name, addr));
         n.identities.insert(ip(addr), 300);
     }
-    n.services = services.iter().map(|s| ip(s)).collect();
+    n.services = services
+        .iter()
+        .map(|s| palisade_compiler::Frontend {
+            ip: ip(s),
+            protocol: palisade_policy::Protocol::Tcp,
+            port: 80,
+        })
+        .collect();
     n
 }
 
@@ -57,14 +64,23 @@ fn slots(bpffs: &Path) -> Vec<(u64, u64)> {
     out
 }
 
-/// The IPv4 addresses of an address table with their values.
+/// The IPv4 addresses of an address table with their values; for
+/// `SERVICES` the address with `:<proto>/<port>`.
 fn table(bpffs: &Path, map: &str) -> BTreeSet<(String, u64)> {
     dump(bpffs, map)
         .iter()
         .map(|e| {
-            let a = &e["key"]["addr"];
+            let k = &e["key"];
+            let (a, suffix) = match k.get("proto") {
+                Some(proto) => {
+                    let p = &k["port_be"];
+                    let port = p[0].as_u64().unwrap() * 256 + p[1].as_u64().unwrap();
+                    (&k["addr"]["addr"], format!(":{proto}/{port}"))
+                }
+                None => (&k["addr"], String::new()),
+            };
             let octets: Vec<String> = (0..4).map(|i| a[i].as_u64().unwrap().to_string()).collect();
-            (octets.join("."), e["value"].as_u64().unwrap())
+            (octets.join(".") + &suffix, e["value"].as_u64().unwrap())
         })
         .collect()
 }
@@ -100,7 +116,7 @@ fn datapath_tables_slots_addresses_services_config() {
     );
     assert_eq!(
         table(&bpffs, "SERVICES"),
-        [("10.96.0.10".to_string(), 1)].into_iter().collect()
+        [("10.96.0.10:6/80".to_string(), 1)].into_iter().collect()
     );
     let config = dump(&bpffs, "CONFIG");
     assert_eq!(
@@ -126,7 +142,7 @@ fn datapath_tables_slots_addresses_services_config() {
     assert!(after.contains(&(u64::from(c_if), 2)), "{after:?}");
     assert_eq!(
         table(&bpffs, "SERVICES"),
-        [("10.96.0.11".to_string(), 1)].into_iter().collect()
+        [("10.96.0.11:6/80".to_string(), 1)].into_iter().collect()
     );
 
     // A pod that leaves frees its slot and its address for the next one.

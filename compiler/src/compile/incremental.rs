@@ -18,6 +18,7 @@ use super::pod::{compile_pod, PeerIndex};
 use super::services::ServiceIps;
 use crate::identity::{IdentityAllocator, IdentityKey};
 use crate::types::CompiledNode;
+use crate::types::Frontend;
 use palisade_policy::{Model, Namespace, Pod, Policy, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -194,9 +195,11 @@ impl Compiler {
                 self.recompile_all()
             }
             Change::UpsertService(s) => Applied {
-                services: self
-                    .services
-                    .set(&s.key(), Some(&s.cluster_ips), &mut self.out.services),
+                services: self.services.set(
+                    &s.key(),
+                    Some(&Frontend::of(&s)),
+                    &mut self.out.services,
+                ),
                 ..Applied::default()
             },
             Change::DeleteService { namespace, name } => Applied {

@@ -1,26 +1,31 @@
-//! The node's Service ClusterIPs (`CompiledNode::services`): every
-//! ClusterIP of the cluster, whatever the Service's namespace or backends.
-//! The datapath defers a pod's egress decision on them until after
-//! kube-proxy's DNAT, when the backend is known.
+//! The node's Service frontends (`CompiledNode::services`): every ClusterIP
+//! of the cluster with each of its Service's ports, whatever the Service's
+//! namespace or backends. The datapath defers a pod's egress decision on
+//! them until after kube-proxy's DNAT, when the backend is known.
 
+use crate::types::Frontend;
 use palisade_policy::Service;
 use std::collections::{BTreeSet, HashMap};
-use std::net::IpAddr;
 
-/// ClusterIPs by Service, counted per address: an address two Services
-/// claim for a moment (one deleted after the other took it over) stays
-/// until neither has it.
+/// Frontends by Service, counted per frontend: one that two Services
+/// claim for a moment (one deleted after the other took its ClusterIP
+/// over) stays until neither has it.
 #[derive(Debug, Default)]
 pub struct ServiceIps {
-    by_service: HashMap<String, Vec<IpAddr>>,
-    refs: HashMap<IpAddr, usize>,
+    by_service: HashMap<String, Vec<Frontend>>,
+    refs: HashMap<Frontend, usize>,
 }
 
 impl ServiceIps {
-    /// Sets (`Some`) or removes (`None`) the ClusterIPs of Service `key`;
-    /// keeps `out` equal to the set of every Service's ClusterIPs. Returns
+    /// Sets (`Some`) or removes (`None`) the frontends of Service `key`;
+    /// keeps `out` equal to the set of every Service's frontends. Returns
     /// whether `out` changed.
-    pub fn set(&mut self, key: &str, ips: Option<&[IpAddr]>, out: &mut BTreeSet<IpAddr>) -> bool {
+    pub fn set(
+        &mut self,
+        key: &str,
+        ips: Option<&[Frontend]>,
+        out: &mut BTreeSet<Frontend>,
+    ) -> bool {
         let old = match ips {
             Some(ips) => self.by_service.insert(key.to_string(), ips.to_vec()),
             None => self.by_service.remove(key),
@@ -49,10 +54,10 @@ impl ServiceIps {
     pub fn load<'a>(
         &mut self,
         services: impl IntoIterator<Item = &'a Service>,
-        out: &mut BTreeSet<IpAddr>,
+        out: &mut BTreeSet<Frontend>,
     ) {
         for s in services {
-            self.set(&s.key(), Some(&s.cluster_ips), out);
+            self.set(&s.key(), Some(&Frontend::of(s)), out);
         }
     }
 }
@@ -61,8 +66,12 @@ impl ServiceIps {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn ip(s: &str) -> Frontend {
+        Frontend {
+            ip: s.parse().unwrap(),
+            protocol: palisade_policy::Protocol::Tcp,
+            port: 80,
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use aya::{
 };
 use palisade_common::{
     names, Config, Counters, CtKey, CtValue, Endpoint, Event, IpKey, PolicyKey, PortKey, RuleBits,
-    RuleCounter, SpillKey, CONFIG_EVENTS_DENIED, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
+    RuleCounter, ServiceKey, SpillKey, CONFIG_EVENTS_DENIED, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
     INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_COLS,
 };
 
@@ -354,10 +354,15 @@ impl Classifier {
     }
 
     /// Marks `addr` as a Service ClusterIP.
-    pub fn set_service(&mut self, addr: IpAddr) -> Result<()> {
-        let mut m: HashMap<_, IpKey, u32> =
+    pub fn set_service(&mut self, addr: IpAddr, proto: u8, port: u16) -> Result<()> {
+        let mut m: HashMap<_, ServiceKey, u32> =
             HashMap::try_from(self.ebpf.map_mut(names::SERVICES).context("SERVICES")?)?;
-        m.insert(ip_key(addr), 1, 0)?;
+        let key = ServiceKey {
+            addr: ip_key(addr),
+            proto,
+            port_be: port.to_be_bytes(),
+        };
+        m.insert(key, 1, 0)?;
         Ok(())
     }
 

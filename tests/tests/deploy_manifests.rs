@@ -244,7 +244,13 @@ fn daemonset_runs_unprivileged_with_exact_capabilities() {
         );
         let mut add = caps.add.clone().unwrap_or_default();
         add.sort();
-        assert_eq!(add, ["BPF", "NET_ADMIN", "PERFMON"], "{}", c.name);
+        // The agent loads and attaches programs; the CNI installer only
+        // writes files its user (root) owns: no capability at all.
+        let expected: &[&str] = match c.name.as_str() {
+            "install-cni" => &[],
+            _ => &["BPF", "NET_ADMIN", "PERFMON"],
+        };
+        assert_eq!(add, expected, "{}", c.name);
         // Kubernetes rejects Bidirectional propagation outside privileged
         // containers; catching it here beats a failed apply.
         for m in c.volume_mounts.iter().flatten() {
@@ -400,6 +406,113 @@ fn daemonset_runs_the_agent_for_its_node() {
     assert!(tolerates_all, "runs on every node, whatever its taints");
 }
 
+/// The DaemonSet's init container named `name`.
+fn init_container<'a>(spec: &'a PodSpec, name: &str) -> &'a Container {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("an init container {name}"))
+}
+
+/// The init container's command line with its hostPath mounts moved under
+/// `root` (what the node's directories look like to it) and NODE_NAME set.
+fn install_command(spec: &PodSpec, root: &Path, node: &str) -> (PathBuf, Vec<String>) {
+    let c = init_container(spec, "install-cni");
+    let mut host_paths: Vec<(String, PathBuf)> = Vec::new();
+    for m in c.volume_mounts.iter().flatten() {
+        let v = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == m.name)
+            .and_then(|v| v.host_path.as_ref())
+            .unwrap_or_else(|| panic!("{} is a hostPath volume", m.name));
+        let dir = root.join(v.path.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        host_paths.push((m.mount_path.clone(), dir));
+    }
+    let args = c
+        .args
+        .iter()
+        .flatten()
+        .map(|a| {
+            let a = a.replace("$(NODE_NAME)", node);
+            match host_paths.iter().find(|(m, _)| *m == a) {
+                Some((_, dir)) => dir.to_string_lossy().into_owned(),
+                None => a,
+            }
+        })
+        .collect();
+    let cmd = c.command.as_ref().expect("a command")[0].clone();
+    assert_eq!(cmd, "/usr/local/bin/palisade-cni");
+    (
+        palisade_lab::palisade_cni_bin().expect("palisade-cni (cargo xtask build)"),
+        args,
+    )
+}
+
+fn run_cni(bin: &Path, args: &[String]) -> String {
+    let out = std::process::Command::new(bin).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "palisade-cni {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn daemonset_installs_the_cni_plugin_last_where_the_agent_reads_it() {
+    let ds: DaemonSet = the("apps/v1", "DaemonSet");
+    let spec = pod_spec(&ds);
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cni/tests/fixtures/conf");
+    for fixture in [
+        "10-flannel.conflist",
+        "10-calico.conflist",
+        "10-kindnet.conflist",
+    ] {
+        let root = std::env::temp_dir().join(format!("pl-ds-cni-{}-{fixture}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (bin, args) = install_command(spec, &root, "node-7");
+        let conf_dir = root.join("etc/cni/net.d");
+        let original = std::fs::read(fixtures.join(fixture)).unwrap();
+        std::fs::write(conf_dir.join(fixture), &original).unwrap();
+
+        run_cni(&bin, &args);
+        let installed = std::fs::read(conf_dir.join(fixture)).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&installed).unwrap();
+        let last = doc["plugins"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["type"], "palisade-cni", "{fixture}: {doc}");
+        assert_eq!(last["nodeName"], "node-7", "{fixture}");
+        // The plugin pins where the agent does, and records where it reads.
+        assert_eq!(
+            last["bpffsRoot"],
+            palisade::datapath::load::DEFAULT_BPFFS_ROOT,
+            "{fixture}"
+        );
+        assert_eq!(
+            last["stateDir"],
+            palisade_cni::config::DEFAULT_STATE_DIR,
+            "{fixture}"
+        );
+        assert!(root.join("opt/cni/bin/palisade-cni").is_file(), "{fixture}");
+        // A restarted DaemonSet pod changes nothing.
+        run_cni(&bin, &args);
+        assert_eq!(std::fs::read(conf_dir.join(fixture)).unwrap(), installed);
+        // Uninstalling gives the runtime its original list back.
+        let mut un = args.clone();
+        un[0] = "uninstall".into();
+        run_cni(&bin, &un);
+        assert_eq!(
+            std::fs::read(conf_dir.join(fixture)).unwrap(),
+            original,
+            "{fixture}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
+
 #[test]
 fn daemonset_image_is_the_one_the_containerfile_builds() {
     let ds: DaemonSet = the("apps/v1", "DaemonSet");
@@ -410,6 +523,10 @@ fn daemonset_image_is_the_one_the_containerfile_builds() {
         "deploy/Containerfile documents building {image}"
     );
     assert!(containerfile.contains("ENTRYPOINT [\"/usr/local/bin/palisade\"]"));
+    // The init container runs the plugin from the same image.
+    let init = init_container(pod_spec(&ds), "install-cni");
+    assert_eq!(init.image.as_ref(), Some(&image));
+    assert!(containerfile.contains("/usr/local/bin/palisade-cni"));
 }
 
 #[test]

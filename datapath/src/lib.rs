@@ -15,6 +15,7 @@ pub mod iface;
 pub mod load;
 pub mod maps;
 pub mod node_addrs;
+mod program;
 pub mod readback;
 pub mod sys;
 pub mod telemetry;
@@ -23,11 +24,9 @@ pub mod watch;
 pub mod writer;
 
 use anyhow::Result;
-use iface::Interfaces;
-use palisade_compiler::CompiledNode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use writer::{Desired, WriteReport, Writer};
+use writer::{WriteReport, Writer};
 
 /// The classifiers' object, embedded at build time (empty when the agent was
 /// built before `cargo xtask build-ebpf`).
@@ -84,6 +83,19 @@ pub struct ProgramReport {
     pub pods: usize,
     /// Interfaces that could not be attached: (ifindex, error).
     pub attach_errors: Vec<(u32, String)>,
+    /// Node-wide steps that failed: (step, error). Each is retried by the
+    /// next round; meanwhile what it could not write fails closed (an
+    /// identity missing reads as WORLD, a Service frontend missing is
+    /// refused at the client's hook), and no step keeps an interface from
+    /// being attached.
+    pub node_errors: Vec<(&'static str, String)>,
+}
+
+impl ProgramReport {
+    /// Nothing is left to retry.
+    pub fn clean(&self) -> bool {
+        self.attach_errors.is_empty() && self.write.failed.is_empty() && self.node_errors.is_empty()
+    }
 }
 
 impl Datapath {
@@ -169,132 +181,9 @@ impl Datapath {
         self.writer.interfaces()
     }
 
-    /// Makes the kernel match `node` for the interfaces in `ifaces`:
-    /// identities, endpoint records and inner maps, attachments. Pods with
-    /// no interface are skipped; interfaces that are neither a pod's nor
-    /// `ifaces.unknown` are detached and their state deleted.
-    pub fn program(&mut self, node: &CompiledNode, ifaces: &Interfaces) -> Result<ProgramReport> {
-        let mut report = ProgramReport::default();
-        let mut desired: BTreeMap<u32, Desired> = BTreeMap::new();
-        for (key, ifindex) in &ifaces.pods {
-            let Some(pod) = node.pods.get(key) else {
-                desired.insert(*ifindex, Desired::Pending { label: key.clone() });
-                continue;
-            };
-            if let Some(err) = &pod.error {
-                tracing::error!(pod = key, error = %err, "pod policy exceeds the datapath's capacity; denying all its traffic");
-            }
-            let (endpoint, maps) = encode::encode_pod(pod);
-            desired.insert(
-                *ifindex,
-                Desired::Pod {
-                    label: key.clone(),
-                    endpoint,
-                    maps,
-                },
-            );
-            report.pods += 1;
-        }
-        for (ifindex, ifname) in &ifaces.unknown {
-            desired.entry(*ifindex).or_insert_with(|| Desired::Pending {
-                label: format!("interface {ifname}"),
-            });
-        }
-
-        match node_addrs::read() {
-            Ok(addrs) => self.node_addrs = addrs,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "cannot read the node's addresses; keeping the last ones")
-            }
-        }
-        self.writer
-            .add_identities(&node.identities, &self.node_addrs, &mut report.write)?;
-        // Before the records: a client whose record is live is always
-        // found again after DNAT.
-        let local = local_addrs(node, ifaces);
-        let services: BTreeMap<palisade_common::ServiceKey, u32> = node
-            .services
-            .iter()
-            .map(|f| (encode::service_key(f), 1))
-            .collect();
-        self.local_addrs.add(&local)?;
-        self.services.add(&services)?;
-        for (ifindex, want) in &desired {
-            // One interface's kernel error must not stop the others, nor
-            // its attachment: with no record the classifier drops.
-            if let Err(e) = self.writer.program(*ifindex, want, &mut report.write) {
-                let msg = format!("{e:#}");
-                tracing::error!(ifindex, error = %msg, "cannot program interface");
-                report
-                    .write
-                    .failed
-                    .push((format!("ifindex {ifindex}"), msg));
-            }
-        }
-        self.writer.commit(&mut report.write)?;
-        // The records go in before the classifiers, so the first packet a
-        // classifier sees already finds its record (pending or programmed).
-        for ifindex in desired.keys() {
-            if !self.attached.contains(ifindex) {
-                match attach::attach(&mut self.ebpf, &self.layout, *ifindex) {
-                    Ok(()) => {
-                        self.attached.insert(*ifindex);
-                        report.attached += 1;
-                    }
-                    Err(e) => {
-                        let msg = format!("{e:#}");
-                        tracing::error!(ifindex, error = %msg, "cannot attach classifiers");
-                        report.attach_errors.push((*ifindex, msg));
-                    }
-                }
-            }
-        }
-        let gone: BTreeSet<u32> = self
-            .attached
-            .iter()
-            .chain(self.writer.interfaces().iter())
-            .chain(attach::pinned_ifindexes(&self.layout)?.iter())
-            .filter(|i| !desired.contains_key(i))
-            .copied()
-            .collect();
-        let recorded = match (&self.recorded, gone.is_empty()) {
-            (Some(f), false) => f(),
-            _ => BTreeSet::new(),
-        };
-        for ifindex in gone {
-            if recorded.contains(&ifindex) && sys::ifname(ifindex).is_some() {
-                continue;
-            }
-            // Detach first: once no classifier runs for the interface, its
-            // record and maps can go without a window of missing policy.
-            attach::detach(&self.layout, ifindex);
-            self.attached.remove(&ifindex);
-            if let Err(e) = self.writer.remove(ifindex, &mut report.write) {
-                let msg = format!("{e:#}");
-                tracing::error!(ifindex, error = %msg, "cannot delete the state of a removed interface");
-                report
-                    .write
-                    .failed
-                    .push((format!("ifindex {ifindex}"), msg));
-                continue;
-            }
-            report.detached += 1;
-        }
-        self.writer.remove_stale_identities(
-            &node.identities,
-            &self.node_addrs,
-            &mut report.write,
-        )?;
-        self.local_addrs.remove_stale(&local)?;
-        self.services.remove_stale(&services)?;
-        report.garbage = self.writer.collect_garbage()?;
-        self.program_uplinks(&mut report);
-        Ok(report)
-    }
-
     /// Attaches `node_egress` to the uplinks the spec names now, and
     /// detaches it from those it no longer names.
-    fn program_uplinks(&mut self, report: &mut ProgramReport) {
+    pub(crate) fn program_uplinks(&mut self, report: &mut ProgramReport) {
         let want = match uplink::resolve(&self.uplink_spec) {
             Ok(w) => w,
             Err(e) => {
@@ -329,17 +218,4 @@ impl Datapath {
     pub fn uplinks(&self) -> &BTreeSet<u32> {
         &self.uplinks
     }
-}
-
-/// Each local pod address with an interface -> that interface.
-fn local_addrs(node: &CompiledNode, ifaces: &Interfaces) -> BTreeMap<palisade_common::IpKey, u32> {
-    let mut out = BTreeMap::new();
-    for (key, ifindex) in &ifaces.pods {
-        if let Some(pod) = node.pods.get(key) {
-            for ip in &pod.ips {
-                out.insert(encode::ip_key(*ip), *ifindex);
-            }
-        }
-    }
-    out
 }

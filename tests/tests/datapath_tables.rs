@@ -218,3 +218,41 @@ fn datapath_tables_uplinks_attach_readopt_detach() {
         || tcx_progs("up0") == (0, 0),
     );
 }
+
+#[test]
+fn datapath_tables_a_full_services_table_never_keeps_a_pod_unfiltered() {
+    let object = ebpf_object()
+        .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
+    let _ns = NetNs::enter("dpf");
+    let s = Scratch::new("dpf");
+    let a_if = add_pod_iface("ta", "10.78.0.2");
+    // One frontend more than SERVICES holds.
+    let many: Vec<String> = (0..=palisade_common::SERVICES_MAX)
+        .map(|i| format!("10.{}.{}.{}", 96 + i / 65536, (i / 256) % 256, i % 256))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let n = node(&[("a", "10.78.0.2")], &many);
+    let mut dp = Datapath::open(object, &s.bpffs(), "node1").expect("open datapath");
+    dp.set_uplinks(UplinkSpec::Off);
+    let report = dp
+        .program(&n, &pod_interfaces(&n))
+        .expect("a report, not an error");
+    // The table overflowed, was reported, and the round went on: the new
+    // pod's interface is attached and programmed.
+    assert!(
+        report
+            .node_errors
+            .iter()
+            .any(|(step, _)| *step == "SERVICES"),
+        "{:?}",
+        report.node_errors
+    );
+    assert!(!report.clean());
+    assert_eq!(tcx_progs("ta"), (1, 1));
+    let ep = dp.endpoint(a_if).expect("an endpoint record");
+    assert_eq!(ep.flags & palisade_common::EP_PENDING, 0);
+    // Once the cluster fits again, the round is clean.
+    let n = node(&[("a", "10.78.0.2")], &many[..10]);
+    let report = dp.program(&n, &pod_interfaces(&n)).expect("program");
+    assert!(report.clean(), "{:?}", report.node_errors);
+}

@@ -36,7 +36,7 @@ use anyhow::{Context, Result};
 use datapath_metrics::DatapathMetrics;
 use input::Verdict;
 use latency::Latency;
-use metrics::Metrics;
+use metrics::{Metrics, StepLabel};
 use palisade_compiler::{Compiler, IdentityAllocator};
 use palisade_policy::Model;
 use std::collections::{BTreeMap, BTreeSet};
@@ -103,8 +103,26 @@ pub struct AgentArgs {
 }
 
 /// How long to wait before retrying a round that left errors (a pod that
-/// could not be attached or written).
-const RETRY: Duration = Duration::from_secs(5);
+/// could not be attached or written, a node-wide table that is full):
+/// 250 ms after the first failure, doubling up to 5 s while it lasts.
+#[derive(Default)]
+struct Backoff {
+    failures: u32,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(250);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn delay(&self) -> Duration {
+        let shift = self.failures.saturating_sub(1).min(16);
+        (Self::FIRST * (1u32 << shift)).min(Self::MAX)
+    }
+
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+}
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let metrics = Metrics::new();
@@ -165,7 +183,16 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let mut agent = Agent::new(&args, source, dp.identities(), metrics);
     agent.view = view;
     agent.counters = counters;
-    let first = agent.round(&mut dp)?;
+    // A failing first round (a node-wide table full, a kernel error) is
+    // retried with backoff like any other: exiting would turn one node-wide
+    // problem into a crash loop, and what is pinned keeps enforcing.
+    let first = match agent.round(&mut dp) {
+        Ok(clean) => clean,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "first programming round failed; retrying");
+            false
+        }
+    };
     if !first {
         agent.metrics.round_errors.inc();
     }
@@ -186,6 +213,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     };
     let mut clean = first;
     let mut last_try = Instant::now();
+    let mut backoff = Backoff::default();
     while !stop.load(Ordering::Relaxed) {
         wait_for_change(&stop, events.as_ref(), agent.source.as_mut(), poll);
         if stop.load(Ordering::Relaxed) {
@@ -205,7 +233,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             // An interface appeared or went: timed from now.
             agent.latency.learned(Instant::now());
         }
-        let retry = !clean && last_try.elapsed() >= RETRY;
+        let retry = !clean && last_try.elapsed() >= backoff.delay();
         if inputs_changed || routes_changed || retry {
             last_try = Instant::now();
             clean = match agent.round(&mut dp) {
@@ -215,8 +243,11 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
                     false
                 }
             };
-            if !clean {
+            if clean {
+                backoff = Backoff::default();
+            } else {
                 agent.metrics.round_errors.inc();
+                backoff.failed();
             }
         }
     }
@@ -457,7 +488,14 @@ impl Agent {
             write_ready(path, self.rounds)?;
         }
         self.metrics.set_ready();
-        Ok(report.attach_errors.is_empty() && report.write.failed.is_empty())
+        for (step, e) in &report.node_errors {
+            self.metrics
+                .node_errors
+                .get_or_create(&StepLabel { step })
+                .inc();
+            tracing::warn!(step, error = %e, "node-wide step left for the next round");
+        }
+        Ok(report.clean())
     }
 }
 
@@ -476,7 +514,7 @@ fn log_report(round: u64, r: &ProgramReport) {
         r.attached,
         r.write.identities_set,
         r.write.identities_removed,
-        r.write.failed.len() + r.attach_errors.len(),
+        r.write.failed.len() + r.attach_errors.len() + r.node_errors.len(),
     );
 }
 

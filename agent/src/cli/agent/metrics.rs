@@ -3,7 +3,9 @@
 
 use crate::source::api::WatchMetrics;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -24,10 +26,19 @@ pub struct Metrics {
     pub pending_window: Histogram,
     pub rounds: Counter,
     pub round_errors: Counter,
+    /// Node-wide programming steps that failed (a full `SERVICES`, an
+    /// identity write), by step.
+    pub node_errors: Family<StepLabel, Counter>,
     pub watch: WatchMetrics,
     /// Set after the first successful programming round (and never unset:
     /// a lost API connection does not stop enforcement).
     ready: AtomicBool,
+}
+
+/// The `step` label of `palisade_node_step_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StepLabel {
+    pub step: &'static str,
 }
 
 impl Metrics {
@@ -47,6 +58,7 @@ impl Metrics {
             pending_window: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             rounds: Counter::default(),
             round_errors: Counter::default(),
+            node_errors: Family::default(),
             watch: WatchMetrics::default(),
             ready: AtomicBool::new(false),
         };
@@ -95,6 +107,12 @@ impl Metrics {
             "round_errors",
             "Programming rounds that left pods to retry or failed",
             m.round_errors.clone(),
+        );
+        reg.register(
+            "node_step_errors",
+            "Node-wide programming steps (IDENTITIES, LOCAL_ADDRS, SERVICES, commit) that failed; \
+             what they could not write fails closed until a round succeeds",
+            m.node_errors.clone(),
         );
         reg.register(
             "watch_restarts",

@@ -18,7 +18,11 @@ use std::process::Command;
 /// Which devices are uplinks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum UplinkSpec {
-    /// The devices of the default routes (IPv4 and IPv6).
+    /// The devices of the default routes (IPv4 and IPv6), and every L2
+    /// overlay device (VXLAN, Geneve: flannel's `flannel.1`, Calico's
+    /// `vxlan.calico`, Cilium's `cilium_vxlan`): a pod's packet to a
+    /// backend on another node crosses such a device before it is
+    /// encapsulated, so the inner header is still there to decide on.
     Auto,
     /// These devices (those that exist).
     Names(Vec<String>),
@@ -77,10 +81,48 @@ pub fn resolve(spec: &UplinkSpec) -> Result<BTreeSet<u32>> {
                 }
                 devs.extend(parse_default_devs(&out.stdout)?);
             }
+            devs.extend(overlay_devs()?);
             devs
         }
     };
     Ok(names.iter().filter_map(|n| sys::ifindex(n)).collect())
+}
+
+/// Kinds of overlay devices whose TC egress sees the inner Ethernet frame.
+/// IPIP and WireGuard devices are L3 (no Ethernet header), which
+/// `node_egress` does not parse: `docs/ebpf.md` says what that leaves.
+const OVERLAY_KINDS: [&str; 2] = ["vxlan", "geneve"];
+
+/// The overlay devices of this network namespace.
+fn overlay_devs() -> Result<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for kind in OVERLAY_KINDS {
+        let o = Command::new("ip")
+            .args(["-j", "link", "show", "type", kind])
+            .output()
+            .context("run `ip -j link show type` (iproute2 is required)")?;
+        if !o.status.success() {
+            bail!(
+                "`ip -j link show type {kind}` failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            );
+        }
+        out.extend(parse_link_names(&o.stdout)?);
+    }
+    Ok(out)
+}
+
+/// The `ifname`s of `ip -j link show` output.
+pub fn parse_link_names(json: &[u8]) -> Result<BTreeSet<String>> {
+    if json.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(BTreeSet::new());
+    }
+    let links: Vec<serde_json::Value> =
+        serde_json::from_slice(json).context("parse `ip -j link show` output")?;
+    Ok(links
+        .iter()
+        .filter_map(|l| l.get("ifname")?.as_str().map(str::to_string))
+        .collect())
 }
 
 fn pinned(layout: &PinLayout) -> Result<BTreeSet<u32>> {
@@ -169,5 +211,17 @@ mod tests {
         let devs = parse_default_devs(json).unwrap();
         assert_eq!(devs.into_iter().collect::<Vec<_>>(), ["eth0", "eth1"]);
         assert!(parse_default_devs(b"\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn link_names() {
+        let json = br#"[{"ifindex":7,"ifname":"flannel.1","flags":["UP"]},
+                        {"ifindex":9,"ifname":"vxlan.calico"}]"#;
+        let names = parse_link_names(json).unwrap();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["flannel.1", "vxlan.calico"]
+        );
+        assert!(parse_link_names(b"").unwrap().is_empty());
     }
 }

@@ -191,14 +191,42 @@ fn datapath_tables_uplinks_attach_readopt_detach() {
         .join(format!("{up0}-node_egress"));
     let n = CompiledNode::default();
 
-    // Auto: the device of the default route.
+    // Auto: the device of the default route, and an overlay device (a
+    // pod's packet to another node crosses it before encapsulation).
+    run(
+        "ip",
+        &[
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            "1",
+            "dstport",
+            "8472",
+            "local",
+            "192.0.2.1",
+            "dev",
+            "up0",
+            "nolearning",
+        ],
+    );
+    run("ip", &["link", "set", "vx0", "up"]);
+    let vx0 = palisade::datapath::sys::ifindex("vx0").expect("vx0");
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("open datapath");
     dp.program(&n, &pod_interfaces(&n)).expect("program");
-    assert_eq!(dp.uplinks(), &[up0].into_iter().collect::<BTreeSet<_>>());
+    assert_eq!(
+        dp.uplinks(),
+        &[up0, vx0].into_iter().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(tcx_progs("vx0"), (0, 1));
+    run("ip", &["link", "del", "vx0"]);
     let link = palisade::datapath::sys::tcx_link_info(&pin).expect("pinned uplink link");
     assert_eq!(link.ifindex, up0);
 
-    // The link outlives the agent and is re-adopted, not attached twice.
+    // The link outlives the agent and is re-adopted, not attached twice;
+    // the overlay device is gone, and so is its link.
     drop(dp);
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("re-open");
     assert_eq!(dp.uplinks(), &[up0].into_iter().collect::<BTreeSet<_>>());

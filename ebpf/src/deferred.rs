@@ -40,12 +40,22 @@ pub struct Client {
     pub ep: &'static Endpoint,
 }
 
-/// The local pod that sent a packet from `addr`, when its egress policy
-/// applies here: not the hook's own pod (its hook decided), isolated for
-/// egress, and programmed (a pending or deny-all pod's hook drops all).
+/// The local pod that sent a packet, when its egress policy applies here:
+/// not the hook's own pod (its hook decided), isolated for egress, and
+/// programmed (a pending or deny-all pod's hook drops all).
+///
+/// The sender is the pod whose host interface the packet came in on
+/// (`__sk_buff.ingress_ifindex`), whatever NAT did to its source since: a
+/// flow that kube-proxy, ip-masq-agent or a CNI masqueraded to the node's
+/// address is still its client's. A packet that did not come in on a pod
+/// interface is looked up by its source `addr` (`LOCAL_ADDRS`).
 #[inline(always)]
-pub fn client(addr: &IpKey, hook_ifindex: u32) -> Option<Client> {
-    let ifindex = *unsafe { LOCAL_ADDRS.get(addr) }?;
+pub fn client(ingress_ifindex: u32, addr: &IpKey, hook_ifindex: u32) -> Option<Client> {
+    let ifindex = if ENDPOINTS.get_ptr(ingress_ifindex).is_some() {
+        ingress_ifindex
+    } else {
+        *unsafe { LOCAL_ADDRS.get(addr) }?
+    };
     if ifindex == hook_ifindex {
         return None;
     }

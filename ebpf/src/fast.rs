@@ -327,7 +327,8 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
     p.swapped = swapped;
     p.len = len as u32;
     // A client on this node whose egress was left to after DNAT.
-    if dir == DIR_INGRESS && !deferred_ingress(&p, &k, ifindex) {
+    let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    if dir == DIR_INGRESS && !deferred_ingress(&p, &k, ifindex, ingress_ifindex) {
         return Some(TCX_DROP);
     }
     Some(new_flow(&p, &mut k, ep, ctx, dir))
@@ -338,9 +339,9 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
 /// normalized conntrack key at this hook. Out of line, like `new_flow`, to
 /// keep call chains within the stack limit.
 #[inline(never)]
-fn deferred_ingress(p: &Parsed, k: &Words<12>, ifindex: u32) -> bool {
+fn deferred_ingress(p: &Parsed, k: &Words<12>, ifindex: u32, ingress_ifindex: u32) -> bool {
     let from = ip_key(p.family, &p.src);
-    let Some(c) = deferred::client(addr_of(&from), ifindex) else {
+    let Some(c) = deferred::client(ingress_ifindex, addr_of(&from), ifindex) else {
         return true;
     };
     let to = ip_key(p.family, &p.dst);

@@ -200,7 +200,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         }
         return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
     }
-    s.pkt.local_origin = unsafe { (*ctx.skb.skb).ingress_ifindex } == 0;
+    s.ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     decide(&h, ep, isolated, audit, s)
 }
 
@@ -209,7 +209,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
 /// it came, with the hook's ifindex.
 #[inline(always)]
 fn deferred_pass(h: &Hook, s: &mut Scratch) -> bool {
-    let Some(c) = deferred::client(&s.pkt.tuple.src, h.src.ifindex) else {
+    let Some(c) = deferred::client(s.ingress_ifindex, &s.pkt.tuple.src, h.src.ifindex) else {
         return true;
     };
     let t = &s.pkt.tuple;
@@ -277,7 +277,7 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
     } else {
         let peer = if dir == DIR_INGRESS { &t.src } else { &t.dst };
         policy::fill_keys(peer, t.proto, t.dport, &mut s.ip, &mut s.port);
-        let node_ok = node_ok(dir, s.pkt.local_origin);
+        let node_ok = node_ok(dir, s.ingress_ifindex == 0);
         match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port, node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.

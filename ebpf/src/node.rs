@@ -34,7 +34,8 @@ pub fn run(ctx: &TcContext) -> i32 {
     {
         return TCX_NEXT;
     }
-    let Some(c) = deferred::client(&p.tuple.src, ifindex) else {
+    let ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
+    let Some(c) = deferred::client(ingress_ifindex, &p.tuple.src, ifindex) else {
         return TCX_NEXT;
     };
     let t = &s.pkt.tuple;

@@ -74,11 +74,6 @@ pub struct Packet {
     pub malformed: bool,
     pub frag: u8,
     pub icmp: u8,
-    /// Sent by the node's own stack (no receiving device): only such a
-    /// packet can be node traffic at pod ingress (`hook::node_ok`). Kept
-    /// here, in the per-CPU scratch, because the general path's stack
-    /// frame has no room left.
-    pub local_origin: bool,
     pub frag_id: u32,
 }
 

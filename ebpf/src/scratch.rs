@@ -23,6 +23,10 @@ pub struct Scratch {
     pub port: Key<PortKey>,
     /// The `SERVICES` key of a refused flow's destination.
     pub service: ServiceKey,
+    /// `__sk_buff.ingress_ifindex`: the device the packet came in on, 0
+    /// when the node's own stack sent it. Kept here, not on the general
+    /// path's stack, which has no room left.
+    pub ingress_ifindex: u32,
 }
 
 #[inline(always)]

@@ -214,8 +214,15 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let mut clean = first;
     let mut last_try = Instant::now();
     let mut backoff = Backoff::default();
+    let mut records = attachments::Watch::new(&args.cni_state_dir);
     while !stop.load(Ordering::Relaxed) {
-        wait_for_change(&stop, events.as_ref(), agent.source.as_mut(), poll);
+        wait_for_change(
+            &stop,
+            events.as_ref(),
+            &mut records,
+            agent.source.as_mut(),
+            poll,
+        );
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -271,11 +278,13 @@ fn wait_synced(stop: &AtomicBool, source: &mut dyn Source) -> bool {
     true
 }
 
-/// Sleeps until the next poll, a link or route event, a settled change of
-/// the source, or a stop signal, whichever comes first.
+/// Sleeps until the next poll, a link or route event, a new or removed CNI
+/// record, a settled change of the source, or a stop signal, whichever
+/// comes first.
 fn wait_for_change(
     stop: &AtomicBool,
     events: Option<&RouteEvents>,
+    records: &mut attachments::Watch,
     source: &mut dyn Source,
     total: Duration,
 ) {
@@ -288,7 +297,7 @@ fn wait_for_change(
         if now >= end {
             return;
         }
-        if source.notify() {
+        if source.notify() || records.changed() {
             return;
         }
         let slice = step.min(end - now);

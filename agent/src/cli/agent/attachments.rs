@@ -30,6 +30,35 @@ pub fn ifindexes(dir: &Path) -> BTreeSet<u32> {
     read(dir).iter().map(|a| a.ifindex).collect()
 }
 
+/// Notices new and removed records without reading them: the plugin writes
+/// each record by renaming it into the directory, which changes the
+/// directory's modification time. Cheap enough to ask every few
+/// milliseconds, so a new pod is programmed as soon as its record exists
+/// rather than at the next poll.
+pub struct Watch {
+    dir: std::path::PathBuf,
+    seen: Option<std::time::SystemTime>,
+}
+
+impl Watch {
+    pub fn new(dir: &Path) -> Watch {
+        let mut w = Watch {
+            dir: dir.to_path_buf(),
+            seen: None,
+        };
+        w.changed();
+        w
+    }
+
+    /// Whether the directory changed since the last call.
+    pub fn changed(&mut self) -> bool {
+        let now = std::fs::metadata(&self.dir).and_then(|m| m.modified()).ok();
+        let changed = now != self.seen;
+        self.seen = now;
+        changed
+    }
+}
+
 fn attachment(r: &Record) -> Attachment {
     let pod = match (&r.pod_namespace, &r.pod_name) {
         (Some(ns), Some(name)) => Some(format!("{ns}/{name}")),
@@ -91,6 +120,11 @@ mod tests {
             ]
         );
         assert_eq!(ifindexes(&dir), [4, 9].into_iter().collect());
+        let mut watch = Watch::new(&dir);
+        assert!(!watch.changed());
+        store.remove("c1", "eth0").unwrap();
+        assert!(watch.changed(), "a removed record is noticed");
+        assert!(!watch.changed());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -43,7 +43,14 @@ pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
+        let gateways = parse_gateway_devs(&output.stdout)?;
         for (ip, ifname) in parse_routes(&output.stdout)? {
+            // A device that routes to a gateway is an uplink or a tunnel:
+            // its gateway-less host routes (GCE's `10.128.0.1 dev ens4`)
+            // lead to routers, never to pods.
+            if gateways.contains(&ifname) {
+                continue;
+            }
             // The name can vanish between the route dump and this lookup:
             // such an interface is simply not there yet on the next poll.
             let Some(ifindex) = super::sys::ifindex(&ifname) else {
@@ -110,6 +117,21 @@ pub fn parse_routes(json: &[u8]) -> Result<Vec<(IpAddr, String)>> {
     Ok(out)
 }
 
+/// The devices of routes through a gateway (the default route included) in
+/// `ip -j route` output.
+pub fn parse_gateway_devs(json: &[u8]) -> Result<BTreeSet<String>> {
+    if json.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(BTreeSet::new());
+    }
+    let routes: Vec<serde_json::Value> =
+        serde_json::from_slice(json).context("parse `ip -j route` output")?;
+    Ok(routes
+        .iter()
+        .filter(|r| r.get("gateway").is_some() || r.get("via").is_some())
+        .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
+        .collect())
+}
+
 /// The interfaces the agent manages, found from the routes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Interfaces {
@@ -136,7 +158,8 @@ pub fn match_pods<'a>(
     routes: &BTreeMap<IpAddr, HostRoute>,
     pods: impl IntoIterator<Item = (&'a str, &'a [IpAddr])>,
 ) -> Interfaces {
-    match_all(routes, &[], pods, &is_pod_device)
+    let devices = PodDevices::scan();
+    match_all(routes, &[], pods, &|i, n| devices.is_pod_device(i, n))
 }
 
 /// Matches CNI attachments, then host routes, against the local pods.
@@ -215,10 +238,41 @@ pub fn match_all<'a>(
     out
 }
 
-/// Whether `ifname` (index `ifindex`) is a device a pod can have on its
-/// host side: a veth or netkit device. The answer is cached per index and
-/// name: an interface does not change kind, and this runs every round.
-pub fn is_pod_device(ifindex: u32, ifname: &str) -> bool {
+/// What tells a pod's host-side device from the node's own, read once per
+/// round: the devices that hold a subnet address (a global address with a
+/// prefix shorter than a host's: an uplink, an underlay, a bridge with its
+/// gateway). A pod's host side holds none (Calico, Cilium) or only host
+/// addresses (the `ptp` plugin puts the pod's gateway there as a /32).
+#[derive(Clone, Debug, Default)]
+pub struct PodDevices {
+    subnet_devs: BTreeSet<String>,
+}
+
+impl PodDevices {
+    /// Reads this network namespace's addresses; on error nothing is
+    /// excluded by address (the kind check still applies).
+    pub fn scan() -> PodDevices {
+        match super::node_addrs::subnet_devices() {
+            Ok(subnet_devs) => PodDevices { subnet_devs },
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot read the node's addresses");
+                PodDevices::default()
+            }
+        }
+    }
+
+    /// Whether `ifname` (index `ifindex`) can be a pod's host side: a veth
+    /// or netkit device holding no subnet address. A node whose uplink is
+    /// a veth (kind, k3d, the lab's underlay) has a subnet address there.
+    pub fn is_pod_device(&self, ifindex: u32, ifname: &str) -> bool {
+        !self.subnet_devs.contains(ifname) && is_pod_kind(ifindex, ifname)
+    }
+}
+
+/// Whether `ifname` (index `ifindex`) is a veth or netkit device, the kinds
+/// a pod's host side has. The answer is cached per index and name: an
+/// interface does not change kind, and this runs every round.
+pub fn is_pod_kind(ifindex: u32, ifname: &str) -> bool {
     static KINDS: std::sync::Mutex<BTreeMap<(u32, String), bool>> =
         std::sync::Mutex::new(BTreeMap::new());
     let key = (ifindex, ifname.to_string());
@@ -289,6 +343,13 @@ mod tests {
     }
 
     #[test]
+    fn devices_routing_to_a_gateway() {
+        let got = parse_gateway_devs(V4.as_bytes()).unwrap();
+        assert_eq!(got.into_iter().collect::<Vec<_>>(), ["eth0"]);
+        assert!(parse_gateway_devs(b"").unwrap().is_empty());
+    }
+
+    #[test]
     fn ipv6_host_routes_and_empty_output() {
         let got = parse_routes(
             br#"[{"dst":"fd00::5","dev":"veth1","metric":1024,"flags":[],"pref":"medium"},
@@ -344,6 +405,6 @@ mod tests {
         assert_eq!(parse_link_kind(nic).as_deref(), Some(""));
         assert_eq!(parse_link_kind(b"[]"), None);
         // This namespace's loopback is no pod device.
-        assert!(!is_pod_device(1, "lo"));
+        assert!(!is_pod_kind(1, "lo"));
     }
 }

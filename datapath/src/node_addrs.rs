@@ -38,6 +38,51 @@ pub fn read() -> Result<BTreeSet<IpAddr>> {
     Ok(out)
 }
 
+/// The names of the interfaces that hold a subnet address: a global
+/// address (not loopback, not link-local) whose netmask is shorter than a
+/// host's. These are the node's own networks' devices (uplink, underlay,
+/// bridge), never a pod's host side.
+pub fn subnet_devices() -> Result<std::collections::BTreeSet<String>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    let mut out = std::collections::BTreeSet::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned; its
+        // name is a C string and its addresses are null or valid.
+        let ifa = unsafe { &*cur };
+        let (ip, mask) = unsafe { (sockaddr_ip(ifa.ifa_addr), sockaddr_ip(ifa.ifa_netmask)) };
+        if let (Some(ip), Some(mask)) = (ip, mask) {
+            if !ip.is_loopback() && !link_local(&ip) && !host_mask(&mask) {
+                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+                out.insert(name.to_string_lossy().into_owned());
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
+fn link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    }
+}
+
+/// A /32 or /128 netmask.
+fn host_mask(mask: &IpAddr) -> bool {
+    match mask {
+        IpAddr::V4(m) => m.octets() == [255; 4],
+        IpAddr::V6(m) => m.octets() == [255; 16],
+    }
+}
+
 /// The IP address in a `sockaddr`, `None` for other families.
 ///
 /// # Safety
@@ -63,6 +108,17 @@ unsafe fn sockaddr_ip(sa: *const libc::sockaddr) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn masks_and_scopes() {
+        assert!(super::host_mask(&"255.255.255.255".parse().unwrap()));
+        assert!(!super::host_mask(&"255.255.255.0".parse().unwrap()));
+        assert!(super::link_local(&"fe80::1".parse().unwrap()));
+        assert!(super::link_local(&"169.254.1.1".parse().unwrap()));
+        assert!(!super::link_local(&"fd00::1".parse().unwrap()));
+        // Loopback's 127.0.0.1/8 is not counted: only global subnets.
+        assert!(!super::subnet_devices().unwrap().contains("lo"));
+    }
+
     #[test]
     fn loopback_is_left_out_and_the_rest_is_read() {
         let addrs = super::read().unwrap();

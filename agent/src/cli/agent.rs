@@ -453,6 +453,7 @@ impl Agent {
             .compiled();
         self.routes = iface::host_routes()?;
         self.attachments = attachments::read(&self.cni_state_dir);
+        let devices = iface::PodDevices::scan();
         let ifaces: Interfaces = iface::match_all(
             &self.routes,
             &self.attachments,
@@ -460,7 +461,7 @@ impl Agent {
                 .pods
                 .iter()
                 .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
-            &iface::is_pod_device,
+            &|i, n| devices.is_pod_device(i, n),
         );
         // Rule counter columns are attributed with the groups the kernel
         // ran with until now, before the round gives the bits new meaning.

@@ -6,8 +6,8 @@
 //! like a lab on its own); the cluster adds the underlay between their
 //! node namespaces (`underlay`), which goes away with those namespaces.
 
-use crate::cluster_spec::{underlay_addrs, Cidr, ClusterSpec};
-use crate::cni::CniLayout;
+use crate::cluster_spec::{underlay_addrs, ClusterSpec};
+use crate::cni::ChainedPlugin;
 use crate::lab::{Lab, LabPod};
 use crate::measure::{matrix_of, Probe, PROBE_TIMEOUT};
 use crate::probe::Outcome;
@@ -37,6 +37,16 @@ impl Cluster {
     /// Builds every node (as `Lab::up` does), then the underlay. On error,
     /// whatever was made is removed before returning.
     pub fn up(spec: &ClusterSpec) -> Result<Cluster> {
+        Cluster::up_with_chains(spec, &|_| spec.chain.clone())
+    }
+
+    /// `up`, with each node's chained plugins given by `chain_of(node
+    /// name)` instead of `spec.chain`: for plugins whose configuration
+    /// differs per node (a state directory, a pin root, the node's name).
+    pub fn up_with_chains(
+        spec: &ClusterSpec,
+        chain_of: &dyn Fn(&str) -> Vec<ChainedPlugin>,
+    ) -> Result<Cluster> {
         spec.validate()?;
         let ranges = spec.ipam_ranges()?;
         let mut nodes = Vec::with_capacity(spec.nodes.len());
@@ -45,7 +55,7 @@ impl Cluster {
                 label: format!("{}/{}", spec.label, n.name),
                 pods: n.pods.clone(),
                 cni: spec.cni,
-                chain: spec.chain.clone(),
+                chain: chain_of(&n.name),
                 ipam_ranges: ipam_ranges.clone(),
             })
             .with_context(|| format!("cluster {}: node {}", spec.label, n.name))?;
@@ -58,22 +68,7 @@ impl Cluster {
             });
         }
         let netns: Vec<String> = nodes.iter().map(|n| n.lab.node_netns()).collect();
-        // A bridge puts its node's whole subnet on the bridge: the other
-        // nodes route it to that node (flannel's host-gw), unless the pod
-        // CIDR routes already cover it.
-        let subnets: Vec<Vec<Cidr>> = spec
-            .nodes
-            .iter()
-            .zip(&ranges)
-            .map(|(n, rs)| {
-                rs.iter()
-                    .map(|r| r.subnet)
-                    .filter(|_| spec.cni == CniLayout::Bridge)
-                    .filter(|s| !n.pod_cidrs.iter().any(|c| c.covers(s)))
-                    .collect()
-            })
-            .collect();
-        crate::underlay::wire(&netns, &spec.nodes, &subnets)
+        crate::underlay::wire(&netns, spec, &ranges)
             .with_context(|| format!("cluster {}", spec.label))?;
         Ok(Cluster { nodes })
     }

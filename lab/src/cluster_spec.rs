@@ -1,8 +1,10 @@
 //! What a multi-node lab is made of: nodes, each with a name, its pod
-//! CIDRs and its pods.
+//! CIDRs and its pods; how pods are wired and how their traffic crosses
+//! between nodes.
 
 use crate::cni::{ChainedPlugin, CniLayout, IpamRange};
 use crate::spec::{PodSpec, ServedPort};
+use crate::underlay::{Overlay, Vtep};
 use anyhow::{bail, Result};
 use palisade_policy::Family;
 use std::collections::BTreeSet;
@@ -148,6 +150,8 @@ pub struct ClusterSpec {
     pub cni: CniLayout,
     /// Plugins after the main one, on every node (`LabSpec::chain`).
     pub chain: Vec<ChainedPlugin>,
+    /// How pod traffic crosses between nodes (plain routes by default).
+    pub overlay: Overlay,
 }
 
 impl ClusterSpec {
@@ -173,6 +177,21 @@ impl ClusterSpec {
     pub fn chain(mut self, plugins: Vec<ChainedPlugin>) -> ClusterSpec {
         self.chain = plugins;
         self
+    }
+
+    /// How pod traffic crosses between nodes.
+    pub fn overlay(mut self, overlay: Overlay) -> ClusterSpec {
+        self.overlay = overlay;
+        self
+    }
+
+    /// Every node's VXLAN endpoints (per node, IPv4 first), as
+    /// `Overlay::Vxlan` programs them whatever `overlay` is: each node's
+    /// pod subnet (the smallest prefix covering its pod CIDRs and its
+    /// host-local subnet, per family), the device address and MAC. Fails
+    /// when nodes' subnets overlap.
+    pub fn vteps(&self) -> Result<Vec<Vec<Vtep>>> {
+        crate::underlay::vteps(self, &self.ipam_ranges()?)
     }
 
     /// host-local's ranges of every node (empty lists for the routed
@@ -202,7 +221,8 @@ impl ClusterSpec {
     /// Everything `LabSpec::validate` checks per node, plus: node names
     /// unique and non-empty, pod names and addresses unique across nodes,
     /// every pod address inside its node's pod CIDRs, pod CIDRs disjoint
-    /// from each other and from the underlay.
+    /// from each other and from the underlay; with VXLAN, nodes' subnets
+    /// (`vteps`) disjoint from each other and from the underlay.
     pub fn validate(&self) -> Result<()> {
         if self.nodes.is_empty() {
             bail!("cluster spec {}: nodes: none", self.label);
@@ -259,7 +279,11 @@ impl ClusterSpec {
         }
         // Duplicate pods and addresses across nodes, reserved addresses.
         all.validate()?;
-        self.validate_ranges()
+        self.validate_ranges()?;
+        if self.overlay == Overlay::Vxlan {
+            self.vteps()?;
+        }
+        Ok(())
     }
 
     /// host-local's subnets stay off the underlay; a bridge's subnet is

@@ -42,7 +42,9 @@ pub use cleanup::{clean_leftovers, RECORD_ROOT};
 pub use cluster::{Cluster, ClusterNode};
 pub use cluster_spec::{underlay_addrs, Cidr, ClusterSpec, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};
 pub use cni::{ChainedPlugin, CniLayout, IpamRange, BRIDGE, CNI_VERSION, NETWORK_NAME, PLUGIN_DIR};
-pub use kube_proxy::{service_rules, DnatTarget, ServiceRule, KUBE_PROXY_TABLE};
+pub use kube_proxy::{
+    service_rules, DnatTarget, Masquerade, ServiceRule, KUBE_PROXY_TABLE, MASQUERADE_MARK,
+};
 pub use lab::{Lab, LabPod};
 pub use matrix::{diff, Difference};
 pub use measure::{Probe, PROBE_PARALLELISM, PROBE_TIMEOUT};
@@ -51,8 +53,11 @@ pub use node::NodeProcess;
 pub use palisade_policy::{Family, MatrixEntry, ProbePort, Protocol};
 pub use probe::Outcome;
 pub use spec::{LabSpec, PodSpec, ServedPort};
-pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4};
-pub use underlay::UNDERLAY;
+pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4, UPLINK, UPLINK_GATEWAY_V4};
+pub use underlay::{
+    Overlay, Vtep, UNDERLAY, UNDERLAY_MTU, VXLAN_DEV, VXLAN_MTU, VXLAN_PORT, VXLAN_V6_DEV,
+    VXLAN_VNI,
+};
 
 /// Names of the lab namespaces currently present on the host (any run).
 pub fn lab_netns_present() -> Vec<String> {

@@ -5,7 +5,11 @@
 //!   dummy driver) holding the node address and the default route
 //!   (what a real node's uplink provides: a source address for ARP towards
 //!   pods, and a route to the pods' gateway address that is not via the
-//!   pod's own interface, which proxy ARP needs to answer).
+//!   pod's own interface, which proxy ARP needs to answer), and a
+//!   gatewayless host route to `192.0.2.254` on it: clouds put their
+//!   gateway on the uplink that way (GCE: `10.128.0.1 dev ens4 scope link`,
+//!   Hetzner: `172.31.1.1 dev eth0`), so an agent meets one uplink route
+//!   shaped like a pod's route whose device is no pod's.
 //! - Per pod: a veth pair, `cali<hash>` in the node namespace and `eth0` in
 //!   the pod's; the pod's addresses as /32 and /128 on `eth0`; in the node,
 //!   `<ip>/32 dev cali...` and `<ip>/128 dev cali...` routes (what an agent
@@ -32,11 +36,15 @@ pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The node's own address, on its uplink (TEST-NET-1: never routed).
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 pub const UPLINK: &str = "uplink0";
+/// The cloud-style gateway on the uplink (TEST-NET-1, like the node
+/// address): only a `scope link` host route points at it, nothing sends
+/// to it, and no pod may take it.
+pub const UPLINK_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 
 /// Addresses pods cannot use because the plumbing uses them.
 pub fn reserved(ip: &IpAddr) -> bool {
     match ip {
-        IpAddr::V4(a) => *a == GATEWAY_V4 || *a == NODE_V4,
+        IpAddr::V4(a) => *a == GATEWAY_V4 || *a == NODE_V4 || *a == UPLINK_GATEWAY_V4,
         IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
     }
 }
@@ -81,6 +89,9 @@ pub fn setup_node(node: &NetNs) -> Result<()> {
         format!("link set {UPLINK} up"),
         format!("addr add {NODE_V4}/32 dev {UPLINK}"),
         format!("route add default dev {UPLINK}"),
+        // The default route stays gatewayless: the gateway route only
+        // exists to be seen (it attracts no traffic, being one address).
+        format!("route add {UPLINK_GATEWAY_V4}/32 dev {UPLINK} scope link"),
     ];
     ip_batch(Some(node.name()), &lines, false).context("setting up the node namespace")
 }
@@ -150,4 +161,25 @@ pub fn setup_pod(node: &NetNs, pod_ns: &NetNs, pod: &PodSpec, host_veth: &str) -
         }
     }
     ip_batch(Some(pod_ns.name()), &pod_lines, false).with_context(|| format!("pod {key}: pod side"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plumbing_addresses_are_reserved() {
+        for a in [
+            "169.254.1.1",
+            "192.0.2.1",
+            "192.0.2.254",
+            "fe80::1",
+            "fe80::5",
+        ] {
+            assert!(reserved(&a.parse().unwrap()), "{a}");
+        }
+        for a in ["192.0.2.253", "10.0.0.1", "fd00::1"] {
+            assert!(!reserved(&a.parse().unwrap()), "{a}");
+        }
+    }
 }

@@ -1,148 +1,177 @@
-//! `cargo xtask demo --nodes N` (N > 1): the example policies enforced on
-//! a multi-node lab fed by the fake API server.
+//! A multi-node lab: one lab node per node of the placement, joined by an
+//! underlay, fed by one fake API server.
 //!
-//! The manifests' pods are spread over `node-1` ... `node-N` (round robin
-//! in `namespace/name` order, which overrides their `spec.nodeName`); each
-//! node's pod CIDRs are its pods' own addresses, routed over the underlay.
-//! The manifests' objects are served by one fake API server on node-1's
-//! underlay address, and each node runs `palisade agent --kubeconfig` with
-//! a bpffs of its own. The measured matrix (every pair, within and across
-//! nodes) is compared with the oracle's.
+//! Each node's pod CIDRs are its pods' own addresses, routed over the
+//! underlay (the manifests' addresses follow no per-node blocks). The lab's
+//! copy of the manifests (where every lab pod names its node) is served by
+//! a fake API server on the first node's underlay address; each node runs
+//! `palisade agent --kubeconfig` with a bpffs of its own. The API server
+//! is read-only to clients, so changes come from the copy: `sync` serves
+//! whatever changed in its files.
 
+use crate::cni_scratch::CniScratch;
+use crate::objects::{by_key, manifest_files, read_objects, ObjectKey};
+use crate::options::Plan;
 use anyhow::{bail, Context, Result};
-use palisade_fake_apiserver::FakeApiServer;
-use palisade_lab::{
-    AgentOptions, Cidr, Cluster, ClusterSpec, Family, MatrixEntry, NodeSpec, ProbePort,
-};
-use palisade_policy::{Model, Pod};
+use palisade_fake_apiserver::{FakeApiServer, Kind};
+use palisade_lab::{AgentOptions, AgentProcess, Cidr, Cluster, ClusterSpec, CniLayout, NodeSpec};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-/// How long the agents get to program their node the first time.
-const AGENT_READY: Duration = Duration::from_secs(60);
-
-/// What the multi-node demo needs from the command line and the model.
-pub struct Demo<'a> {
-    pub nodes: usize,
-    pub manifests: &'a [PathBuf],
-    pub model: &'a Model,
-    /// The pods to place (those with an address of `family`).
-    pub pods: &'a [Pod],
-    pub ports: &'a [ProbePort],
-    pub family: Family,
-    pub agent_bin: &'a Path,
-    /// Prints a titled matrix (stdout or stderr by output mode).
-    pub show: &'a dyn Fn(&str, &[MatrixEntry]),
+pub struct ManyNodes {
+    /// Dropped first: the agents may log its going, nothing more.
+    api: FakeApiServer,
+    pub cluster: Cluster,
+    pub kubeconfig: PathBuf,
+    /// The manifests the API server serves.
+    pub manifests: PathBuf,
+    pub agents: Vec<AgentProcess>,
+    served: BTreeMap<ObjectKey, Value>,
+    /// The copy's files as last read (path, modified, length).
+    seen: Vec<(PathBuf, SystemTime, u64)>,
+    // Last: the nodes' teardown (the plugin's DEL) still uses its paths.
+    scratch: Option<CniScratch>,
 }
 
-/// Runs it; returns the matrix after enforcement and the oracle's.
-pub fn run(d: &Demo) -> Result<(Vec<MatrixEntry>, Vec<MatrixEntry>)> {
-    let placement = place(d.pods, d.nodes);
-    let spec = cluster_spec(d.pods, &placement, d.nodes, d.ports)?;
-    for n in &spec.nodes {
-        let keys: Vec<String> = n.pods.iter().map(|p| p.key()).collect();
-        eprintln!("demo: {}: {}", n.name, keys.join(", "));
-    }
-    let objects = read_objects(d.manifests)?;
-    let cluster = Cluster::up(&spec)?;
-
-    eprintln!("demo: measuring before enforcement");
-    let before = cluster.measure_matrix(d.ports, d.family)?;
-    (d.show)("Before (no agent): everything reachable", &before);
-
-    let hub = &cluster.nodes()[0];
-    let at = SocketAddr::new(hub.underlay_v4.into(), 0);
-    let api = hub.lab.run_in_node(|| FakeApiServer::start_at(at))??;
-    let kubeconfig = api.write_kubeconfig(&hub.lab.dir().join("kubeconfig"))?;
-    let mut served = 0;
-    for o in objects {
-        let o = match o["kind"].as_str() {
-            Some("Pod") => match placement.get(&object_key(&o)) {
-                Some(node) => with_node(o, node),
-                // A pod without an address of the probed family: no lab
-                // pod, but still a peer the policies may name.
-                None => o,
-            },
-            _ => o,
+impl ManyNodes {
+    pub fn up(plan: &Plan, label: &str) -> Result<ManyNodes> {
+        let spec = cluster_spec(plan, label)?;
+        let scratch = match plan.cni {
+            CniLayout::Routed => None,
+            _ => Some(CniScratch::new(label, &plan.placement.nodes)?),
         };
-        api.apply(o).context("demo: serving the manifests")?;
-        served += 1;
-    }
-    eprintln!(
-        "demo: fake API server at {} serving {served} objects",
-        api.url()
-    );
+        let cni_bin = match &scratch {
+            Some(_) => Some(palisade_lab::palisade_cni_bin()?),
+            None => None,
+        };
+        let chain_of = |node: &str| match (&scratch, &cni_bin) {
+            (Some(s), Some(bin)) => vec![s.plugin(bin, node)],
+            _ => Vec::new(),
+        };
+        let cluster = Cluster::up_with_chains(&spec, &chain_of)?;
 
-    let mut agents = Vec::new();
-    for n in cluster.nodes() {
-        let bpffs = n.lab.mount_bpffs()?;
-        let opts = AgentOptions::kube(
-            d.agent_bin.to_path_buf(),
-            kubeconfig.clone(),
-            &n.name,
-            bpffs,
+        let hub = &cluster.nodes()[0];
+        let manifests = hub.lab.dir().join("manifests");
+        crate::objects::write_placed_copy(&plan.manifests, &manifests, &plan.placement)?;
+        let at = SocketAddr::new(hub.underlay_v4.into(), 0);
+        let api = hub
+            .lab
+            .run_in_node(|| FakeApiServer::start_at(at))?
+            .with_context(|| format!("starting the API server in node {}", hub.name))?;
+        let kubeconfig = api.write_kubeconfig(&hub.lab.dir().join("kubeconfig"))?;
+        let mut many = ManyNodes {
+            api,
+            cluster,
+            kubeconfig,
+            manifests,
+            agents: Vec::new(),
+            served: BTreeMap::new(),
+            seen: Vec::new(),
+            scratch,
+        };
+        many.sync()?;
+        eprintln!(
+            "lab: fake API server at {} serving {} objects",
+            many.api.url(),
+            many.served.len()
         );
-        let a = n.lab.start_agent(&opts)?;
-        eprintln!("demo: agent of {} (pid {}) started", n.name, a.process.pid);
-        agents.push(a);
-    }
-    for (n, a) in cluster.nodes().iter().zip(&agents) {
-        n.lab.wait_agent(a, 0, AGENT_READY)?;
+        Ok(many)
     }
 
-    eprintln!("demo: measuring with the policies enforced");
-    let after = cluster.measure_matrix(d.ports, d.family)?;
-    (d.show)("After (policies enforced, served by the API)", &after);
-    let expected = palisade_policy::matrix(d.model, d.ports, d.family);
+    /// Starts one agent per node and waits until each has programmed its
+    /// node.
+    pub fn start_agents(&mut self, bin: &Path, ready: Duration) -> Result<()> {
+        for n in self.cluster.nodes() {
+            let (bpffs, state_dir) = match &mut self.scratch {
+                Some(s) => (s.adopt(&n.name, &n.lab)?, s.state_dir(&n.name)),
+                None => (
+                    n.lab.mount_bpffs()?,
+                    crate::one_node::empty_state_dir(&n.lab)?,
+                ),
+            };
+            let mut opts =
+                AgentOptions::kube(bin.to_path_buf(), self.kubeconfig.clone(), &n.name, bpffs);
+            opts.args = vec!["--cni-state-dir".into(), state_dir.display().to_string()];
+            let a = n.lab.start_agent(&opts)?;
+            eprintln!("lab: agent of {} (pid {}) started", n.name, a.process.pid);
+            self.agents.push(a);
+        }
+        for (n, a) in self.cluster.nodes().iter().zip(&self.agents) {
+            n.lab.wait_agent(a, 0, ready)?;
+        }
+        Ok(())
+    }
 
-    let node_of: BTreeMap<&str, &str> = placement
-        .iter()
-        .map(|(k, n)| (k.as_str(), n.as_str()))
-        .collect();
-    let cross = |e: &MatrixEntry| node_of.get(e.from.as_str()) != node_of.get(e.to.as_str());
-    let (x_allowed, x_total) = (
-        after.iter().filter(|e| cross(e) && e.allowed).count(),
-        after.iter().filter(|e| cross(e)).count(),
-    );
-    eprintln!(
-        "demo: {x_total} of {} probes crossed nodes ({x_allowed} allowed, {} denied)",
-        after.len(),
-        x_total - x_allowed
-    );
-    drop(api);
-    cluster.teardown()?;
-    Ok((after, expected))
+    /// Serves what changed in the copy's files since the last call:
+    /// new and changed objects are applied, vanished ones deleted.
+    /// Returns how many objects changed.
+    pub fn sync(&mut self) -> Result<usize> {
+        let dirs = [self.manifests.clone()];
+        let seen = fingerprint(&manifest_files(&dirs)?);
+        if !self.served.is_empty() && seen == self.seen {
+            return Ok(0);
+        }
+        let now = by_key(read_objects(&dirs)?);
+        let mut changes = 0;
+        for (key, o) in &now {
+            if self.served.get(key) != Some(o) {
+                self.api
+                    .apply(o.clone())
+                    .with_context(|| format!("serving {} {}/{}", key.0, key.1, key.2))?;
+                changes += 1;
+            }
+        }
+        for (kind, ns, name) in self.served.keys().filter(|k| !now.contains_key(*k)) {
+            if let Some(k) = Kind::from_name(kind) {
+                self.api.delete(k, ns, name);
+                changes += 1;
+            }
+        }
+        self.served = now;
+        self.seen = seen;
+        Ok(changes)
+    }
+
+    pub fn teardown(self) -> Result<()> {
+        let ManyNodes {
+            api,
+            cluster,
+            scratch,
+            ..
+        } = self;
+        drop(api);
+        let result = cluster.teardown();
+        drop(scratch);
+        result
+    }
 }
 
-/// `namespace/name` -> node name, round robin over sorted keys.
-fn place(pods: &[Pod], nodes: usize) -> BTreeMap<String, String> {
-    let mut keys: Vec<String> = pods.iter().map(|p| p.key()).collect();
-    keys.sort();
-    keys.into_iter()
-        .enumerate()
-        .map(|(i, k)| (k, format!("node-{}", i % nodes + 1)))
+fn fingerprint(files: &[PathBuf]) -> Vec<(PathBuf, SystemTime, u64)> {
+    files
+        .iter()
+        .filter_map(|f| {
+            let m = std::fs::metadata(f).ok()?;
+            Some((f.clone(), m.modified().ok()?, m.len()))
+        })
         .collect()
 }
 
-fn cluster_spec(
-    pods: &[Pod],
-    placement: &BTreeMap<String, String>,
-    nodes: usize,
-    extra_ports: &[ProbePort],
-) -> Result<ClusterSpec> {
-    let lab = palisade_lab::LabSpec::from_pods("xtask-demo", pods, extra_ports);
-    let mut spec = ClusterSpec::new("xtask-demo");
-    for k in 0..nodes {
-        let name = format!("node-{}", k + 1);
+fn cluster_spec(plan: &Plan, label: &str) -> Result<ClusterSpec> {
+    let lab = palisade_lab::LabSpec::from_pods(label, &plan.pods, &plan.ports);
+    let mut spec = ClusterSpec::new(label).cni(plan.cni);
+    for name in &plan.placement.nodes {
         let mine: Vec<_> = lab
             .pods
             .iter()
-            .filter(|p| placement.get(&p.key()) == Some(&name))
+            .filter(|p| plan.placement.node(&p.key()) == Some(name.as_str()))
             .cloned()
             .collect();
+        if mine.is_empty() {
+            bail!("node {name} has no pod to run");
+        }
         // The node's "pod CIDRs" are its pods' own addresses: the
         // manifests' addresses follow no per-node blocks.
         let pod_cidrs = mine
@@ -151,115 +180,51 @@ fn cluster_spec(
             .map(|ip| Cidr::new(*ip, if ip.is_ipv4() { 32 } else { 128 }))
             .collect();
         spec = spec.node(NodeSpec {
-            name,
+            name: name.clone(),
             pod_cidrs,
             pods: mine,
         });
     }
-    if spec.nodes.iter().any(|n| n.pods.is_empty()) {
-        bail!(
-            "demo: {} pods cannot fill {nodes} nodes; use fewer --nodes",
-            pods.len()
-        );
-    }
     Ok(spec)
-}
-
-fn object_key(o: &Value) -> String {
-    format!(
-        "{}/{}",
-        o["metadata"]["namespace"].as_str().unwrap_or("default"),
-        o["metadata"]["name"].as_str().unwrap_or_default()
-    )
-}
-
-fn with_node(mut pod: Value, node: &str) -> Value {
-    pod["spec"]["nodeName"] = Value::from(node);
-    pod
-}
-
-/// The Namespaces, Pods and NetworkPolicies of the manifests, as JSON, in
-/// file order (directories: `*.yaml`, `*.yml`, `*.json`, sorted, hidden
-/// entries skipped; `*List` documents contribute their items). Documents
-/// that do not parse are left out here: the model load already reported
-/// them.
-fn read_objects(paths: &[PathBuf]) -> Result<Vec<Value>> {
-    let mut files = Vec::new();
-    for p in paths {
-        collect(p, true, &mut files)?;
-    }
-    let mut out = Vec::new();
-    for f in files {
-        let text = std::fs::read_to_string(&f)
-            .with_context(|| format!("demo: reading {}", f.display()))?;
-        for doc in serde_yaml::Deserializer::from_str(&text) {
-            let Ok(v) = serde_json::to_value(
-                <serde_yaml::Value as serde::Deserialize>::deserialize(doc).unwrap_or_default(),
-            ) else {
-                continue;
-            };
-            let items = match v["kind"].as_str() {
-                Some(k) if k.ends_with("List") => {
-                    v["items"].as_array().cloned().unwrap_or_default()
-                }
-                _ => vec![v],
-            };
-            out.extend(items.into_iter().filter(|o| {
-                matches!(
-                    o["kind"].as_str(),
-                    Some("Namespace" | "Pod" | "NetworkPolicy")
-                )
-            }));
-        }
-    }
-    Ok(out)
-}
-
-fn collect(path: &Path, explicit: bool, out: &mut Vec<PathBuf>) -> Result<()> {
-    let meta = std::fs::symlink_metadata(path)
-        .with_context(|| format!("demo: manifests {}", path.display()))?;
-    if meta.is_dir() {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                !p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with('.'))
-            })
-            .collect();
-        entries.sort();
-        for e in entries {
-            collect(&e, false, out)?;
-        }
-    } else if explicit
-        || matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        )
-    {
-        out.push(path.to_path_buf());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::options::{CniArg, LabOptions};
 
     #[test]
-    fn placement_is_round_robin_over_sorted_keys() {
-        let m = palisade_policy::load_str(
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: b, namespace: x}\nspec: {nodeName: n}\nstatus: {podIPs: [{ip: 10.0.0.2}]}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: x}\nspec: {nodeName: n}\nstatus: {podIPs: [{ip: 10.0.0.1}]}\n---\n\
-             apiVersion: v1\nkind: Pod\nmetadata: {name: c, namespace: x}\nspec: {nodeName: n}\nstatus: {podIPs: [{ip: 10.0.0.3}]}\n",
-            "t.yaml",
-        );
-        let p = place(&m.pods, 2);
-        assert_eq!(p["x/a"], "node-1");
-        assert_eq!(p["x/b"], "node-2");
-        assert_eq!(p["x/c"], "node-1");
-        let spec = cluster_spec(&m.pods, &p, 2, &[]).unwrap();
+    fn every_node_gets_its_placed_pods_and_their_addresses() {
+        let dir = std::env::temp_dir().join(format!("xtask-cluster-spec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pod = |name: &str, node: &str, ip: &str| {
+            format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\n\
+                 spec: {{nodeName: {node}}}\nstatus: {{podIPs: [{{ip: {ip}}}, {{ip: 'fd00::{name}'}}]}}\n"
+            )
+        };
+        let text = [
+            pod("a", "n1", "10.0.0.1"),
+            pod("b", "n2", "10.0.0.2"),
+            pod("c", "n1", "10.0.0.3"),
+        ]
+        .join("---\n");
+        std::fs::write(dir.join("pods.yaml"), text).unwrap();
+        let opts = LabOptions {
+            manifests: vec![dir.clone()],
+            ports: Some("80/TCP".into()),
+            nodes: None,
+            cni: CniArg::Ptp,
+        };
+        let plan = Plan::load(&opts, None, "test").unwrap();
+        let spec = cluster_spec(&plan, "t").unwrap();
         spec.validate().unwrap();
-        assert!(cluster_spec(&m.pods, &place(&m.pods, 4), 4, &[]).is_err());
+        assert_eq!(spec.cni, CniLayout::Ptp);
+        let names: Vec<&str> = spec.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2"]);
+        let keys: Vec<String> = spec.nodes[0].pods.iter().map(|p| p.key()).collect();
+        assert_eq!(keys, ["x/a", "x/c"]);
+        assert_eq!(spec.nodes[1].pod_cidrs.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

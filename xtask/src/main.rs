@@ -1,11 +1,18 @@
 //! `cargo xtask`: bootstrap the toolchain, build the classifiers, run the
-//! demo, the tests and the benchmarks.
+//! demo, a lab that stays up, the tests and the benchmarks.
 
 mod bootstrap;
 mod build;
+mod cni_scratch;
 mod demo;
 mod demo_cluster;
+mod lab_cmd;
+mod objects;
+mod one_node;
+mod options;
+mod placement;
 mod run;
+mod running;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +33,8 @@ enum Command {
     Build,
     /// Bring up the lab, enforce the example policies, print the matrices.
     Demo(demo::DemoArgs),
+    /// A lab that stays up with its agents (`lab up`, `lab down`).
+    Lab(lab_cmd::LabArgs),
     /// Run the whole test suite (needs root).
     Test(run::TestArgs),
     /// Run the benchmarks.
@@ -43,16 +52,13 @@ fn main() -> anyhow::Result<()> {
             bootstrap::run()?;
             build::all().map(|_| ())
         }
-        Command::Demo(args) => {
-            // A given binary is used as is (as the tests do); else build.
-            let agent = match std::env::var_os(palisade_lab::BIN_ENV) {
-                Some(_) => palisade_lab::palisade_bin()?,
-                None => {
-                    bootstrap::run()?;
-                    build::all()?
-                }
+        Command::Demo(args) => demo::run(args, &agent_bin()?),
+        Command::Lab(args) => {
+            let agent = match lab_cmd::needs_agent(&args) {
+                true => Some(agent_bin()?),
+                false => None,
             };
-            demo::run(args, &agent)
+            lab_cmd::run(args, agent.as_deref())
         }
         Command::Test(args) => {
             bootstrap::run()?;
@@ -63,6 +69,18 @@ fn main() -> anyhow::Result<()> {
             bootstrap::run()?;
             build::all()?;
             run::bench(args)
+        }
+    }
+}
+
+/// The agent binary: a given one is used as is (as the tests do); else
+/// everything is built.
+fn agent_bin() -> anyhow::Result<std::path::PathBuf> {
+    match std::env::var_os(palisade_lab::BIN_ENV) {
+        Some(_) => palisade_lab::palisade_bin(),
+        None => {
+            bootstrap::run()?;
+            build::all()
         }
     }
 }

@@ -117,8 +117,8 @@ pub fn parse_routes(json: &[u8]) -> Result<Vec<(IpAddr, String)>> {
     Ok(out)
 }
 
-/// The devices of routes through a gateway (the default route included) in
-/// `ip -j route` output.
+/// The devices of routes through a gateway, and of default routes (with a
+/// gateway or not), in `ip -j route` output.
 pub fn parse_gateway_devs(json: &[u8]) -> Result<BTreeSet<String>> {
     if json.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(BTreeSet::new());
@@ -127,7 +127,11 @@ pub fn parse_gateway_devs(json: &[u8]) -> Result<BTreeSet<String>> {
         serde_json::from_slice(json).context("parse `ip -j route` output")?;
     Ok(routes
         .iter()
-        .filter(|r| r.get("gateway").is_some() || r.get("via").is_some())
+        .filter(|r| {
+            r.get("gateway").is_some()
+                || r.get("via").is_some()
+                || r.get("dst").and_then(|d| d.as_str()) == Some("default")
+        })
         .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
         .collect())
 }

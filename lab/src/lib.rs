@@ -53,7 +53,7 @@ pub use node::NodeProcess;
 pub use palisade_policy::{Family, MatrixEntry, ProbePort, Protocol};
 pub use probe::Outcome;
 pub use spec::{LabSpec, PodSpec, ServedPort};
-pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4, UPLINK, UPLINK_GATEWAY_V4};
+pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4, NODE_V6, UPLINK, UPLINK_GATEWAY_V4};
 pub use underlay::{
     Overlay, Vtep, UNDERLAY, UNDERLAY_MTU, VXLAN_DEV, VXLAN_MTU, VXLAN_PORT, VXLAN_V6_DEV,
     VXLAN_VNI,

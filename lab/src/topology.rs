@@ -35,6 +35,10 @@ pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 /// The node's own address, on its uplink (TEST-NET-1: never routed).
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+/// The node's own IPv6 address (documentation range: never routed). A
+/// node with no global IPv6 address masquerades to a link-local one, which
+/// replies over UDP and raw sockets cannot reach.
+pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 pub const UPLINK: &str = "uplink0";
 /// The cloud-style gateway on the uplink (TEST-NET-1, like the node
 /// address): only a `scope link` host route points at it, nothing sends
@@ -45,7 +49,7 @@ pub const UPLINK_GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 pub fn reserved(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => *a == GATEWAY_V4 || *a == NODE_V4 || *a == UPLINK_GATEWAY_V4,
-        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80 || *a == NODE_V6,
     }
 }
 
@@ -88,6 +92,7 @@ pub fn setup_node(node: &NetNs) -> Result<()> {
         format!("link add {UPLINK} type ifb"),
         format!("link set {UPLINK} up"),
         format!("addr add {NODE_V4}/32 dev {UPLINK}"),
+        format!("addr add {NODE_V6}/128 dev {UPLINK} nodad"),
         format!("route add default dev {UPLINK}"),
         // The default route stays gatewayless: the gateway route only
         // exists to be seen (it attracts no traffic, being one address).
@@ -175,6 +180,7 @@ mod tests {
             "192.0.2.254",
             "fe80::1",
             "fe80::5",
+            "2001:db8::1",
         ] {
             assert!(reserved(&a.parse().unwrap()), "{a}");
         }

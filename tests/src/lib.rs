@@ -4,3 +4,4 @@ pub mod cluster;
 pub mod fixtures;
 pub mod kernel;
 pub mod lab;
+pub mod services;

@@ -218,14 +218,26 @@ fn services_masqueraded_flows_are_still_their_clients() -> Result<()> {
     let masq = |dport, sport| Packet::tcp(ip(HOST), ip(BACKEND), sport, dport).build();
     let via = |hook, frame: &[u8], iif| c.run_forwarded(hook, frame, iif).unwrap();
     // Same node: allowed port in, refused port dropped.
-    assert_eq!(via(Hook::Ingress, &masq(80, 41000), CLIENT_IFINDEX), TCX_PASS);
-    assert_eq!(via(Hook::Ingress, &masq(81, 41001), CLIENT_IFINDEX), TCX_DROP);
+    assert_eq!(
+        via(Hook::Ingress, &masq(80, 41000), CLIENT_IFINDEX),
+        TCX_PASS
+    );
+    assert_eq!(
+        via(Hook::Ingress, &masq(81, 41001), CLIENT_IFINDEX),
+        TCX_DROP
+    );
     // The node's own packet (no receiving device) is nobody's egress.
     assert_eq!(via(Hook::Ingress, &masq(81, 41002), 0), TCX_PASS);
     // Another node: the uplink decides the same way.
     let remote = |dport, sport| Packet::tcp(ip(HOST), ip(REMOTE), sport, dport).build();
-    assert_eq!(via(Hook::Uplink, &remote(80, 41003), CLIENT_IFINDEX), TCX_NEXT);
-    assert_eq!(via(Hook::Uplink, &remote(443, 41004), CLIENT_IFINDEX), TCX_DROP);
+    assert_eq!(
+        via(Hook::Uplink, &remote(80, 41003), CLIENT_IFINDEX),
+        TCX_NEXT
+    );
+    assert_eq!(
+        via(Hook::Uplink, &remote(443, 41004), CLIENT_IFINDEX),
+        TCX_DROP
+    );
     assert_eq!(c.counters(CLIENT_SLOT, DIR_EGRESS)?.denied_packets, 2);
     Ok(())
 }

@@ -352,7 +352,12 @@ mod tests {
                 namespace: "shop".into(),
                 name: "web".into(),
                 cluster_ips: vec!["10.96.0.10".parse().unwrap()],
-                ports: vec![],
+                ports: vec![palisade_policy::ServicePort {
+                    name: None,
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                    target: palisade_policy::TargetPort::Number(8080),
+                }],
                 selector: None,
             }],
             errors: vec![],
@@ -389,7 +394,7 @@ mod tests {
         assert_eq!(ids.len(), 2);
         assert_eq!(ids[0]["namespace"], "shop");
         assert!(ids[0]["labels"]["app"].is_string());
-        assert_eq!(doc["services"], json!(["10.96.0.10"]));
+        assert_eq!(doc["services"], json!(["10.96.0.10:80/TCP"]));
     }
 
     #[test]
@@ -405,7 +410,7 @@ mod tests {
             "port TCP 80/15 (80-81): groups 0",
             "egress: not isolated",
             "10.0.0.2 -> ",
-            "service ClusterIPs (1):\n  10.96.0.10\n",
+            "service frontends (1):\n  10.96.0.10:80/TCP\n",
         ] {
             assert!(text.contains(needle), "{needle:?} missing from:\n{text}");
         }

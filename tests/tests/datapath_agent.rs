@@ -32,10 +32,13 @@ fn endpoints(s: &Scratch) -> std::collections::BTreeMap<u64, Value> {
         .collect()
 }
 
+/// The pod identities in the pinned trie (the node's own addresses, as
+/// `IDENTITY_HOST`, left out).
 fn identities(s: &Scratch) -> Vec<u64> {
     let mut ids: Vec<u64> = dump(&s.bpffs().join("node1/IDENTITIES"))
         .iter()
         .map(|e| e["value"].as_u64().unwrap())
+        .filter(|id| *id != u64::from(palisade_common::IDENTITY_HOST))
         .collect();
     ids.sort();
     ids

@@ -8,7 +8,7 @@
 use ipnetwork::IpNetwork;
 use palisade::datapath::{ebpf_object, Datapath};
 use palisade_common::{
-    PolicyKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_INGRESS, EP_PENDING,
+    PolicyKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_INGRESS, EP_PENDING, IDENTITY_HOST,
     INNER_IDENTITY_MAX, PROTO_TCP, SPILL_IDENTITY,
 };
 use palisade_compiler::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
@@ -162,8 +162,13 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     assert_eq!(ep_a["addrs"][0]["family"].as_u64(), Some(4));
     let ep_b = endpoint_json(&bpffs, b_if).expect("endpoint of pod b");
     assert_eq!(ep_b["flags"].as_u64(), Some(u64::from(EP_DENY_ALL)));
-    let identities = dump(&bpffs, "IDENTITIES");
+    // The pods' identities, and the node's own addresses (the test
+    // namespace's link-local ones) as IDENTITY_HOST.
+    let (identities, node_ids): (Vec<_>, Vec<_>) = dump(&bpffs, "IDENTITIES")
+        .into_iter()
+        .partition(|e| e["value"].as_u64() != Some(u64::from(IDENTITY_HOST)));
     assert_eq!(identities.len(), 3, "{identities:?}");
+    assert_eq!(node_ids.len(), dp.node_addrs().len(), "{node_ids:?}");
     let mut ids: Vec<u64> = identities
         .iter()
         .filter_map(|e| e["value"].as_u64())
@@ -301,7 +306,8 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     for outer in OUTER_MAPS {
         assert!(inner_ids(&bpffs, outer).is_empty(), "{outer}");
     }
-    assert_eq!(dump(&bpffs, "IDENTITIES").len(), 2);
+    // Two pod identities left, beside the node's own addresses.
+    assert_eq!(dump(&bpffs, "IDENTITIES").len(), 2 + dp.node_addrs().len());
     assert_eq!(
         dp.endpoints(),
         [b_if, c_if].into_iter().collect::<BTreeSet<_>>()

@@ -15,7 +15,7 @@
 //! remove both and kill the agent even when an assertion fails.
 
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
-use palisade_common::{Endpoint, IpKey, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
+use palisade_common::{Endpoint, ServiceKey, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
 use palisade_fake_apiserver::{FakeApiServer, Kind};
 use palisade_tests::kernel::{
     add_pod_iface, rounds, settled_rounds, wait_for, Agent, NetNs, Scratch,
@@ -562,24 +562,26 @@ fn kube_source_invalid_policy_event() {
     assert_eq!(events_on(&api, "bad").len(), 1, "{:#?}", api.events());
 }
 
-/// The ClusterIPs in the pinned `SERVICES` map.
+/// The ClusterIPs in the pinned `SERVICES` map (each once, whatever its
+/// ports).
 fn pinned_services(s: &Scratch) -> Vec<IpAddr> {
     let Ok(data) = MapData::from_pin(s.bpffs().join("node1/SERVICES")) else {
         return Vec::new();
     };
-    let map: BpfHashMap<MapData, IpKey, u32> =
+    let map: BpfHashMap<MapData, ServiceKey, u32> =
         BpfHashMap::try_from(Map::HashMap(data)).expect("SERVICES is a hash map");
     let mut ips: Vec<IpAddr> = map
         .keys()
         .filter_map(Result::ok)
-        .map(|k| match k.family {
+        .map(|k| match k.addr.family {
             palisade_common::FAMILY_V4 => {
-                IpAddr::from(<[u8; 4]>::try_from(&k.addr[..4]).expect("4 bytes"))
+                IpAddr::from(<[u8; 4]>::try_from(&k.addr.addr[..4]).expect("4 bytes"))
             }
-            _ => IpAddr::from(k.addr),
+            _ => IpAddr::from(k.addr.addr),
         })
         .collect();
     ips.sort();
+    ips.dedup();
     ips
 }
 

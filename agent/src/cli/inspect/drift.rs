@@ -148,11 +148,17 @@ pub(super) fn drift(node: &Node, key: &str, pinned: Option<&CompiledPod>) -> Vec
             }
         }
     }
+    // The node's own addresses are IDENTITY_HOST, over any pod claiming one
+    // (as the writer programs them); this runs in the agent's namespace.
+    let node_addrs = crate::datapath::node_addrs::read().unwrap_or_default();
     let want_ids: BTreeMap<Lpm<IpKey>, u32> = node
         .compiled
         .identities
         .iter()
-        .map(|(ip, id)| (encode::host_key(*ip), *id))
+        .filter(|(ip, _)| !node_addrs.contains(ip))
+        .map(|(ip, id)| (*ip, *id))
+        .chain(node_addrs.iter().map(|ip| (*ip, IDENTITY_HOST)))
+        .map(|(ip, id)| (encode::host_key(ip), id))
         .collect();
     diff_map(
         "identity trie",

@@ -5,3 +5,4 @@ pub mod fixtures;
 pub mod kernel;
 pub mod lab;
 pub mod services;
+pub mod sweep;

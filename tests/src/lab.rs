@@ -1,6 +1,7 @@
 //! What the lab tests share.
 
-use palisade_lab::{ProbePort, Protocol};
+use crate::kernel::Scratch;
+use palisade_lab::{palisade_cni_bin, ChainedPlugin, CniLayout, LabSpec, ProbePort, Protocol};
 
 /// The ports every lab pod serves and every matrix probes: TCP 80 and 81
 /// (a rule naming one port must leave the other alone), UDP 80 and SCTP 80
@@ -53,4 +54,27 @@ pub fn echo_until(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(n)
+}
+
+/// `spec` wired by `layout`. On the plugin layouts `palisade-cni` is
+/// chained, holding every pod from its creation, with its records and pins
+/// in `scratch` (whose bpffs is then the agent's `--bpffs-root` too); the
+/// agent's extra arguments say where the records are.
+pub fn wired(
+    spec: LabSpec,
+    layout: CniLayout,
+    scratch: &Scratch,
+    node: &str,
+) -> (LabSpec, Vec<String>) {
+    let spec = spec.cni(layout);
+    if layout == CniLayout::Routed {
+        return (spec, Vec::new());
+    }
+    let state = scratch.dir().join("cni-state");
+    let plugin = ChainedPlugin::new(palisade_cni_bin().expect("palisade-cni"))
+        .with("stateDir", state.to_str().unwrap().into())
+        .with("bpffsRoot", scratch.bpffs().to_str().unwrap().into())
+        .with("nodeName", node.into());
+    let args = vec!["--cni-state-dir".into(), state.to_str().unwrap().into()];
+    (spec.chain(vec![plugin]), args)
 }

@@ -8,11 +8,10 @@
 //! Needs `palisade` and `palisade-cni` (`cargo xtask build`).
 
 use palisade_lab::{
-    palisade_bin, palisade_cni_bin, write_manifest, AgentOptions, ChainedPlugin, CniLayout, Family,
-    Lab, LabSpec, Outcome, Probe,
+    palisade_bin, write_manifest, AgentOptions, CniLayout, Family, Lab, LabSpec, Outcome, Probe,
 };
 use palisade_tests::kernel::Scratch;
-use palisade_tests::lab::PORTS;
+use palisade_tests::lab::{wired, PORTS};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,6 +42,7 @@ fn all_pairs(lab: &Lab) -> Vec<Probe> {
 
 fn held_then_enforced(layout: CniLayout, scenario: &str) {
     let scratch = Scratch::new(&format!("lab-cni-{layout}"));
+    // Where `wired` has the plugin keep its records.
     let state = scratch.dir().join("cni-state");
     let manifests = scratch.manifests();
     std::fs::copy(
@@ -56,13 +56,8 @@ fn held_then_enforced(layout: CniLayout, scenario: &str) {
     let model = palisade_policy::load_paths(std::slice::from_ref(&manifests));
     assert!(model.errors.is_empty(), "{:?}", model.errors);
 
-    let plugin = ChainedPlugin::new(palisade_cni_bin().unwrap())
-        .with("stateDir", state.to_str().unwrap().into())
-        .with("bpffsRoot", scratch.bpffs().to_str().unwrap().into())
-        .with("nodeName", NODE.into());
-    let spec = LabSpec::from_pods(&format!("lab_cni_{layout}"), &model.pods, &PORTS)
-        .cni(layout)
-        .chain(vec![plugin]);
+    let spec = LabSpec::from_pods(&format!("lab_cni_{layout}"), &model.pods, &PORTS);
+    let (spec, args) = wired(spec, layout, &scratch, NODE);
     let lab = Lab::up(&spec).expect("lab up");
 
     // One record per pod, naming the host veth the lab found.
@@ -98,7 +93,7 @@ fn held_then_enforced(layout: CniLayout, scenario: &str) {
         NODE,
         scratch.bpffs(),
     );
-    opts.args = vec!["--cni-state-dir".into(), state.to_str().unwrap().into()];
+    opts.args = args;
     let agent = lab.start_agent(&opts).unwrap();
     lab.wait_agent(&agent, 0, AGENT_START).unwrap();
     for family in [Family::V4, Family::V6] {

@@ -1,15 +1,18 @@
 //! End to end on real traffic: what a real node does besides pod-to-pod
 //! traffic. Kubelet-style probes from the node reach pods that deny all
 //! ingress, pods reach their node, and a Pending pod (init containers
-//! running) is enforced by its policy rather than held pending.
+//! running) is enforced by its policy rather than held pending; in each
+//! CNI layout (routed, and the reference `ptp` and `bridge` plugins with
+//! `palisade-cni` chained).
 //!
 //! Needs the `palisade` binary: `$PALISADE_BIN`, else target/debug/palisade.
 
 use palisade_lab::{
-    palisade_bin, write_manifest, AgentOptions, AgentProcess, Family, Lab, LabSpec, Protocol,
-    PROBE_TIMEOUT,
+    palisade_bin, write_manifest, AgentOptions, AgentProcess, CniLayout, Family, Lab, LabSpec,
+    Protocol, PROBE_TIMEOUT,
 };
-use palisade_tests::lab::PORTS;
+use palisade_tests::kernel::Scratch;
+use palisade_tests::lab::{wired, PORTS};
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
@@ -48,36 +51,43 @@ fn pods() -> String {
     .join("---\n")
 }
 
-/// A lab with `pods()` and an agent enforcing `policies`.
+/// A lab with `pods()` wired by a CNI layout, and an agent enforcing
+/// `policies`. Field order is drop order: the lab, then the bpffs.
 struct Node {
     lab: Lab,
     agent: AgentProcess,
     manifests: std::path::PathBuf,
+    _scratch: Scratch,
 }
 
 impl Node {
-    fn up(label: &str, policies: &str) -> Node {
-        let dir = tempdir(label);
+    fn up(label: &str, layout: CniLayout, policies: &str) -> Node {
+        let scratch = Scratch::new(label);
+        let dir = scratch.dir().join("pending-manifests");
+        std::fs::create_dir_all(&dir).unwrap();
         write_manifest(&dir.join("pods.yaml"), &pods()).unwrap();
         write_manifest(&dir.join("policies.yaml"), policies).unwrap();
         let model = palisade_policy::load_paths(std::slice::from_ref(&dir));
         assert!(model.errors.is_empty(), "{:?}", model.errors);
-        let lab = Lab::up(&LabSpec::from_pods(label, &model.pods, &PORTS)).expect("lab up");
+        let spec = LabSpec::from_pods(label, &model.pods, &PORTS);
+        let (spec, args) = wired(spec, layout, &scratch, "node-1");
+        let lab = Lab::up(&spec).expect("lab up");
         let manifests = lab.dir().join("manifests");
         std::fs::rename(&dir, &manifests).unwrap();
-        let bpffs = lab.mount_bpffs().unwrap();
-        let opts = AgentOptions::new(
+        let mut opts = AgentOptions::new(
             palisade_bin().unwrap(),
             vec![manifests.clone()],
             "node-1",
-            bpffs,
+            scratch.bpffs(),
         );
+        opts.args = args;
         let agent = lab.start_agent(&opts).unwrap();
         lab.wait_agent(&agent, 0, AGENT_START).unwrap();
         Node {
             lab,
             agent,
             manifests,
+            _scratch: scratch,
         }
     }
 
@@ -91,13 +101,6 @@ impl Node {
     fn log(&self) -> String {
         self.lab.log(&self.agent.process)
     }
-}
-
-fn tempdir(label: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("{label}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// Connects to `addr` and has one byte echoed back; what failed, if any.
@@ -121,9 +124,11 @@ spec:
   policyTypes: [Ingress, Egress]
 ";
 
-#[test]
-fn node_probes_reach_pods_that_deny_all_and_pods_reach_their_node() {
-    let node = Node::up("lab_node_probes", DENY_ALL);
+/// Kubelet-style probes and pod-to-node traffic under deny-all, in a
+/// layout: the node's address the pods see is the uplink's (routed), the
+/// bridge's gateway (bridge) or the host veth's gateway (ptp).
+fn node_probes(layout: CniLayout) {
+    let node = Node::up(&format!("lab_node_probes_{layout}"), layout, DENY_ALL);
     // Pod-to-pod is refused both ways: the policy is in force.
     assert!(!node.probe("x/a", "x/c", 80, Protocol::Tcp), "a -> c");
     // Kubelet-style probes from the node, to a Running and a Pending pod.
@@ -166,8 +171,23 @@ spec:
 ";
 
 #[test]
-fn a_pending_pod_is_enforced_by_its_policy_not_held() {
-    let node = Node::up("lab_pending_pod", ONLY_A_TO_B_80);
+fn node_probes_reach_pods_that_deny_all_and_pods_reach_their_node_routed() {
+    node_probes(CniLayout::Routed);
+}
+
+#[test]
+fn node_probes_reach_pods_that_deny_all_and_pods_reach_their_node_ptp() {
+    node_probes(CniLayout::Ptp);
+}
+
+#[test]
+fn node_probes_reach_pods_that_deny_all_and_pods_reach_their_node_bridge() {
+    node_probes(CniLayout::Bridge);
+}
+
+/// A Pending pod (init containers running) follows its policy.
+fn pending_pod(layout: CniLayout) {
+    let node = Node::up(&format!("lab_pending_pod_{layout}"), layout, ONLY_A_TO_B_80);
     let model = palisade_policy::load_paths(std::slice::from_ref(&node.manifests));
     for family in [Family::V4, Family::V6] {
         let measured = node.lab.measure_matrix(&PORTS, family).unwrap();
@@ -181,4 +201,19 @@ fn a_pending_pod_is_enforced_by_its_policy_not_held() {
     assert!(!node.probe("x/a", "x/b", 81, Protocol::Tcp));
     assert!(!node.probe("x/c", "x/b", 80, Protocol::Tcp));
     assert!(node.probe("x/b", "x/a", 80, Protocol::Tcp));
+}
+
+#[test]
+fn a_pending_pod_is_enforced_by_its_policy_not_held_routed() {
+    pending_pod(CniLayout::Routed);
+}
+
+#[test]
+fn a_pending_pod_is_enforced_by_its_policy_not_held_ptp() {
+    pending_pod(CniLayout::Ptp);
+}
+
+#[test]
+fn a_pending_pod_is_enforced_by_its_policy_not_held_bridge() {
+    pending_pod(CniLayout::Bridge);
 }

@@ -60,13 +60,22 @@ pub fn hold(
         .with_context(|| format!("create {}", layout.links_dir().display()))?;
     if HOOKS.iter().all(|(prog, _)| layout.prog(prog).exists()) {
         for (prog, hook) in HOOKS {
+            if attach::is_attached(&layout, ifindex, prog) {
+                continue;
+            }
             let path = layout.prog(prog);
             let mut p = SchedClassifier::from_pin(&path)
                 .with_context(|| format!("open pinned program {}", path.display()))?;
-            let id = p
-                .attach(ifname, hook)
-                .with_context(|| format!("attach {prog} to {ifname} ({hook:?})"))?;
-            pin_link(p.take_link(id)?, &layout, ifindex, prog)?;
+            match p.attach(ifname, hook) {
+                Ok(id) => pin_link(p.take_link(id)?, &layout, ifindex, prog)?,
+                // The agent found the interface (by its host route) and
+                // attached the same program a moment earlier: its link is
+                // the hold, once it is pinned.
+                Err(e) if already_attached(&e) && agent_pins(&layout, ifindex, prog) => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("attach {prog} to {ifname} ({hook:?})"))
+                }
+            }
         }
         return Ok(());
     }
@@ -74,6 +83,27 @@ pub fn hold(
     let mut loaded = load::load(object, bpffs_root, node)?;
     pin_programs(&mut loaded.ebpf, &layout)?;
     attach::attach(&mut loaded.ebpf, &layout, ifindex)
+}
+
+/// Whether a TCX attach failed because the program is already attached to
+/// that hook (`EEXIST`).
+fn already_attached(e: &aya::programs::ProgramError) -> bool {
+    matches!(
+        e,
+        aya::programs::ProgramError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::EEXIST)
+    )
+}
+
+/// Waits (up to a second) for the agent to pin the link it just attached.
+fn agent_pins(layout: &PinLayout, ifindex: u32, prog: &str) -> bool {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    while std::time::Instant::now() < end {
+        if attach::is_attached(layout, ifindex, prog) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    false
 }
 
 /// Whether both classifiers of `ifindex` are attached with pinned links.

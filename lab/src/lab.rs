@@ -134,33 +134,61 @@ impl Lab {
         }
 
         for (pod, ns_name) in spec.pods.iter().zip(pod_names) {
-            let ns = Arc::new(NetNs::open(&ns_name)?);
-            let (host_veth, attachment) = match &self.cni {
-                None => {
-                    let host_veth = names::host_veth(&pod.namespace, &pod.name);
-                    topology::setup_pod(&node, &ns, pod, &host_veth)?;
-                    (host_veth, None)
-                }
-                Some(net) => {
-                    topology::prepare_cni_pod(&ns, pod)?;
-                    let a = net.attach(pod, &ns_name)?;
-                    (a.host_veth.clone(), Some(a))
-                }
-            };
-            // Recorded before the server starts: a failure from here on
-            // still gets the pod's DEL at teardown.
-            self.pods.push(LabPod {
-                spec: pod.clone(),
-                netns: ns_name,
-                host_veth,
-                ns: ns.clone(),
-                cni: attachment,
-                source_ports: SourcePorts::new(pod.ports.iter().map(|p| p.port)),
-                server: None,
-            });
-            let server = PodServer::start(ns, &pod.key(), &pod.ports)?;
-            self.pods.last_mut().expect("just pushed").server = Some(server);
+            self.wire_pod(pod, ns_name)?;
         }
+        Ok(())
+    }
+
+    /// Adds a pod to the running lab, wired like the others (through the
+    /// lab's CNI chain on the plugin layouts): what a runtime does for a
+    /// pod scheduled after the rest. On the plugin layouts its addresses
+    /// must lie in the lab's IPAM ranges (`LabSpec::ipam_range`).
+    pub fn add_pod(&mut self, pod: &PodSpec) -> Result<()> {
+        let taken = self
+            .pods
+            .iter()
+            .any(|p| p.key() == pod.key() || p.spec.ips.iter().any(|ip| pod.ips.contains(ip)));
+        if taken || pod.ips.iter().any(topology::reserved) {
+            bail!(
+                "lab {}: pod {} clashes with a pod or an address of the lab",
+                self.id,
+                pod.key()
+            );
+        }
+        let ns_name = names::pod_netns(&self.id, self.pods.len());
+        topology::create_netns(std::slice::from_ref(&ns_name))?;
+        self.wire_pod(pod, ns_name)
+    }
+
+    /// Wires one pod into its (new) namespace and starts its servers.
+    fn wire_pod(&mut self, pod: &PodSpec, ns_name: String) -> Result<()> {
+        let node = self.node.clone().context("lab has no node namespace")?;
+        let ns = Arc::new(NetNs::open(&ns_name)?);
+        let (host_veth, attachment) = match &self.cni {
+            None => {
+                let host_veth = names::host_veth(&pod.namespace, &pod.name);
+                topology::setup_pod(&node, &ns, pod, &host_veth)?;
+                (host_veth, None)
+            }
+            Some(net) => {
+                topology::prepare_cni_pod(&ns, pod)?;
+                let a = net.attach(pod, &ns_name)?;
+                (a.host_veth.clone(), Some(a))
+            }
+        };
+        // Recorded before the server starts: a failure from here on still
+        // gets the pod's DEL at teardown.
+        self.pods.push(LabPod {
+            spec: pod.clone(),
+            netns: ns_name,
+            host_veth,
+            ns: ns.clone(),
+            cni: attachment,
+            source_ports: SourcePorts::new(pod.ports.iter().map(|p| p.port)),
+            server: None,
+        });
+        let server = PodServer::start(ns, &pod.key(), &pod.ports)?;
+        self.pods.last_mut().expect("just pushed").server = Some(server);
         Ok(())
     }
 

@@ -121,3 +121,77 @@ fn bridge_pods_are_held_by_the_plugin_then_enforced_from_its_records() {
 fn ptp_pods_are_held_by_the_plugin_then_enforced() {
     held_then_enforced(CniLayout::Ptp, "pod-and-namespace-selector");
 }
+
+/// Pods added while the agent runs, on both plugin layouts: the agent may
+/// find a ptp pod by its host route and attach while the plugin's ADD is
+/// still holding it; neither may fail, and every pod ends up enforced
+/// (here: reachable from a peer, as nothing isolates it).
+#[test]
+fn pods_added_while_the_agent_runs_are_held_then_enforced() {
+    for layout in [CniLayout::Ptp, CniLayout::Bridge] {
+        let scratch = Scratch::new(&format!("lab-cni-live-{layout}"));
+        let pod = |i: u8| palisade_lab::PodSpec {
+            namespace: "w".into(),
+            name: format!("p{i}"),
+            ips: vec![std::net::IpAddr::from([10, 67, 0, 10 + i])],
+            ports: PORTS.to_vec(),
+        };
+        let range = palisade_lab::IpamRange {
+            subnet: palisade_lab::Cidr::new(std::net::IpAddr::from([10, 67, 0, 0]), 24),
+            gateway: std::net::IpAddr::from([10, 67, 0, 254]),
+        };
+        let spec = LabSpec::new(format!("lab_cni_live_{layout}"))
+            .ipam_range(range)
+            .pod("w", "p0", &pod(0).ips, &PORTS);
+        let (spec, args) = wired(spec, layout, &scratch, NODE);
+        let mut lab = Lab::up(&spec).expect("lab up");
+        let manifests = lab.dir().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        let pods: String = (0..6)
+            .map(|i| {
+                let p = pod(i);
+                format!(
+                    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: w}}\n\
+                     spec: {{nodeName: {NODE}}}\nstatus: {{podIP: {}}}\n",
+                    p.name, p.ips[0]
+                )
+            })
+            .collect();
+        write_manifest(&manifests.join("pods.yaml"), &pods).unwrap();
+        let mut opts = AgentOptions::new(
+            palisade_bin().unwrap(),
+            vec![manifests],
+            NODE,
+            scratch.bpffs(),
+        );
+        opts.args = args;
+        let agent = lab.start_agent(&opts).unwrap();
+        lab.wait_agent(&agent, 0, AGENT_START).unwrap();
+        for i in 1..6 {
+            lab.add_pod(&pod(i)).unwrap_or_else(|e| {
+                panic!(
+                    "{layout}: ADD of w/p{i}: {e:#}\n{}",
+                    lab.log(&agent.process)
+                )
+            });
+        }
+        let before = agent.rounds();
+        lab.wait_agent(&agent, before.saturating_sub(1), AGENT_START)
+            .unwrap();
+        for i in 1..6 {
+            let to = lab.ip(&format!("w/p{i}"), Family::V4).unwrap();
+            assert!(
+                lab.probe(
+                    "w/p0",
+                    to,
+                    80,
+                    palisade_lab::Protocol::Tcp,
+                    Duration::from_secs(2)
+                )
+                .unwrap(),
+                "{layout}: w/p0 -> w/p{i}\n{}",
+                lab.log(&agent.process)
+            );
+        }
+    }
+}

@@ -122,6 +122,66 @@ fn ptp_pods_are_held_by_the_plugin_then_enforced() {
     held_then_enforced(CniLayout::Ptp, "pod-and-namespace-selector");
 }
 
+/// Pod `w/p<i>`, 10.67.0.(10+i), serving the usual ports.
+fn live_pod(i: u8) -> palisade_lab::PodSpec {
+    palisade_lab::PodSpec {
+        namespace: "w".into(),
+        name: format!("p{i}"),
+        ips: vec![std::net::IpAddr::from([10, 67, 0, 10 + i])],
+        ports: PORTS.to_vec(),
+    }
+}
+
+/// A lab node wired by `layout` with `palisade-cni` chained, holding pod
+/// `w/p0`, with manifests naming `w/p0`..`w/p5` plus `policies`, and the
+/// options of an agent enforcing them (not started).
+fn live_lab(layout: CniLayout, label: &str, policies: &str) -> (Lab, AgentOptions, Scratch) {
+    let scratch = Scratch::new(label);
+    let range = palisade_lab::IpamRange {
+        subnet: palisade_lab::Cidr::new(std::net::IpAddr::from([10, 67, 0, 0]), 24),
+        gateway: std::net::IpAddr::from([10, 67, 0, 254]),
+    };
+    let spec = LabSpec::new(label)
+        .ipam_range(range)
+        .pod("w", "p0", &live_pod(0).ips, &PORTS);
+    let (spec, args) = wired(spec, layout, &scratch, NODE);
+    let lab = Lab::up(&spec).expect("lab up");
+    let manifests = lab.dir().join("manifests");
+    std::fs::create_dir(&manifests).unwrap();
+    let mut text: String = (0..6)
+        .map(|i| {
+            let p = live_pod(i);
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: w, labels: {{pod: {}}}}}\n\
+                 spec: {{nodeName: {NODE}}}\nstatus: {{podIP: {}}}\n",
+                p.name, p.name, p.ips[0]
+            )
+        })
+        .collect();
+    text.push_str(policies);
+    write_manifest(&manifests.join("cluster.yaml"), &text).unwrap();
+    let mut opts = AgentOptions::new(
+        palisade_bin().unwrap(),
+        vec![manifests],
+        NODE,
+        scratch.bpffs(),
+    );
+    opts.args = args;
+    (lab, opts, scratch)
+}
+
+fn reaches(lab: &Lab, from: &str, to: &str, port: u16) -> bool {
+    let ip = lab.ip(to, Family::V4).unwrap();
+    lab.probe(
+        from,
+        ip,
+        port,
+        palisade_lab::Protocol::Tcp,
+        Duration::from_millis(400),
+    )
+    .unwrap()
+}
+
 /// Pods added while the agent runs, on both plugin layouts: the agent may
 /// find a ptp pod by its host route and attach while the plugin's ADD is
 /// still holding it; neither may fail, and every pod ends up enforced
@@ -129,69 +189,71 @@ fn ptp_pods_are_held_by_the_plugin_then_enforced() {
 #[test]
 fn pods_added_while_the_agent_runs_are_held_then_enforced() {
     for layout in [CniLayout::Ptp, CniLayout::Bridge] {
-        let scratch = Scratch::new(&format!("lab-cni-live-{layout}"));
-        let pod = |i: u8| palisade_lab::PodSpec {
-            namespace: "w".into(),
-            name: format!("p{i}"),
-            ips: vec![std::net::IpAddr::from([10, 67, 0, 10 + i])],
-            ports: PORTS.to_vec(),
-        };
-        let range = palisade_lab::IpamRange {
-            subnet: palisade_lab::Cidr::new(std::net::IpAddr::from([10, 67, 0, 0]), 24),
-            gateway: std::net::IpAddr::from([10, 67, 0, 254]),
-        };
-        let spec = LabSpec::new(format!("lab_cni_live_{layout}"))
-            .ipam_range(range)
-            .pod("w", "p0", &pod(0).ips, &PORTS);
-        let (spec, args) = wired(spec, layout, &scratch, NODE);
-        let mut lab = Lab::up(&spec).expect("lab up");
-        let manifests = lab.dir().join("manifests");
-        std::fs::create_dir(&manifests).unwrap();
-        let pods: String = (0..6)
-            .map(|i| {
-                let p = pod(i);
-                format!(
-                    "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {}, namespace: w}}\n\
-                     spec: {{nodeName: {NODE}}}\nstatus: {{podIP: {}}}\n",
-                    p.name, p.ips[0]
-                )
-            })
-            .collect();
-        write_manifest(&manifests.join("pods.yaml"), &pods).unwrap();
-        let mut opts = AgentOptions::new(
-            palisade_bin().unwrap(),
-            vec![manifests],
-            NODE,
-            scratch.bpffs(),
-        );
-        opts.args = args;
+        let (mut lab, opts, _scratch) = live_lab(layout, &format!("lab_cni_live_{layout}"), "");
         let agent = lab.start_agent(&opts).unwrap();
         lab.wait_agent(&agent, 0, AGENT_START).unwrap();
         for i in 1..6 {
-            lab.add_pod(&pod(i)).unwrap_or_else(|e| {
+            lab.add_pod(&live_pod(i)).unwrap_or_else(|e| {
                 panic!(
                     "{layout}: ADD of w/p{i}: {e:#}\n{}",
                     lab.log(&agent.process)
                 )
             });
         }
-        let before = agent.rounds();
-        lab.wait_agent(&agent, before.saturating_sub(1), AGENT_START)
+        lab.wait_agent(&agent, agent.rounds().saturating_sub(1), AGENT_START)
             .unwrap();
         for i in 1..6 {
-            let to = lab.ip(&format!("w/p{i}"), Family::V4).unwrap();
             assert!(
-                lab.probe(
-                    "w/p0",
-                    to,
-                    80,
-                    palisade_lab::Protocol::Tcp,
-                    Duration::from_secs(2)
-                )
-                .unwrap(),
+                reaches(&lab, "w/p0", &format!("w/p{i}"), 80),
                 "{layout}: w/p0 -> w/p{i}\n{}",
                 lab.log(&agent.process)
             );
         }
     }
+}
+
+/// Only port 80 of w/p1 is open to w/p0.
+const P1_ONLY_80: &str = "---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: p1, namespace: w}
+spec:
+  podSelector: {matchLabels: {pod: p1}}
+  ingress: [{from: [{podSelector: {matchLabels: {pod: p0}}}], ports: [{port: 80}]}]
+";
+
+/// A pod created while the agent is stopped (killed: nothing cleaned up)
+/// is held by the plugin, every probe to it dropped, until the agent is
+/// back and programs it; then it follows its policy.
+#[test]
+fn a_pod_created_while_the_agent_is_stopped_is_held_until_it_returns() {
+    let (mut lab, opts, _scratch) = live_lab(CniLayout::Bridge, "lab_cni_stopped", P1_ONLY_80);
+    let agent = lab.start_agent(&opts).unwrap();
+    lab.wait_agent(&agent, 0, AGENT_START).unwrap();
+    lab.signal(&agent.process, libc::SIGKILL).unwrap();
+    lab.wait_exit(&agent.process, Duration::from_secs(10))
+        .unwrap();
+
+    lab.add_pod(&live_pod(1)).expect("ADD with the agent down");
+    let tries = 10;
+    let through = (0..tries)
+        .filter(|_| reaches(&lab, "w/p0", "w/p1", 80) || reaches(&lab, "w/p0", "w/p1", 81))
+        .count();
+    assert_eq!(
+        through, 0,
+        "{through} of {tries} probe pairs reached a held pod"
+    );
+
+    let agent = lab.start_agent(&opts).unwrap();
+    lab.wait_agent(&agent, 0, AGENT_START).unwrap();
+    assert!(
+        reaches(&lab, "w/p0", "w/p1", 80),
+        "{}",
+        lab.log(&agent.process)
+    );
+    assert!(
+        !reaches(&lab, "w/p0", "w/p1", 81),
+        "{}",
+        lab.log(&agent.process)
+    );
 }

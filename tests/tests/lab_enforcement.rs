@@ -11,8 +11,9 @@ use palisade_lab::{
     palisade_bin, write_manifest, AgentOptions, AgentProcess, Family, Lab, LabSpec, MatrixEntry,
 };
 use palisade_tests::lab::PORTS;
+use palisade_tests::sweep::{policies_of, scenario_names, scenarios_dir};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -31,31 +32,6 @@ const IPV6_SCENARIOS: [&str; 6] = [
 /// classifiers; later rounds are small.
 const AGENT_START: Duration = Duration::from_secs(60);
 const AGENT_CHANGE: Duration = Duration::from_secs(20);
-
-fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios")
-}
-
-fn scenario_names() -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(scenarios_dir())
-        .expect("tests/scenarios")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("policies.yaml").is_file())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    assert!(
-        !names.is_empty(),
-        "no scenarios under {}",
-        scenarios_dir().display()
-    );
-    names
-}
-
-fn policies_of(scenario: &str) -> String {
-    let p = scenarios_dir().join(scenario).join("policies.yaml");
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-}
 
 /// A lab holding the standard topology, with an agent for its node
 /// watching `manifests/` (topology plus one policy file).

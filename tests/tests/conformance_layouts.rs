@@ -1,8 +1,8 @@
 //! The upstream conformance scenarios on the layouts real clusters use,
 //! beside the routed single-node sweep of `lab_enforcement.rs`: pods wired
 //! by the reference `bridge` plugin (flannel, minikube) on one node and on
-//! two, by `ptp` (kindnet) across a VXLAN overlay (flannel's vxlan
-//! backend), and the routed layout across two nodes; `palisade-cni`
+//! two, by `ptp` (kindnet) on one node and across a VXLAN overlay
+//! (flannel's vxlan backend), and the routed layout across two nodes; `palisade-cni`
 //! chained on the plugin layouts. Every scenario's measured matrix must be
 //! the oracle's.
 //!
@@ -36,6 +36,16 @@ fn conformance_bridge_one_node_shard_0() {
 #[test]
 fn conformance_bridge_one_node_shard_1() {
     sweep("conf_bridge1_1", CniLayout::Bridge, Overlay::None, ONE, 1);
+}
+
+#[test]
+fn conformance_ptp_one_node_shard_0() {
+    sweep("conf_ptp1_0", CniLayout::Ptp, Overlay::None, ONE, 0);
+}
+
+#[test]
+fn conformance_ptp_one_node_shard_1() {
+    sweep("conf_ptp1_1", CniLayout::Ptp, Overlay::None, ONE, 1);
 }
 
 #[test]

@@ -64,6 +64,14 @@ fn same_addr(a: &IpKey, b: &IpKey) -> bool {
     a.family == b.family && a.addr == b.addr
 }
 
+/// Whether an ICMP error goes back to the sender of the packet it quotes.
+/// Out of line: it needs no stack, and inlined it pushed the general
+/// path's frame past the verifier's combined 512-byte limit.
+#[inline(never)]
+fn goes_back(p: &parse::Packet) -> bool {
+    same_addr(&p.quoted.src, &p.tuple.dst)
+}
+
 #[inline(always)]
 fn own_addr(ep: &Endpoint, a: &IpKey) -> bool {
     same_addr(&ep.addrs[0], a) || same_addr(&ep.addrs[1], a)
@@ -252,8 +260,11 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
     let (ifindex, dir) = (h.src.ifindex, h.src.dir);
     let error = s.pkt.icmp == ICMP_ERROR;
     let established = if error {
-        // An error belongs to the connection of the packet it quotes.
-        if s.pkt.has_quoted {
+        // An error belongs to the connection of the packet it quotes, and
+        // goes back to that packet's sender: one sent anywhere else (a pod
+        // quoting an allowed flow to reach a peer its policy refuses) is
+        // judged by policy like any packet.
+        if s.pkt.has_quoted && goes_back(&s.pkt) {
             conntrack::known(ifindex, &mut s.pkt.quoted)
         } else {
             None

@@ -5,11 +5,13 @@ use palisade_common::{FragKey, FragValue};
 
 use crate::{maps::FRAGMENTS, parse::Tuple};
 
+/// The key of datagram `id`: addresses of `t`, protocol `proto` (the
+/// packet's `frag_proto`, the same for every fragment of the datagram).
 #[inline(always)]
-fn fill(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) {
+fn fill(k: &mut FragKey, ifindex: u32, id: u32, proto: u8, t: &Tuple) {
     k.ifindex = ifindex;
     k.id = id;
-    k.proto = t.proto;
+    k.proto = proto;
     k.src = t.src;
     k.dst = t.dst;
     k._pad = [0];
@@ -17,13 +19,13 @@ fn fill(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) {
 
 /// Remembers that the datagram `id` was allowed at this hook.
 #[inline(always)]
-pub fn record(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) {
+pub fn record(k: &mut FragKey, ifindex: u32, id: u32, proto: u8, t: &Tuple) {
     let v = FragValue {
         sport: t.sport,
         dport: t.dport,
         allowed: 1,
     };
-    fill(k, ifindex, id, t);
+    fill(k, ifindex, id, proto, t);
     // Passed by reference: the key stays in the scratch, off the stack.
     let k: &FragKey = k;
     let _ = FRAGMENTS.insert(k, v, 0);
@@ -32,8 +34,8 @@ pub fn record(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) {
 /// The recorded verdict of the datagram a later fragment belongs to:
 /// `None` when its first fragment was not seen (or was denied).
 #[inline(always)]
-pub fn verdict(k: &mut FragKey, ifindex: u32, id: u32, t: &Tuple) -> Option<bool> {
-    fill(k, ifindex, id, t);
+pub fn verdict(k: &mut FragKey, ifindex: u32, id: u32, proto: u8, t: &Tuple) -> Option<bool> {
+    fill(k, ifindex, id, proto, t);
     let k: &FragKey = k;
     let v = unsafe { FRAGMENTS.get(k) }?;
     Some(v.allowed != 0)

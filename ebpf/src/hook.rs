@@ -203,7 +203,8 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
     }
     if p.frag == FRAG_LATER {
         let id = p.frag_id;
-        if !isolated || frag::verdict(&mut s.frag, ifindex, id, &s.pkt.tuple) == Some(true) {
+        let proto = s.pkt.frag_proto;
+        if !isolated || frag::verdict(&mut s.frag, ifindex, id, proto, &s.pkt.tuple) == Some(true) {
             return h.pass();
         }
         return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
@@ -275,7 +276,13 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
     if let Some(rule) = established {
         account::flow(h.src.slot, dir, rule, h.len);
         if s.pkt.frag == FRAG_FIRST {
-            frag::record(&mut s.frag, ifindex, s.pkt.frag_id, &s.pkt.tuple);
+            frag::record(
+                &mut s.frag,
+                ifindex,
+                s.pkt.frag_id,
+                s.pkt.frag_proto,
+                &s.pkt.tuple,
+            );
         }
         return TCX_PASS;
     }
@@ -306,7 +313,13 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
     }
     account::flow(h.src.slot, dir, rule, h.len);
     if s.pkt.frag == FRAG_FIRST {
-        frag::record(&mut s.frag, ifindex, s.pkt.frag_id, &s.pkt.tuple);
+        frag::record(
+            &mut s.frag,
+            ifindex,
+            s.pkt.frag_id,
+            s.pkt.frag_proto,
+            &s.pkt.tuple,
+        );
     }
     TCX_PASS
 }

@@ -74,6 +74,12 @@ pub struct Packet {
     pub malformed: bool,
     pub frag: u8,
     pub icmp: u8,
+    /// The protocol fragments of this datagram are recorded under: the
+    /// IPv4 protocol, or the next header of the IPv6 Fragment header. The
+    /// first and the later fragments agree on it even when extension
+    /// headers follow the Fragment header (`Frag -> DstOpts -> UDP`),
+    /// where the first fragment's upper-layer protocol is another one.
+    pub frag_proto: u8,
     pub frag_id: u32,
 }
 
@@ -127,6 +133,7 @@ pub fn reset(p: &mut Packet) {
         core::ptr::write_volatile(&mut p.malformed, false);
         core::ptr::write_volatile(&mut p.frag, FRAG_NONE);
         core::ptr::write_volatile(&mut p.icmp, ICMP_OTHER);
+        core::ptr::write_volatile(&mut p.frag_proto, 0);
     }
     p.frag_id = 0;
 }
@@ -285,6 +292,7 @@ pub fn ipv4(ctx: &TcContext, s: &mut Scratch) {
     }
     let frag = u16::from_be_bytes([h[6], h[7]]);
     p.frag_id = u16::from_be_bytes([h[4], h[5]]) as u32;
+    p.frag_proto = p.tuple.proto;
     if frag & 0x1fff != 0 {
         p.frag = FRAG_LATER;
         return;
@@ -328,6 +336,7 @@ pub fn ipv6(ctx: &TcContext, s: &mut Scratch) {
                     break;
                 }
                 next = h[0];
+                s.pkt.frag_proto = next;
                 off += 8;
                 let fo = u16::from_be_bytes([h[2], h[3]]);
                 s.pkt.frag_id = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);

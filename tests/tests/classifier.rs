@@ -491,6 +491,29 @@ fn classifier_fragments_follow_first_fragment() -> Result<()> {
         pass(&c, Hook::Ingress, &later),
         "v6 later fragment behind hop-by-hop"
     );
+    // Extension headers after the Fragment header (Frag -> DstOpts -> TCP):
+    // the later fragments' Fragment header names DstOpts, not TCP, and
+    // they must still find the first fragment's verdict.
+    let first = Packet::tcp(peer, pod, 7002, 80)
+        .ext_after_fragment(PROTO_DSTOPTS)
+        .fragment(Frag {
+            id: 0x0a0b0c0d,
+            offset: 0,
+            more: true,
+        });
+    let later = Packet::raw(peer, pod, PROTO_DSTOPTS, vec![0; 16]).fragment(Frag {
+        id: 0x0a0b0c0d,
+        offset: 3,
+        more: false,
+    });
+    assert!(
+        pass(&c, Hook::Ingress, &first),
+        "v6 first fragment, dstopts after it"
+    );
+    assert!(
+        pass(&c, Hook::Ingress, &later),
+        "v6 later fragment, dstopts after the first"
+    );
     // A first fragment too short to hold its TCP header is malformed.
     let tiny = Packet::raw(peer, pod, PROTO_TCP, vec![0, 80, 0, 80]).fragment(Frag {
         id: 5,

@@ -33,6 +33,8 @@ pub struct Packet {
     /// IPv6 extension headers in order: (header type, body after the
     /// next-header and length bytes).
     v6_ext: Vec<(u8, Vec<u8>)>,
+    /// Extension headers after the Fragment header.
+    v6_ext_after: Vec<(u8, Vec<u8>)>,
     frag: Option<Frag>,
 }
 
@@ -57,6 +59,7 @@ impl Packet {
             l4,
             v4_options: vec![],
             v6_ext: vec![],
+            v6_ext_after: vec![],
             frag: None,
         }
     }
@@ -131,6 +134,18 @@ impl Packet {
         self
     }
 
+    /// Appends an IPv6 extension header after the Fragment header (part
+    /// of the fragmentable part, as a destination options header can be).
+    pub fn ext_after_fragment(mut self, kind: u8) -> Self {
+        let body = match kind {
+            PROTO_AH => vec![0u8; 10],
+            PROTO_ROUTING => vec![0u8; 14],
+            _ => vec![0u8; 6],
+        };
+        self.v6_ext_after.push((kind, body));
+        self
+    }
+
     pub fn fragment(mut self, frag: Frag) -> Self {
         self.frag = Some(frag);
         self
@@ -171,6 +186,7 @@ impl Packet {
                     // The fragment header's first byte is reserved, not a length.
                     kinds.push((PROTO_FRAGMENT, body));
                 }
+                kinds.extend(self.v6_ext_after.iter().cloned());
                 let mut ext = Vec::new();
                 for (i, (kind, body)) in kinds.iter().enumerate() {
                     let next = kinds.get(i + 1).map_or(self.proto, |k| k.0);

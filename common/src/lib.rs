@@ -68,6 +68,10 @@ pub const EVENTS_BYTES: u32 = 256 * 1024;
 /// Conntrack idle timeouts.
 pub const CT_TIMEOUT_TCP_NS: u64 = 6 * 3600 * 1_000_000_000;
 pub const CT_TIMEOUT_OTHER_NS: u64 = 60 * 1_000_000_000;
+/// Idle timeout of a TCP connection after its FIN or RST: Linux's
+/// `nf_conntrack_tcp_timeout_fin_wait` (a half-closed connection may still
+/// carry data the other way).
+pub const CT_TIMEOUT_CLOSING_NS: u64 = 120 * 1_000_000_000;
 
 /// Data part of every address LPM key (identity trie, per-pod CIDR trie).
 /// LPM prefix length = 8 (family) + CIDR prefix length.
@@ -243,8 +247,21 @@ pub struct CtValue {
     /// Bit that allowed the flow when it was created (`u32::MAX`: not
     /// isolated; `u32::MAX - 1`: allowed by a spilled group).
     pub rule: u32,
-    pub _pad: u32,
+    /// `CT_OPENED_*` (which end opened the connection) and `CT_CLOSING`.
+    pub flags: u32,
 }
+
+/// [`CtValue::flags`]: the connection was opened by the packet whose ends
+/// were already in normalized order (`_FORWARD`) or swapped (`_REVERSE`);
+/// 0 for an entry of an older version (no orientation known). A TCP SYN
+/// from the other end never rides the entry: it is a new connection,
+/// decided by policy.
+pub const CT_OPENED_FORWARD: u32 = 1;
+pub const CT_OPENED_REVERSE: u32 = 2;
+pub const CT_OPENED_MASK: u32 = 3;
+/// A FIN or RST was seen: the entry expires after `CT_TIMEOUT_CLOSING_NS`
+/// of idleness instead of `CT_TIMEOUT_TCP_NS`.
+pub const CT_CLOSING: u32 = 1 << 8;
 
 /// Fragment tracking: the first fragment's ports and verdict, keyed by the
 /// fragment identity.

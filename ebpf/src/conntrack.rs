@@ -8,7 +8,10 @@
 //! half the lookups. Order: address bytes compared lexicographically (for
 //! IPv4 the first four, the rest being zero), then the port as a number.
 
-use palisade_common::{CtKey, CtValue, IpKey, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, PROTO_TCP};
+use palisade_common::{
+    CtKey, CtValue, IpKey, CT_CLOSING, CT_OPENED_FORWARD, CT_OPENED_MASK, CT_OPENED_REVERSE,
+    CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, PROTO_TCP,
+};
 
 use crate::{clock, maps::CONNTRACK, parse::Tuple};
 
@@ -16,12 +19,38 @@ use crate::{clock, maps::CONNTRACK, parse::Tuple};
 /// packet would bounce the entry's cache line between CPUs for nothing.
 const REFRESH_NS: u64 = 1_000_000_000;
 
+/// What a lookup knows of the packet (`live`'s `seen`): its ends were
+/// swapped by normalizing, it is a TCP SYN without ACK (a new connection
+/// attempt), it carries FIN or RST.
+pub const SEEN_SWAPPED: u32 = 1;
+pub const SEEN_SYN: u32 = 2;
+pub const SEEN_FIN_RST: u32 = 4;
+
+/// `SEEN_SYN` and `SEEN_FIN_RST` of a TCP header's flags byte.
 #[inline(always)]
-fn timeout(proto: u8) -> u64 {
-    if proto == PROTO_TCP {
-        CT_TIMEOUT_TCP_NS
-    } else {
+pub fn tcp_seen(flags: u8) -> u32 {
+    let syn = if flags & 0x12 == 0x02 { SEEN_SYN } else { 0 };
+    let fin_rst = if flags & 0x05 != 0 { SEEN_FIN_RST } else { 0 };
+    syn | fin_rst
+}
+
+#[inline(always)]
+fn timeout(proto: u8, flags: u32) -> u64 {
+    if proto != PROTO_TCP {
         CT_TIMEOUT_OTHER_NS
+    } else if flags & CT_CLOSING != 0 {
+        CT_TIMEOUT_CLOSING_NS
+    } else {
+        CT_TIMEOUT_TCP_NS
+    }
+}
+
+#[inline(always)]
+fn opened(swapped: bool) -> u32 {
+    if swapped {
+        CT_OPENED_REVERSE
+    } else {
+        CT_OPENED_FORWARD
     }
 }
 
@@ -57,19 +86,30 @@ pub fn normalize(k: &mut CtKey) -> bool {
     swap
 }
 
-/// Looks up the normalized key `k`; refreshes a live entry (at most once
-/// per `REFRESH_NS`) and gives the rule it was allowed by; reports an
-/// expired one as absent.
+/// Looks up the normalized key `k` for a packet described by `seen`
+/// (`SEEN_*`); refreshes a live entry (at most once per `REFRESH_NS`) and
+/// gives the rule it was allowed by. Reports as absent an expired entry,
+/// and one a SYN from the other end than its opener would ride; marks a
+/// TCP entry closing on FIN or RST.
 #[inline(always)]
-pub fn live(k: &CtKey) -> Option<u32> {
+pub fn live(k: &CtKey, seen: u32) -> Option<u32> {
     let v = CONNTRACK.get_ptr_mut(k)?;
     let now = clock::now();
-    let (last, rule) = unsafe { ((*v).last_seen_ns, (*v).rule) };
+    let (last, rule, flags) = unsafe { ((*v).last_seen_ns, (*v).rule, (*v).flags) };
     let age = now.saturating_sub(last);
-    if age > timeout(k.proto) {
+    if age > timeout(k.proto, flags) {
         return None;
     }
-    if age > REFRESH_NS {
+    let opener = flags & CT_OPENED_MASK;
+    if seen & SEEN_SYN != 0 && opener != 0 && opener != opened(seen & SEEN_SWAPPED != 0) {
+        return None;
+    }
+    if seen & SEEN_FIN_RST != 0 && flags & CT_CLOSING == 0 {
+        unsafe {
+            (*v).flags = flags | CT_CLOSING;
+            (*v).last_seen_ns = now;
+        }
+    } else if age > REFRESH_NS {
         unsafe { (*v).last_seen_ns = now };
     }
     Some(rule)
@@ -79,26 +119,31 @@ pub fn live(k: &CtKey) -> Option<u32> {
 /// this hook, in either direction. `t` is used as the key in place (its
 /// `ifindex` is set to the hook's) and is left in the orientation it came
 /// in.
+///
+/// `seen`: the packet's `SEEN_SYN` and `SEEN_FIN_RST` (the orientation is
+/// added here).
 #[inline(always)]
-pub fn known(ifindex: u32, t: &mut Tuple) -> Option<u32> {
+pub fn known(ifindex: u32, t: &mut Tuple, seen: u32) -> Option<u32> {
     t.ifindex = ifindex;
     let swapped = normalize(t);
-    let found = live(t);
+    let seen = if swapped { seen | SEEN_SWAPPED } else { seen };
+    let found = live(t, seen);
     if swapped {
         reverse(t);
     }
     found
 }
 
-/// Records a new allowed connection under the normalized key `k`. A full
-/// LRU evicts its oldest entry, so this cannot fail for lack of room; any
-/// other error only costs a policy lookup on the next packet.
+/// Records a new allowed connection under the normalized key `k`, opened
+/// by a packet whose ends normalizing `swapped` (or not). A full LRU evicts
+/// its oldest entry, so this cannot fail for lack of room; any other error
+/// only costs a policy lookup on the next packet.
 #[inline(always)]
-pub fn create(k: &CtKey, rule: u32) {
+pub fn create(k: &CtKey, rule: u32, swapped: bool) {
     let v = CtValue {
         last_seen_ns: clock::now(),
         rule,
-        _pad: 0,
+        flags: opened(swapped),
     };
     let _ = CONNTRACK.insert(k, v, 0);
 }
@@ -108,7 +153,7 @@ pub fn create(k: &CtKey, rule: u32) {
 pub fn create_seen(ifindex: u32, t: &mut Tuple, rule: u32) {
     t.ifindex = ifindex;
     let swapped = normalize(t);
-    create(t, rule);
+    create(t, rule, swapped);
     if swapped {
         reverse(t);
     }

@@ -81,7 +81,9 @@ pub fn decide(
     len: u64,
 ) -> bool {
     k.ifindex = c.ifindex;
-    if conntrack::live(k).is_some() {
+    // Any entry, whatever its orientation: the client's own hook decided
+    // this tuple (its SYN included).
+    if conntrack::live(k, 0).is_some() {
         return true;
     }
     let src = Source {
@@ -100,7 +102,7 @@ pub fn decide(
             return false;
         }
     };
-    conntrack::create(k, rule);
+    conntrack::create(k, rule, swapped);
     if rule == RULE_WOULD_DENY {
         // The client's hook counted the packet as allowed (undecided); what
         // was decided here is counted here.

@@ -123,6 +123,9 @@ fn ct_key(
     ])
 }
 
+/// TCP flags that open or close a connection.
+const TCP_SYN_FIN_RST: u8 = 0x02 | 0x01 | 0x04;
+
 /// The full-length LPM key of an address.
 #[inline(always)]
 fn ip_key(family: u8, a: &Addr) -> Words<6> {
@@ -318,7 +321,14 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
         (&p.src, &p.dst, sport, dport)
     };
     let mut k = ct_key(ifindex, proto, p.family, lo, hi, lo_port, hi_port);
-    if let Some(rule) = conntrack::live(k.key()) {
+    if let Some(rule) = conntrack::live(k.key(), 0) {
+        // A TCP packet that opens or closes a connection and finds an
+        // entry goes to the general path, which checks which end opened
+        // the entry and marks it closing: once or twice per connection,
+        // and the fast path's frame has no room for it.
+        if proto == PROTO_TCP && unsafe { at::<u8>(p.l4 + 13) } & TCP_SYN_FIN_RST != 0 {
+            return None;
+        }
         account::flow(ep.slot as u32, dir, rule, len);
         return Some(TCX_PASS);
     }
@@ -404,7 +414,7 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
             }
         }
     };
-    conntrack::create(k.key(), rule);
+    conntrack::create(k.key(), rule, swapped);
     account::flow(slot, dir, rule, len);
     let t: &mut CtKey = k.key_mut();
     if swapped {

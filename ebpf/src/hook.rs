@@ -266,12 +266,13 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
         // quoting an allowed flow to reach a peer its policy refuses) is
         // judged by policy like any packet.
         if s.pkt.has_quoted && goes_back(&s.pkt) {
-            conntrack::known(ifindex, &mut s.pkt.quoted)
+            conntrack::known(ifindex, &mut s.pkt.quoted, 0)
         } else {
             None
         }
     } else {
-        conntrack::known(ifindex, &mut s.pkt.tuple)
+        let seen = conntrack::tcp_seen(s.pkt.tcp_flags);
+        conntrack::known(ifindex, &mut s.pkt.tuple, seen)
     };
     if let Some(rule) = established {
         account::flow(h.src.slot, dir, rule, h.len);

@@ -80,6 +80,8 @@ pub struct Packet {
     /// headers follow the Fragment header (`Frag -> DstOpts -> UDP`),
     /// where the first fragment's upper-layer protocol is another one.
     pub frag_proto: u8,
+    /// The TCP header's flags byte (0 for other protocols).
+    pub tcp_flags: u8,
     pub frag_id: u32,
 }
 
@@ -134,6 +136,7 @@ pub fn reset(p: &mut Packet) {
         core::ptr::write_volatile(&mut p.frag, FRAG_NONE);
         core::ptr::write_volatile(&mut p.icmp, ICMP_OTHER);
         core::ptr::write_volatile(&mut p.frag_proto, 0);
+        core::ptr::write_volatile(&mut p.tcp_flags, 0);
     }
     p.frag_id = 0;
 }
@@ -266,6 +269,10 @@ fn upper(ctx: &TcContext, off: usize, s: &mut Scratch) {
     } else {
         s.pkt.tuple.sport = u16::from_be_bytes([h[0], h[1]]);
         s.pkt.tuple.dport = u16::from_be_bytes([h[2], h[3]]);
+        // The flags tell a new connection (SYN) and its end (FIN, RST).
+        if proto == PROTO_TCP && load(ctx, off + 13, &mut s.hdr[8..9]).is_ok() {
+            s.pkt.tcp_flags = s.hdr[8];
+        }
     }
 }
 

@@ -788,7 +788,7 @@ fn classifier_conntrack_expired_entry_is_a_new_flow() -> Result<()> {
     let old = CtValue {
         last_seen_ns: 0,
         rule: 0,
-        _pad: 0,
+        flags: 0,
     };
     ct.insert(keys[0], old, 0)?;
     assert!(!pass(&c, Hook::Ingress, &reply), "reply of an expired flow");

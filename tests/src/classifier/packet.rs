@@ -64,11 +64,25 @@ impl Packet {
         }
     }
 
+    /// A TCP segment with ACK set: a packet of a connection, not the
+    /// first of one (`syn`, `tcp_flags` for others).
     pub fn tcp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {
         let mut l4 = ports(sport, dport, 20);
         l4[12] = 5 << 4; // data offset: 5 words
-        l4[13] = 0x02; // SYN
+        l4[13] = 0x10; // ACK
         Self::new(src, dst, 6, l4)
+    }
+
+    /// Sets the TCP flags byte (SYN 0x02, ACK 0x10, FIN 0x01, RST 0x04).
+    pub fn tcp_flags(mut self, flags: u8) -> Self {
+        assert_eq!(self.proto, 6, "not TCP");
+        self.l4[13] = flags;
+        self
+    }
+
+    /// A SYN: the first packet of a new connection.
+    pub fn syn(self) -> Self {
+        self.tcp_flags(0x02)
     }
 
     pub fn udp(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Self {

@@ -81,7 +81,8 @@ pub struct AgentArgs {
     #[arg(long)]
     pub metrics_addr: Option<SocketAddr>,
     /// Serve the verdict stream (`palisade monitor`) on this Unix socket
-    /// (mode 0666; a stale socket file is replaced, removed on exit).
+    /// (mode 0600: root only; a stale socket file is replaced, removed on
+    /// exit).
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub monitor_socket: PathBuf,
     /// Put every policy in audit mode: nothing is dropped for policy

@@ -16,6 +16,13 @@ use tokio::net::UnixStream;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request line accepted.
 const REQUEST_MAX: usize = 4096;
+/// Connections served at once (subscribed or still sending their request);
+/// more are told so and closed: a local client must not be able to make
+/// the agent hold unbounded tasks and queues.
+pub const MAX_CLIENTS: usize = 16;
+/// The socket's mode: root only. The stream shows every flow of every pod
+/// of the node, and a client switches allowed-flow events on node-wide.
+pub const SOCKET_MODE: u32 = 0o600;
 
 /// The bound socket file; removed on drop if it is still ours.
 pub struct BoundSocket {
@@ -36,7 +43,7 @@ impl Drop for BoundSocket {
     }
 }
 
-/// Binds `path` (mode 0666: reading events needs no privileges). A socket
+/// Binds `path` (mode `SOCKET_MODE`: root only). A socket
 /// file nobody listens on is a leftover of an agent that died: replaced. A
 /// live one belongs to another agent: refused.
 pub fn bind(path: &Path) -> Result<BoundSocket> {
@@ -73,8 +80,8 @@ pub fn bind(path: &Path) -> Result<BoundSocket> {
     }
     let listener = std::os::unix::net::UnixListener::bind(path)
         .with_context(|| format!("bind the monitor socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .with_context(|| format!("chmod 0666 {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
+        .with_context(|| format!("chmod {SOCKET_MODE:o} {}", path.display()))?;
     listener.set_nonblocking(true)?;
     let m = std::fs::symlink_metadata(path)?;
     Ok(BoundSocket {
@@ -84,13 +91,24 @@ pub fn bind(path: &Path) -> Result<BoundSocket> {
     })
 }
 
-/// Accepts clients forever.
+/// Accepts clients forever, at most `MAX_CLIENTS` at once.
 pub async fn serve(listener: tokio::net::UnixListener, hub: Arc<Hub>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS));
     loop {
         match listener.accept().await {
-            Ok((conn, _)) => {
-                tokio::spawn(client(conn, Arc::clone(&hub)));
-            }
+            Ok((mut conn, _)) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(slot) => {
+                    let hub = Arc::clone(&hub);
+                    tokio::spawn(async move {
+                        client(conn, hub).await;
+                        drop(slot);
+                    });
+                }
+                Err(_) => {
+                    let error = format!("too many monitor clients (at most {MAX_CLIENTS})");
+                    let _ = write_line(&mut conn, &ServerLine::Error { error }).await;
+                }
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "monitor socket: accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -219,7 +237,7 @@ mod tests {
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
         let bound = bind(&path).unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o666);
+        assert_eq!(mode, 0o600);
         let err = format!("{:#}", bind(&path).err().unwrap());
         assert!(err.contains("another process is serving it"), "{err}");
         drop(bound);
@@ -291,6 +309,45 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(hub.clients(), 0);
+        drop(bound);
+        drop(server);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn clients_beyond_the_limit_are_told_and_closed() {
+        let dir = scratch("limit");
+        let path = dir.join("m.sock");
+        let bound = bind(&path).unwrap();
+        let hub = Arc::new(Hub::new(Box::new(|_| {})));
+        let listener = bound.listener.try_clone().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let l = tokio::net::UnixListener::from_std(listener).unwrap();
+                // Bounded: the server stops after 10 s at the latest.
+                let _ = tokio::time::timeout(Duration::from_secs(10), serve(l, hub)).await;
+            })
+        });
+        // Connections that send nothing hold their slots.
+        let held: Vec<_> = (0..MAX_CLIENTS)
+            .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+            .collect();
+        let extra = std::os::unix::net::UnixStream::connect(&path).unwrap();
+        extra
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut line = String::new();
+        StdBufReader::new(&extra).read_line(&mut line).unwrap();
+        let parsed: ServerLine = serde_json::from_str(&line).unwrap();
+        assert!(
+            matches!(&parsed, ServerLine::Error { error } if error.contains("too many")),
+            "{line}"
+        );
+        drop(held);
         drop(bound);
         drop(server);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,14 +1,22 @@
 //! `/healthz`, `/readyz` and `/metrics` over plain HTTP/1.1: three GET
 //! endpoints polled by the kubelet and Prometheus do not need a framework.
-//! One short-lived thread per connection; every connection is closed after
-//! its response.
+//! One short-lived thread per connection, at most `MAX_CONNECTIONS` at
+//! once; a request head is read up to `MAX_HEAD` bytes; every connection
+//! is closed after its response. The address is on the node's network
+//! (hostNetwork), so anyone who reaches the node reaches it.
 
 use super::metrics::Metrics;
 use anyhow::Context;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Connections served at once; more are closed unanswered.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Longest request head (request line and headers) read.
+pub const MAX_HEAD: u64 = 16 * 1024;
 
 /// Binds `addr` and serves in the background; returns the bound address
 /// (useful with port 0).
@@ -19,12 +27,26 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAd
     std::thread::Builder::new()
         .name("metrics-http".into())
         .spawn(move || {
+            let open = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { continue };
+                if open.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    continue; // dropped: closed unanswered
+                }
                 let metrics = Arc::clone(&metrics);
-                let _ = std::thread::Builder::new()
+                let spawned = std::thread::Builder::new()
                     .name("metrics-conn".into())
-                    .spawn(move || handle(conn, &metrics));
+                    .spawn({
+                        let open = Arc::clone(&open);
+                        move || {
+                            handle(conn, &metrics);
+                            open.fetch_sub(1, Ordering::SeqCst);
+                        }
+                    });
+                if spawned.is_err() {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })
         .context("start the metrics thread")?;
@@ -36,7 +58,7 @@ fn handle(mut conn: TcpStream, metrics: &Metrics) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(match conn.try_clone() {
-        Ok(c) => c,
+        Ok(c) => c.take(MAX_HEAD),
         Err(_) => return,
     });
     let mut request_line = String::new();
@@ -113,5 +135,41 @@ mod tests {
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
         assert!(metrics.contains("palisade_rounds_total 0"), "{metrics}");
         assert!(get(addr, "/nope").starts_with("HTTP/1.1 404"));
+    }
+
+    #[test]
+    fn connections_and_request_heads_are_bounded() {
+        let m = Metrics::new();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&m)).unwrap();
+        // An overlong request line is cut at MAX_HEAD and answered.
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(100_000));
+        let _ = c.write_all(long.as_bytes());
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(out.starts_with("HTTP/1.1 404"), "{out:.80}");
+        // Idle connections hold every slot: the next one is closed
+        // unanswered, and served again once they are gone.
+        let idle: Vec<TcpStream> = (0..MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(addr).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = c.write_all(b"GET /healthz HTTP/1.1\r\n\r\n");
+        let mut out = String::new();
+        let _ = c.read_to_string(&mut out);
+        assert!(out.is_empty(), "{out}");
+        drop(idle);
+        let mut served = false;
+        for _ in 0..100 {
+            if get(addr, "/healthz").starts_with("HTTP/1.1 200") {
+                served = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(served);
     }
 }

@@ -12,24 +12,35 @@ use anyhow::Result;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The addresses of every interface of this network namespace, loopback
-/// addresses excepted (a pod's 127.0.0.1 is its own, never the node).
-pub fn read() -> Result<BTreeSet<IpAddr>> {
+/// One address of an interface: its name, the address, its netmask.
+struct IfAddr {
+    name: String,
+    ip: IpAddr,
+    mask: Option<IpAddr>,
+}
+
+/// Every IP address of every interface of this network namespace, from
+/// one `getifaddrs` walk.
+fn if_addrs() -> Result<Vec<IfAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below with freeifaddrs.
     if unsafe { libc::getifaddrs(&mut head) } != 0 {
         return Err(std::io::Error::last_os_error().into());
     }
-    let mut out = BTreeSet::new();
+    let mut out = Vec::new();
     let mut cur = head;
     while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        // SAFETY: `cur` is a node of the list getifaddrs returned; its
+        // name is a C string and its addresses are null or sockaddrs of
+        // their family.
         let ifa = unsafe { &*cur };
-        // SAFETY: ifa_addr is null or points to a sockaddr of its family.
         if let Some(ip) = unsafe { sockaddr_ip(ifa.ifa_addr) } {
-            if !ip.is_loopback() {
-                out.insert(ip);
-            }
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            out.push(IfAddr {
+                name: name.to_string_lossy().into_owned(),
+                ip,
+                mask: unsafe { sockaddr_ip(ifa.ifa_netmask) },
+            });
         }
         cur = ifa.ifa_next;
     }
@@ -38,34 +49,27 @@ pub fn read() -> Result<BTreeSet<IpAddr>> {
     Ok(out)
 }
 
+/// The addresses of every interface of this network namespace, loopback
+/// addresses excepted (a pod's 127.0.0.1 is its own, never the node).
+pub fn read() -> Result<BTreeSet<IpAddr>> {
+    Ok(if_addrs()?
+        .into_iter()
+        .map(|a| a.ip)
+        .filter(|ip| !ip.is_loopback())
+        .collect())
+}
+
 /// The names of the interfaces that hold a subnet address: a global
 /// address (not loopback, not link-local) whose netmask is shorter than a
 /// host's. These are the node's own networks' devices (uplink, underlay,
 /// bridge), never a pod's host side.
-pub fn subnet_devices() -> Result<std::collections::BTreeSet<String>> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(std::io::Error::last_os_error().into());
-    }
-    let mut out = std::collections::BTreeSet::new();
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned; its
-        // name is a C string and its addresses are null or valid.
-        let ifa = unsafe { &*cur };
-        let (ip, mask) = unsafe { (sockaddr_ip(ifa.ifa_addr), sockaddr_ip(ifa.ifa_netmask)) };
-        if let (Some(ip), Some(mask)) = (ip, mask) {
-            if !ip.is_loopback() && !link_local(&ip) && !host_mask(&mask) {
-                let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-                out.insert(name.to_string_lossy().into_owned());
-            }
-        }
-        cur = ifa.ifa_next;
-    }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    Ok(out)
+pub fn subnet_devices() -> Result<BTreeSet<String>> {
+    Ok(if_addrs()?
+        .into_iter()
+        .filter(|a| !a.ip.is_loopback() && !link_local(&a.ip))
+        .filter(|a| a.mask.is_some_and(|m| !host_mask(&m)))
+        .map(|a| a.name)
+        .collect())
 }
 
 fn link_local(ip: &IpAddr) -> bool {

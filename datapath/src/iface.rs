@@ -43,8 +43,9 @@ pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
-        let gateways = parse_gateway_devs(&output.stdout)?;
-        for (ip, ifname) in parse_routes(&output.stdout)? {
+        let routes = route_entries(&output.stdout)?;
+        let gateways = gateway_devs(&routes);
+        for (ip, ifname) in host_routes_of(&routes) {
             // A device that routes to a gateway is an uplink or a tunnel:
             // its gateway-less host routes (GCE's `10.128.0.1 dev ens4`)
             // lead to routers, never to pods.
@@ -69,14 +70,17 @@ pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
     Ok(out)
 }
 
-/// Extracts (address, device) of unicast host routes without a gateway from
-/// `ip -j route` output.
-pub fn parse_routes(json: &[u8]) -> Result<Vec<(IpAddr, String)>> {
+/// The entries of `ip -j route` output, parsed once for both readers below
+/// (and the uplinks'). Empty output is no routes.
+pub fn route_entries(json: &[u8]) -> Result<Vec<serde_json::Value>> {
     if json.iter().all(|b| b.is_ascii_whitespace()) {
         return Ok(Vec::new());
     }
-    let routes: Vec<serde_json::Value> =
-        serde_json::from_slice(json).context("parse `ip -j route` output")?;
+    serde_json::from_slice(json).context("parse `ip -j route` output")
+}
+
+/// (address, device) of the unicast host routes without a gateway.
+pub fn host_routes_of(routes: &[serde_json::Value]) -> Vec<(IpAddr, String)> {
     let mut out = Vec::new();
     for r in routes {
         let (Some(dst), Some(dev)) = (
@@ -114,18 +118,13 @@ pub fn parse_routes(json: &[u8]) -> Result<Vec<(IpAddr, String)>> {
             out.push((ip, dev.to_string()));
         }
     }
-    Ok(out)
+    out
 }
 
 /// The devices of routes through a gateway, and of default routes (with a
-/// gateway or not), in `ip -j route` output.
-pub fn parse_gateway_devs(json: &[u8]) -> Result<BTreeSet<String>> {
-    if json.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(BTreeSet::new());
-    }
-    let routes: Vec<serde_json::Value> =
-        serde_json::from_slice(json).context("parse `ip -j route` output")?;
-    Ok(routes
+/// gateway or not).
+pub fn gateway_devs(routes: &[serde_json::Value]) -> BTreeSet<String> {
+    routes
         .iter()
         .filter(|r| {
             r.get("gateway").is_some()
@@ -133,7 +132,7 @@ pub fn parse_gateway_devs(json: &[u8]) -> Result<BTreeSet<String>> {
                 || r.get("dst").and_then(|d| d.as_str()) == Some("default")
         })
         .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
-        .collect())
+        .collect()
 }
 
 /// The interfaces the agent manages, found from the routes.
@@ -336,7 +335,7 @@ mod tests {
 
     #[test]
     fn only_gatewayless_host_routes_count() {
-        let got = parse_routes(V4.as_bytes()).unwrap();
+        let got = host_routes_of(&route_entries(V4.as_bytes()).unwrap());
         assert_eq!(
             got,
             vec![
@@ -348,20 +347,22 @@ mod tests {
 
     #[test]
     fn devices_routing_to_a_gateway() {
-        let got = parse_gateway_devs(V4.as_bytes()).unwrap();
+        let got = gateway_devs(&route_entries(V4.as_bytes()).unwrap());
         assert_eq!(got.into_iter().collect::<Vec<_>>(), ["eth0"]);
-        assert!(parse_gateway_devs(b"").unwrap().is_empty());
+        assert!(gateway_devs(&route_entries(b"").unwrap()).is_empty());
     }
 
     #[test]
     fn ipv6_host_routes_and_empty_output() {
-        let got = parse_routes(
-            br#"[{"dst":"fd00::5","dev":"veth1","metric":1024,"flags":[],"pref":"medium"},
+        let got = host_routes_of(
+            &route_entries(
+                br#"[{"dst":"fd00::5","dev":"veth1","metric":1024,"flags":[],"pref":"medium"},
             {"dst":"fd00::/64","dev":"eth0","flags":[]}]"#,
-        )
-        .unwrap();
+            )
+            .unwrap(),
+        );
         assert_eq!(got, vec![("fd00::5".parse().unwrap(), "veth1".to_string())]);
-        assert!(parse_routes(b"\n").unwrap().is_empty());
+        assert!(route_entries(b"\n").unwrap().is_empty());
     }
 
     #[test]

@@ -50,12 +50,7 @@ impl std::str::FromStr for UplinkSpec {
 
 /// The devices of `ip -j route show default` output.
 pub fn parse_default_devs(json: &[u8]) -> Result<BTreeSet<String>> {
-    if json.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(BTreeSet::new());
-    }
-    let routes: Vec<serde_json::Value> =
-        serde_json::from_slice(json).context("parse `ip -j route show default` output")?;
-    Ok(routes
+    Ok(super::iface::route_entries(json)?
         .iter()
         .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
         .collect())

@@ -6,39 +6,15 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use palisade_common::*;
-use palisade_tests::classifier::{
-    bits, ip_key, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
-};
-
-const ID_PEER: u32 = 300;
+use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_PASS};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The pod admits PEER on any port and may open nothing itself.
+/// The pod admits the peer on any port and may open nothing itself.
 fn inbound_only(pod: IpAddr, peer: IpAddr) -> Result<Classifier> {
-    let mut c = Classifier::load()?;
-    c.set_identity(peer, if peer.is_ipv4() { 32 } else { 128 }, ID_PEER)?;
-    let key = |direction| PolicyKey {
-        ifindex: IFINDEX,
-        generation: 0,
-        direction,
-    };
-    let ingress = DirMaps {
-        identity: vec![(ID_PEER, bits(1))],
-        ..Default::default()
-    };
-    c.set_policy(key(DIR_INGRESS), &ingress)?;
-    c.set_policy(key(DIR_EGRESS), &DirMaps::default())?;
-    let mut ep = Endpoint {
-        flags: EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS,
-        ..Default::default()
-    };
-    ep.addrs[0] = ip_key(pod);
-    ep.ingress.any_port = 1;
-    c.set_endpoint(IFINDEX, &ep)?;
-    Ok(c)
+    one_peer(pod, peer, DIR_INGRESS)
 }
 
 fn run(c: &Classifier, hook: Hook, p: &Packet) -> u32 {

@@ -7,41 +7,16 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use palisade_common::*;
-use palisade_tests::classifier::{
-    bits, ip_key, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
-};
-
-const ID_PEER: u32 = 300;
+use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_PASS};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The pod (POD) may send anything to PEER and nothing else; its ingress
-/// is isolated with no rule (replies only).
+/// The pod may send anything to the peer and nothing else; its ingress is
+/// isolated with no rule (replies only).
 fn harness(pod: IpAddr, peer: IpAddr) -> Result<Classifier> {
-    let mut c = Classifier::load()?;
-    c.set_identity(peer, if peer.is_ipv4() { 32 } else { 128 }, ID_PEER)?;
-    let key = |direction| PolicyKey {
-        ifindex: IFINDEX,
-        generation: 0,
-        direction,
-    };
-    let egress = DirMaps {
-        identity: vec![(ID_PEER, bits(1))],
-        ..Default::default()
-    };
-    c.set_policy(key(DIR_EGRESS), &egress)?;
-    c.set_policy(key(DIR_INGRESS), &DirMaps::default())?;
-    // Group 1 takes any port: the peer on any protocol, ICMP included.
-    let mut ep = Endpoint {
-        flags: EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS,
-        ..Default::default()
-    };
-    ep.addrs[0] = ip_key(pod);
-    ep.egress.any_port = 1;
-    c.set_endpoint(IFINDEX, &ep)?;
-    Ok(c)
+    one_peer(pod, peer, DIR_EGRESS)
 }
 
 fn verdict(c: &Classifier, hook: Hook, p: &Packet) -> u32 {

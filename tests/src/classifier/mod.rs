@@ -19,7 +19,8 @@ use aya::{
 };
 use palisade_common::{
     names, Config, Counters, CtKey, CtValue, Endpoint, Event, IpKey, PolicyKey, PortKey, RuleBits,
-    RuleCounter, ServiceKey, SpillKey, CONFIG_EVENTS_DENIED, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
+    RuleCounter, ServiceKey, SpillKey, CONFIG_EVENTS_DENIED, DIR_EGRESS, DIR_INGRESS,
+    EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
     INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_COLS,
 };
 
@@ -462,4 +463,43 @@ impl Classifier {
         )?;
         Ok(m.get(&index, 0)?.iter().sum())
     }
+}
+
+/// A classifier whose pod (`pod`, on `IFINDEX`) is isolated both ways and
+/// allows exactly one thing: `peer` (identity 300), any port and protocol,
+/// in direction `allowed` (`DIR_INGRESS` or `DIR_EGRESS`). The other
+/// direction lets replies only.
+pub fn one_peer(pod: IpAddr, peer: IpAddr, allowed: u32) -> Result<Classifier> {
+    const ID_PEER: u32 = 300;
+    let mut c = Classifier::load()?;
+    c.set_identity(peer, if peer.is_ipv4() { 32 } else { 128 }, ID_PEER)?;
+    for direction in [DIR_INGRESS, DIR_EGRESS] {
+        let key = PolicyKey {
+            ifindex: IFINDEX,
+            generation: 0,
+            direction,
+        };
+        let maps = if direction == allowed {
+            DirMaps {
+                identity: vec![(ID_PEER, bits(1))],
+                ..Default::default()
+            }
+        } else {
+            DirMaps::default()
+        };
+        c.set_policy(key, &maps)?;
+    }
+    let mut ep = Endpoint {
+        flags: EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS,
+        ..Default::default()
+    };
+    ep.addrs[0] = ip_key(pod);
+    // Group 1 takes any port: the peer on any protocol, ICMP included.
+    if allowed == DIR_INGRESS {
+        ep.ingress.any_port = 1;
+    } else {
+        ep.egress.any_port = 1;
+    }
+    c.set_endpoint(IFINDEX, &ep)?;
+    Ok(c)
 }

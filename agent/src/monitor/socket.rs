@@ -208,6 +208,37 @@ mod tests {
         dir
     }
 
+    /// A socket bound in a scratch directory and served on a thread of its
+    /// own (for 10 s at most): the directory, the socket's path, the bound
+    /// socket, its hub and the server thread.
+    fn serving(
+        tag: &str,
+    ) -> (
+        PathBuf,
+        PathBuf,
+        BoundSocket,
+        Arc<Hub>,
+        std::thread::JoinHandle<()>,
+    ) {
+        let dir = scratch(tag);
+        let path = dir.join("m.sock");
+        let bound = bind(&path).unwrap();
+        let hub = Arc::new(Hub::new(Box::new(|_| {})));
+        let listener = bound.listener.try_clone().unwrap();
+        let h = Arc::clone(&hub);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = std::thread::spawn(move || {
+            rt.block_on(async move {
+                let l = tokio::net::UnixListener::from_std(listener).unwrap();
+                let _ = tokio::time::timeout(Duration::from_secs(10), serve(l, h)).await;
+            })
+        });
+        (dir, path, bound, hub, server)
+    }
+
     fn event(pod: &str) -> Arc<DecodedEvent> {
         Arc::new(DecodedEvent {
             time: "t".into(),
@@ -250,23 +281,7 @@ mod tests {
 
     #[test]
     fn clients_get_their_events_and_bad_requests_an_error() {
-        let dir = scratch("serve");
-        let path = dir.join("m.sock");
-        let bound = bind(&path).unwrap();
-        let hub = Arc::new(Hub::new(Box::new(|_| {})));
-        let listener = bound.listener.try_clone().unwrap();
-        let h = Arc::clone(&hub);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = std::thread::spawn(move || {
-            rt.block_on(async move {
-                let l = tokio::net::UnixListener::from_std(listener).unwrap();
-                // Bounded: the server stops after 10 s at the latest.
-                let _ = tokio::time::timeout(Duration::from_secs(10), serve(l, h)).await;
-            })
-        });
+        let (dir, path, bound, hub, server) = serving("serve");
 
         let mut bad = std::os::unix::net::UnixStream::connect(&path).unwrap();
         bad.write_all(b"{\"pod\": \"web\"}\n").unwrap();
@@ -316,22 +331,7 @@ mod tests {
 
     #[test]
     fn clients_beyond_the_limit_are_told_and_closed() {
-        let dir = scratch("limit");
-        let path = dir.join("m.sock");
-        let bound = bind(&path).unwrap();
-        let hub = Arc::new(Hub::new(Box::new(|_| {})));
-        let listener = bound.listener.try_clone().unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = std::thread::spawn(move || {
-            rt.block_on(async move {
-                let l = tokio::net::UnixListener::from_std(listener).unwrap();
-                // Bounded: the server stops after 10 s at the latest.
-                let _ = tokio::time::timeout(Duration::from_secs(10), serve(l, hub)).await;
-            })
-        });
+        let (dir, path, bound, _hub, server) = serving("limit");
         // Connections that send nothing hold their slots.
         let held: Vec<_> = (0..MAX_CLIENTS)
             .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())

@@ -119,23 +119,28 @@ pub fn pod_object(cluster: &Cluster, key: &str, extra: &[(&str, &str)]) -> Value
     })
 }
 
+/// An API server on the first node's underlay address (local to its
+/// agent, one hop away for the others'), and the kubeconfig to reach it.
+pub fn api_server(cluster: &Cluster) -> (FakeApiServer, std::path::PathBuf) {
+    let hub = &cluster.nodes()[0];
+    let at = SocketAddr::new(hub.underlay_v4.into(), 0);
+    let api = hub
+        .lab
+        .run_in_node(|| FakeApiServer::start_at(at))
+        .unwrap()
+        .unwrap();
+    let kubeconfig = api
+        .write_kubeconfig(&hub.lab.dir().join("kubeconfig"))
+        .unwrap();
+    (api, kubeconfig)
+}
+
 impl TwoNodes {
     /// Brings the cluster up, serves its namespaces and pods, starts both
     /// agents and waits until each is ready and has programmed its pods.
     pub fn up(label: &str) -> TwoNodes {
         let cluster = Cluster::up(&spec(label)).unwrap_or_else(|e| panic!("{e:#}"));
-        // The API server listens on node-a's underlay address: local to
-        // node-a's agent, one hop away for node-b's.
-        let hub = &cluster.nodes()[0];
-        let at = SocketAddr::new(hub.underlay_v4.into(), 0);
-        let api = hub
-            .lab
-            .run_in_node(|| FakeApiServer::start_at(at))
-            .unwrap()
-            .unwrap();
-        let kubeconfig = api
-            .write_kubeconfig(&hub.lab.dir().join("kubeconfig"))
-            .unwrap();
+        let (api, kubeconfig) = api_server(&cluster);
         for ns in ["x", "y", "z"] {
             api.apply(namespace(ns, &[])).unwrap();
         }

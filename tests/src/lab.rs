@@ -70,11 +70,18 @@ pub fn wired(
     if layout == CniLayout::Routed {
         return (spec, Vec::new());
     }
+    let (plugin, args) = cni_plugin(scratch, node);
+    (spec.chain(vec![plugin]), args)
+}
+
+/// `palisade-cni` chained for `node`, with its records and pins in
+/// `scratch`, and the agent arguments that read those records.
+pub fn cni_plugin(scratch: &Scratch, node: &str) -> (ChainedPlugin, Vec<String>) {
     let state = scratch.dir().join("cni-state");
     let plugin = ChainedPlugin::new(palisade_cni_bin().expect("palisade-cni"))
         .with("stateDir", state.to_str().unwrap().into())
         .with("bpffsRoot", scratch.bpffs().to_str().unwrap().into())
         .with("nodeName", node.into());
     let args = vec!["--cni-state-dir".into(), state.to_str().unwrap().into()];
-    (spec.chain(vec![plugin]), args)
+    (plugin, args)
 }

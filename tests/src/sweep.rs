@@ -5,12 +5,13 @@
 //! fed by one in-process API server. Each scenario's policies are applied
 //! through the API, and the measured matrix must equal the oracle's.
 
+use crate::cluster::api_server;
 use crate::kernel::Scratch;
-use crate::lab::PORTS;
+use crate::lab::{cni_plugin, PORTS};
 use palisade_fake_apiserver::{FakeApiServer, Kind};
 use palisade_lab::{
-    palisade_bin, palisade_cni_bin, AgentOptions, AgentProcess, ChainedPlugin, Cidr, Cluster,
-    ClusterSpec, CniLayout, Family, LabSpec, NodeSpec, Overlay,
+    palisade_bin, AgentOptions, AgentProcess, ChainedPlugin, Cidr, Cluster, ClusterSpec, CniLayout,
+    Family, LabSpec, NodeSpec, Overlay,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -132,28 +133,16 @@ impl Sweep {
             .iter()
             .map(|(n, _)| Scratch::new(&format!("sweep-{n}")))
             .collect();
-        let plugin = (layout != CniLayout::Routed).then(|| palisade_cni_bin().unwrap());
+        let plugin_layout = layout != CniLayout::Routed;
         let chain_of = |node: &str| -> Vec<ChainedPlugin> {
-            let Some(bin) = &plugin else {
+            if !plugin_layout {
                 return Vec::new();
-            };
+            }
             let s = &bpffs[nodes.iter().position(|(n, _)| *n == node).unwrap()];
-            vec![ChainedPlugin::new(bin)
-                .with("stateDir", s.dir().join("cni").to_str().unwrap().into())
-                .with("bpffsRoot", s.bpffs().to_str().unwrap().into())
-                .with("nodeName", node.into())]
+            vec![cni_plugin(s, node).0]
         };
         let cluster = Cluster::up_with_chains(&spec, &chain_of).unwrap_or_else(|e| panic!("{e:#}"));
-        let hub = &cluster.nodes()[0];
-        let at = std::net::SocketAddr::new(hub.underlay_v4.into(), 0);
-        let api = hub
-            .lab
-            .run_in_node(|| FakeApiServer::start_at(at))
-            .unwrap()
-            .unwrap();
-        let kubeconfig = api
-            .write_kubeconfig(&hub.lab.dir().join("kubeconfig"))
-            .unwrap();
+        let (api, kubeconfig) = api_server(&cluster);
         for o in &topology {
             api.apply(o.clone()).unwrap();
         }
@@ -161,9 +150,8 @@ impl Sweep {
         let mut agents = Vec::new();
         for (node, s) in cluster.nodes().iter().zip(&bpffs) {
             let mut o = AgentOptions::kube(bin.clone(), kubeconfig.clone(), &node.name, s.bpffs());
-            if plugin.is_some() {
-                let state = s.dir().join("cni").to_str().unwrap().to_string();
-                o.args = vec!["--cni-state-dir".into(), state];
+            if plugin_layout {
+                o.args = cni_plugin(s, &node.name).1;
             }
             agents.push(node.lab.start_agent(&o).unwrap());
         }

@@ -49,7 +49,7 @@ pub use lab::{Lab, LabPod};
 pub use matrix::{diff, Difference};
 pub use measure::{Probe, PROBE_PARALLELISM, PROBE_TIMEOUT};
 pub use names::NETNS_PREFIX;
-pub use node::NodeProcess;
+pub use node::{mount_bpf, NodeProcess};
 pub use palisade_policy::{Family, MatrixEntry, ProbePort, Protocol};
 pub use probe::Outcome;
 pub use spec::{LabSpec, PodSpec, ServedPort};

@@ -4,7 +4,7 @@ use crate::cleanup;
 use crate::lab::Lab;
 use anyhow::{Context, Result};
 use std::ffi::OsStr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -18,6 +18,26 @@ pub struct NodeProcess {
     pub(crate) index: usize,
 }
 
+/// Mounts a fresh bpf filesystem on the existing directory `dir`.
+pub fn mount_bpf(dir: &Path) -> Result<()> {
+    let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
+    // SAFETY: valid C strings; a bpf mount takes no data.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("mount -t bpf bpf {}", dir.display()));
+    }
+    Ok(())
+}
+
 impl Lab {
     /// Mounts a fresh, private bpffs for this lab and returns its path;
     /// unmounted on teardown (with every pin in it).
@@ -25,21 +45,7 @@ impl Lab {
         let k = self.counter.fetch_add(1, Ordering::Relaxed);
         let dir = self.dir.join(format!("bpffs-{k}"));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let target = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())?;
-        // SAFETY: valid C strings; a bpf mount takes no data.
-        let rc = unsafe {
-            libc::mount(
-                c"bpf".as_ptr(),
-                target.as_ptr(),
-                c"bpf".as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error())
-                .with_context(|| format!("mount -t bpf bpf {}", dir.display()));
-        }
+        mount_bpf(&dir)?;
         self.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

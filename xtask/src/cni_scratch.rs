@@ -11,7 +11,7 @@
 //! at teardown still finds the pins there).
 
 use anyhow::{bail, Context, Result};
-use palisade_lab::{ChainedPlugin, Lab};
+use palisade_lab::{mount_bpf, ChainedPlugin, Lab};
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
@@ -152,25 +152,6 @@ fn remove_tree(dir: &Path) -> Result<()> {
         }
         _ => Ok(()),
     }
-}
-
-fn mount_bpf(dir: &Path) -> Result<()> {
-    let target = cstr(dir)?;
-    // SAFETY: valid C strings; a bpf mount takes no data.
-    let rc = unsafe {
-        libc::mount(
-            c"bpf".as_ptr(),
-            target.as_ptr(),
-            c"bpf".as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("mount -t bpf bpf {}", dir.display()));
-    }
-    Ok(())
 }
 
 /// Lazily: a pin still open elsewhere must not keep the path mounted.

@@ -8,7 +8,7 @@ use crate::names;
 use crate::netns::NetNs;
 use crate::probe::SourcePorts;
 use crate::server::PodServer;
-use crate::spec::{LabSpec, PodSpec};
+use crate::spec::{LabSpec, PodSpec, ServedPort};
 use crate::topology;
 use anyhow::{bail, Context, Result};
 use palisade_policy::Family;
@@ -249,6 +249,14 @@ impl Lab {
             .as_ref()
             .context("lab has no node namespace")?
             .run(f)
+    }
+
+    /// Starts servers in the node namespace on `addrs`, as a hostNetwork
+    /// pod serves on the node's addresses; they stop when the returned
+    /// server drops.
+    pub fn serve_in_node(&self, ports: &[ServedPort], addrs: &[IpAddr]) -> Result<PodServer> {
+        let ns = self.node.clone().context("lab has no node namespace")?;
+        PodServer::start_on(ns, &format!("node {}", self.id), ports, addrs)
     }
 
     /// The ifindex of a pod's host-side veth in the node namespace (the key

@@ -52,6 +52,7 @@ pub use names::NETNS_PREFIX;
 pub use node::{mount_bpf, NodeProcess};
 pub use palisade_policy::{Family, MatrixEntry, ProbePort, Protocol};
 pub use probe::Outcome;
+pub use server::PodServer;
 pub use spec::{LabSpec, PodSpec, ServedPort};
 pub use topology::{GATEWAY_V4, GATEWAY_V6, NODE_V4, NODE_V6, UPLINK, UPLINK_GATEWAY_V4};
 pub use underlay::{

@@ -20,7 +20,7 @@ use palisade_policy::Protocol;
 use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -48,15 +48,30 @@ impl PodServer {
     /// Binds every port inside `ns` before returning, so a probe right
     /// after `start` finds the servers listening.
     pub fn start(ns: Arc<NetNs>, pod: &str, ports: &[ServedPort]) -> Result<PodServer> {
+        PodServer::start_on(ns, pod, ports, &[])
+    }
+
+    /// As `start`, with every socket bound to each of `addrs` (none: the
+    /// wildcard). A host with several addresses must answer from the one
+    /// a client asked, or the client (and the reverse NAT of a Service)
+    /// never matches the answer: replies from a wildcard datagram or raw
+    /// socket take the source address of the route back.
+    pub fn start_on(
+        ns: Arc<NetNs>,
+        pod: &str,
+        ports: &[ServedPort],
+        addrs: &[IpAddr],
+    ) -> Result<PodServer> {
         let stop = Arc::new(sock::eventfd().context("creating the server stop eventfd")?);
         let ports: Vec<ServedPort> = ports.to_vec();
+        let addrs: Vec<IpAddr> = addrs.to_vec();
         let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
         let stop2 = stop.clone();
         let pod_owned = pod.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("srv {pod}"))
             .spawn(move || {
-                let sockets = ns.enter().and_then(|()| bind_all(&ports));
+                let sockets = ns.enter().and_then(|()| bind_all(&ports, &addrs));
                 match sockets {
                     Ok(sockets) => {
                         let _ = tx.send(Ok(()));
@@ -104,20 +119,24 @@ struct Sockets {
     sctp_ports: BTreeSet<u16>,
 }
 
-fn dual_stack(ty: Type, port: u16) -> Result<Socket> {
+/// A TCP listener or UDP socket on `port` of `addr`, or of every address
+/// of both families when `addr` is `None` (IPv4 peers then appear as
+/// ::ffff:a.b.c.d).
+fn stream_or_dgram(ty: Type, addr: Option<IpAddr>, port: u16) -> Result<Socket> {
     let proto = if ty == Type::STREAM {
         Protocol::Tcp
     } else {
         Protocol::Udp
     };
-    let what = || format!("{port}/{}", proto.name());
-    let s =
-        Socket::new(Domain::IPV6, ty, None).with_context(|| format!("socket for {}", what()))?;
-    // One socket serves both families: IPv4 peers appear as ::ffff:a.b.c.d.
-    s.set_only_v6(false)?;
+    let bind = SocketAddr::new(addr.unwrap_or(Ipv6Addr::UNSPECIFIED.into()), port);
+    let what = || format!("{bind}/{}", proto.name());
+    let s = Socket::new(Domain::for_address(bind), ty, None)
+        .with_context(|| format!("socket for {}", what()))?;
+    if addr.is_none() {
+        s.set_only_v6(false)?;
+    }
     s.set_reuse_address(true)?;
-    let addr = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    s.bind(&addr.into())
+    s.bind(&bind.into())
         .with_context(|| format!("binding {}", what()))?;
     if ty == Type::STREAM {
         s.listen(1024)
@@ -127,26 +146,58 @@ fn dual_stack(ty: Type, port: u16) -> Result<Socket> {
     Ok(s)
 }
 
-fn bind_all(ports: &[ServedPort]) -> Result<Sockets> {
+/// Raw SCTP sockets of both families, or one per address of `addrs`.
+fn raw_sctp(addrs: &[IpAddr]) -> Result<Vec<(Kind, Socket)>> {
+    let proto = Some(socket2::Protocol::from(sctp::IPPROTO_SCTP));
+    let raw = |domain: Domain, kind: Kind, addr: Option<IpAddr>| -> Result<(Kind, Socket)> {
+        let s = Socket::new(domain, Type::RAW, proto).context("raw SCTP socket")?;
+        if let Some(a) = addr {
+            s.bind(&SocketAddr::new(a, 0).into())
+                .with_context(|| format!("binding a raw SCTP socket to {a}"))?;
+        }
+        s.set_nonblocking(true)?;
+        Ok((kind, s))
+    };
+    if addrs.is_empty() {
+        return Ok(vec![
+            raw(Domain::IPV4, Kind::Raw4, None)?,
+            raw(Domain::IPV6, Kind::Raw6, None)?,
+        ]);
+    }
+    addrs
+        .iter()
+        .map(|a| match a {
+            IpAddr::V4(_) => raw(Domain::IPV4, Kind::Raw4, Some(*a)),
+            IpAddr::V6(_) => raw(Domain::IPV6, Kind::Raw6, Some(*a)),
+        })
+        .collect()
+}
+
+fn bind_all(ports: &[ServedPort], addrs: &[IpAddr]) -> Result<Sockets> {
     let mut entries = Vec::new();
     let mut sctp_ports = BTreeSet::new();
+    let binds: Vec<Option<IpAddr>> = match addrs {
+        [] => vec![None],
+        some => some.iter().copied().map(Some).collect(),
+    };
     for &ProbePort { port, protocol } in ports {
-        match protocol {
-            Protocol::Tcp => entries.push((Kind::TcpListener, dual_stack(Type::STREAM, port)?)),
-            Protocol::Udp => entries.push((Kind::Udp, dual_stack(Type::DGRAM, port)?)),
-            Protocol::Sctp => {
-                sctp_ports.insert(port);
+        for &addr in &binds {
+            match protocol {
+                Protocol::Tcp => entries.push((
+                    Kind::TcpListener,
+                    stream_or_dgram(Type::STREAM, addr, port)?,
+                )),
+                Protocol::Udp => {
+                    entries.push((Kind::Udp, stream_or_dgram(Type::DGRAM, addr, port)?))
+                }
+                Protocol::Sctp => {
+                    sctp_ports.insert(port);
+                }
             }
         }
     }
     if !sctp_ports.is_empty() {
-        let proto = Some(socket2::Protocol::from(sctp::IPPROTO_SCTP));
-        let r4 = Socket::new(Domain::IPV4, Type::RAW, proto).context("raw IPv4 SCTP socket")?;
-        let r6 = Socket::new(Domain::IPV6, Type::RAW, proto).context("raw IPv6 SCTP socket")?;
-        r4.set_nonblocking(true)?;
-        r6.set_nonblocking(true)?;
-        entries.push((Kind::Raw4, r4));
-        entries.push((Kind::Raw6, r6));
+        entries.extend(raw_sctp(addrs)?);
     }
     Ok(Sockets {
         entries,

@@ -13,13 +13,14 @@
 //! removed on drop, also when an assertion fails.
 
 use palisade_lab::{
-    palisade_bin, service_rules, write_manifest, AgentOptions, AgentProcess, Cluster, ClusterSpec,
-    Family, Lab, LabSpec, Masquerade, NodeSpec, Overlay, Protocol, ServiceRule, UNDERLAY,
+    palisade_bin, service_rules, write_manifest, AgentOptions, AgentProcess, Cluster, ClusterNode,
+    ClusterSpec, Family, Lab, LabSpec, Masquerade, NodeSpec, Overlay, PodServer, ProbePort,
+    Protocol, ServiceRule, UNDERLAY,
 };
 use palisade_policy::{evaluate, Flow, Model};
 use palisade_tests::services::*;
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// One lab node with the agent and the kube-proxy emulation.
@@ -397,4 +398,119 @@ fn services_cluster_ip_cross_node() {
         true,
         "allowed across nodes",
     );
+}
+
+/// A Service whose endpoints are the nodes' own addresses, as a
+/// hostNetwork Deployment's are: every rule of `rules` DNATs to `node-a`
+/// and `node-b` (the servers `host_network_ports` starts there).
+fn host_network_rules(rules: &[ServiceRule], cluster: &Cluster) -> Vec<ServiceRule> {
+    rules
+        .iter()
+        .map(|r| {
+            let family = Family::of(&r.cluster_ip);
+            let port = if r.protocol == Protocol::Tcp {
+                8080
+            } else {
+                9090
+            };
+            let backends = cluster
+                .nodes()
+                .iter()
+                .map(|n| SocketAddr::new(node_addr(n, family), port))
+                .collect();
+            ServiceRule {
+                backends,
+                ..r.clone()
+            }
+        })
+        .collect()
+}
+
+/// What a hostNetwork backend serves: the target ports of Service `web`.
+const HOST_NETWORK_PORTS: [ProbePort; 3] = [
+    ProbePort {
+        port: 8080,
+        protocol: Protocol::Tcp,
+    },
+    EXTRA_PORTS[0],
+    EXTRA_PORTS[1],
+];
+
+fn node_addr(node: &ClusterNode, family: Family) -> IpAddr {
+    match family {
+        Family::V4 => node.underlay_v4.into(),
+        Family::V6 => node.underlay_v6.into(),
+    }
+}
+
+/// hostNetwork backends. The client's egress admits pods only, so no
+/// ipBlock covers either node. The backend on the other node is an
+/// ordinary remote peer: refused after DNAT at the client's uplink, as a
+/// direct connection to that node's address is. The backend on the
+/// client's own node is that node, and traffic between a pod and its node
+/// is always allowed (the NetworkPolicy spec's exception for the node a
+/// pod runs on): reached, as a direct connection to the node is. Through
+/// the ClusterIP, every connection gets its backend's direct verdict.
+#[test]
+fn services_cluster_ip_host_network_backends() {
+    let mut nodes = Nodes::up(
+        "services_hostnet",
+        Overlay::None,
+        Masquerade::default(),
+        UNDERLAY,
+    );
+    nodes.rules = host_network_rules(&nodes.rules, &nodes.cluster);
+    nodes
+        .cluster
+        .install_kube_proxy_with(&nodes.rules, Masquerade::default())
+        .unwrap();
+    let _servers: Vec<PodServer> = nodes
+        .cluster
+        .nodes()
+        .iter()
+        .map(|n| {
+            let addrs = [node_addr(n, Family::V4), node_addr(n, Family::V6)];
+            n.lab.serve_in_node(&HOST_NETWORK_PORTS, &addrs).unwrap()
+        })
+        .collect();
+    nodes.set_policies(&client_policy("{app: web}"));
+    let lab = &nodes.cluster.nodes()[0].lab;
+    let logs = || nodes.logs();
+    let via = Via {
+        lab,
+        rules: &nodes.rules,
+        logs: &logs,
+    };
+    for family in [Family::V4, Family::V6] {
+        let local = node_addr(&nodes.cluster.nodes()[0], family);
+        let remote = node_addr(&nodes.cluster.nodes()[1], family);
+        for p in HOST_NETWORK_PORTS {
+            let direct = |to| {
+                lab.probe_outcome("svc/client", to, p.port, p.protocol, PROBE)
+                    .unwrap()
+                    .reached()
+            };
+            assert!(direct(local), "{family:?} {p:?}: the own node refused");
+            assert!(!direct(remote), "{family:?} {p:?}: the remote node reached");
+        }
+        let mut seen = BTreeSet::new();
+        for (port, proto) in SERVICE_PORTS {
+            for _ in 0..6 {
+                let (t, reached) = via.probe("svc/client", family, port, proto);
+                assert_eq!(
+                    reached,
+                    t.backend.ip() == local,
+                    "{family:?} {port}/{} DNAT to {}\n{}",
+                    proto.name(),
+                    t.backend,
+                    nodes.logs()
+                );
+                seen.insert((t.backend.ip(), reached));
+            }
+        }
+        assert!(
+            seen.contains(&(local, true)) && seen.contains(&(remote, false)),
+            "{family:?}: DNAT did not pick both nodes: {seen:?}"
+        );
+    }
 }

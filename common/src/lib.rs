@@ -290,6 +290,8 @@ pub const REASON_SPOOF: u32 = 2;
 pub const REASON_PENDING: u32 = 3;
 pub const REASON_MALFORMED: u32 = 4;
 pub const REASON_FRAGMENT: u32 = 5;
+/// A tunnel packet (IPIP, GRE, VXLAN, Geneve) to the node that no rule allows.
+pub const REASON_ENCAP: u32 = 6;
 
 /// [`Event::verdict`].
 pub const VERDICT_DENIED: u8 = 1;

@@ -303,6 +303,11 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
     let sport = u16::from_be(unsafe { at(p.l4) });
     let dport = u16::from_be(unsafe { at(p.l4 + 2) });
 
+    // Tunnel packets are checked by the general path (`hook::encapsulated`).
+    if proto == PROTO_UDP && dir == DIR_EGRESS && hook::tunnel_port(dport) {
+        return None;
+    }
+
     let ep = unsafe { &*crate::maps::ENDPOINTS.get_ptr(ifindex)? };
     let flags = ep.flags;
     // Pending, deny-all and spoofed packets are dropped, with their events,

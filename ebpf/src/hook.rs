@@ -7,9 +7,9 @@ use aya_ebpf::{
 };
 use palisade_common::{
     Endpoint, IpKey, DIR_EGRESS, DIR_INGRESS, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_DENY_ALL,
-    EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V6, PROTO_ICMPV6, REASON_FRAGMENT,
-    REASON_MALFORMED, REASON_PENDING, REASON_POLICY, REASON_SPOOF, RULE_NOT_ISOLATED, RULE_SERVICE,
-    RULE_WOULD_DENY, SLOT_UNKNOWN,
+    EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING, FAMILY_V6, IDENTITY_HOST, PROTO_ICMPV6,
+    PROTO_UDP, REASON_ENCAP, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING, REASON_POLICY,
+    REASON_SPOOF, RULE_NOT_ISOLATED, RULE_SERVICE, RULE_WOULD_DENY, SLOT_UNKNOWN,
 };
 
 use crate::{
@@ -17,8 +17,8 @@ use crate::{
     conntrack, deferred,
     events::{self, Source},
     fast, frag,
-    maps::ENDPOINTS,
-    parse::{self, Tuple, FRAG_FIRST, FRAG_LATER, ICMP_ERROR, ICMP_NDP, L2},
+    maps::{ENDPOINTS, LOCAL_ADDRS},
+    parse::{self, Tuple, FRAG_FIRST, FRAG_LATER, ICMP_ERROR, ICMP_MLD, ICMP_NDP, L2},
     policy,
     scratch::{self, Scratch},
 };
@@ -90,6 +90,67 @@ fn ndp_source_ok(ep: Option<&Endpoint>, a: &IpKey) -> bool {
     unspecified || link_local || ep.is_some_and(|ep| own_addr(ep, a))
 }
 
+/// Whether a neighbour or multicast listener discovery message stays on the
+/// pod's link, and so is IPv6's ARP rather than a packet to judge: ND with
+/// hop limit 255 (RFC 4861 has receivers drop any other, so a router never
+/// forwarded it), MLD with hop limit 1 to a multicast group (RFC 2710, 3810).
+/// At pod egress the destination must be link-local (unicast or link-scope
+/// multicast) or on the link: the node or one of its pods. Anything else
+/// the node would forward, one hop down, to wherever the pod chose, payload
+/// included: judged like any ICMPv6 packet. Out of line, with no stack.
+#[inline(never)]
+fn link_scoped(s: &mut Scratch, dir: u32) -> bool {
+    let p = &s.pkt;
+    let d = &p.tuple.dst.addr;
+    let multicast = d[0] == 0xff;
+    if p.icmp == ICMP_MLD {
+        return p.hop_limit == 1 && multicast;
+    }
+    if p.hop_limit != 255 {
+        return false;
+    }
+    let link_local = d[0] == 0xfe && d[1] & 0xc0 == 0x80;
+    if link_local || (multicast && d[1] & 0x0f == 2) || dir == DIR_INGRESS {
+        return true;
+    }
+    if multicast {
+        return false;
+    }
+    if to_node(s) {
+        return true;
+    }
+    // By reference: a copy of the key would take stack there is none of.
+    let dst = &s.pkt.tuple.dst;
+    unsafe { LOCAL_ADDRS.get(dst) }.is_some()
+}
+
+/// Whether the packet's destination is an address of this node. Builds the
+/// key in the scratch: its callers have no stack left.
+#[inline(never)]
+fn to_node(s: &mut Scratch) -> bool {
+    s.ip.prefix_len = policy::IP_KEY_BITS;
+    s.ip.data = s.pkt.tuple.dst;
+    policy::identity(&s.ip) == IDENTITY_HOST
+}
+
+/// IP-in-IP, IPv6-in-IP, GRE and MPLS-in-IP.
+const TUNNEL_PROTOCOLS: [u8; 4] = [4, 41, 47, 137];
+
+/// VXLAN (IANA's port, and the Linux and flannel default) and Geneve.
+#[inline(always)]
+pub fn tunnel_port(port: u16) -> bool {
+    matches!(port, 4789 | 8472 | 6081)
+}
+
+/// Whether the packet is a tunnel packet a decapsulating device of the node
+/// would take in, and so could carry a packet with any source past the
+/// sender's anti-spoofing. It is never node traffic: to the node it passes
+/// only by a rule of the sender's egress policy.
+#[inline(always)]
+fn encapsulated(t: &Tuple) -> bool {
+    TUNNEL_PROTOCOLS.contains(&t.proto) || (t.proto == PROTO_UDP && tunnel_port(t.dport))
+}
+
 /// Whether the endpoint with `flags` is isolated in direction `dir`.
 #[inline(always)]
 pub fn isolated(flags: u32, dir: u32) -> bool {
@@ -154,18 +215,23 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         },
         len: ctx.len() as u64,
     };
-    // When `l3_ok` is false the parser left the tuple zeroed: events then
-    // report no addresses.
+    // Neighbour discovery is IPv6's ARP: on the link it passes like ARP.
     let p = &s.pkt;
-    let t = &p.tuple;
-
-    // Neighbour discovery is IPv6's ARP: it passes like ARP does.
-    if p.l3_ok && !p.malformed && p.icmp == ICMP_NDP && t.proto == PROTO_ICMPV6 {
+    let discovery = p.l3_ok
+        && !p.malformed
+        && matches!(p.icmp, ICMP_NDP | ICMP_MLD)
+        && p.tuple.proto == PROTO_ICMPV6;
+    if discovery && link_scoped(s, dir) {
+        let t = &s.pkt.tuple;
         if dir == DIR_EGRESS && !ndp_source_ok(ep, &t.src) {
             return h.drop(REASON_SPOOF, t);
         }
         return h.pass();
     }
+    // When `l3_ok` is false the parser left the tuple zeroed: events then
+    // report no addresses.
+    let p = &s.pkt;
+    let t = &p.tuple;
 
     // Fail closed: no record yet, pending, or deny-all.
     let Some(ep) = ep else {
@@ -208,6 +274,11 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
             return h.pass();
         }
         return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
+    }
+    // A pod with no egress policy has no rule that could allow a tunnel
+    // packet to the node.
+    if dir == DIR_EGRESS && !isolated && encapsulated(&s.pkt.tuple) && to_node(s) {
+        return h.drop(REASON_ENCAP, &s.pkt.tuple);
     }
     s.ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
     decide(&h, ep, isolated, audit, s)
@@ -296,7 +367,7 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
     } else {
         let peer = if dir == DIR_INGRESS { &t.src } else { &t.dst };
         policy::fill_keys(peer, t.proto, t.dport, &mut s.ip, &mut s.port);
-        let node_ok = node_ok(dir, s.ingress_ifindex == 0);
+        let node_ok = node_ok(dir, s.ingress_ifindex == 0) && !encapsulated(t);
         match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port, node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.

@@ -5,15 +5,16 @@
 //! on to the next program: traffic of the host, forwarded traffic, and flows
 //! already decided at the client's hook (found in conntrack).
 //!
-//! ICMP errors, neighbour discovery and non-first fragments pass: the
-//! client's own hook checked them against its conntrack and fragment state.
+//! ICMP errors, neighbour and multicast listener discovery and non-first
+//! fragments pass: the client's own hook checked them against its
+//! conntrack, link scope and fragment state.
 
 use aya_ebpf::bindings::tcx_action_base::TCX_DROP;
 use aya_ebpf::{bindings::tcx_action_base::TCX_NEXT, programs::TcContext};
 
 use crate::{
     conntrack, deferred,
-    parse::{self, FRAG_LATER, ICMP_ERROR, ICMP_NDP, L2},
+    parse::{self, FRAG_LATER, ICMP_ERROR, ICMP_MLD, ICMP_NDP, L2},
     policy, scratch,
 };
 
@@ -30,7 +31,10 @@ pub fn run(ctx: &TcContext) -> i32 {
         _ => return TCX_NEXT,
     }
     let p = &s.pkt;
-    if !p.l3_ok || p.malformed || p.frag == FRAG_LATER || p.icmp == ICMP_ERROR || p.icmp == ICMP_NDP
+    if !p.l3_ok
+        || p.malformed
+        || p.frag == FRAG_LATER
+        || matches!(p.icmp, ICMP_ERROR | ICMP_NDP | ICMP_MLD)
     {
         return TCX_NEXT;
     }

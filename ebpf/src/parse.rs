@@ -50,9 +50,10 @@ pub const ICMP_OTHER: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 1;
 pub const ICMP_ECHO_REPLY: u8 = 2;
 pub const ICMP_ERROR: u8 = 3;
-/// ICMPv6 link-local control: neighbour discovery (types 133 to 137) and
-/// multicast listener discovery (130 to 132, 143).
+/// ICMPv6 link-local control: neighbour discovery (types 133 to 137)...
 pub const ICMP_NDP: u8 = 4;
+/// ... and multicast listener discovery (130 to 132, 143).
+pub const ICMP_MLD: u8 = 5;
 
 /// The tuple of a packet, as the conntrack and policy lookups use it. It
 /// has the layout of a conntrack key, so the conntrack lookup of a packet
@@ -82,6 +83,9 @@ pub struct Packet {
     pub frag_proto: u8,
     /// The TCP header's flags byte (0 for other protocols).
     pub tcp_flags: u8,
+    /// IPv6's hop limit (0 for IPv4): tells link-scoped discovery messages
+    /// (`hook::link_scoped`).
+    pub hop_limit: u8,
     pub frag_id: u32,
 }
 
@@ -137,6 +141,7 @@ pub fn reset(p: &mut Packet) {
         core::ptr::write_volatile(&mut p.icmp, ICMP_OTHER);
         core::ptr::write_volatile(&mut p.frag_proto, 0);
         core::ptr::write_volatile(&mut p.tcp_flags, 0);
+        core::ptr::write_volatile(&mut p.hop_limit, 0);
     }
     p.frag_id = 0;
 }
@@ -172,7 +177,8 @@ fn classify_icmp(ty: u8, v6: bool) -> u8 {
             1..=4 => ICMP_ERROR,
             // Neighbour discovery and multicast listener discovery: the
             // link-local control traffic IPv6 needs to work at all.
-            130..=132 | 133..=137 | 143 => ICMP_NDP,
+            133..=137 => ICMP_NDP,
+            130..=132 | 143 => ICMP_MLD,
             _ => ICMP_OTHER,
         }
     } else {
@@ -318,6 +324,7 @@ pub fn ipv6(ctx: &TcContext, s: &mut Scratch) {
         return;
     }
     v6_addrs(&s.hdr, &mut s.pkt.tuple);
+    s.pkt.hop_limit = s.hdr[7];
     s.pkt.l3_ok = true;
     let mut next = s.pkt.tuple.proto;
     let mut off = ETH_HLEN + 40;

@@ -32,7 +32,7 @@ fn read_bits(p: Option<*mut RuleBits>) -> RuleBits {
 /// The identity of the peer address in `key`: the node-wide trie, WORLD when
 /// absent.
 #[inline(always)]
-fn identity(key: &Key<IpKey>) -> u32 {
+pub fn identity(key: &Key<IpKey>) -> u32 {
     let map = ptr::from_ref(&IDENTITIES).cast_mut().cast::<c_void>();
     // The trie's u32 value sits at offset 17 of the node data: unaligned.
     let v = unsafe { bpf_map_lookup_elem(map, ptr::from_ref(key).cast()) }.cast::<u32>();

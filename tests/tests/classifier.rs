@@ -561,7 +561,7 @@ fn classifier_egress_anti_spoofing() -> Result<()> {
         "link-local ping"
     );
     // Neighbour discovery from link-local and (DAD) unspecified sources.
-    let ns = |src| Packet::icmp(ip(src), ip("ff02::1:ff00:1"), 135, 0, 0);
+    let ns = |src| Packet::nd(ip(src), ip("ff02::1:ff00:1"), 135);
     assert!(pass(&c, Hook::Egress, &ns("fe80::1")), "NS from link-local");
     assert!(pass(&c, Hook::Egress, &ns("::")), "DAD NS from ::");
     assert!(
@@ -569,9 +569,9 @@ fn classifier_egress_anti_spoofing() -> Result<()> {
         "NS from someone else's address"
     );
     // Multicast listener reports (MLDv2) from the link-local address.
-    let mld = Packet::icmp(ip("fe80::1"), ip("ff02::16"), 143, 0, 0);
+    let mld = Packet::mld(ip("fe80::1"), ip("ff02::16"), 143);
     assert!(pass(&c, Hook::Egress, &mld), "MLD report from link-local");
-    let mld = Packet::icmp(ip(OTHER6), ip("ff02::16"), 143, 0, 0);
+    let mld = Packet::mld(ip(OTHER6), ip("ff02::16"), 143);
     assert!(
         !pass(&c, Hook::Egress, &mld),
         "MLD from someone else's address"
@@ -596,7 +596,7 @@ fn classifier_egress_anti_spoofing() -> Result<()> {
         pass(
             &c,
             Hook::Ingress,
-            &Packet::icmp(ip("fe80::2"), ip("fe80::1"), 136, 0, 0)
+            &Packet::nd(ip("fe80::2"), ip("fe80::1"), 136)
         ),
         "NA in"
     );

@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use palisade_common::*;
-use palisade_tests::classifier::{packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_PASS};
+use palisade_tests::classifier::{
+    bits, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+};
 
 const POD4: &str = "10.0.0.1";
 const POD6: &str = "fd00::1";
@@ -93,5 +95,93 @@ fn node_traffic_never_lifts_pending_or_anti_spoofing() -> Result<()> {
     // A pod claiming another source towards its node is still a spoofer.
     let forged = Packet::tcp(ip(WORLD4), ip(NODE4), 41000, 10250).build();
     assert!(!pass(c.run(Hook::Egress, &forged)?));
+    Ok(())
+}
+
+/// Tunnel packets to the node, as a decapsulating device (tunl0, a VXLAN
+/// or Geneve device) would take them in: IPIP, IPv6-in-IP, GRE and
+/// MPLS-in-IP, and UDP to the VXLAN and Geneve ports.
+fn tunnel_packets(pod: IpAddr, node: IpAddr) -> Vec<(String, Packet)> {
+    let mut out: Vec<(String, Packet)> = [4u8, 41, 47, 137]
+        .into_iter()
+        .map(|proto| {
+            (
+                format!("protocol {proto}"),
+                Packet::raw(pod, node, proto, vec![0; 40]),
+            )
+        })
+        .collect();
+    for port in [4789, 8472, 6081] {
+        out.push((format!("UDP {port}"), Packet::udp(pod, node, 40000, port)));
+    }
+    out
+}
+
+/// A pod is a packet's sender only on the outer header: an encapsulated
+/// packet to its node, decapsulated there, would arrive at any pod with
+/// any source. It is never node traffic.
+#[test]
+fn tunnel_packets_to_the_node_are_not_node_traffic() -> Result<()> {
+    for (pod, node) in [(POD4, NODE4), (POD6, NODE6)] {
+        let (pod, node) = (ip(pod), ip(node));
+        // Not isolated: no rule could allow them, dropped and reported.
+        let mut c = setup(0)?;
+        c.set_events(CONFIG_EVENTS_DENIED)?;
+        for (what, p) in tunnel_packets(pod, node) {
+            assert!(!pass(c.run(Hook::Egress, &p.build())?), "{node}: {what}");
+        }
+        let events = c.events()?;
+        assert!(
+            events.iter().any(|e| e.reason == REASON_ENCAP),
+            "{events:?}"
+        );
+        // Elsewhere, and other traffic to the node, as before.
+        for (what, p) in tunnel_packets(pod, ip(if pod.is_ipv4() { WORLD4 } else { "fd00:9::7" })) {
+            assert!(pass(c.run(Hook::Egress, &p.build())?), "elsewhere: {what}");
+        }
+        let dns = Packet::udp(pod, node, 40000, 53).build();
+        assert!(pass(c.run(Hook::Egress, &dns)?), "{node}: DNS");
+
+        // Isolated with no rule: other node traffic passes, tunnels do not.
+        let c = setup(EP_ISOLATED_EGRESS)?;
+        for (what, p) in tunnel_packets(pod, node) {
+            assert!(
+                !pass(c.run(Hook::Egress, &p.build())?),
+                "isolated {node}: {what}"
+            );
+        }
+        assert!(pass(c.run(Hook::Egress, &dns)?), "isolated {node}: DNS");
+    }
+    Ok(())
+}
+
+/// A rule of the pod's egress policy whose ipBlock covers the node allows
+/// tunnel packets to it: the operator asked for them.
+#[test]
+fn an_egress_rule_to_the_node_allows_tunnel_packets() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_EGRESS)?;
+    let mut ep = Endpoint {
+        flags: EP_ISOLATED_EGRESS,
+        ..Default::default()
+    };
+    ep.addrs[0] = palisade_tests::classifier::ip_key(ip(POD4));
+    ep.addrs[1] = palisade_tests::classifier::ip_key(ip(POD6));
+    ep.egress.any_port = 0b1;
+    c.set_endpoint(IFINDEX, &ep)?;
+    let maps = DirMaps {
+        cidr: vec![(ip(NODE4), 32, bits(0b1)), (ip(NODE6), 128, bits(0b1))],
+        ..Default::default()
+    };
+    let key = PolicyKey {
+        ifindex: IFINDEX,
+        generation: 0,
+        direction: DIR_EGRESS,
+    };
+    c.set_policy(key, &maps)?;
+    for (pod, node) in [(POD4, NODE4), (POD6, NODE6)] {
+        for (what, p) in tunnel_packets(ip(pod), ip(node)) {
+            assert!(pass(c.run(Hook::Egress, &p.build())?), "{node}: {what}");
+        }
+    }
     Ok(())
 }

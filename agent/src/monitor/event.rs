@@ -6,9 +6,9 @@
 use super::view::NodeView;
 use palisade_common::{
     Event, IpKey, DIR_EGRESS, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
-    PROTO_TCP, PROTO_UDP, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING, REASON_POLICY,
-    REASON_SPOOF, RULE_BITS, RULE_NODE, RULE_NOT_ISOLATED, RULE_SERVICE, RULE_SPILLED,
-    RULE_WOULD_DENY, VERDICT_ALLOWED, VERDICT_DENIED, VERDICT_WOULD_DENY,
+    PROTO_TCP, PROTO_UDP, REASON_ENCAP, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING,
+    REASON_POLICY, REASON_SPOOF, RULE_BITS, RULE_NODE, RULE_NOT_ISOLATED, RULE_SERVICE,
+    RULE_SPILLED, RULE_WOULD_DENY, VERDICT_ALLOWED, VERDICT_DENIED, VERDICT_WOULD_DENY,
 };
 use palisade_policy::{Direction, RuleRef};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,7 @@ fn reason_name(reason: u32) -> Option<String> {
         REASON_PENDING => "pending interface",
         REASON_MALFORMED => "malformed headers",
         REASON_FRAGMENT => "fragment",
+        REASON_ENCAP => "tunnel packet to the node",
         _ => return Some(format!("reason {reason}")),
     };
     Some(name.into())

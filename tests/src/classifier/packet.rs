@@ -36,6 +36,8 @@ pub struct Packet {
     /// Extension headers after the Fragment header.
     v6_ext_after: Vec<(u8, Vec<u8>)>,
     frag: Option<Frag>,
+    /// IPv4's TTL or IPv6's hop limit.
+    hop_limit: u8,
 }
 
 fn ports(sport: u16, dport: u16, len: usize) -> Vec<u8> {
@@ -61,7 +63,26 @@ impl Packet {
             v6_ext: vec![],
             v6_ext_after: vec![],
             frag: None,
+            hop_limit: 64,
         }
+    }
+
+    /// Sets the TTL (IPv4) or hop limit (IPv6); 64 unless set.
+    pub fn hop_limit(mut self, hops: u8) -> Self {
+        self.hop_limit = hops;
+        self
+    }
+
+    /// A neighbour discovery message of ICMPv6 `ty` (133 to 137) as a
+    /// host's stack sends it: hop limit 255 (RFC 4861).
+    pub fn nd(src: IpAddr, dst: IpAddr, ty: u8) -> Self {
+        Packet::icmp(src, dst, ty, 0, 0).hop_limit(255)
+    }
+
+    /// A multicast listener discovery message of ICMPv6 `ty` (130 to 132,
+    /// 143) as a host's stack sends it: hop limit 1 (RFC 2710, 3810).
+    pub fn mld(src: IpAddr, dst: IpAddr, ty: u8) -> Self {
+        Packet::icmp(src, dst, ty, 0, 0).hop_limit(1)
     }
 
     /// A TCP segment with ACK set: a packet of a connection, not the
@@ -182,7 +203,7 @@ impl Packet {
                     }
                     h[6..8].copy_from_slice(&field.to_be_bytes());
                 }
-                h[8] = 64;
+                h[8] = self.hop_limit;
                 h[9] = self.proto;
                 h[12..16].copy_from_slice(&s.octets());
                 h[16..20].copy_from_slice(&d.octets());
@@ -219,7 +240,7 @@ impl Packet {
                 h[0] = 0x60;
                 h[4..6].copy_from_slice(&((ext.len() + self.l4.len()) as u16).to_be_bytes());
                 h[6] = first;
-                h[7] = 64;
+                h[7] = self.hop_limit;
                 h[8..24].copy_from_slice(&s.octets());
                 h[24..40].copy_from_slice(&d.octets());
                 h.extend_from_slice(&ext);

@@ -40,9 +40,9 @@ const SAMPLES: u16 = 2000;
 const FIRST_NEW_PORT: u16 = 1024;
 const ESTABLISHED_PORT: u16 = 999;
 
-const TCX_PASS: u32 = 0;
 const TCX_DROP: u32 = 2;
-/// `TCX_NEXT` (-1) as BPF_PROG_TEST_RUN reports it.
+/// `TCX_NEXT` (-1) as BPF_PROG_TEST_RUN reports it: the verdict of an
+/// allowed packet.
 const TCX_NEXT: u32 = u32::MAX;
 /// Offset of `ifindex` in `struct __sk_buff` (UAPI, stable).
 const SKB_IFINDEX_OFFSET: usize = 40;
@@ -89,7 +89,7 @@ pub fn measure(object: &[u8], pins: &Path, flows: &Flows) -> Result<Sample> {
     let open = tcp4(f.client, f.server, ESTABLISHED_PORT, f.server_port, TCP_SYN);
     let denied = tcp4(f.outsider, f.server, 40000, f.server_port, TCP_SYN);
     ensure!(
-        run(ingress, &open, f.ifindex)?.0 == TCX_PASS,
+        run(ingress, &open, f.ifindex)?.0 == TCX_NEXT,
         "the client's SYN to {}:{} is not allowed by the programmed policy",
         f.server,
         f.server_port
@@ -107,8 +107,8 @@ pub fn measure(object: &[u8], pins: &Path, flows: &Flows) -> Result<Sample> {
         );
         let mut cases = vec![
             Case::new(noop, &established, TCX_NEXT, &mut noop_ns, "noop"),
-            Case::new(ingress, &syn, TCX_PASS, &mut new_ns, "new flow"),
-            Case::new(ingress, &established, TCX_PASS, &mut est_ns, "established"),
+            Case::new(ingress, &syn, TCX_NEXT, &mut new_ns, "new flow"),
+            Case::new(ingress, &established, TCX_NEXT, &mut est_ns, "established"),
         ];
         if f.isolated {
             cases.push(Case::new(

@@ -12,8 +12,8 @@ use super::load::PinLayout;
 use super::sys;
 use anyhow::{bail, Context, Result};
 use aya::programs::links::{FdLink, PinnedLink};
-use aya::programs::tc::SchedClassifierLink;
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::tc::{SchedClassifierLink, SchedClassifierLinkId, TcAttachOptions};
+use aya::programs::{LinkOrder, ProgramError, SchedClassifier, TcAttachType};
 use aya::Ebpf;
 use palisade_common::names;
 use std::collections::BTreeSet;
@@ -24,6 +24,18 @@ pub const HOOKS: [(&str, TcAttachType); 2] = [
     (names::PROG_EGRESS, TcAttachType::Ingress),
     (names::PROG_INGRESS, TcAttachType::Egress),
 ];
+
+/// Attaches `p` at the head of the interface's TCX chain. Palisade must
+/// see every packet: a program placed before it could pass packets around
+/// it (`TCX_PASS` ends the chain), while the classifiers end an allowed
+/// packet with `TCX_NEXT`, so programs after them still see it.
+pub fn attach_first(
+    p: &mut SchedClassifier,
+    ifname: &str,
+    hook: TcAttachType,
+) -> Result<SchedClassifierLinkId, ProgramError> {
+    p.attach_with_options(ifname, hook, TcAttachOptions::TcxOrder(LinkOrder::first()))
+}
 
 pub(super) fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     ebpf.program_mut(name)
@@ -122,8 +134,7 @@ pub fn attach(ebpf: &mut Ebpf, layout: &PinLayout, ifindex: u32) -> Result<()> {
         let ifname =
             sys::ifname(ifindex).with_context(|| format!("interface {ifindex} does not exist"))?;
         let p = program(ebpf, prog)?;
-        let id = p
-            .attach(&ifname, hook)
+        let id = attach_first(p, &ifname, hook)
             .with_context(|| format!("attach {prog} to {ifname} ({hook:?})"))?;
         let link = p.take_link(id)?;
         let fd_link = match FdLink::try_from(link) {

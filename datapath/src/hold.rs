@@ -66,7 +66,7 @@ pub fn hold(
             let path = layout.prog(prog);
             let mut p = SchedClassifier::from_pin(&path)
                 .with_context(|| format!("open pinned program {}", path.display()))?;
-            match p.attach(ifname, hook) {
+            match attach::attach_first(&mut p, ifname, hook) {
                 Ok(id) => pin_link(p.take_link(id)?, &layout, ifindex, prog)?,
                 // The agent found the interface (by its host route) and
                 // attached the same program a moment earlier: its link is

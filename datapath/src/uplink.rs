@@ -4,7 +4,7 @@
 //! "Services"). Links are pinned at `uplinks/<ifindex>-node_egress` and
 //! re-adopted on restart like the pod links (`attach.rs`).
 
-use super::attach::{program, remove_pin, replace_program};
+use super::attach::{attach_first, program, remove_pin, replace_program};
 use super::load::PinLayout;
 use super::sys;
 use anyhow::{bail, Context, Result};
@@ -165,8 +165,7 @@ pub fn attach(ebpf: &mut Ebpf, layout: &PinLayout, ifindex: u32) -> Result<()> {
     let ifname =
         sys::ifname(ifindex).with_context(|| format!("interface {ifindex} does not exist"))?;
     let p = program(ebpf, names::PROG_NODE_EGRESS)?;
-    let id = p
-        .attach(&ifname, TcAttachType::Egress)
+    let id = attach_first(p, &ifname, TcAttachType::Egress)
         .with_context(|| format!("attach {} to {ifname}", names::PROG_NODE_EGRESS))?;
     let link = FdLink::try_from(p.take_link(id)?)
         .map_err(|_| anyhow::anyhow!("attaching to {ifname} did not create a TCX link"))?;

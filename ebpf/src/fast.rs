@@ -10,11 +10,7 @@
 //! scratch: this path may only ever take the decisions the general path
 //! would take for the same packet.
 
-use aya_ebpf::{
-    bindings::tcx_action_base::{TCX_DROP, TCX_PASS},
-    maps::lpm_trie::Key,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::tcx_action_base::TCX_DROP, maps::lpm_trie::Key, programs::TcContext};
 use palisade_common::{
     CtKey, Endpoint, IpKey, PortKey, ServiceKey, DIR_EGRESS, DIR_INGRESS, EP_DENY_ALL, EP_PENDING,
     FAMILY_V4, FAMILY_V6, PROTO_TCP, PROTO_UDP, REASON_POLICY, RULE_NOT_ISOLATED, RULE_SERVICE,
@@ -292,7 +288,7 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
         // Tagged frames need the general path (`parse::l2`).
         ETH_P_8021Q_BE | ETH_P_8021AD_BE => return None,
         // Not IP: passes.
-        _ => return Some(TCX_PASS),
+        _ => return Some(hook::ALLOW),
     };
     let proto = p.proto;
     match proto {
@@ -335,7 +331,7 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
             return None;
         }
         account::flow(ep.slot as u32, dir, rule, len);
-        return Some(TCX_PASS);
+        return Some(hook::ALLOW);
     }
 
     p.dport = dport;
@@ -426,5 +422,5 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
         conntrack::reverse(t);
     }
     events::flow(&src, REASON_POLICY, rule, t);
-    TCX_PASS
+    hook::ALLOW
 }

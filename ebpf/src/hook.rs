@@ -2,7 +2,7 @@
 //! host-side interface, its egress policy (plus anti-spoofing) at TC ingress.
 
 use aya_ebpf::{
-    bindings::tcx_action_base::{TCX_DROP, TCX_PASS},
+    bindings::tcx_action_base::{TCX_DROP, TCX_NEXT},
     programs::TcContext,
 };
 use palisade_common::{
@@ -22,6 +22,14 @@ use crate::{
     policy,
     scratch::{self, Scratch},
 };
+
+/// The verdict of an allowed packet: on to the next program of the
+/// interface's TCX chain, not `TCX_PASS`, which would end the chain and
+/// hide the packet from whatever is attached after Palisade (a bandwidth
+/// or observability program). The agent attaches Palisade first, so a
+/// program before it cannot pass a packet around it. At the end of the
+/// chain `TCX_NEXT` passes the packet.
+pub const ALLOW: i32 = TCX_NEXT;
 
 /// One run of a hook on one packet: where its events and counts go.
 struct Hook {
@@ -43,7 +51,7 @@ impl Hook {
     #[inline(always)]
     fn pass(&self) -> i32 {
         account::packet(self.src.slot, self.src.dir, Verdict::Allowed, self.len);
-        TCX_PASS
+        ALLOW
     }
 
     /// Refuses the packet for `reason` on behalf of the isolation: dropped,
@@ -55,7 +63,7 @@ impl Hook {
         }
         events::flow(&self.src, reason, RULE_WOULD_DENY, t);
         account::packet(self.src.slot, self.src.dir, Verdict::WouldDeny, self.len);
-        TCX_PASS
+        ALLOW
     }
 }
 
@@ -191,7 +199,7 @@ pub fn run(ctx: &TcContext, dir: u32) -> i32 {
 #[inline(never)]
 fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
     let ip = match parse::l2(ctx) {
-        L2::NotIp => return TCX_PASS,
+        L2::NotIp => return ALLOW,
         l2 => l2,
     };
     // Only fails if the per-CPU array is missing, which cannot happen once
@@ -356,7 +364,7 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
                 &s.pkt.tuple,
             );
         }
-        return TCX_PASS;
+        return ALLOW;
     }
     if dir == DIR_INGRESS && !error && !deferred_pass(h, s) {
         return TCX_DROP;
@@ -393,5 +401,5 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
             &s.pkt.tuple,
         );
     }
-    TCX_PASS
+    ALLOW
 }

@@ -11,7 +11,7 @@ use palisade_tests::classifier::{
     packet::{
         arp, eth_header, Frag, Packet, PROTO_AH, PROTO_DSTOPTS, PROTO_HOPOPTS, PROTO_ROUTING,
     },
-    Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+    Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD4: &str = "10.0.0.1";
@@ -82,7 +82,7 @@ fn verdict(c: &Classifier, hook: Hook, frame: &[u8]) -> bool {
         .run(hook, frame)
         .unwrap_or_else(|e| panic!("test run of {frame:02x?}: {e:#}"))
     {
-        TCX_PASS => true,
+        TCX_NEXT => true,
         TCX_DROP => false,
         other => panic!("unexpected verdict {other}"),
     }
@@ -945,7 +945,7 @@ fn classifier_endpoints_and_conntrack_are_per_interface() -> Result<()> {
             &DirMaps::default(),
         )?;
         let run =
-            |hook, p: &Packet, ifindex| c.run_on(hook, &p.build(), ifindex).unwrap() == TCX_PASS;
+            |hook, p: &Packet, ifindex| c.run_on(hook, &p.build(), ifindex).unwrap() == TCX_NEXT;
         let (pod, peer) = (ip(POD4), ip(PEER4));
         let out = Packet::udp(pod, peer, 1000, 53);
         let back = Packet::udp(peer, pod, 53, 1000);

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use palisade_common::*;
-use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_PASS};
+use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_NEXT};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -28,19 +28,19 @@ fn a_syn_never_rides_an_entry_the_other_end_opened() -> Result<()> {
         let c = inbound_only(pod, peer)?;
         // The peer opens peer:80 -> pod:40000; the pod answers.
         let open = Packet::tcp(peer, pod, 80, 40000).syn();
-        assert_eq!(run(&c, Hook::Ingress, &open), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &open), TCX_NEXT);
         let answer = Packet::tcp(pod, peer, 40000, 80).tcp_flags(0x12);
-        assert_eq!(run(&c, Hook::Egress, &answer), TCX_PASS, "SYN-ACK");
+        assert_eq!(run(&c, Hook::Egress, &answer), TCX_NEXT, "SYN-ACK");
         assert_eq!(
             run(&c, Hook::Egress, &Packet::tcp(pod, peer, 40000, 80)),
-            TCX_PASS
+            TCX_NEXT
         );
         // The pod opening pod:40000 -> peer:80 is a connection of its own,
         // which its egress refuses, though the 5-tuple is the same.
         let reverse = Packet::tcp(pod, peer, 40000, 80).syn();
         assert_eq!(run(&c, Hook::Egress, &reverse), TCX_DROP, "{pod}");
         // The opener retrying its SYN still rides its own entry.
-        assert_eq!(run(&c, Hook::Ingress, &open), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &open), TCX_NEXT);
     }
     Ok(())
 }
@@ -51,7 +51,7 @@ fn fin_or_rst_marks_the_entry_closing() -> Result<()> {
     let mut c = inbound_only(pod, peer)?;
     assert_eq!(
         run(&c, Hook::Ingress, &Packet::tcp(peer, pod, 80, 40000).syn()),
-        TCX_PASS
+        TCX_NEXT
     );
     let flags = |c: &mut Classifier| -> Result<Vec<u32>> {
         Ok(c.conntrack()?
@@ -63,7 +63,7 @@ fn fin_or_rst_marks_the_entry_closing() -> Result<()> {
     let rst = Packet::tcp(pod, peer, 40000, 80).tcp_flags(0x04);
     assert_eq!(
         run(&c, Hook::Egress, &rst),
-        TCX_PASS,
+        TCX_NEXT,
         "the RST itself passes"
     );
     assert_eq!(flags(&mut c)?, vec![CT_OPENED_REVERSE | CT_CLOSING]);

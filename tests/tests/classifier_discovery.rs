@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    ip_key, packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+    ip_key, packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD6: &str = "fd00::1";
@@ -41,7 +41,7 @@ fn setup(flags: u32) -> Result<Classifier> {
 
 fn pass(c: &Classifier, hook: Hook, p: &Packet) -> bool {
     match c.run(hook, &p.build()).unwrap() {
-        TCX_PASS => true,
+        TCX_NEXT => true,
         TCX_DROP => false,
         other => panic!("unexpected verdict {other}"),
     }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use palisade_common::*;
-use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_PASS};
+use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_NEXT};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -33,13 +33,13 @@ fn a_forged_icmp_error_to_another_peer_is_refused() -> Result<()> {
         let c = harness(pod, peer)?;
         // An allowed flow, and the peer's answer to it.
         let request = Packet::udp(pod, peer, 40000, 5353);
-        assert_eq!(verdict(&c, Hook::Egress, &request), TCX_PASS);
+        assert_eq!(verdict(&c, Hook::Egress, &request), TCX_NEXT);
         let answer = Packet::udp(peer, pod, 5353, 40000);
-        assert_eq!(verdict(&c, Hook::Ingress, &answer), TCX_PASS);
+        assert_eq!(verdict(&c, Hook::Ingress, &answer), TCX_NEXT);
         // The pod's port-unreachable about that answer goes back to the
         // peer: part of the flow.
         let back = Packet::unreachable(pod, peer, &answer);
-        assert_eq!(verdict(&c, Hook::Egress, &back), TCX_PASS, "{peer}");
+        assert_eq!(verdict(&c, Hook::Egress, &back), TCX_NEXT, "{peer}");
         // The same quote sent to the victim is no part of any flow, and
         // the pod's egress refuses the victim.
         let forged = Packet::unreachable(pod, victim, &answer);

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    bits, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+    bits, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD4: &str = "10.0.0.1";
@@ -38,7 +38,7 @@ fn setup(flags: u32) -> Result<Classifier> {
 
 fn pass(v: u32) -> bool {
     match v {
-        TCX_PASS => true,
+        TCX_NEXT => true,
         TCX_DROP => false,
         other => panic!("unexpected verdict {other}"),
     }

@@ -8,12 +8,8 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    bits, ip_key, netns, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+    bits, ip_key, netns, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
-
-/// `TCX_NEXT` (-1) as BPF_PROG_TEST_RUN reports it: `node_egress` passes
-/// packets on to the next program.
-const TCX_NEXT: u32 = u32::MAX;
 
 const CLIENT: &str = "10.0.0.1";
 const BACKEND: &str = "10.0.0.2";
@@ -89,7 +85,7 @@ fn services_client_hook_defers_and_lets_replies_in() -> Result<()> {
     ep.generation = 0;
     c.set_endpoint(IFINDEX, &ep)?;
     let to_service = Packet::tcp(ip(CLIENT), ip(CLUSTER_IP), 40000, 8080);
-    assert_eq!(run(&c, Hook::Egress, &to_service), TCX_PASS);
+    assert_eq!(run(&c, Hook::Egress, &to_service), TCX_NEXT);
     // Not a Service: the same port on another address is refused.
     let elsewhere = Packet::tcp(ip(CLIENT), ip("10.96.0.11"), 40001, 8080);
     assert_eq!(run(&c, Hook::Egress, &elsewhere), TCX_DROP);
@@ -102,7 +98,7 @@ fn services_client_hook_defers_and_lets_replies_in() -> Result<()> {
     // The reply, un-NATed, comes from the ClusterIP: the client's ingress
     // (isolated, no rule) lets it in as part of the flow.
     let reply = Packet::tcp(ip(CLUSTER_IP), ip(CLIENT), 8080, 40000);
-    assert_eq!(run(&c, Hook::Ingress, &reply), TCX_PASS);
+    assert_eq!(run(&c, Hook::Ingress, &reply), TCX_NEXT);
     let unrelated = Packet::tcp(ip(CLUSTER_IP), ip(CLIENT), 8080, 40009);
     assert_eq!(run(&c, Hook::Ingress, &unrelated), TCX_DROP);
     Ok(())
@@ -116,8 +112,8 @@ fn services_same_node_backend_hook_applies_client_egress() -> Result<()> {
     // backend the client may not reach.
     c.set_endpoint(IFINDEX, &endpoint(0, BACKEND, 5))?;
     let allowed = Packet::tcp(ip(CLIENT), ip(BACKEND), 40000, 80);
-    assert_eq!(run(&c, Hook::Ingress, &allowed), TCX_PASS);
-    assert_eq!(run(&c, Hook::Ingress, &allowed), TCX_PASS);
+    assert_eq!(run(&c, Hook::Ingress, &allowed), TCX_NEXT);
+    assert_eq!(run(&c, Hook::Ingress, &allowed), TCX_NEXT);
     let wrong_port = Packet::tcp(ip(CLIENT), ip(BACKEND), 40001, 81);
     assert_eq!(run(&c, Hook::Ingress, &wrong_port), TCX_DROP);
     c.set_endpoint(IFINDEX, &endpoint(0, OTHER_BACKEND, 5))?;
@@ -152,7 +148,7 @@ fn services_direct_flows_are_not_checked_twice() -> Result<()> {
         c.set_endpoint(IFINDEX, &endpoint(0, BACKEND, 5))?;
         // Decided at the client's own hook: allowed there.
         let flow = Packet::tcp(ip(CLIENT), ip(BACKEND), 40000, 80).build();
-        assert_eq!(c.run_on(Hook::Egress, &flow, client_if)?, TCX_PASS);
+        assert_eq!(c.run_on(Hook::Egress, &flow, client_if)?, TCX_NEXT);
         // The client's policy now refuses everything. The backend's hook
         // finds the flow decided at the client's hook and does not decide
         // it again; a new flow is checked (and refused).
@@ -164,7 +160,7 @@ fn services_direct_flows_are_not_checked_twice() -> Result<()> {
             },
             &DirMaps::default(),
         )?;
-        assert_eq!(c.run(Hook::Ingress, &flow)?, TCX_PASS);
+        assert_eq!(c.run(Hook::Ingress, &flow)?, TCX_NEXT);
         let fresh = Packet::tcp(ip(CLIENT), ip(BACKEND), 40001, 80).build();
         assert_eq!(c.run(Hook::Ingress, &fresh)?, TCX_DROP);
         Ok(())
@@ -220,14 +216,14 @@ fn services_masqueraded_flows_are_still_their_clients() -> Result<()> {
     // Same node: allowed port in, refused port dropped.
     assert_eq!(
         via(Hook::Ingress, &masq(80, 41000), CLIENT_IFINDEX),
-        TCX_PASS
+        TCX_NEXT
     );
     assert_eq!(
         via(Hook::Ingress, &masq(81, 41001), CLIENT_IFINDEX),
         TCX_DROP
     );
     // The node's own packet (no receiving device) is nobody's egress.
-    assert_eq!(via(Hook::Ingress, &masq(81, 41002), 0), TCX_PASS);
+    assert_eq!(via(Hook::Ingress, &masq(81, 41002), 0), TCX_NEXT);
     // Another node: the uplink decides the same way.
     let remote = |dport, sport| Packet::tcp(ip(HOST), ip(REMOTE), sport, dport).build();
     assert_eq!(

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    bits, ip_key, netns, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_PASS,
+    bits, ip_key, netns, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD: &str = "10.0.0.1";
@@ -72,10 +72,10 @@ fn telemetry_counters_count_every_packet_once() -> Result<()> {
     // The first packet of each flow takes the policy path, the rest the
     // conntrack path: both count.
     for _ in 0..5 {
-        assert_eq!(run(&c, Hook::Ingress, &allowed), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &allowed), TCX_NEXT);
     }
     for _ in 0..2 {
-        assert_eq!(run(&c, Hook::Ingress, &via_other), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &via_other), TCX_NEXT);
     }
     for _ in 0..3 {
         assert_eq!(run(&c, Hook::Ingress, &denied), TCX_DROP);
@@ -107,7 +107,7 @@ fn telemetry_not_isolated_flows_count_in_their_column() -> Result<()> {
     let c = setup(0)?;
     let frame = Packet::udp(ip(OTHER), ip(POD), 1000, 9999).build();
     for _ in 0..4 {
-        assert_eq!(run(&c, Hook::Ingress, &frame), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &frame), TCX_NEXT);
     }
     let col = c.rule_counter(SLOT, DIR_INGRESS, RULE_COL_NOT_ISOLATED)?;
     assert_eq!(col.packets, 4);
@@ -133,9 +133,9 @@ fn telemetry_audit_passes_and_reports_what_it_would_deny() -> Result<()> {
     let refused = Packet::udp(ip(OTHER), ip(POD), 40002, 53).build();
     let admitted = Packet::tcp(ip(PEER), ip(POD), 40000, 80).build();
     for _ in 0..3 {
-        assert_eq!(run(&c, Hook::Ingress, &refused), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &refused), TCX_NEXT);
     }
-    assert_eq!(run(&c, Hook::Ingress, &admitted), TCX_PASS);
+    assert_eq!(run(&c, Hook::Ingress, &admitted), TCX_NEXT);
     let n = c.counters(SLOT, DIR_INGRESS)?;
     assert_eq!(
         (n.would_deny_packets, n.allowed_packets, n.denied_packets),
@@ -173,7 +173,7 @@ fn telemetry_audit_never_covers_enforced_directions_or_spoofing() -> Result<()> 
 fn telemetry_allowed_flow_events_only_when_asked() -> Result<()> {
     let mut c = setup(EP_ISOLATED_INGRESS)?;
     let first = Packet::tcp(ip(PEER), ip(POD), 40000, 80).build();
-    assert_eq!(run(&c, Hook::Ingress, &first), TCX_PASS);
+    assert_eq!(run(&c, Hook::Ingress, &first), TCX_NEXT);
     assert!(
         c.events()?.is_empty(),
         "allowed flows are silent by default"
@@ -182,7 +182,7 @@ fn telemetry_allowed_flow_events_only_when_asked() -> Result<()> {
     c.set_events(CONFIG_EVENTS_DENIED | CONFIG_EVENTS_ALLOWED)?;
     let second = Packet::tcp(ip(OTHER), ip(POD), 40001, 22).build();
     for _ in 0..3 {
-        assert_eq!(run(&c, Hook::Ingress, &second), TCX_PASS);
+        assert_eq!(run(&c, Hook::Ingress, &second), TCX_NEXT);
     }
     let events = c.events()?;
     assert_eq!(events.len(), 1, "one event per new flow: {events:?}");

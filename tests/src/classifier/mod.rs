@@ -26,8 +26,23 @@ use palisade_common::{
 
 /// The flag every inner map template in the object carries.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
+/// The classifiers' verdict for an allowed packet: `TCX_NEXT` (-1), on to
+/// the next program of the chain.
+pub const TCX_NEXT: u32 = u32::MAX;
+/// What objects built before allowed packets ended with `TCX_NEXT` returned.
 pub const TCX_PASS: u32 = 0;
 pub const TCX_DROP: u32 = 2;
+
+/// A verdict with an older object's `TCX_PASS` read as `TCX_NEXT`: both
+/// let the packet through, so a benchmark can check an older object's
+/// verdicts beside the current one's.
+pub fn allow_as_next(verdict: u32) -> u32 {
+    if verdict == TCX_PASS {
+        TCX_NEXT
+    } else {
+        verdict
+    }
+}
 
 /// The object's do-nothing classifier (returns `TCX_NEXT`): the baseline
 /// cost of running any TC program, for benchmarks.
@@ -314,8 +329,8 @@ impl Classifier {
     }
 
     /// Attaches a classifier to `iface` of the calling thread's network
-    /// namespace the way the agent does (TCX on this kernel): `pod_ingress`
-    /// at TC egress, `pod_egress` at TC ingress. The link lives as long as
+    /// namespace the way the agent does (TCX on this kernel, first in the
+    /// chain): `pod_ingress` at TC egress, `pod_egress` at TC ingress. The link lives as long as
     /// this harness or the interface.
     pub fn attach(&mut self, hook: Hook, iface: &str) -> Result<()> {
         let at = match hook {
@@ -327,9 +342,23 @@ impl Classifier {
             .program_mut(hook.program())
             .context("program missing")?
             .try_into()?;
-        prog.attach(iface, at)
+        palisade::datapath::attach::attach_first(prog, iface, at)
             .with_context(|| format!("attaching {} to {iface}", hook.program()))?;
         Ok(())
+    }
+
+    /// Attaches the object's `noop` program at the end of `iface`'s TCX
+    /// chain at `at`, where another agent's program would go; returns its
+    /// program id.
+    pub fn attach_noop(&mut self, at: TcAttachType, iface: &str) -> Result<u32> {
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(NOOP)
+            .context("program missing")?
+            .try_into()?;
+        prog.attach(iface, at)
+            .with_context(|| format!("attaching {NOOP} to {iface}"))?;
+        Ok(prog.info()?.id())
     }
 
     pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {

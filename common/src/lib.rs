@@ -171,7 +171,12 @@ pub struct Endpoint {
     /// (`0..MAX_ENDPOINTS`); [`SLOT_UNKNOWN`] counts packets of interfaces
     /// without a record.
     pub slot: u16,
-    pub _pad: [u8; 4],
+    /// The policy epoch: the writer changes it with every change of the
+    /// record or of its maps. A conntrack entry keeps the low 16 bits of
+    /// the epoch that allowed its flow (`CT_EPOCH_SHIFT`); a packet finding
+    /// an entry of another epoch has its flow decided again, so a policy
+    /// change reaches established flows at their next packet.
+    pub epoch: u32,
 }
 
 /// Counter slot of packets seen on an interface without an endpoint record.
@@ -262,6 +267,9 @@ pub const CT_OPENED_MASK: u32 = 3;
 /// A FIN or RST was seen: the entry expires after `CT_TIMEOUT_CLOSING_NS`
 /// of idleness instead of `CT_TIMEOUT_TCP_NS`.
 pub const CT_CLOSING: u32 = 1 << 8;
+/// [`CtValue::flags`] bits 16 to 31: the low 16 bits of the
+/// [`Endpoint::epoch`] under which the flow was last allowed.
+pub const CT_EPOCH_SHIFT: u32 = 16;
 
 /// Fragment tracking: the first fragment's ports and verdict, keyed by the
 /// fragment identity.

@@ -179,7 +179,7 @@ pub fn encode_pod(pod: &CompiledPod) -> (Endpoint, PodMaps) {
         egress: dir_policy(&pod.egress),
         addrs,
         slot: 0,
-        _pad: [0; 4],
+        epoch: 0,
     };
     (
         ep,
@@ -200,13 +200,15 @@ pub fn pending_endpoint() -> Endpoint {
 }
 
 /// Two endpoint records describe the same policy when they differ at most
-/// in their generation.
+/// in their generation and epoch.
 pub fn same_policy(a: &Endpoint, b: &Endpoint) -> bool {
     Endpoint {
         generation: 0,
+        epoch: 0,
         ..*a
     } == Endpoint {
         generation: 0,
+        epoch: 0,
         ..*b
     }
 }
@@ -314,13 +316,17 @@ mod tests {
     }
 
     #[test]
-    fn same_policy_ignores_only_the_generation() {
+    fn same_policy_ignores_only_the_generation_and_epoch() {
         let a = Endpoint {
             flags: EP_ISOLATED_EGRESS,
             generation: 0,
             ..Endpoint::default()
         };
-        let b = Endpoint { generation: 1, ..a };
+        let b = Endpoint {
+            generation: 1,
+            epoch: 7,
+            ..a
+        };
         assert!(same_policy(&a, &b));
         let c = Endpoint {
             flags: EP_ISOLATED_INGRESS,

@@ -119,6 +119,19 @@ pub struct Writer {
     pending: Vec<Flip>,
 }
 
+/// The epoch of a record replacing `current` (`Endpoint::epoch`): the
+/// next one, so that conntrack entries of the old policy are decided
+/// again. A new record starts from the clock, not 0, so that entries left
+/// under its ifindex by an earlier interface do not match it.
+fn next_epoch(current: Option<&Endpoint>) -> u32 {
+    match current {
+        Some(c) => c.epoch.wrapping_add(1),
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.subsec_nanos() ^ d.as_secs() as u32),
+    }
+}
+
 /// A pod whose new generation is built but not linked yet.
 struct Flip {
     ifindex: u32,
@@ -275,6 +288,7 @@ impl Writer {
                     return Ok(Change::Unchanged);
                 }
                 endpoint.generation = cur.endpoint.generation;
+                endpoint.epoch = next_epoch(Some(&cur.endpoint));
                 self.maps.set_endpoint(ifindex, &endpoint)?;
                 self.cache.insert(ifindex, Programmed { endpoint, maps });
                 report.records += 1;
@@ -284,6 +298,7 @@ impl Writer {
         let old_gen = current.as_ref().map(|c| c.endpoint.generation);
         let new_gen = old_gen.map_or(0, |g| g ^ 1);
         endpoint.generation = new_gen;
+        endpoint.epoch = next_epoch(current.as_ref().map(|c| &c.endpoint));
         let new_keys = dir_keys(ifindex, new_gen);
         match self.stage(&new_keys, &maps) {
             Ok(staged) => {

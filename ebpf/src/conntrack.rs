@@ -9,8 +9,9 @@
 //! IPv4 the first four, the rest being zero), then the port as a number.
 
 use palisade_common::{
-    CtKey, CtValue, IpKey, CT_CLOSING, CT_OPENED_FORWARD, CT_OPENED_MASK, CT_OPENED_REVERSE,
-    CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, PROTO_TCP,
+    CtKey, CtValue, IpKey, CT_CLOSING, CT_EPOCH_SHIFT, CT_OPENED_FORWARD, CT_OPENED_MASK,
+    CT_OPENED_REVERSE, CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, PROTO_TCP,
+    RULE_NODE,
 };
 
 use crate::{clock, maps::CONNTRACK, parse::Tuple};
@@ -86,13 +87,24 @@ pub fn normalize(k: &mut CtKey) -> bool {
     swap
 }
 
-/// Looks up the normalized key `k` for a packet described by `seen`
-/// (`SEEN_*`); refreshes a live entry (at most once per `REFRESH_NS`) and
-/// gives the rule it was allowed by. Reports as absent an expired entry,
-/// and one a SYN from the other end than its opener would ride; marks a
-/// TCP entry closing on FIN or RST.
+/// What `live` gives for an entry allowed under an earlier policy epoch:
+/// the flow must be decided again (`redo`) before it passes. Never stored.
+pub const STALE: u32 = u32::MAX - 64;
+
+/// The `CtValue::flags` bits of `epoch`.
 #[inline(always)]
-pub fn live(k: &CtKey, seen: u32) -> Option<u32> {
+fn epoch_bits(epoch: u32) -> u32 {
+    epoch << CT_EPOCH_SHIFT
+}
+
+/// Looks up the normalized key `k` for a packet described by `seen`
+/// (`SEEN_*`) at a hook whose endpoint has policy epoch `epoch`;
+/// refreshes a live entry (at most once per `REFRESH_NS`) and gives the
+/// rule it was allowed by, or `STALE` for an entry of another epoch.
+/// Reports as absent an expired entry, and one a SYN from the other end
+/// than its opener would ride; marks a TCP entry closing on FIN or RST.
+#[inline(always)]
+pub fn live(k: &CtKey, seen: u32, epoch: u32) -> Option<u32> {
     let v = CONNTRACK.get_ptr_mut(k)?;
     let now = clock::now();
     let (last, rule, flags) = unsafe { ((*v).last_seen_ns, (*v).rule, (*v).flags) };
@@ -103,6 +115,9 @@ pub fn live(k: &CtKey, seen: u32) -> Option<u32> {
     let opener = flags & CT_OPENED_MASK;
     if seen & SEEN_SYN != 0 && opener != 0 && opener != opened(seen & SEEN_SWAPPED != 0) {
         return None;
+    }
+    if (flags ^ epoch_bits(epoch)) >> CT_EPOCH_SHIFT != 0 {
+        return Some(STALE);
     }
     if seen & SEEN_FIN_RST != 0 && flags & CT_CLOSING == 0 {
         unsafe {
@@ -115,45 +130,101 @@ pub fn live(k: &CtKey, seen: u32) -> Option<u32> {
     Some(rule)
 }
 
-/// The rule of the connection `t` belongs to when it was already passed at
-/// this hook, in either direction. `t` is used as the key in place (its
-/// `ifindex` is set to the hook's) and is left in the orientation it came
-/// in.
+/// How the flow of a `STALE` entry, under the normalized key `k`, is
+/// decided again: `REDO_STALE`, plus `REDO_REPLY` when the packet
+/// (`swapped` by normalizing, or not) goes the other way than the one that
+/// opened the flow, plus `REDO_NODE` when the flow was node traffic. Out
+/// of line, and only on this rare path: the lookup paths have no stack to
+/// carry it.
+#[inline(never)]
+pub fn redo(k: &CtKey, swapped: bool) -> u32 {
+    let Some(v) = (unsafe { CONNTRACK.get(k) }) else {
+        return REDO_STALE;
+    };
+    let opener = v.flags & CT_OPENED_MASK;
+    let reply = opener != 0 && opener != opened(swapped);
+    let mut redo = REDO_STALE;
+    if reply {
+        redo |= REDO_REPLY;
+    }
+    if v.rule == RULE_NODE {
+        redo |= REDO_NODE;
+    }
+    redo
+}
+
+/// `Scratch::redo`: the packet's flow has an entry of an earlier policy
+/// epoch (`STALE`); the packet goes the other way than the one that opened
+/// it (`REPLY`); the entry was node traffic (`NODE`).
+pub const REDO_STALE: u32 = 1;
+pub const REDO_REPLY: u32 = 2;
+pub const REDO_NODE: u32 = 4;
+
+/// What `live` gives for the connection `t` belongs to, in either
+/// direction, at hook `ifindex` of an endpoint with policy epoch `epoch`;
+/// for a `STALE` entry, `redo` gets how to decide it again. `t` is used as
+/// the key in place (its `ifindex` is set to the hook's) and is left in
+/// the orientation it came in.
 ///
 /// `seen`: the packet's `SEEN_SYN` and `SEEN_FIN_RST` (the orientation is
 /// added here).
 #[inline(always)]
-pub fn known(ifindex: u32, t: &mut Tuple, seen: u32) -> Option<u32> {
+pub fn known(
+    ifindex: u32,
+    t: &mut Tuple,
+    seen: u32,
+    epoch: u32,
+    redo_out: &mut u32,
+) -> Option<u32> {
     t.ifindex = ifindex;
     let swapped = normalize(t);
     let seen = if swapped { seen | SEEN_SWAPPED } else { seen };
-    let found = live(t, seen);
+    let found = live(t, seen, epoch);
+    *redo_out = 0;
+    if found == Some(STALE) {
+        *redo_out = redo(t, swapped);
+    }
     if swapped {
         reverse(t);
     }
     found
 }
 
-/// Records a new allowed connection under the normalized key `k`, opened
-/// by a packet whose ends normalizing `swapped` (or not). A full LRU evicts
-/// its oldest entry, so this cannot fail for lack of room; any other error
-/// only costs a policy lookup on the next packet.
+/// Removes the entry of the connection `t` belongs to at hook `ifindex`
+/// (a flow the current policy refuses); `t` is left as it came.
 #[inline(always)]
-pub fn create(k: &CtKey, rule: u32, swapped: bool) {
+pub fn forget_seen(ifindex: u32, t: &mut Tuple) {
+    t.ifindex = ifindex;
+    let swapped = normalize(t);
+    // By reference: a copy of the key would take stack there is none of.
+    let key: &CtKey = t;
+    let _ = CONNTRACK.remove(key);
+    if swapped {
+        reverse(t);
+    }
+}
+
+/// Records a new allowed connection under the normalized key `k`, opened
+/// by a packet whose ends normalizing `swapped` (or not), allowed under
+/// policy epoch `epoch`. A full LRU evicts its oldest entry, so this
+/// cannot fail for lack of room; any other error only costs a policy
+/// lookup on the next packet.
+#[inline(always)]
+pub fn create(k: &CtKey, rule: u32, swapped: bool, epoch: u32) {
     let v = CtValue {
         last_seen_ns: clock::now(),
         rule,
-        flags: opened(swapped),
+        flags: opened(swapped) | epoch_bits(epoch),
     };
     let _ = CONNTRACK.insert(k, v, 0);
 }
 
 /// `create` for a tuple as seen at hook `ifindex` (left as it came).
 #[inline(always)]
-pub fn create_seen(ifindex: u32, t: &mut Tuple, rule: u32) {
+pub fn create_seen(ifindex: u32, t: &mut Tuple, rule: u32, epoch: u32) {
     t.ifindex = ifindex;
     let swapped = normalize(t);
-    create(t, rule, swapped);
+    create(t, rule, swapped, epoch);
     if swapped {
         reverse(t);
     }

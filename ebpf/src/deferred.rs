@@ -81,9 +81,10 @@ pub fn decide(
     len: u64,
 ) -> bool {
     k.ifindex = c.ifindex;
-    // Any entry, whatever its orientation: the client's own hook decided
-    // this tuple (its SYN included).
-    if conntrack::live(k, 0).is_some() {
+    // Any entry of the client's policy epoch, whatever its orientation:
+    // the client's own hook decided this tuple (its SYN included). One of
+    // an earlier epoch is decided again below.
+    if conntrack::live(k, 0, c.ep.epoch).is_some_and(|r| r != conntrack::STALE) {
         return true;
     }
     let src = Source {
@@ -102,7 +103,7 @@ pub fn decide(
             return false;
         }
     };
-    conntrack::create(k, rule, swapped);
+    conntrack::create(k, rule, swapped, c.ep.epoch);
     if rule == RULE_WOULD_DENY {
         // The client's hook counted the packet as allowed (undecided); what
         // was decided here is counted here.

@@ -322,7 +322,11 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
         (&p.src, &p.dst, sport, dport)
     };
     let mut k = ct_key(ifindex, proto, p.family, lo, hi, lo_port, hi_port);
-    if let Some(rule) = conntrack::live(k.key(), 0) {
+    if let Some(rule) = conntrack::live(k.key(), 0, ep.epoch) {
+        // Decided again by the general path, in its opener's direction.
+        if rule == conntrack::STALE {
+            return None;
+        }
         // A TCP packet that opens or closes a connection and finds an
         // entry goes to the general path, which checks which end opened
         // the entry and marks it closing: once or twice per connection,
@@ -415,7 +419,7 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
             }
         }
     };
-    conntrack::create(k.key(), rule, swapped);
+    conntrack::create(k.key(), rule, swapped, ep.epoch);
     account::flow(slot, dir, rule, len);
     let t: &mut CtKey = k.key_mut();
     if swapped {

@@ -14,7 +14,8 @@ use palisade_common::{
 
 use crate::{
     account::{self, Verdict},
-    conntrack, deferred,
+    conntrack::{self, REDO_NODE, REDO_REPLY, REDO_STALE, STALE},
+    deferred,
     events::{self, Source},
     fast, frag,
     maps::{ENDPOINTS, LOCAL_ADDRS},
@@ -289,7 +290,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         return h.drop(REASON_ENCAP, &s.pkt.tuple);
     }
     s.ingress_ifindex = unsafe { (*ctx.skb.skb).ingress_ifindex };
-    decide(&h, ep, isolated, audit, s)
+    decide(&h, ep, s)
 }
 
 /// At a pod's ingress, the egress check of a client on this node that was
@@ -335,63 +336,100 @@ fn service(s: &mut Scratch) -> bool {
 
 /// Conntrack, then policy, for a parsed, non-spoofed packet that is whole or
 /// a first fragment.
+///
+/// A flow whose entry was allowed under an earlier policy epoch is decided
+/// again as if it were new, in the direction of the packet that opened it:
+/// a reply is turned around (tuple reversed, the other direction's policy)
+/// and turned back before it passes. A flow the new policy refuses is cut
+/// at this packet and its entry forgotten; one it allows gets a fresh entry.
 #[inline(always)]
-fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch) -> i32 {
+fn decide(h: &Hook, ep: &Endpoint, s: &mut Scratch) -> i32 {
     let (ifindex, dir) = (h.src.ifindex, h.src.dir);
     let error = s.pkt.icmp == ICMP_ERROR;
-    let established = if error {
+    let found = if error {
         // An error belongs to the connection of the packet it quotes, and
         // goes back to that packet's sender: one sent anywhere else (a pod
         // quoting an allowed flow to reach a peer its policy refuses) is
-        // judged by policy like any packet.
-        if s.pkt.has_quoted && goes_back(&s.pkt) {
-            conntrack::known(ifindex, &mut s.pkt.quoted, 0)
-        } else {
-            None
-        }
+        // judged by policy like any packet. So is one of a flow whose entry
+        // is of an earlier epoch, until the flow's own next packet.
+        let quoted = s.pkt.has_quoted && goes_back(&s.pkt);
+        let found = match quoted {
+            true => conntrack::known(ifindex, &mut s.pkt.quoted, 0, ep.epoch, &mut s.redo),
+            false => None,
+        };
+        s.redo = 0;
+        found.filter(|r| *r != STALE)
     } else {
         let seen = conntrack::tcp_seen(s.pkt.tcp_flags);
-        conntrack::known(ifindex, &mut s.pkt.tuple, seen)
+        conntrack::known(ifindex, &mut s.pkt.tuple, seen, ep.epoch, &mut s.redo)
     };
-    if let Some(rule) = established {
+    if let Some(rule) = found.filter(|r| *r != STALE) {
         account::flow(h.src.slot, dir, rule, h.len);
-        if s.pkt.frag == FRAG_FIRST {
-            frag::record(
-                &mut s.frag,
-                ifindex,
-                s.pkt.frag_id,
-                s.pkt.frag_proto,
-                &s.pkt.tuple,
-            );
-        }
+        record_first_fragment(s, ifindex);
         return ALLOW;
     }
-    if dir == DIR_INGRESS && !error && !deferred_pass(h, s) {
-        return TCX_DROP;
-    }
+    let pdir = if s.redo & REDO_REPLY != 0 {
+        conntrack::reverse(&mut s.pkt.tuple);
+        dir ^ 1
+    } else {
+        if dir == DIR_INGRESS && !error && !deferred_pass(h, s) {
+            return TCX_DROP;
+        }
+        dir
+    };
+    decide_new(h, ep, pdir, s)
+}
+
+/// Policy for a packet no live entry of the current epoch passed, in
+/// direction `pdir`: the hook's, or for a reply of a flow decided again
+/// (`REDO_REPLY`, its tuple reversed by the caller) the direction of the
+/// packet that opened it.
+#[inline(always)]
+fn decide_new(h: &Hook, ep: &Endpoint, pdir: u32, s: &mut Scratch) -> i32 {
+    let (ifindex, dir) = (h.src.ifindex, h.src.dir);
+    let error = s.pkt.icmp == ICMP_ERROR;
+    let isolated = crate::hook::isolated(ep.flags, pdir);
     let t = &s.pkt.tuple;
     let rule = if !isolated {
         RULE_NOT_ISOLATED
     } else {
-        let peer = if dir == DIR_INGRESS { &t.src } else { &t.dst };
+        let peer = if pdir == DIR_INGRESS { &t.src } else { &t.dst };
         policy::fill_keys(peer, t.proto, t.dport, &mut s.ip, &mut s.port);
-        let node_ok = node_ok(dir, s.ingress_ifindex == 0) && !encapsulated(t);
-        match policy::check_dir(ifindex, dir, ep, &s.ip, &s.port, node_ok) {
+        // A flow that was node traffic stays node traffic while its peer
+        // is the node.
+        let node_rule = s.redo & REDO_NODE != 0;
+        let node_ok = (node_ok(pdir, s.ingress_ifindex == 0) || node_rule) && !encapsulated(t);
+        match policy::check_dir(ifindex, pdir, ep, &s.ip, &s.port, node_ok) {
             Some(r) => r,
             // Looked up only when policy refuses the ClusterIP itself.
-            None if dir == DIR_EGRESS && !error && service(s) => RULE_SERVICE,
+            None if pdir == DIR_EGRESS && !error && service(s) => RULE_SERVICE,
             // An error quoting no flow of ours is refused like any packet,
             // and opens no flow even in audit mode.
-            None if !audit || error => return h.refuse(audit, REASON_POLICY, &s.pkt.tuple),
+            None if !audited(ep.flags, pdir) || error => {
+                if s.redo & REDO_STALE != 0 {
+                    conntrack::forget_seen(ifindex, &mut s.pkt.tuple);
+                }
+                return h.refuse(audited(ep.flags, pdir), REASON_POLICY, &s.pkt.tuple);
+            }
             None => RULE_WOULD_DENY,
         }
     };
     // Errors are not flows of their own: they never open one.
     if !error {
-        conntrack::create_seen(ifindex, &mut s.pkt.tuple, rule);
+        conntrack::create_seen(ifindex, &mut s.pkt.tuple, rule, ep.epoch);
         events::flow(&h.src, REASON_POLICY, rule, &s.pkt.tuple);
     }
+    if s.redo & REDO_REPLY != 0 {
+        conntrack::reverse(&mut s.pkt.tuple);
+    }
     account::flow(h.src.slot, dir, rule, h.len);
+    record_first_fragment(s, ifindex);
+    ALLOW
+}
+
+/// Records a passing first fragment, so that its later fragments pass.
+#[inline(always)]
+fn record_first_fragment(s: &mut Scratch, ifindex: u32) {
     if s.pkt.frag == FRAG_FIRST {
         frag::record(
             &mut s.frag,
@@ -401,5 +439,4 @@ fn decide(h: &Hook, ep: &Endpoint, isolated: bool, audit: bool, s: &mut Scratch)
             &s.pkt.tuple,
         );
     }
-    ALLOW
 }

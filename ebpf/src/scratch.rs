@@ -27,6 +27,9 @@ pub struct Scratch {
     /// when the node's own stack sent it. Kept here, not on the general
     /// path's stack, which has no room left.
     pub ingress_ifindex: u32,
+    /// How the packet's flow is decided again (`hook::REDO_*`), kept here
+    /// for the same reason.
+    pub redo: u32,
 }
 
 #[inline(always)]

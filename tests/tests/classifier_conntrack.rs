@@ -6,7 +6,9 @@ use std::net::IpAddr;
 
 use anyhow::Result;
 use palisade_common::*;
-use palisade_tests::classifier::{one_peer, packet::Packet, Classifier, Hook, TCX_DROP, TCX_NEXT};
+use palisade_tests::classifier::{
+    one_peer, packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -67,5 +69,124 @@ fn fin_or_rst_marks_the_entry_closing() -> Result<()> {
         "the RST itself passes"
     );
     assert_eq!(flags(&mut c)?, vec![CT_OPENED_REVERSE | CT_CLOSING]);
+    Ok(())
+}
+
+/// The endpoint record of `one_peer`'s pod, to rewrite as the writer does
+/// on a policy change: every change moves the policy epoch on.
+fn record(pod: IpAddr, flags: u32, egress_any_port: u64, epoch: u32) -> Endpoint {
+    let mut ep = Endpoint {
+        flags,
+        epoch,
+        ..Default::default()
+    };
+    ep.addrs[0] = palisade_tests::classifier::ip_key(pod);
+    ep.egress.any_port = egress_any_port;
+    ep
+}
+
+/// The pod opens `proto` to the peer's port 80 and gets one answer back.
+fn open_flow(c: &Classifier, pod: IpAddr, peer: IpAddr, tcp: bool) -> (Packet, Packet) {
+    let (out, back) = if tcp {
+        let syn = Packet::tcp(pod, peer, 40000, 80).syn();
+        assert_eq!(run(c, Hook::Egress, &syn), TCX_NEXT, "SYN");
+        let synack = Packet::tcp(peer, pod, 80, 40000).tcp_flags(0x12);
+        assert_eq!(run(c, Hook::Ingress, &synack), TCX_NEXT, "SYN-ACK");
+        (
+            Packet::tcp(pod, peer, 40000, 80),
+            Packet::tcp(peer, pod, 80, 40000),
+        )
+    } else {
+        let out = Packet::udp(pod, peer, 40000, 80);
+        assert_eq!(run(c, Hook::Egress, &out), TCX_NEXT, "first datagram");
+        (out, Packet::udp(peer, pod, 80, 40000))
+    };
+    assert_eq!(run(c, Hook::Ingress, &back), TCX_NEXT, "answer");
+    (out, back)
+}
+
+fn entries(c: &mut Classifier) -> Result<Vec<CtValue>> {
+    Ok(c.conntrack()?
+        .iter()
+        .map(|kv| kv.map(|(_, v)| v))
+        .collect::<Result<_, _>>()?)
+}
+
+/// A policy change reaches established flows at their next packet, in
+/// either direction: a flow the new policy refuses is cut and forgotten,
+/// one it still allows passes and is renewed under the new epoch.
+#[test]
+fn a_policy_change_reaches_established_flows_at_their_next_packet() -> Result<()> {
+    let iso = EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS;
+    for (pod, peer) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+        let (pod, peer) = (ip(pod), ip(peer));
+        for tcp in [true, false] {
+            for pod_speaks_first in [true, false] {
+                let what = format!("{pod} tcp={tcp} pod first={pod_speaks_first}");
+                let mut c = one_peer(pod, peer, DIR_EGRESS)?;
+                c.set_endpoint(IFINDEX, &record(pod, iso, 1, 7))?;
+                let (out, back) = open_flow(&c, pod, peer, tcp);
+                // Same policy, new epoch: the flow survives, renewed.
+                c.set_endpoint(IFINDEX, &record(pod, iso, 1, 8))?;
+                let (first, then) = match pod_speaks_first {
+                    true => ((Hook::Egress, &out), (Hook::Ingress, &back)),
+                    false => ((Hook::Ingress, &back), (Hook::Egress, &out)),
+                };
+                assert_eq!(run(&c, first.0, first.1), TCX_NEXT, "{what}: kept");
+                assert_eq!(run(&c, then.0, then.1), TCX_NEXT, "{what}: kept");
+                let renewed = entries(&mut c)?;
+                assert_eq!(renewed.len(), 1, "{what}: {renewed:?}");
+                assert_eq!(renewed[0].flags >> CT_EPOCH_SHIFT, 8, "{what}");
+                assert!(renewed[0].flags & CT_OPENED_MASK != 0, "{what}");
+                // The rule is gone: the next packet, either way, is cut.
+                c.set_endpoint(IFINDEX, &record(pod, iso, 0, 9))?;
+                assert_eq!(run(&c, first.0, first.1), TCX_DROP, "{what}: cut");
+                assert!(entries(&mut c)?.is_empty(), "{what}: forgotten");
+                assert_eq!(run(&c, then.0, then.1), TCX_DROP, "{what}: cut");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Flows admitted in audit mode are cut when the pod switches to enforce.
+#[test]
+fn switching_from_audit_to_enforce_cuts_would_deny_flows() -> Result<()> {
+    let (pod, peer) = (ip("10.0.0.1"), ip("10.0.0.2"));
+    let audit = EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS | EP_AUDIT_EGRESS;
+    let mut c = one_peer(pod, peer, DIR_EGRESS)?;
+    // No egress rule; in audit mode the pod's flow passes as would-deny.
+    c.set_endpoint(IFINDEX, &record(pod, audit, 0, 1))?;
+    let (out, back) = open_flow(&c, pod, peer, true);
+    let rules: Vec<u32> = entries(&mut c)?.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, vec![RULE_WOULD_DENY]);
+    c.set_endpoint(
+        IFINDEX,
+        &record(pod, EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS, 0, 2),
+    )?;
+    assert_eq!(run(&c, Hook::Ingress, &back), TCX_DROP, "the answer");
+    assert_eq!(run(&c, Hook::Egress, &out), TCX_DROP, "the next segment");
+    Ok(())
+}
+
+/// A flow the node opened (a kubelet probe, `kubectl port-forward`) stays
+/// node traffic across a policy change: node traffic is always allowed.
+#[test]
+fn node_traffic_survives_a_policy_change() -> Result<()> {
+    let (pod, node) = (ip("10.0.0.1"), ip("192.0.2.1"));
+    let iso = EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS;
+    let mut c = one_peer(pod, ip("10.0.0.2"), DIR_EGRESS)?;
+    c.set_identity(node, 32, IDENTITY_HOST)?;
+    c.set_endpoint(IFINDEX, &record(pod, iso, 0, 1))?;
+    let probe = Packet::tcp(node, pod, 41000, 8080).syn();
+    assert_eq!(run(&c, Hook::Ingress, &probe), TCX_NEXT);
+    let rules: Vec<u32> = entries(&mut c)?.iter().map(|v| v.rule).collect();
+    assert_eq!(rules, vec![RULE_NODE]);
+    c.set_endpoint(IFINDEX, &record(pod, iso, 0, 2))?;
+    // The pod's answer comes first after the change.
+    let answer = Packet::tcp(pod, node, 8080, 41000).tcp_flags(0x12);
+    assert_eq!(run(&c, Hook::Egress, &answer), TCX_NEXT, "answer");
+    let data = Packet::tcp(node, pod, 41000, 8080);
+    assert_eq!(run(&c, Hook::Ingress, &data), TCX_NEXT, "data");
     Ok(())
 }

@@ -208,6 +208,12 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         dp.attached(),
         &[a_if, b_if].into_iter().collect::<BTreeSet<_>>()
     );
+    let epoch = |bpffs: &Path| {
+        endpoint_json(bpffs, a_if).unwrap()["epoch"]
+            .as_u64()
+            .unwrap()
+    };
+    let epoch_before = epoch(&bpffs);
     let report = dp.program(&node, &ifaces).expect("reprogram");
     assert_eq!(
         (
@@ -224,6 +230,8 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         endpoint_json(&bpffs, a_if).unwrap()["generation"].as_u64(),
         Some(0)
     );
+    // Nothing changed, so the policy epoch did not move either.
+    assert_eq!(epoch(&bpffs), epoch_before);
 
     // Outer entries no record points at (an interrupted run) are collected.
     {
@@ -264,6 +272,9 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         endpoint_json(&bpffs, a_if).unwrap()["generation"].as_u64(),
         Some(1)
     );
+    // ... and moves the policy epoch on: established flows are decided
+    // again at their next packet.
+    assert_eq!(epoch(&bpffs), (epoch_before + 1) & u64::from(u32::MAX));
     let new_inner: BTreeSet<u64> = OUTER_MAPS
         .iter()
         .flat_map(|o| inner_ids(&bpffs, o))

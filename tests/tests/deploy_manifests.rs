@@ -284,16 +284,41 @@ fn host_mount<'a>(spec: &'a PodSpec, path: &str) -> (&'a VolumeMount, &'a HostPa
     (mount, host)
 }
 
+/// The value of `flag` in `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    &args[i + 1]
+}
+
 #[test]
-fn daemonset_mounts_the_node_bpffs() {
+fn daemonset_mounts_only_the_agents_bpffs_directory() {
     let ds: DaemonSet = the("apps/v1", "DaemonSet");
     let spec = pod_spec(&ds);
     let c = agent_container(spec);
-    let (mount, host) = host_mount(spec, "/sys/fs/bpf");
-    assert_eq!(mount.mount_propagation.as_deref(), Some("HostToContainer"));
+    let args = c.args.clone().unwrap_or_default();
+    // The agent's --bpffs-root is the mount of the node's
+    // /sys/fs/bpf/palisade, where the CNI plugin (on the node) reads the
+    // pinned programs: the installer's --bpffs-root, the default root.
+    let (mount, host) = host_mount(spec, flag(&args, "--bpffs-root"));
     assert_ne!(mount.read_only, Some(true), "pins are created there");
-    assert_eq!(host.path, "/sys/fs/bpf");
-    assert_eq!(host.type_.as_deref(), Some("Directory"));
+    assert_eq!(host.path, palisade::datapath::load::DEFAULT_BPFFS_ROOT);
+    assert_eq!(host.type_.as_deref(), Some("DirectoryOrCreate"));
+    let installer = init_container(spec, "install-cni").args.clone().unwrap();
+    assert_eq!(flag(&installer, "--bpffs-root"), host.path);
+    // Nothing else of the node's bpffs comes in.
+    for v in spec.volumes.iter().flatten() {
+        if let Some(h) = &v.host_path {
+            assert!(
+                !h.path.starts_with("/sys/fs/bpf") || h.path == host.path,
+                "{}: {}",
+                v.name,
+                h.path
+            );
+        }
+    }
     // Every mount names a declared volume.
     for m in c.volume_mounts.iter().flatten() {
         assert!(
@@ -346,8 +371,12 @@ fn daemonset_runs_the_agent_for_its_node() {
                 "agent",
                 "--node",
                 "$(NODE_NAME)",
+                "--bpffs-root",
+                "/host/sys/fs/bpf/palisade",
                 "--metrics-addr",
-                "0.0.0.0:9090"
+                "0.0.0.0:9090",
+                "--monitor-group",
+                "2023",
             ]
             .map(String::from)[..]
         )
@@ -389,6 +418,14 @@ fn daemonset_runs_the_agent_for_its_node() {
     let res = c.resources.as_ref().expect("resources");
     let requests = res.requests.as_ref().expect("requests");
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    // The memory limit sized by deploy/README.md's rule, above the request.
+    let limit = &res.limits.as_ref().expect("limits")["memory"].0;
+    let mib = |q: &str| q.strip_suffix("Mi").and_then(|n| n.parse::<u64>().ok());
+    let (request, limit) = (mib(&requests["memory"].0), mib(limit));
+    assert!(
+        request.is_some() && limit.is_some() && request <= limit,
+        "memory request {request:?} MiB, limit {limit:?} MiB"
+    );
     assert!(
         res.limits.as_ref().is_none_or(|l| !l.contains_key("cpu")),
         "no CPU limit: policy updates are never throttled"

@@ -3,7 +3,8 @@
 //! `--metrics-addr` names (given as an IP alone: port 9090), not on the
 //! node's other addresses; the monitor socket is mode 0660, owned by root
 //! and the `--monitor-group` GID, so a member of that group may connect
-//! and another unprivileged user may not.
+//! and another unprivileged user may not (and `palisade monitor` tells
+//! that user why).
 //!
 //! Runs in a network namespace of its own with a private bpffs (guards
 //! clean up on failure).
@@ -13,6 +14,7 @@ use palisade_tests::fixtures::shop_pods;
 use palisade_tests::kernel::{rounds, run, wait_for, Agent, NetNs, Scratch};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -110,4 +112,18 @@ fn agent_surface_metrics_address_and_monitor_socket_access() {
     connect_as(&socket, NOBODY, GROUP).expect("a member of the group connects");
     let denied = connect_as(&socket, NOBODY, NOBODY).unwrap_err();
     assert_eq!(denied.kind(), std::io::ErrorKind::PermissionDenied);
+    // `palisade monitor` run by such a user says why.
+    let out = std::process::Command::new(palisade_lab::palisade_bin().unwrap())
+        .args(["monitor", "--socket", socket.to_str().unwrap()])
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr
+            .contains("permission denied: the stream is for root and the agent's --monitor-group"),
+        "{stderr}"
+    );
 }

@@ -72,8 +72,8 @@ fn ip_in(netns: &str, args: &[&str]) -> anyhow::Result<Option<Vec<LinkInfo>>> {
 /// Runs `ip -j -d ARGS`; `Ok(None)` when the device does not exist.
 fn ip(mut cmd: Command, args: &[&str]) -> anyhow::Result<Option<Vec<LinkInfo>>> {
     cmd.args(["-j", "-d"]).args(args);
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().with_context(|| format!("running {shown}"))?;
+    let shown = palisade_datapath::command::describe(&cmd);
+    let out = palisade_datapath::command::output(&mut cmd)?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         if stderr.contains("does not exist") {

@@ -33,10 +33,9 @@ pub struct HostRoute {
 pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
     let mut out = BTreeMap::new();
     for family in ["-4", "-6"] {
-        let output = Command::new("ip")
-            .args(["-j", family, "route", "show", "table", "main"])
-            .output()
-            .context("run `ip -j route show` (iproute2 is required)")?;
+        let output = super::command::output(
+            Command::new("ip").args(["-j", family, "route", "show", "table", "main"]),
+        )?;
         if !output.status.success() {
             bail!(
                 "`ip -j {family} route show table main` failed: {}",
@@ -298,10 +297,11 @@ pub fn is_pod_kind(ifindex: u32, ifname: &str) -> bool {
 /// The link kind (`veth`, `bridge`, `vxlan`, ...; empty for a physical
 /// device) of `ifname`, from `ip -j -d link show`; `None` when unreadable.
 fn link_kind(ifname: &str) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["-j", "-d", "link", "show", "dev", ifname])
-        .output()
-        .ok()?;
+    let out = super::command::output(
+        Command::new("ip").args(["-j", "-d", "link", "show", "dev", ifname]),
+    )
+    .map_err(|e| tracing::warn!(error = %format!("{e:#}"), "cannot read a link's kind"))
+    .ok()?;
     if !out.status.success() {
         return None;
     }

@@ -9,6 +9,7 @@
 pub mod addrs;
 pub mod attach;
 mod batch;
+pub mod command;
 pub mod encode;
 pub mod hold;
 pub mod iface;

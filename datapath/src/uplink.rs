@@ -64,10 +64,9 @@ pub fn resolve(spec: &UplinkSpec) -> Result<BTreeSet<u32>> {
         UplinkSpec::Auto => {
             let mut devs = BTreeSet::new();
             for family in ["-4", "-6"] {
-                let out = Command::new("ip")
-                    .args(["-j", family, "route", "show", "default"])
-                    .output()
-                    .context("run `ip -j route show default` (iproute2 is required)")?;
+                let out = super::command::output(
+                    Command::new("ip").args(["-j", family, "route", "show", "default"]),
+                )?;
                 if !out.status.success() {
                     bail!(
                         "`ip -j {family} route show default` failed: {}",
@@ -92,10 +91,8 @@ const OVERLAY_KINDS: [&str; 2] = ["vxlan", "geneve"];
 fn overlay_devs() -> Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for kind in OVERLAY_KINDS {
-        let o = Command::new("ip")
-            .args(["-j", "link", "show", "type", kind])
-            .output()
-            .context("run `ip -j link show type` (iproute2 is required)")?;
+        let o =
+            super::command::output(Command::new("ip").args(["-j", "link", "show", "type", kind]))?;
         if !o.status.success() {
             bail!(
                 "`ip -j link show type {kind}` failed: {}",

@@ -4,5 +4,6 @@ pub mod cluster;
 pub mod fixtures;
 pub mod kernel;
 pub mod lab;
+pub mod rbac;
 pub mod services;
 pub mod sweep;

@@ -1,7 +1,8 @@
 //! The deployment manifests in deploy/*.yaml: every document is the
 //! Kubernetes object it claims to be (no misspelt field slips through), and
 //! the facts that matter for security hold: the exact capabilities, nothing
-//! privileged, RBAC verbs exactly those the agent needs.
+//! privileged, a plain ClusterRole bound to the agent only (whether it grants
+//! exactly what the agent requests: `deploy_rbac.rs`).
 //! (deploy/examples holds policy manifests; the offline CLI tests load them.)
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -283,16 +284,41 @@ fn host_mount<'a>(spec: &'a PodSpec, path: &str) -> (&'a VolumeMount, &'a HostPa
     (mount, host)
 }
 
+/// The value of `flag` in `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> &'a str {
+    let i = args
+        .iter()
+        .position(|a| a == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    &args[i + 1]
+}
+
 #[test]
-fn daemonset_mounts_the_node_bpffs() {
+fn daemonset_mounts_only_the_agents_bpffs_directory() {
     let ds: DaemonSet = the("apps/v1", "DaemonSet");
     let spec = pod_spec(&ds);
     let c = agent_container(spec);
-    let (mount, host) = host_mount(spec, "/sys/fs/bpf");
-    assert_eq!(mount.mount_propagation.as_deref(), Some("HostToContainer"));
+    let args = c.args.clone().unwrap_or_default();
+    // The agent's --bpffs-root is the mount of the node's
+    // /sys/fs/bpf/palisade, where the CNI plugin (on the node) reads the
+    // pinned programs: the installer's --bpffs-root, the default root.
+    let (mount, host) = host_mount(spec, flag(&args, "--bpffs-root"));
     assert_ne!(mount.read_only, Some(true), "pins are created there");
-    assert_eq!(host.path, "/sys/fs/bpf");
-    assert_eq!(host.type_.as_deref(), Some("Directory"));
+    assert_eq!(host.path, palisade::datapath::load::DEFAULT_BPFFS_ROOT);
+    assert_eq!(host.type_.as_deref(), Some("DirectoryOrCreate"));
+    let installer = init_container(spec, "install-cni").args.clone().unwrap();
+    assert_eq!(flag(&installer, "--bpffs-root"), host.path);
+    // Nothing else of the node's bpffs comes in.
+    for v in spec.volumes.iter().flatten() {
+        if let Some(h) = &v.host_path {
+            assert!(
+                !h.path.starts_with("/sys/fs/bpf") || h.path == host.path,
+                "{}: {}",
+                v.name,
+                h.path
+            );
+        }
+    }
     // Every mount names a declared volume.
     for m in c.volume_mounts.iter().flatten() {
         assert!(
@@ -345,8 +371,12 @@ fn daemonset_runs_the_agent_for_its_node() {
                 "agent",
                 "--node",
                 "$(NODE_NAME)",
+                "--bpffs-root",
+                "/host/sys/fs/bpf/palisade",
                 "--metrics-addr",
-                "0.0.0.0:9090"
+                "0.0.0.0:9090",
+                "--monitor-group",
+                "2023",
             ]
             .map(String::from)[..]
         )
@@ -388,6 +418,14 @@ fn daemonset_runs_the_agent_for_its_node() {
     let res = c.resources.as_ref().expect("resources");
     let requests = res.requests.as_ref().expect("requests");
     assert!(requests.contains_key("cpu") && requests.contains_key("memory"));
+    // The memory limit sized by deploy/README.md's rule, above the request.
+    let limit = &res.limits.as_ref().expect("limits")["memory"].0;
+    let mib = |q: &str| q.strip_suffix("Mi").and_then(|n| n.parse::<u64>().ok());
+    let (request, limit) = (mib(&requests["memory"].0), mib(limit));
+    assert!(
+        request.is_some() && limit.is_some() && request <= limit,
+        "memory request {request:?} MiB, limit {limit:?} MiB"
+    );
     assert!(
         res.limits.as_ref().is_none_or(|l| !l.contains_key("cpu")),
         "no CPU limit: policy updates are never throttled"
@@ -529,47 +567,17 @@ fn daemonset_image_is_the_one_the_containerfile_builds() {
     assert!(containerfile.contains("/usr/local/bin/palisade-cni"));
 }
 
+/// What the role grants is compared with what the agent requests in
+/// `deploy_rbac.rs`; here: no wildcards or aggregation, and bound to the
+/// agent's ServiceAccount only.
 #[test]
-fn rbac_grants_exactly_what_the_agent_uses() {
+fn rbac_role_is_plain_and_bound_to_the_agent_only() {
     let sa: ServiceAccount = the("v1", "ServiceAccount");
     let role: ClusterRole = the("rbac.authorization.k8s.io/v1", "ClusterRole");
     let binding: ClusterRoleBinding = the("rbac.authorization.k8s.io/v1", "ClusterRoleBinding");
     let ds: DaemonSet = the("apps/v1", "DaemonSet");
-
-    // (API group, resource, verb) triples, flattened from the rules.
-    let mut granted = BTreeSet::new();
-    for rule in role.rules.iter().flatten() {
-        assert!(rule.resource_names.is_none(), "no per-name rules");
-        assert!(rule.non_resource_urls.is_none(), "no non-resource URLs");
-        for group in rule.api_groups.iter().flatten() {
-            for resource in rule.resources.iter().flatten() {
-                for verb in &rule.verbs {
-                    assert!(
-                        ![group, resource, verb].iter().any(|s| s.contains('*')),
-                        "no wildcards"
-                    );
-                    granted.insert((group.as_str(), resource.as_str(), verb.as_str()));
-                }
-            }
-        }
-    }
-    let mut expected = BTreeSet::new();
-    for (group, resource) in [
-        ("", "pods"),
-        ("", "namespaces"),
-        ("", "services"),
-        ("networking.k8s.io", "networkpolicies"),
-    ] {
-        for verb in ["get", "list", "watch"] {
-            expected.insert((group, resource, verb));
-        }
-    }
-    for group in ["", "events.k8s.io"] {
-        for verb in ["create", "patch"] {
-            expected.insert((group, "events", verb));
-        }
-    }
-    assert_eq!(granted, expected);
+    // Panics on wildcards, per-name rules and non-resource URLs.
+    assert!(!palisade_tests::rbac::granted(&role).is_empty());
     assert!(role.aggregation_rule.is_none());
 
     let sa_name = sa.metadata.name.clone().unwrap();

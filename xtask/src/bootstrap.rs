@@ -95,7 +95,9 @@ fn bpf_linker() -> Result<()> {
     );
     run_quiet(
         Command::new("cargo")
-            .args(["+stable", "install", "bpf-linker", "--version"])
+            // --locked: the dependency versions bpf-linker was released
+            // with, not whatever is newest today.
+            .args(["+stable", "install", "--locked", "bpf-linker", "--version"])
             .arg(format!("~{BPF_LINKER_VERSION}"))
             .args(["--no-default-features", "--features"])
             .arg(format!("llvm-{LLVM}"))

@@ -16,6 +16,7 @@
 mod attachments;
 mod datapath_metrics;
 mod delta;
+mod health;
 mod http;
 mod input;
 mod latency;
@@ -26,6 +27,7 @@ use crate::datapath::iface::{self, Attachment, HostRoute, Interfaces};
 use crate::datapath::uplink::UplinkSpec;
 use crate::datapath::watch::RouteEvents;
 use crate::datapath::{self, load::DEFAULT_BPFFS_ROOT, Datapath, ProgramReport};
+use crate::monitor::access::MonitorGroup;
 use crate::monitor::protocol::DEFAULT_SOCKET;
 use crate::monitor::view::{NodeView, SharedView};
 use crate::monitor::Monitor;
@@ -34,13 +36,15 @@ use crate::source::manifests::ManifestSource;
 use crate::source::Source;
 use anyhow::{Context, Result};
 use datapath_metrics::DatapathMetrics;
+use health::Health;
+use http::MetricsAddr;
 use input::Verdict;
 use latency::Latency;
 use metrics::{Metrics, StepLabel};
 use palisade_compiler::{Compiler, IdentityAllocator};
 use palisade_policy::Model;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,15 +80,29 @@ pub struct AgentArgs {
     /// How often to look for manifest and interface changes.
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
-    /// Serve /healthz, /readyz and /metrics on this address (e.g.
-    /// 0.0.0.0:9090).
+    /// Serve /healthz, /readyz and /metrics on this address: IP:PORT,
+    /// [IPv6]:PORT, or an IP alone for port 9090 (0.0.0.0:9090 every
+    /// address, the node's IP one network, 127.0.0.1 the node itself).
     #[arg(long)]
-    pub metrics_addr: Option<SocketAddr>,
+    pub metrics_addr: Option<MetricsAddr>,
+    /// /healthz fails when the agent loop has not ticked (a round, or a
+    /// look for changes while idle) for this many seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub liveness_timeout_secs: u64,
+    /// Kill a child command (`ip`) that runs longer than this many seconds;
+    /// /healthz fails until the command next completes.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub command_timeout_secs: u64,
     /// Serve the verdict stream (`palisade monitor`) on this Unix socket
-    /// (mode 0600: root only; a stale socket file is replaced, removed on
-    /// exit).
+    /// (mode 0660, owned by root and --monitor-group; a stale socket file
+    /// is replaced, removed on exit).
     #[arg(long, default_value = DEFAULT_SOCKET)]
     pub monitor_socket: PathBuf,
+    /// The group that may read the verdict stream: a group name or a
+    /// numeric GID (in a container, a GID: names resolve in the image).
+    /// Without it the socket's group is root's.
+    #[arg(long)]
+    pub monitor_group: Option<MonitorGroup>,
     /// Put every policy in audit mode: nothing is dropped for policy
     /// reasons; what would be is passed, counted and reported as
     /// "would deny".
@@ -127,6 +145,8 @@ impl Backoff {
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let metrics = Metrics::new();
+    let health = Health::new(Duration::from_secs(args.liveness_timeout_secs));
+    datapath::command::set_timeout(Duration::from_secs(args.command_timeout_secs));
     let mut source: Box<dyn Source> = if !args.manifests.is_empty() {
         Box::new(ManifestSource::new(args.manifests.clone()))
     } else {
@@ -134,10 +154,12 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             Some(path) => Connection::Kubeconfig(path.clone()),
             None => Connection::InCluster,
         };
-        Box::new(ApiSource::start(conn, metrics.watch.clone())?)
+        let api = ApiSource::start(conn, metrics.watch.clone())?;
+        health.watch(api.liveness());
+        Box::new(api)
     };
-    if let Some(addr) = args.metrics_addr {
-        let bound = http::serve(addr, Arc::clone(&metrics))?;
+    if let Some(addr) = &args.metrics_addr {
+        let bound = http::serve(addr.0, Arc::clone(&metrics), Arc::clone(&health))?;
         tracing::info!(%bound, "serving /healthz, /readyz and /metrics");
     }
     let object = datapath::ebpf_object()?;
@@ -163,7 +185,12 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let _monitor = if args.once {
         None
     } else {
-        match Monitor::start(&args.monitor_socket, dp.layout(), view.clone()) {
+        match Monitor::start(
+            &args.monitor_socket,
+            args.monitor_group.as_ref(),
+            dp.layout(),
+            view.clone(),
+        ) {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "no verdict stream");
@@ -177,7 +204,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     }
     // The pinned state is left untouched until the source has seen the whole
     // cluster once: a partial list would unprogram what is enforced.
-    if !wait_synced(&stop, source.as_mut()) {
+    if !wait_synced(&stop, source.as_mut(), &health) {
         tracing::info!("stopping before the first sync; pinned state untouched");
         return Ok(ExitCode::SUCCESS);
     }
@@ -223,6 +250,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             &mut records,
             agent.source.as_mut(),
             poll,
+            &health,
         );
         if stop.load(Ordering::Relaxed) {
             break;
@@ -264,9 +292,11 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
 }
 
 /// Waits until the source can give a whole model; false when stopped first.
-fn wait_synced(stop: &AtomicBool, source: &mut dyn Source) -> bool {
+/// Ticks `health` meanwhile: an API that is not there yet is not a hang.
+fn wait_synced(stop: &AtomicBool, source: &mut dyn Source, health: &Health) -> bool {
     let mut last_log: Option<Instant> = None;
     while !source.synced() {
+        health.tick();
         if stop.load(Ordering::Relaxed) {
             return false;
         }
@@ -281,19 +311,22 @@ fn wait_synced(stop: &AtomicBool, source: &mut dyn Source) -> bool {
 
 /// Sleeps until the next poll, a link or route event, a new or removed CNI
 /// record, a settled change of the source, or a stop signal, whichever
-/// comes first.
+/// comes first. Every step ticks `health`: waiting is the loop's idle
+/// state, not a hang.
 fn wait_for_change(
     stop: &AtomicBool,
     events: Option<&RouteEvents>,
     records: &mut attachments::Watch,
     source: &mut dyn Source,
     total: Duration,
+    health: &Health,
 ) {
     // The source is asked this often: with its debounce, what bounds how
     // long a change waits before its round.
     let step = Duration::from_millis(10);
     let end = Instant::now() + total;
     while !stop.load(Ordering::Relaxed) {
+        health.tick();
         let now = Instant::now();
         if now >= end {
             return;

@@ -104,6 +104,11 @@ fn connect(path: &std::path::Path) -> Result<UnixStream> {
                  another --monitor-socket (pass the same path with --socket)",
                 path.display()
             ),
+            ErrorKind::PermissionDenied => anyhow::anyhow!(
+                "{}: permission denied: the stream is for root and the agent's \
+                 --monitor-group (a member needs to log in again after being added)",
+                path.display()
+            ),
             _ => anyhow::Error::new(e).context(format!("connect to {}", path.display())),
         }
     })

@@ -7,6 +7,7 @@
 //! agent's programming loop only publishes a new [`view::NodeView`] after
 //! each round.
 
+pub mod access;
 pub mod event;
 pub mod hub;
 pub mod protocol;
@@ -41,14 +42,20 @@ impl Drop for Monitor {
 }
 
 impl Monitor {
-    /// Binds `socket_path` and starts reading the node's events.
-    pub fn start(socket_path: &Path, layout: &PinLayout, view: SharedView) -> Result<Monitor> {
+    /// Binds `socket_path` (for root and `group`) and starts reading the
+    /// node's events.
+    pub fn start(
+        socket_path: &Path,
+        group: Option<&access::MonitorGroup>,
+        layout: &PinLayout,
+        view: SharedView,
+    ) -> Result<Monitor> {
         let mut config = Telemetry::open(layout)?;
         // Allowed-flow events only while a client asks (a previous agent
         // may have died with them on).
         config.set_events(CONFIG_EVENTS_ALLOWED, false)?;
         let ring = telemetry::open_events(layout)?;
-        let bound = socket::bind(socket_path)?;
+        let bound = socket::bind(socket_path, group)?;
         let listener = bound.listener.try_clone()?;
         let hub = Arc::new(Hub::new(Box::new(move |on| {
             match config.set_events(CONFIG_EVENTS_ALLOWED, on) {

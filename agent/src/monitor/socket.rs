@@ -1,10 +1,11 @@
 //! The monitor's Unix socket: binding it (replacing a stale file, refusing
 //! to steal a live one), serving each client, and removing it on exit.
 
+use super::access::{self, MonitorGroup};
 use super::hub::Hub;
 use super::protocol::{Request, ServerLine};
 use anyhow::{bail, Context, Result};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,9 +21,6 @@ const REQUEST_MAX: usize = 4096;
 /// more are told so and closed: a local client must not be able to make
 /// the agent hold unbounded tasks and queues.
 pub const MAX_CLIENTS: usize = 16;
-/// The socket's mode: root only. The stream shows every flow of every pod
-/// of the node, and a client switches allowed-flow events on node-wide.
-pub const SOCKET_MODE: u32 = 0o600;
 
 /// The bound socket file; removed on drop if it is still ours.
 pub struct BoundSocket {
@@ -43,10 +41,10 @@ impl Drop for BoundSocket {
     }
 }
 
-/// Binds `path` (mode `SOCKET_MODE`: root only). A socket
+/// Binds `path`, for root and `group` only (`access.rs`). A socket
 /// file nobody listens on is a leftover of an agent that died: replaced. A
 /// live one belongs to another agent: refused.
-pub fn bind(path: &Path) -> Result<BoundSocket> {
+pub fn bind(path: &Path, group: Option<&MonitorGroup>) -> Result<BoundSocket> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| {
             format!(
@@ -78,10 +76,7 @@ pub fn bind(path: &Path) -> Result<BoundSocket> {
             return Err(e).with_context(|| format!("--monitor-socket {}", path.display()));
         }
     }
-    let listener = std::os::unix::net::UnixListener::bind(path)
-        .with_context(|| format!("bind the monitor socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(SOCKET_MODE))
-        .with_context(|| format!("chmod {SOCKET_MODE:o} {}", path.display()))?;
+    let listener = bind_restricted(path, group)?;
     listener.set_nonblocking(true)?;
     let m = std::fs::symlink_metadata(path)?;
     Ok(BoundSocket {
@@ -89,6 +84,28 @@ pub fn bind(path: &Path) -> Result<BoundSocket> {
         path: path.to_path_buf(),
         id: (m.dev(), m.ino()),
     })
+}
+
+/// Binds under a temporary name beside `path` and moves the socket into
+/// place once its owner and mode are set: at `path` it is never more open
+/// than it should be, whatever the umask.
+fn bind_restricted(
+    path: &Path,
+    group: Option<&MonitorGroup>,
+) -> Result<std::os::unix::net::UnixListener> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = std::os::unix::net::UnixListener::bind(&tmp)
+        .with_context(|| format!("bind the monitor socket {}", tmp.display()))?;
+    let placed = access::restrict(&tmp, group).and_then(|()| {
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
+    });
+    if placed.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    placed.map(|()| listener)
 }
 
 /// Accepts clients forever, at most `MAX_CLIENTS` at once.
@@ -222,7 +239,7 @@ mod tests {
     ) {
         let dir = scratch(tag);
         let path = dir.join("m.sock");
-        let bound = bind(&path).unwrap();
+        let bound = bind(&path, None).unwrap();
         let hub = Arc::new(Hub::new(Box::new(|_| {})));
         let listener = bound.listener.try_clone().unwrap();
         let h = Arc::clone(&hub);
@@ -266,15 +283,19 @@ mod tests {
         let path = dir.join("m.sock");
         // A leftover: bound, then its listener closed.
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        let bound = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let err = format!("{:#}", bind(&path).err().unwrap());
+        let group = MonitorGroup { gid: 4242 };
+        let bound = bind(&path, Some(&group)).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o660);
+        assert_eq!((meta.uid(), meta.gid()), (0, 4242));
+        // Only the socket is left in the directory: no temporary name.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        let err = format!("{:#}", bind(&path, None).err().unwrap());
         assert!(err.contains("another process is serving it"), "{err}");
         drop(bound);
         assert!(!path.exists());
         std::fs::write(&path, "x").unwrap();
-        let err = format!("{:#}", bind(&path).err().unwrap());
+        let err = format!("{:#}", bind(&path, None).err().unwrap());
         assert!(err.contains("is not a socket"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -3,8 +3,10 @@
 //! One short-lived thread per connection, at most `MAX_CONNECTIONS` at
 //! once; a request head is read up to `MAX_HEAD` bytes; every connection
 //! is closed after its response. The address is on the node's network
-//! (hostNetwork), so anyone who reaches the node reaches it.
+//! (hostNetwork), so anyone who reaches the address reaches it: `--metrics-addr`
+//! picks which (every address, the node's IP, or loopback only).
 
+use super::health::Health;
 use super::metrics::Metrics;
 use anyhow::Context;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,10 +19,38 @@ use std::time::Duration;
 pub const MAX_CONNECTIONS: usize = 32;
 /// Longest request head (request line and headers) read.
 pub const MAX_HEAD: u64 = 16 * 1024;
+/// The port of a `--metrics-addr` given as an address alone.
+pub const DEFAULT_PORT: u16 = 9090;
+
+/// `--metrics-addr`: `IP:PORT`, `[IPv6]:PORT`, or an IP alone (port
+/// [`DEFAULT_PORT`]), so that a DaemonSet can pass the node's IP from the
+/// downward API (`$(HOST_IP)`) whatever its family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub SocketAddr);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(MetricsAddr(addr));
+        }
+        match s.parse::<std::net::IpAddr>() {
+            Ok(ip) => Ok(MetricsAddr(SocketAddr::new(ip, DEFAULT_PORT))),
+            Err(_) => Err(format!(
+                "{s:?} is not IP:PORT, [IPv6]:PORT or an IP address"
+            )),
+        }
+    }
+}
 
 /// Binds `addr` and serves in the background; returns the bound address
 /// (useful with port 0).
-pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAddr> {
+pub fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> anyhow::Result<SocketAddr> {
     let listener =
         TcpListener::bind(addr).with_context(|| format!("bind metrics address {addr}"))?;
     let bound = listener.local_addr()?;
@@ -35,12 +65,13 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAd
                     continue; // dropped: closed unanswered
                 }
                 let metrics = Arc::clone(&metrics);
+                let health = Arc::clone(&health);
                 let spawned = std::thread::Builder::new()
                     .name("metrics-conn".into())
                     .spawn({
                         let open = Arc::clone(&open);
                         move || {
-                            handle(conn, &metrics);
+                            handle(conn, &metrics, &health);
                             open.fetch_sub(1, Ordering::SeqCst);
                         }
                     });
@@ -53,7 +84,7 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<SocketAd
     Ok(bound)
 }
 
-fn handle(mut conn: TcpStream, metrics: &Metrics) {
+fn handle(mut conn: TcpStream, metrics: &Metrics, health: &Health) {
     // A client that stalls must not hold a thread forever.
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
@@ -75,7 +106,7 @@ fn handle(mut conn: TcpStream, metrics: &Metrics) {
             Ok(_) => {}
         }
     }
-    let (status, content_type, body) = respond(&request_line, metrics);
+    let (status, content_type, body) = respond(&request_line, metrics, health);
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
@@ -85,7 +116,11 @@ fn handle(mut conn: TcpStream, metrics: &Metrics) {
 }
 
 /// Status line, content type and body for a request line.
-fn respond(request_line: &str, metrics: &Metrics) -> (&'static str, &'static str, String) {
+fn respond(
+    request_line: &str,
+    metrics: &Metrics,
+    health: &Health,
+) -> (&'static str, &'static str, String) {
     const TEXT: &str = "text/plain; charset=utf-8";
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
@@ -94,7 +129,14 @@ fn respond(request_line: &str, metrics: &Metrics) -> (&'static str, &'static str
     }
     let path = target.split('?').next().unwrap_or("");
     match path {
-        "/healthz" => ("200 OK", TEXT, "ok\n".into()),
+        "/healthz" => match health.check() {
+            Ok(()) => ("200 OK", TEXT, "ok\n".into()),
+            Err(why) => (
+                "503 Service Unavailable",
+                TEXT,
+                format!("unhealthy: {why}\n"),
+            ),
+        },
         "/readyz" if metrics.ready() => ("200 OK", TEXT, "ready\n".into()),
         "/readyz" => (
             "503 Service Unavailable",
@@ -123,10 +165,31 @@ mod tests {
         out
     }
 
+    fn health() -> Arc<Health> {
+        Health::new(Duration::from_secs(60))
+    }
+
     #[test]
     fn endpoints_answer() {
         let m = Metrics::new();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&m)).unwrap();
+        let h = Health::new(Duration::from_millis(200));
+        let addr = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            Arc::clone(&m),
+            Arc::clone(&h),
+        )
+        .unwrap();
+        assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
+        std::thread::sleep(Duration::from_millis(300));
+        let stalled = get(addr, "/healthz");
+        assert!(stalled.starts_with("HTTP/1.1 503"), "{stalled}");
+        let body = stalled.split_once("\r\n\r\n").unwrap().1;
+        assert!(
+            body.starts_with("unhealthy: agent loop stalled: no round or idle tick for "),
+            "{body}"
+        );
+        assert!(body.ends_with(" (limit 200ms)\n"), "{body}");
+        h.tick();
         assert!(get(addr, "/healthz").starts_with("HTTP/1.1 200"));
         assert!(get(addr, "/readyz").starts_with("HTTP/1.1 503"));
         m.set_ready();
@@ -140,7 +203,7 @@ mod tests {
     #[test]
     fn connections_and_request_heads_are_bounded() {
         let m = Metrics::new();
-        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&m)).unwrap();
+        let addr = serve("127.0.0.1:0".parse().unwrap(), Arc::clone(&m), health()).unwrap();
         // An overlong request line is cut at MAX_HEAD and answered.
         let mut c = TcpStream::connect(addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -171,5 +234,18 @@ mod tests {
             std::thread::sleep(Duration::from_millis(50));
         }
         assert!(served);
+    }
+
+    #[test]
+    fn metrics_addresses_take_a_port_or_default_it() {
+        let p = |s: &str| s.parse::<MetricsAddr>().map(|a| a.0.to_string());
+        assert_eq!(p("0.0.0.0:9090").unwrap(), "0.0.0.0:9090");
+        assert_eq!(p("127.0.0.1:9464").unwrap(), "127.0.0.1:9464");
+        assert_eq!(p("10.0.0.7").unwrap(), "10.0.0.7:9090");
+        assert_eq!(p("fd00::7").unwrap(), "[fd00::7]:9090");
+        assert_eq!(p("[fd00::7]:81").unwrap(), "[fd00::7]:81");
+        let err = p("node-1:9090").unwrap_err();
+        assert!(err.contains("\"node-1:9090\" is not IP:PORT"), "{err}");
+        assert!(p("10.0.0.7:").is_err());
     }
 }

@@ -16,15 +16,19 @@
 //!   (exponential, 0.8 s up to 30 s); the stores keep their contents;
 //! - 410 Gone: the watcher lists again and the store swaps the new list in
 //!   whole (see `store.rs`), then the round diffs as any other.
+//! - a watcher that ends or panics is recorded (`liveness.rs`) and fails
+//!   the agent's liveness probe: its store would never change again.
 //!
 //! Policies that fail validation get a Kubernetes Event (see `events.rs`).
 
 mod connect;
 pub mod convert;
 pub mod events;
+mod liveness;
 pub mod store;
 
 pub use connect::Connection;
+pub use liveness::WatcherLiveness;
 
 use super::Source;
 use convert::Kind;
@@ -84,6 +88,7 @@ struct Shared {
     stores: Mutex<Stores>,
     /// Bumped on every change of the live stores.
     version: AtomicU64,
+    liveness: Arc<WatcherLiveness>,
 }
 
 impl Shared {
@@ -159,6 +164,11 @@ impl ApiSource {
             learned: None,
             events: None,
         }
+    }
+
+    /// Which watchers still run (for the liveness probe).
+    pub fn liveness(&self) -> Arc<WatcherLiveness> {
+        Arc::clone(&self.shared.liveness)
     }
 
     /// Objects in the stores: (namespaces, pods, policies, services).
@@ -283,6 +293,7 @@ async fn watch<K>(
     K::DynamicType: Default,
 {
     let label = [("resource", resource)];
+    let _running = WatcherLiveness::running(&shared.liveness, resource);
     let mut listed = false;
     // Each object is converted by the store and dropped: nothing of the
     // API object outlives its event.
@@ -298,6 +309,8 @@ async fn watch<K>(
                 continue;
             }
         };
+        #[cfg(debug_assertions)]
+        liveness::test_fault(resource, &event);
         match &event {
             watcher::Event::Init if listed => {
                 metrics.relists.get_or_create(&label).inc();

@@ -1,4 +1,5 @@
 //! End-to-end tests live in `tests/`; this library only hosts shared helpers.
+pub mod attack;
 pub mod classifier;
 pub mod cluster;
 pub mod fixtures;

@@ -1,7 +1,9 @@
-//! A small builder of Ethernet frames for BPF_PROG_TEST_RUN: IPv4 (with
-//! options and fragment fields), IPv6 (with extension headers), TCP, UDP,
-//! SCTP, ICMP and ICMPv6. Checksums are left zero: the classifiers never
-//! look at them.
+//! A small builder of Ethernet frames for BPF_PROG_TEST_RUN and for frames
+//! sent on real interfaces: IPv4 (with options and fragment fields), IPv6
+//! (with extension headers), TCP, UDP, SCTP, ICMP and ICMPv6, payloads and
+//! fragmentation. The IPv4 header checksum is filled in (a forwarding
+//! kernel checks it); upper-layer checksums are left zero: the classifiers
+//! never look at them.
 
 use std::net::IpAddr;
 
@@ -139,11 +141,28 @@ impl Packet {
     /// An ICMP error (destination unreachable) quoting `quoted`'s IP packet.
     pub fn unreachable(src: IpAddr, dst: IpAddr, quoted: &Packet) -> Self {
         let ty = if is_v6(src) { 1 } else { 3 };
-        let mut p = Self::icmp(src, dst, ty, 3, 0);
-        p.l4.truncate(8);
+        Self::icmp_error(src, dst, ty, 3, quoted)
+    }
+
+    /// An ICMP error of any type and code quoting `quoted`'s IP packet;
+    /// the four bytes after the checksum (unused, or the MTU of a packet
+    /// too big) are zero.
+    pub fn icmp_error(src: IpAddr, dst: IpAddr, ty: u8, code: u8, quoted: &Packet) -> Self {
+        let mut p = Self::icmp(src, dst, ty, code, 0);
         p.l4[4..8].fill(0);
         p.l4.extend_from_slice(&quoted.ip_bytes());
         p
+    }
+
+    /// Appends `data` after the upper-layer header (a UDP header's length
+    /// follows).
+    pub fn payload(mut self, data: &[u8]) -> Self {
+        self.l4.extend_from_slice(data);
+        if self.proto == 17 && self.frag.is_none() && self.l4.len() >= 8 {
+            let len = self.l4.len() as u16;
+            self.l4[4..6].copy_from_slice(&len.to_be_bytes());
+        }
+        self
     }
 
     /// Any other IP protocol with the given payload.
@@ -186,6 +205,33 @@ impl Packet {
         self
     }
 
+    /// The packet cut as a sender fragments it: the fragmentable part (the
+    /// extension headers after the Fragment header, then the upper layer)
+    /// in pieces of `size` bytes (a multiple of 8), each behind the same
+    /// IP header (and IPv6 headers before the Fragment header).
+    pub fn fragments(&self, id: u32, size: usize) -> Vec<Packet> {
+        assert!(size > 0 && size.is_multiple_of(8), "fragment size {size}");
+        assert!(self.frag.is_none(), "already a fragment");
+        let mut body = ext_chain(&self.v6_ext_after, self.proto);
+        body.extend_from_slice(&self.l4);
+        let next = self.v6_ext_after.first().map_or(self.proto, |k| k.0);
+        let pieces = body.len().div_ceil(size);
+        body.chunks(size)
+            .enumerate()
+            .map(|(i, chunk)| Packet {
+                proto: next,
+                l4: chunk.to_vec(),
+                v6_ext_after: vec![],
+                frag: Some(Frag {
+                    id,
+                    offset: (i * size / 8) as u16,
+                    more: i + 1 < pieces,
+                }),
+                ..self.clone()
+            })
+            .collect()
+    }
+
     /// The IP packet (no Ethernet header).
     pub fn ip_bytes(&self) -> Vec<u8> {
         match (self.src, self.dst) {
@@ -208,6 +254,8 @@ impl Packet {
                 h[12..16].copy_from_slice(&s.octets());
                 h[16..20].copy_from_slice(&d.octets());
                 h.extend_from_slice(&self.v4_options);
+                let sum = checksum(&h);
+                h[10..12].copy_from_slice(&sum.to_be_bytes());
                 h.extend_from_slice(&self.l4);
                 h
             }
@@ -222,19 +270,7 @@ impl Packet {
                     kinds.push((PROTO_FRAGMENT, body));
                 }
                 kinds.extend(self.v6_ext_after.iter().cloned());
-                let mut ext = Vec::new();
-                for (i, (kind, body)) in kinds.iter().enumerate() {
-                    let next = kinds.get(i + 1).map_or(self.proto, |k| k.0);
-                    let total = 2 + body.len();
-                    let len = match *kind {
-                        PROTO_AH => total / 4 - 2,
-                        PROTO_FRAGMENT => 0,
-                        _ => total / 8 - 1,
-                    };
-                    ext.push(next);
-                    ext.push(len as u8);
-                    ext.extend_from_slice(body);
-                }
+                let ext = ext_chain(&kinds, self.proto);
                 let first = kinds.first().map_or(self.proto, |k| k.0);
                 let mut h = vec![0u8; 40];
                 h[0] = 0x60;
@@ -251,17 +287,60 @@ impl Packet {
         }
     }
 
-    /// The Ethernet frame.
+    /// The Ethernet frame (between two made-up MAC addresses).
     pub fn build(&self) -> Vec<u8> {
-        let ty = if is_v6(self.src) {
-            ETH_P_IPV6
-        } else {
-            ETH_P_IP
-        };
-        let mut f = eth_header(ty);
+        let mut f = eth_header(self.ethertype());
         f.extend_from_slice(&self.ip_bytes());
         f
     }
+
+    /// The Ethernet frame from MAC address `src` to `dst`.
+    pub fn frame(&self, dst: [u8; 6], src: [u8; 6]) -> Vec<u8> {
+        let mut f = dst.to_vec();
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&self.ethertype().to_be_bytes());
+        f.extend_from_slice(&self.ip_bytes());
+        f
+    }
+
+    fn ethertype(&self) -> u16 {
+        if is_v6(self.src) {
+            ETH_P_IPV6
+        } else {
+            ETH_P_IP
+        }
+    }
+}
+
+/// IPv6 extension headers in order, each naming the next, the last naming
+/// `proto`.
+fn ext_chain(kinds: &[(u8, Vec<u8>)], proto: u8) -> Vec<u8> {
+    let mut ext = Vec::new();
+    for (i, (kind, body)) in kinds.iter().enumerate() {
+        let next = kinds.get(i + 1).map_or(proto, |k| k.0);
+        let total = 2 + body.len();
+        let len = match *kind {
+            PROTO_AH => total / 4 - 2,
+            PROTO_FRAGMENT => 0,
+            _ => total / 8 - 1,
+        };
+        ext.push(next);
+        ext.push(len as u8);
+        ext.extend_from_slice(body);
+    }
+    ext
+}
+
+/// The Internet checksum of `data` (RFC 1071).
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 pub fn eth_header(ethertype: u16) -> Vec<u8> {
@@ -277,4 +356,45 @@ pub fn arp() -> Vec<u8> {
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 10, 0, 0, 1]);
     f.extend_from_slice(&[0, 0, 0, 0, 0, 0, 10, 0, 0, 2]);
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ipv4_headers_carry_a_valid_checksum() {
+        let p = Packet::udp(ip("10.0.0.1"), ip("10.0.0.2"), 1, 2).payload(b"xyz");
+        let bytes = p.ip_bytes();
+        assert_ne!(&bytes[10..12], &[0, 0]);
+        // A header with its checksum in place sums to zero.
+        assert_eq!(checksum(&bytes[..20]), 0);
+        assert_eq!(&bytes[24..26], &11u16.to_be_bytes(), "UDP length");
+    }
+
+    #[test]
+    fn ipv6_fragments_put_the_fragmentable_part_back_together() {
+        let whole = Packet::udp(ip("fd00::1"), ip("fd00::2"), 1000, 53)
+            .payload(&[7u8; 100])
+            .ext_after_fragment(PROTO_DSTOPTS);
+        let fragmentable = whole.ip_bytes()[40..].to_vec();
+        let pieces = whole.fragments(0xabcd, 48);
+        assert_eq!(pieces.len(), 3);
+        let mut joined = Vec::new();
+        for (i, f) in pieces.iter().enumerate() {
+            let b = f.ip_bytes();
+            assert_eq!(b[6], PROTO_FRAGMENT);
+            assert_eq!(b[40], PROTO_DSTOPTS, "every Fragment header names DstOpts");
+            let field = u16::from_be_bytes([b[42], b[43]]);
+            assert_eq!(usize::from(field >> 3), i * 6, "offset in 8-byte units");
+            assert_eq!(field & 1 == 1, i < 2, "more fragments");
+            assert_eq!(&b[44..48], &0xabcdu32.to_be_bytes());
+            joined.extend_from_slice(&b[48..]);
+        }
+        assert_eq!(joined, fragmentable);
+    }
 }

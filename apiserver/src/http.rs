@@ -1,16 +1,20 @@
 //! The HTTP side of the fake API server: routing, lists, watch streams.
+//! Discovery (`discovery.rs`, `openapi.rs`) and single objects
+//! (`objects.rs`) have modules of their own.
 
-use super::state::{Change, DropMode, Kind, State, WatchStart};
+use super::state::{Change, DropMode, State, WatchStart};
+use crate::reply::{full, status, Body};
+use crate::resources::{Collection, Target};
+use crate::selector::Selector;
+use crate::{discovery, objects, openapi};
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-type Body = BoxBody<Bytes, std::io::Error>;
 
 /// How often an idle watch with bookmarks gets one.
 const BOOKMARK_EVERY: Duration = Duration::from_millis(500);
@@ -40,33 +44,38 @@ pub async fn serve(listener: tokio::net::TcpListener, state: Arc<State>) {
     }
 }
 
-fn full(status: StatusCode, body: Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(
-            Full::new(Bytes::from(body.to_string()))
-                .map_err(|never| match never {})
-                .boxed(),
-        )
-        .expect("static response parts")
-}
-
-fn status(code: u16, reason: &str, message: String) -> Value {
-    json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {},
-        "status": "Failure", "message": message, "reason": reason, "code": code,
-    })
-}
-
 fn query(req: &Request<Incoming>) -> HashMap<String, String> {
     req.uri()
         .query()
         .unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .map(|(k, v)| (unescape(k), unescape(v)))
         .collect()
+}
+
+/// Undoes a query's URL encoding (`%3D`, `+` for a space).
+fn unescape(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Errors close the connection without an answer (the server is down).
@@ -90,36 +99,74 @@ async fn handle(
     if let Some(route) = EventRoute::parse(req.method(), req.uri().path()) {
         return Ok(event_write(state, route, req).await);
     }
-    if req.method() != Method::GET {
-        return Ok(full(
-            StatusCode::METHOD_NOT_ALLOWED,
-            status(
-                405,
-                "MethodNotAllowed",
-                "the fake API server is read-only".into(),
-            ),
-        ));
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET {
+        let host = req
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default();
+        if let Some(answer) = discovery::route(&path, host).or_else(|| openapi::route(&path)) {
+            return Ok(answer);
+        }
     }
-    let Some(kind) = Kind::from_path(req.uri().path()) else {
+    let Some(target) = Target::parse(&path) else {
         return Ok(full(
             StatusCode::NOT_FOUND,
-            status(
-                404,
-                "NotFound",
-                format!("no such collection {}", req.uri().path()),
-            ),
+            status(404, "NotFound", format!("the server could not find {path}")),
         ));
     };
     let q = query(&req);
+    if req.method() == Method::GET && target.name.is_none() {
+        return Ok(collection(state, target, &q));
+    }
+    let method = req.method().clone();
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            return Ok(full(
+                StatusCode::BAD_REQUEST,
+                status(400, "BadRequest", format!("body: {e}")),
+            ))
+        }
+    };
+    Ok(objects::handle(
+        state,
+        &method,
+        &target,
+        &q,
+        &content_type,
+        &body,
+    ))
+}
+
+/// A GET of a collection: a list, or a watch with `watch=true`.
+fn collection(state: &Arc<State>, target: Target, q: &HashMap<String, String>) -> Response<Body> {
+    let arg = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
+    let selector = match Selector::parse(target.kind, arg("labelSelector"), arg("fieldSelector")) {
+        Ok(s) => s,
+        Err(message) => return full(StatusCode::BAD_REQUEST, status(400, "BadRequest", message)),
+    };
+    let of = Collection {
+        kind: target.kind,
+        namespace: target.namespace,
+        selector,
+    };
     let revision = match q.get("resourceVersion").map(|v| v.as_str()) {
         None | Some("") => None,
         Some(v) => match v.parse::<u64>() {
             Ok(n) => Some(n),
             Err(_) => {
-                return Ok(full(
+                return full(
                     StatusCode::BAD_REQUEST,
                     status(400, "BadRequest", format!("invalid resourceVersion {v:?}")),
-                ))
+                )
             }
         },
     };
@@ -129,9 +176,9 @@ async fn handle(
             .get("timeoutSeconds")
             .and_then(|v| v.parse().ok())
             .map(Duration::from_secs);
-        return Ok(watch(state, kind, revision, bookmarks, timeout));
+        return watch(state, of, revision, bookmarks, timeout);
     }
-    Ok(list(state, kind, revision, &q))
+    list(state, &of, revision, q)
 }
 
 /// The writes kube-rs' event recorder makes (events.k8s.io/v1).
@@ -200,7 +247,7 @@ async fn event_write(state: &State, route: EventRoute, req: Request<Incoming>) -
 /// 410 `Expired`, as from the API server.
 fn list(
     state: &State,
-    kind: Kind,
+    of: &Collection,
     revision: Option<u64>,
     q: &HashMap<String, String>,
 ) -> Response<Body> {
@@ -240,7 +287,7 @@ fn list(
     let after = token
         .as_ref()
         .map(|t| (t.namespace.clone(), t.name.clone()));
-    let (current, items, remaining) = state.list_page(kind, after, limit);
+    let (current, items, remaining) = state.list_page(of, after, limit);
     let at = token.as_ref().map_or(current, |t| t.revision);
     let mut metadata = json!({"resourceVersion": at.to_string()});
     if remaining > 0 {
@@ -263,8 +310,8 @@ fn list(
     full(
         StatusCode::OK,
         json!({
-            "kind": format!("{}List", kind.name()),
-            "apiVersion": kind.api_version(),
+            "kind": format!("{}List", of.kind.name()),
+            "apiVersion": of.kind.api_version(),
             "metadata": metadata,
             "items": items,
         }),
@@ -321,7 +368,7 @@ type Frames = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
 
 fn watch(
     state: &Arc<State>,
-    kind: Kind,
+    of: Collection,
     revision: Option<u64>,
     bookmarks: bool,
     timeout: Option<Duration>,
@@ -332,7 +379,7 @@ fn watch(
     }));
     tokio::spawn(stream_changes(
         Arc::clone(state),
-        kind,
+        of,
         revision,
         bookmarks,
         timeout,
@@ -351,7 +398,7 @@ async fn send(tx: &Frames, line: Bytes) -> bool {
 
 async fn stream_changes(
     state: Arc<State>,
-    kind: Kind,
+    of: Collection,
     revision: Option<u64>,
     bookmarks: bool,
     timeout: Option<Duration>,
@@ -363,7 +410,7 @@ async fn stream_changes(
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(deadline);
     let mut cursor = match revision {
-        Some(rv) if rv != 0 => match state.start_watch(kind, rv) {
+        Some(rv) if rv != 0 => match state.start_watch(&of, rv) {
             WatchStart::Gone { requested, oldest } => {
                 let err = status(
                     410,
@@ -384,10 +431,10 @@ async fn stream_changes(
         },
         // No revision: the current objects as ADDED, then live changes.
         _ => {
-            let (current, items) = state.list(kind);
+            let (current, items) = state.list(&of);
             for item in &items {
                 let mut object = item.clone();
-                object["kind"] = json!(kind.name());
+                object["kind"] = json!(of.kind.name());
                 if !send(&tx, event_line("ADDED", &object)).await {
                     return;
                 }
@@ -398,7 +445,7 @@ async fn stream_changes(
     loop {
         tokio::select! {
             _ = changed.changed() => {
-                for c in state.changes_after(kind, cursor) {
+                for c in state.changes_after(&of, cursor) {
                     if !send(&tx, change_line(&c)).await {
                         return;
                     }
@@ -426,11 +473,12 @@ async fn stream_changes(
             _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
                 let current = state.revision().max(cursor);
                 let mark = json!({
-                    "kind": kind.name(), "apiVersion": kind.api_version(),
+                    "kind": of.kind.name(), "apiVersion": of.kind.api_version(),
                     "metadata": {"resourceVersion": current.to_string()},
                 });
-                // Only changes of other kinds lie between the cursor and now.
-                if state.changes_after(kind, cursor).is_empty() {
+                // Only changes outside the collection lie between the
+                // cursor and now.
+                if state.changes_after(&of, cursor).is_empty() {
                     cursor = current;
                     if !send(&tx, event_line("BOOKMARK", &mark)).await {
                         return;

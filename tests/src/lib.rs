@@ -3,6 +3,7 @@ pub mod classifier;
 pub mod cluster;
 pub mod fixtures;
 pub mod kernel;
+pub mod kubectl;
 pub mod lab;
 pub mod services;
 pub mod sweep;

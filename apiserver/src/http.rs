@@ -2,10 +2,11 @@
 //! Discovery (`discovery.rs`, `openapi.rs`) and single objects
 //! (`objects.rs`) have modules of their own.
 
-use super::state::{Change, DropMode, State, WatchStart};
+use super::state::{Change, DropMode, Kind, State, WatchStart};
 use crate::reply::{full, status, Body};
 use crate::resources::{Collection, Target};
 use crate::selector::Selector;
+use crate::table::{self, Include};
 use crate::{discovery, objects, openapi};
 use bytes::Bytes;
 use http_body_util::{BodyExt, StreamBody};
@@ -117,8 +118,14 @@ async fn handle(
         ));
     };
     let q = query(&req);
+    let accept = req
+        .headers()
+        .get(hyper::header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let form = table::wanted(accept, q.get("includeObject").map(String::as_str));
     if req.method() == Method::GET && target.name.is_none() {
-        return Ok(collection(state, target, &q));
+        return Ok(collection(state, target, &q, form));
     }
     let method = req.method().clone();
     let content_type = req
@@ -136,18 +143,25 @@ async fn handle(
             ))
         }
     };
-    Ok(objects::handle(
-        state,
-        &method,
-        &target,
-        &q,
-        &content_type,
-        &body,
-    ))
+    let request = objects::Request {
+        method: &method,
+        target: &target,
+        query: &q,
+        content_type: &content_type,
+        body: &body,
+        form,
+    };
+    Ok(objects::handle(state, &request))
 }
 
 /// A GET of a collection: a list, or a watch with `watch=true`.
-fn collection(state: &Arc<State>, target: Target, q: &HashMap<String, String>) -> Response<Body> {
+/// `form`: a Table of what kind of rows, or None for the objects.
+fn collection(
+    state: &Arc<State>,
+    target: Target,
+    q: &HashMap<String, String>,
+    form: Option<Include>,
+) -> Response<Body> {
     let arg = |k: &str| q.get(k).map(String::as_str).unwrap_or_default();
     let selector = match Selector::parse(target.kind, arg("labelSelector"), arg("fieldSelector")) {
         Ok(s) => s,
@@ -176,9 +190,15 @@ fn collection(state: &Arc<State>, target: Target, q: &HashMap<String, String>) -
             .get("timeoutSeconds")
             .and_then(|v| v.parse().ok())
             .map(Duration::from_secs);
-        return watch(state, of, revision, bookmarks, timeout);
+        let options = WatchOptions {
+            revision,
+            bookmarks,
+            timeout,
+            form,
+        };
+        return watch(state, of, options);
     }
-    list(state, &of, revision, q)
+    list(state, &of, revision, q, form)
 }
 
 /// The writes kube-rs' event recorder makes (events.k8s.io/v1).
@@ -250,6 +270,7 @@ fn list(
     of: &Collection,
     revision: Option<u64>,
     q: &HashMap<String, String>,
+    form: Option<Include>,
 ) -> Response<Body> {
     let token = match q.get("continue").filter(|c| !c.is_empty()) {
         None => None,
@@ -307,6 +328,12 @@ fn list(
             metadata["remainingItemCount"] = json!(remaining);
         }
     }
+    if let Some(include) = form {
+        return full(
+            StatusCode::OK,
+            table::table(of.kind, &items, metadata, include),
+        );
+    }
     full(
         StatusCode::OK,
         json!({
@@ -358,33 +385,41 @@ fn event_line(kind_of_event: &str, object: &Value) -> Bytes {
     Bytes::from(line)
 }
 
-fn change_line(c: &Change) -> Bytes {
-    let mut object = c.object.clone();
-    object["kind"] = json!(c.kind.name());
-    event_line(c.kind_of_event, &object)
+/// An object of `kind` as a watch event carries it: whole, or as a Table
+/// of one row.
+fn shown(kind: Kind, object: &Value, form: Option<Include>) -> Value {
+    let mut object = object.clone();
+    object["kind"] = json!(kind.name());
+    match form {
+        None => object,
+        Some(include) => {
+            let rv = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+            table::table(kind, &[object], rv, include)
+        }
+    }
+}
+
+fn change_line(c: &Change, form: Option<Include>) -> Bytes {
+    event_line(c.kind_of_event, &shown(c.kind, &c.object, form))
 }
 
 type Frames = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>;
 
-fn watch(
-    state: &Arc<State>,
-    of: Collection,
+/// How a watch runs: from which revision, with bookmarks, for how long,
+/// and whether objects come as Table rows.
+struct WatchOptions {
     revision: Option<u64>,
     bookmarks: bool,
     timeout: Option<Duration>,
-) -> Response<Body> {
+    form: Option<Include>,
+}
+
+fn watch(state: &Arc<State>, of: Collection, options: WatchOptions) -> Response<Body> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let body = StreamBody::new(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|frame| (frame, rx))
     }));
-    tokio::spawn(stream_changes(
-        Arc::clone(state),
-        of,
-        revision,
-        bookmarks,
-        timeout,
-        tx,
-    ));
+    tokio::spawn(stream_changes(Arc::clone(state), of, options, tx));
     Response::builder()
         .status(StatusCode::OK)
         .header("content-type", "application/json")
@@ -396,14 +431,13 @@ async fn send(tx: &Frames, line: Bytes) -> bool {
     tx.send(Ok(Frame::data(line))).await.is_ok()
 }
 
-async fn stream_changes(
-    state: Arc<State>,
-    of: Collection,
-    revision: Option<u64>,
-    bookmarks: bool,
-    timeout: Option<Duration>,
-    tx: Frames,
-) {
+async fn stream_changes(state: Arc<State>, of: Collection, options: WatchOptions, tx: Frames) {
+    let WatchOptions {
+        revision,
+        bookmarks,
+        timeout,
+        form,
+    } = options;
     let mut changed = state.changed.subscribe();
     let mut drops = state.drops.subscribe();
     drops.mark_unchanged();
@@ -422,7 +456,7 @@ async fn stream_changes(
             }
             WatchStart::From(changes) => {
                 for c in &changes {
-                    if !send(&tx, change_line(c)).await {
+                    if !send(&tx, change_line(c, form)).await {
                         return;
                     }
                 }
@@ -433,9 +467,7 @@ async fn stream_changes(
         _ => {
             let (current, items) = state.list(&of);
             for item in &items {
-                let mut object = item.clone();
-                object["kind"] = json!(of.kind.name());
-                if !send(&tx, event_line("ADDED", &object)).await {
+                if !send(&tx, event_line("ADDED", &shown(of.kind, item, form))).await {
                     return;
                 }
             }
@@ -446,7 +478,7 @@ async fn stream_changes(
         tokio::select! {
             _ = changed.changed() => {
                 for c in state.changes_after(&of, cursor) {
-                    if !send(&tx, change_line(&c)).await {
+                    if !send(&tx, change_line(&c, form)).await {
                         return;
                     }
                     cursor = c.revision;

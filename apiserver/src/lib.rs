@@ -44,6 +44,7 @@ mod reply;
 mod resources;
 mod selector;
 mod state;
+mod table;
 mod validate;
 
 pub use state::Kind;

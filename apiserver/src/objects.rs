@@ -15,6 +15,7 @@ use crate::patch;
 use crate::reply::{full, with_warnings, ApiError, Body};
 use crate::resources::Target;
 use crate::state::{Kind, State};
+use crate::table::{self, Include};
 use crate::validate::{self, FieldValidation};
 use bytes::Bytes;
 use hyper::{Method, Response, StatusCode};
@@ -57,15 +58,28 @@ impl Options {
     }
 }
 
-/// Serves one object route; `body` is the request's body, read whole.
-pub fn handle(
-    state: &State,
-    method: &Method,
-    target: &Target,
-    query: &HashMap<String, String>,
-    content_type: &str,
-    body: &Bytes,
-) -> Response<Body> {
+/// A request on one object's path (or, for POST, its collection's).
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub target: &'a Target,
+    pub query: &'a HashMap<String, String>,
+    pub content_type: &'a str,
+    /// Read whole.
+    pub body: &'a Bytes,
+    /// A GET's answer as a Table (`table.rs`).
+    pub form: Option<Include>,
+}
+
+/// Serves one object route.
+pub fn handle(state: &State, req: &Request) -> Response<Body> {
+    let Request {
+        method,
+        target,
+        query,
+        content_type,
+        body,
+        form,
+    } = *req;
     let result = Options::parse(query, content_type).and_then(|opts| {
         if body.len() > MAX_BODY {
             return Err(ApiError::new(
@@ -75,7 +89,7 @@ pub fn handle(
             ));
         }
         match (method, target.name.as_deref()) {
-            (&Method::GET, Some(name)) => get(state, target, name),
+            (&Method::GET, Some(name)) => get(state, target, name, form),
             (&Method::POST, None) => create(state, target, &opts, body),
             (&Method::PUT, Some(name)) => replace(state, target, name, &opts, body),
             (&Method::PATCH, Some(name)) => patch_object(state, target, name, &opts, body),
@@ -99,11 +113,25 @@ fn not_found(kind: Kind, name: &str) -> ApiError {
     .with_details(json!({"name": name, "group": kind.group(), "kind": kind.plural()}))
 }
 
-fn get(state: &State, target: &Target, name: &str) -> Result<Response<Body>, ApiError> {
+fn get(
+    state: &State,
+    target: &Target,
+    name: &str,
+    form: Option<Include>,
+) -> Result<Response<Body>, ApiError> {
     let object = state
         .get(target.kind, target.namespace_key(), name)
         .ok_or_else(|| not_found(target.kind, name))?;
-    Ok(full(StatusCode::OK, object))
+    Ok(full(
+        StatusCode::OK,
+        match form {
+            Some(include) => {
+                let rv = json!({"resourceVersion": object["metadata"]["resourceVersion"]});
+                table::table(target.kind, &[object], rv, include)
+            }
+            None => object,
+        },
+    ))
 }
 
 /// A POST or PUT body: JSON (duplicate fields noted) or YAML.
@@ -237,6 +265,7 @@ fn create(
     }
     let (mut object, duplicates) = decode(opts, body)?;
     identify(target, None, &mut object)?;
+    forget_server_fields(&mut object);
     let name = creation_name(state, kind, &mut object)?;
     check_name(kind, &name)?;
     if object["metadata"]["resourceVersion"]
@@ -322,7 +351,19 @@ fn update_of(kind: Kind, name: &str, current: &Value, object: &mut Value) -> Res
             }
         }
     }
+    forget_server_fields(object);
     Ok(())
+}
+
+/// Drops what only the server sets (`meta.rs` sets it again: fresh on a
+/// creation, the stored object's on an update), as the API server ignores
+/// these fields in a client's body.
+fn forget_server_fields(object: &mut Value) {
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        for field in ["uid", "creationTimestamp", "generation"] {
+            meta.remove(field);
+        }
+    }
 }
 
 fn replace(
@@ -412,6 +453,8 @@ fn patch_object(
                 identify(target, Some(name), &mut object)
                     .map_err(|e| ApiError::invalid(e.message))?;
                 update_of(kind, name, current, &mut object)?;
+            } else {
+                forget_server_fields(&mut object);
             }
             let (object, w) = validate::check(kind, object, &duplicates, opts.validation)?;
             warnings = w;

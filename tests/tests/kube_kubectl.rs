@@ -131,14 +131,21 @@ fn kubectl_applies_patches_gets_and_deletes_a_policy() {
     .unwrap();
     assert_eq!(got["spec"], stored["spec"]);
     assert_eq!(got["metadata"]["uid"], stored["metadata"]["uid"]);
+    // The server's Table: kubectl prints its columns.
     let table = kubectl.ok(&["get", "networkpolicies", "-A"], "");
-    let row: Vec<&str> = table
-        .lines()
-        .nth(1)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    assert_eq!(row[..2], ["x", "deny"], "{table}");
+    let words = |line: Option<&str>| -> Vec<String> {
+        line.unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let mut lines = table.lines();
+    assert_eq!(
+        words(lines.next()),
+        ["NAMESPACE", "NAME", "POD-SELECTOR", "AGE"],
+        "{table}"
+    );
+    assert_eq!(words(lines.next())[..3], ["x", "deny", "pod=a"], "{table}");
     let short = kubectl.ok(&["get", "netpol", "-n", "x", "-o", "name"], "");
     assert_eq!(short.trim(), "networkpolicy.networking.k8s.io/deny");
 
@@ -156,6 +163,14 @@ fn kubectl_applies_patches_gets_and_deletes_a_policy() {
         err.contains("(NotFound)") && err.contains("\"deny\" not found"),
         "{err}"
     );
+
+    // What `get -o json` printed, applied again: a new object (the server
+    // gives it its own uid), not the old one's.
+    let out = kubectl.ok(&["apply", "-f", "-"], &got.to_string());
+    assert_eq!(out.trim(), "networkpolicy.networking.k8s.io/deny created");
+    let again = api.get(Kind::NetworkPolicy, "x", "deny").unwrap();
+    assert_ne!(again["metadata"]["uid"], got["metadata"]["uid"]);
+    assert_eq!(again["metadata"]["generation"], 1);
 
     let events = watcher.join().unwrap();
     let seen: Vec<(&str, &Value)> = events

@@ -20,8 +20,8 @@
 //!   `/version`) and an OpenAPI v3 index of operations (`/openapi/v3`),
 //!   what kubectl reads before anything else (`discovery.rs`,
 //!   `openapi.rs`);
-//! - one object: `GET`, `POST` (create), `PUT` (replace), `PATCH` (merge,
-//!   strategic merge, server-side apply) and `DELETE`, checked as the API
+//! - one object: `GET`, `POST` (create), `PUT` (replace), `PATCH` (JSON
+//!   patch, merge, strategic merge, server-side apply) and `DELETE`, checked as the API
 //!   server checks them (`objects.rs`); every write bumps the revision and
 //!   produces the watch event a test control's write produces;
 //! - `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` and `PATCH
@@ -36,6 +36,7 @@
 
 mod discovery;
 mod http;
+mod json_patch;
 mod meta;
 mod objects;
 mod openapi;

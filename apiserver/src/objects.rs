@@ -1,5 +1,5 @@
 //! One object of a served kind: GET, POST (create), PUT (replace), PATCH
-//! (merge, strategic merge, server-side apply) and DELETE, as kubectl
+//! (JSON patch, merge, strategic merge, server-side apply) and DELETE, as kubectl
 //! and client-go send them.
 //!
 //! Every write goes through `State::write`/`delete_checked`, so it bumps
@@ -11,12 +11,12 @@
 //! status only through the status subresource, which this server does not
 //! serve: test controls play the kubelet).
 
-use crate::patch;
 use crate::reply::{full, with_warnings, ApiError, Body};
 use crate::resources::Target;
 use crate::state::{Kind, State};
 use crate::table::{self, Include};
 use crate::validate::{self, FieldValidation};
+use crate::{json_patch, patch};
 use bytes::Bytes;
 use hyper::{Method, Response, StatusCode};
 use serde_json::{json, Value};
@@ -395,6 +395,7 @@ fn replace(
 
 #[derive(Clone, Copy, PartialEq)]
 enum PatchType {
+    Json,
     Merge,
     Strategic,
     Apply,
@@ -402,12 +403,13 @@ enum PatchType {
 
 fn patch_type(content_type: &str) -> Result<PatchType, ApiError> {
     match content_type {
+        "application/json-patch+json" => Ok(PatchType::Json),
         "application/merge-patch+json" => Ok(PatchType::Merge),
         "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
         "application/apply-patch+yaml" => Ok(PatchType::Apply),
         other => Err(unsupported_media(
             other,
-            "application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
+            "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
         )),
     }
 }
@@ -481,6 +483,10 @@ fn patched(
         // Server-side apply: the body is the desired object, whole.
         (PatchType::Apply, _) => Ok(patch.clone()),
         (_, None) => return None,
+        (PatchType::Json, Some(c)) => {
+            let mut o = c.clone();
+            json_patch::apply(&mut o, patch).map(|()| o)
+        }
         (PatchType::Merge, Some(c)) => {
             let mut o = c.clone();
             patch::merge(&mut o, patch);

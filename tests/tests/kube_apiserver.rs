@@ -391,17 +391,32 @@ fn kube_apiserver_patches() {
     assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
     assert_eq!(out["metadata"]["generation"], 2);
 
-    // Refused, and nothing written: an unknown directive (422), a patch
-    // type not served (415), a patch that renames the object (422).
+    // JSON patch: operations on pointers.
+    let json_patch = "application/json-patch+json";
+    let (code, out) = send(
+        &api,
+        "PATCH",
+        &p,
+        json_patch,
+        r#"[{"op": "test", "path": "/metadata/labels/a", "value": "1"},
+            {"op": "remove", "path": "/metadata/labels/a"}]"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
+
+    // Refused, and nothing written: an unknown directive (422), a JSON
+    // patch whose test fails (422), a patch type not served (415), a patch
+    // that renames the object (422), one of the wrong type (400).
     let before = api.revision();
     for (content_type, body, code) in [
         (strategic, r#"{"spec": {"$patch": "frobnicate"}}"#, 422),
         (strategic, r#"{"spec": {"$unknownDirective": 1}}"#, 422),
         (
-            "application/json-patch+json",
-            r#"[{"op": "remove", "path": "/spec"}]"#,
-            415,
+            json_patch,
+            r#"[{"op": "remove", "path": "/spec"}, {"op": "test", "path": "/metadata/name", "value": "q"}]"#,
+            422,
         ),
+        ("application/xml", "<patch/>", 415),
         (merge, r#"{"metadata": {"name": "other"}}"#, 422),
         (merge, r#"{"spec": {"policyTypes": "Ingress"}}"#, 400),
     ] {

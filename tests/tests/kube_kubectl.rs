@@ -236,6 +236,34 @@ fn kubectl_server_side_apply_patch_and_replace() {
         "",
     );
     assert_eq!(none.trim(), "");
+    kubectl.ok(
+        &[
+            "patch",
+            "netpol",
+            "p",
+            "-n",
+            "x",
+            "--type",
+            "json",
+            "-p",
+            r#"[{"op":"add","path":"/metadata/labels/tier","value":"db"}]"#,
+        ],
+        "",
+    );
+    let both = kubectl.ok(
+        &[
+            "get",
+            "netpol",
+            "-n",
+            "x",
+            "-l",
+            "team=blue,tier in (db)",
+            "-o",
+            "name",
+        ],
+        "",
+    );
+    assert_eq!(both.trim(), "networkpolicy.networking.k8s.io/p");
 
     // Replace with the object as read: its resourceVersion must still be
     // the stored one.
@@ -251,7 +279,10 @@ fn kubectl_server_side_apply_patch_and_replace() {
     );
     let stored = api.get(Kind::NetworkPolicy, "x", "p").unwrap();
     assert_eq!(stored["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
-    assert_eq!(stored["metadata"]["labels"], json!({"team": "blue"}));
+    assert_eq!(
+        stored["metadata"]["labels"],
+        json!({"team": "blue", "tier": "db"})
+    );
 }
 
 #[test]

@@ -34,6 +34,7 @@
 //!
 //! Revisions are one counter over all kinds, like etcd's.
 
+mod collections;
 mod discovery;
 mod http;
 mod json_patch;
@@ -47,6 +48,7 @@ mod selector;
 mod state;
 mod table;
 mod validate;
+mod watch;
 
 pub use state::Kind;
 

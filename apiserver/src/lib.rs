@@ -34,6 +34,7 @@
 //!
 //! Revisions are one counter over all kinds, like etcd's.
 
+mod checks;
 mod collections;
 mod discovery;
 mod http;

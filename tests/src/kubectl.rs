@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Where Debian's package installs it.
+/// Where Debian's package installs it (a dispatcher that runs the
+/// kubectl of the server's minor version when it has one).
 pub const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// Names another kubectl binary to test with (one version exactly, say).
+pub const KUBECTL_ENV: &str = "PALISADE_KUBECTL";
 
 /// How long one kubectl command may take.
 pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -30,14 +34,20 @@ pub struct Run {
 }
 
 impl Kubectl {
-    /// None (with a message saying why) when kubectl is not installed.
+    /// `$PALISADE_KUBECTL`, else `KUBECTL`; None (with a message saying
+    /// why) when it is not installed.
     pub fn find(kubeconfig: &Path, scratch: &Path) -> Option<Kubectl> {
-        if !Path::new(KUBECTL).exists() {
-            eprintln!("skipped: {KUBECTL} is absent (Debian package kubectl)");
+        let bin =
+            std::env::var_os(KUBECTL_ENV).map_or_else(|| PathBuf::from(KUBECTL), PathBuf::from);
+        if !bin.exists() {
+            eprintln!(
+                "skipped: {} is absent (Debian package kubectl)",
+                bin.display()
+            );
             return None;
         }
         Some(Kubectl {
-            bin: KUBECTL.into(),
+            bin,
             kubeconfig: kubeconfig.to_path_buf(),
             cache: scratch.join("kubectl-cache"),
             netns: None,

@@ -1,12 +1,13 @@
 //! An in-process fake Kubernetes API server for the agent's watch tests
-//! and the multi-node demo.
+//! and the multi-node lab, which kubectl can drive.
 //!
 //! It speaks the list/watch protocol kube-rs' watcher uses, for the kinds
 //! the agent reads (namespaces, pods, networkpolicies, services,
-//! cluster-wide):
+//! cluster-wide or per namespace):
 //!
 //! - `GET <collection>`: a JSON list whose `metadata.resourceVersion` is the
-//!   current revision;
+//!   current revision (`labelSelector` and `fieldSelector` narrow it, and
+//!   the watch);
 //! - `GET <collection>?watch=true&resourceVersion=N`: a chunked stream of
 //!   `ADDED`/`MODIFIED`/`DELETED` events after revision N, then live ones,
 //!   with `BOOKMARK`s when `allowWatchBookmarks=true`; a revision older
@@ -15,6 +16,14 @@
 //! - a list with `resourceVersionMatch=Exact` (or a continue token) older
 //!   than the horizon gets an HTTP 410 `Status`.
 //!
+//! - discovery (`/api`, `/apis`, `/api/v1`, `/apis/<group>/<version>`,
+//!   `/version`) and an OpenAPI v3 index of operations (`/openapi/v3`),
+//!   what kubectl reads before anything else (`discovery.rs`,
+//!   `openapi.rs`);
+//! - one object: `GET`, `POST` (create), `PUT` (replace), `PATCH` (JSON
+//!   patch, merge, strategic merge, server-side apply) and `DELETE`, checked as the API
+//!   server checks them (`objects.rs`); every write bumps the revision and
+//!   produces the watch event a test control's write produces;
 //! - `POST /apis/events.k8s.io/v1/namespaces/{ns}/events` and `PATCH
 //!   .../events/{name}` (merge patch): what kube-rs' event recorder sends
 //!   for a new Event and for a repeat; kept for [`FakeApiServer::events`].
@@ -25,8 +34,22 @@
 //!
 //! Revisions are one counter over all kinds, like etcd's.
 
+mod checks;
+mod collections;
+mod discovery;
 mod http;
+mod json_patch;
+mod meta;
+mod objects;
+mod openapi;
+mod patch;
+mod reply;
+mod resources;
+mod selector;
 mod state;
+mod table;
+mod validate;
+mod watch;
 
 pub use state::Kind;
 
@@ -100,6 +123,12 @@ impl FakeApiServer {
     /// returns the revision it got.
     pub fn apply(&self, object: Value) -> Result<u64> {
         self.state.apply(object)
+    }
+
+    /// An object as stored (as a client's GET returns it); None when absent.
+    /// `namespace` is "" for Namespaces.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        self.state.get(kind, namespace, name)
     }
 
     /// Deletes an object; returns the revision of the deletion, or None when

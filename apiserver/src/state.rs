@@ -1,6 +1,8 @@
 //! The fake server's objects, revisions and event history, and the signals
 //! its watch streams listen to.
 
+use crate::meta;
+use crate::resources::Collection;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -53,7 +55,7 @@ impl Kind {
         }
     }
 
-    fn namespaced(self) -> bool {
+    pub fn namespaced(self) -> bool {
         self != Kind::Namespace
     }
 }
@@ -88,6 +90,49 @@ struct Inner {
     requests: Vec<String>,
     /// Events created through events.k8s.io/v1, patches merged in.
     events: Vec<Value>,
+    /// Makes this server's uids differ from another's.
+    seed: u64,
+}
+
+impl Inner {
+    /// Stores `object` at the next revision and records the change;
+    /// returns the revision and the object as stored.
+    fn store(&mut self, key: Key, mut object: Value) -> (u64, Value) {
+        self.revision += 1;
+        let revision = self.revision;
+        let uid = meta::uid(self.seed, revision);
+        meta::server_fields(&mut object, self.objects.get(&key), uid);
+        object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        let event = if self.objects.contains_key(&key) {
+            "MODIFIED"
+        } else {
+            "ADDED"
+        };
+        let kind = key.0;
+        self.objects.insert(key, object.clone());
+        self.history.push(Change {
+            revision,
+            kind,
+            kind_of_event: event,
+            object: object.clone(),
+        });
+        (revision, object)
+    }
+
+    /// Removes an object at the next revision (a `DELETED` event).
+    fn remove(&mut self, key: &Key) -> Option<(u64, Value)> {
+        let mut object = self.objects.remove(key)?;
+        self.revision += 1;
+        let revision = self.revision;
+        object["metadata"]["resourceVersion"] = json!(revision.to_string());
+        self.history.push(Change {
+            revision,
+            kind: key.0,
+            kind_of_event: "DELETED",
+            object: object.clone(),
+        });
+        Some((revision, object))
+    }
 }
 
 pub struct State {
@@ -115,6 +160,7 @@ impl State {
             inner: Mutex::new(Inner {
                 revision: 1,
                 horizon: 1,
+                seed: meta::seed(),
                 ..Inner::default()
             }),
             down: AtomicBool::new(false),
@@ -151,22 +197,7 @@ impl State {
         };
         object["apiVersion"] = json!(kind.api_version());
         let mut inner = self.lock();
-        inner.revision += 1;
-        let revision = inner.revision;
-        object["metadata"]["resourceVersion"] = json!(revision.to_string());
-        let key = (kind, namespace, name);
-        let event = if inner.objects.contains_key(&key) {
-            "MODIFIED"
-        } else {
-            "ADDED"
-        };
-        inner.objects.insert(key, object.clone());
-        inner.history.push(Change {
-            revision,
-            kind,
-            kind_of_event: event,
-            object,
-        });
+        let (revision, _) = inner.store((kind, namespace, name), object);
         drop(inner);
         self.changed.send_replace(revision);
         Ok(revision)
@@ -175,19 +206,80 @@ impl State {
     pub fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Option<u64> {
         let mut inner = self.lock();
         let key = (kind, namespace.to_string(), name.to_string());
-        let mut object = inner.objects.remove(&key)?;
-        inner.revision += 1;
-        let revision = inner.revision;
-        object["metadata"]["resourceVersion"] = json!(revision.to_string());
-        inner.history.push(Change {
-            revision,
-            kind,
-            kind_of_event: "DELETED",
-            object,
-        });
+        let (revision, _) = inner.remove(&key)?;
         drop(inner);
         self.changed.send_replace(revision);
         Some(revision)
+    }
+
+    /// One object as stored.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
+        let key = (kind, namespace.to_string(), name.to_string());
+        self.lock().objects.get(&key).cloned()
+    }
+
+    /// A client's write of one object, decided and stored under one lock
+    /// (so a resourceVersion precondition cannot race another write):
+    /// `decide` gets the stored object, if any, and returns the object to
+    /// store. Unless `dry_run`, it is stored with the next revision (an
+    /// `ADDED` or `MODIFIED` event). Returns what was (or would be) stored
+    /// and whether it was created.
+    pub fn write<E>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+        decide: impl FnOnce(Option<&Value>) -> Result<Value, E>,
+    ) -> Result<(Value, bool), E> {
+        let key = (kind, namespace.to_string(), name.to_string());
+        let mut inner = self.lock();
+        let current = inner.objects.get(&key);
+        let created = current.is_none();
+        let mut object = decide(current)?;
+        if dry_run {
+            return Ok((object, created));
+        }
+        let (revision, stored) = inner.store(key, object);
+        object = stored;
+        drop(inner);
+        self.changed.send_replace(revision);
+        Ok((object, created))
+    }
+
+    /// A client's delete: `check` (preconditions) sees the stored object
+    /// first. Returns the deleted object, None when there was none.
+    pub fn delete_checked<E>(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+        check: impl FnOnce(&Value) -> Result<(), E>,
+    ) -> Result<Option<Value>, E> {
+        let key = (kind, namespace.to_string(), name.to_string());
+        let mut inner = self.lock();
+        let Some(current) = inner.objects.get(&key) else {
+            return Ok(None);
+        };
+        check(current)?;
+        if dry_run {
+            return Ok(Some(current.clone()));
+        }
+        let (revision, object) = inner.remove(&key).expect("present above");
+        drop(inner);
+        self.changed.send_replace(revision);
+        Ok(Some(object))
+    }
+
+    /// The names of the objects of `kind` in `namespace`.
+    pub fn names_in(&self, kind: Kind, namespace: &str) -> Vec<String> {
+        self.lock()
+            .objects
+            .keys()
+            .filter(|(k, ns, _)| *k == kind && ns == namespace)
+            .map(|(_, _, name)| name.clone())
+            .collect()
     }
 
     /// Moves the horizon past every revision handed out so far. The revision
@@ -278,7 +370,7 @@ impl State {
             .events
             .iter_mut()
             .find(|e| e["metadata"]["namespace"] == namespace && e["metadata"]["name"] == name)?;
-        merge(event, patch);
+        crate::patch::merge(event, patch);
         event["metadata"]["resourceVersion"] = json!(revision.to_string());
         Some(event.clone())
     }
@@ -287,37 +379,36 @@ impl State {
         self.lock().events.clone()
     }
 
-    /// The objects of a kind and the revision they are current at.
-    pub fn list(&self, kind: Kind) -> (u64, Vec<Value>) {
-        let inner = self.lock();
-        let items = inner
-            .objects
-            .iter()
-            .filter(|((k, _, _), _)| *k == kind)
-            .map(|(_, v)| v.clone())
-            .collect();
-        (inner.revision, items)
+    /// The objects of a collection and the revision they are current at.
+    pub fn list(&self, of: &Collection) -> (u64, Vec<Value>) {
+        let (revision, items, _) = self.list_page(of, None, 0);
+        (revision, items)
     }
 
-    /// One page of a list: the objects of `kind` after the key `after`
-    /// (namespace, name), at most `limit` of them (0: all), the current
-    /// revision, and how many objects remain after the page.
+    /// One page of a list: the objects of the collection after the key
+    /// `after` (namespace, name), at most `limit` of them (0: all), the
+    /// current revision, and how many objects remain after the page.
     pub fn list_page(
         &self,
-        kind: Kind,
+        of: &Collection,
         after: Option<(String, String)>,
         limit: usize,
     ) -> (u64, Vec<Value>, usize) {
         use std::ops::Bound;
         let inner = self.lock();
+        let kind = of.kind;
+        let first_ns = of.namespace.clone().unwrap_or_default();
         let start = match after {
             Some((ns, name)) => Bound::Excluded((kind, ns, name)),
-            None => Bound::Included((kind, String::new(), String::new())),
+            None => Bound::Included((kind, first_ns, String::new())),
         };
         let mut rest = inner
             .objects
             .range((start, Bound::Unbounded))
-            .take_while(|((k, _, _), _)| *k == kind);
+            .take_while(|((k, ns, _), _)| {
+                *k == kind && of.namespace.as_ref().is_none_or(|n| n == ns)
+            })
+            .filter(|(_, v)| of.selects(v));
         let take = if limit == 0 { usize::MAX } else { limit };
         let items: Vec<Value> = rest.by_ref().take(take).map(|(_, v)| v.clone()).collect();
         (inner.revision, items, rest.count())
@@ -330,7 +421,7 @@ impl State {
 
     /// Where a new watch from revision `from` starts: Gone when `from` is
     /// before the horizon.
-    pub fn start_watch(&self, kind: Kind, from: u64) -> WatchStart {
+    pub fn start_watch(&self, of: &Collection, from: u64) -> WatchStart {
         let horizon = self.lock().horizon;
         if from < horizon {
             return WatchStart::Gone {
@@ -338,35 +429,17 @@ impl State {
                 oldest: horizon,
             };
         }
-        WatchStart::From(self.changes_after(kind, from))
+        WatchStart::From(self.changes_after(of, from))
     }
 
-    /// The changes of `kind` after revision `from` (for an open stream).
-    pub fn changes_after(&self, kind: Kind, from: u64) -> Vec<Change> {
+    /// The changes of a collection after revision `from` (for an open
+    /// stream).
+    pub fn changes_after(&self, of: &Collection, from: u64) -> Vec<Change> {
         self.lock()
             .history
             .iter()
-            .filter(|c| c.kind == kind && c.revision > from)
+            .filter(|c| c.kind == of.kind && c.revision > from && of.selects(&c.object))
             .cloned()
             .collect()
-    }
-}
-
-/// RFC 7386 JSON merge patch.
-fn merge(target: &mut Value, patch: &Value) {
-    let Value::Object(fields) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let obj = target.as_object_mut().expect("made an object above");
-    for (k, v) in fields {
-        if v.is_null() {
-            obj.remove(k);
-        } else {
-            merge(obj.entry(k.clone()).or_insert(Value::Null), v);
-        }
     }
 }

@@ -4,6 +4,7 @@ pub mod classifier;
 pub mod cluster;
 pub mod fixtures;
 pub mod kernel;
+pub mod kubectl;
 pub mod lab;
 pub mod rbac;
 pub mod services;

@@ -1,8 +1,10 @@
 //! The fake API server speaks the list/watch protocol the way the agent's
 //! watchers expect it: lists with revisions, watch streams of changes and
 //! bookmarks, 410 Gone for compacted revisions (as a watch `ERROR` event and
-//! as an HTTP status), dropped connections and outages. Plain HTTP/1.0 over
-//! a TCP socket, so each body ends with its connection.
+//! as an HTTP status), dropped connections and outages; and it checks
+//! writes as the API server does (the object of the path, patch types and
+//! directives, preconditions). Plain HTTP/1.0 over a TCP socket, so each
+//! body ends with its connection. kubectl itself: `kube_kubectl`.
 
 use palisade_fake_apiserver::{FakeApiServer, Kind};
 use serde_json::{json, Value};
@@ -32,6 +34,36 @@ fn get(api: &FakeApiServer, target: &str) -> Option<(u16, BufReader<TcpStream>)>
         }
     }
     Some((code, r))
+}
+
+/// Sends `method target` with a body; returns the status code and the
+/// JSON answer.
+fn send(
+    api: &FakeApiServer,
+    method: &str,
+    target: &str,
+    content_type: &str,
+    payload: &str,
+) -> (u16, Value) {
+    let mut c = TcpStream::connect(addr(api)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        c,
+        "{method} {target} HTTP/1.0\r\nHost: api\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(c);
+    let mut status = String::new();
+    r.read_line(&mut status).unwrap();
+    let code = status.split_whitespace().nth(1).unwrap().parse().unwrap();
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap() == 0 || h == "\r\n" {
+            break;
+        }
+    }
+    (code, body(r))
 }
 
 fn body(r: BufReader<TcpStream>) -> Value {
@@ -238,4 +270,198 @@ fn kube_apiserver_paginates_lists() {
     assert_eq!(code, 410);
     assert_eq!(gone["reason"], "Expired");
     assert_eq!(page("/api/v1/pods?limit=2&continue=zz").0, 400);
+}
+
+const POLICIES: &str = "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies";
+const JSON: &str = "application/json";
+
+fn policy(name: &str, ns: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+           "metadata": {"name": name, "namespace": ns},
+           "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}})
+}
+
+#[test]
+fn kube_apiserver_writes_name_the_paths_object() {
+    let api = FakeApiServer::start().unwrap();
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}))
+        .unwrap();
+    let (code, created) = send(&api, "POST", POLICIES, JSON, &policy("p", "ns").to_string());
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(created["metadata"]["uid"].is_string());
+
+    // The body must be the path's object: each mismatch is a 400 naming
+    // the field.
+    let mut cases = vec![
+        (
+            "POST",
+            POLICIES.to_string(),
+            policy("q", "other"),
+            "metadata.namespace",
+        ),
+        (
+            "PUT",
+            format!("{POLICIES}/p"),
+            policy("q", "ns"),
+            "metadata.name",
+        ),
+    ];
+    let mut pod_kind = policy("p", "ns");
+    pod_kind["kind"] = json!("Pod");
+    cases.push(("PUT", format!("{POLICIES}/p"), pod_kind, "kind"));
+    let mut core = policy("p", "ns");
+    core["apiVersion"] = json!("v1");
+    cases.push(("POST", POLICIES.to_string(), core, "apiVersion"));
+    for (method, target, object, field) in cases {
+        let (code, status) = send(&api, method, &target, JSON, &object.to_string());
+        assert_eq!(
+            (code, status["reason"].as_str()),
+            (400, Some("BadRequest")),
+            "{method} {target}: {status}"
+        );
+        let message = status["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{field}: {message}");
+    }
+
+    // Absent objects: 404 with details; present: 409.
+    let (code, status) = send(&api, "GET", &format!("{POLICIES}/nope"), JSON, "");
+    assert_eq!(code, 404);
+    assert_eq!(
+        status["details"],
+        json!({"name": "nope", "group": "networking.k8s.io", "kind": "networkpolicies"})
+    );
+    let (code, _) = send(
+        &api,
+        "PUT",
+        &format!("{POLICIES}/nope"),
+        JSON,
+        &policy("nope", "ns").to_string(),
+    );
+    assert_eq!(code, 404);
+    let (code, status) = send(&api, "POST", POLICIES, JSON, &policy("p", "ns").to_string());
+    assert_eq!(
+        (code, status["reason"].as_str()),
+        (409, Some("AlreadyExists"))
+    );
+    // A stale resourceVersion: 409 Conflict, nothing written.
+    let mut stale = created.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    let before = api.revision();
+    let (code, status) = send(
+        &api,
+        "PUT",
+        &format!("{POLICIES}/p"),
+        JSON,
+        &stale.to_string(),
+    );
+    assert_eq!((code, status["reason"].as_str()), (409, Some("Conflict")));
+    assert_eq!(api.revision(), before);
+}
+
+#[test]
+fn kube_apiserver_patches() {
+    let api = FakeApiServer::start().unwrap();
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}))
+        .unwrap();
+    api.apply(policy("p", "ns")).unwrap();
+    let p = format!("{POLICIES}/p");
+    let merge = "application/merge-patch+json";
+    let strategic = "application/strategic-merge-patch+json";
+
+    let (code, out) = send(
+        &api,
+        "PATCH",
+        &p,
+        merge,
+        r#"{"metadata": {"labels": {"a": "1"}}}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["metadata"]["labels"], json!({"a": "1"}));
+    // Strategic: maps merge, NetworkPolicy's lists are replaced whole.
+    let (code, out) = send(
+        &api,
+        "PATCH",
+        &p,
+        strategic,
+        r#"{"spec": {"policyTypes": ["Egress"], "$setElementOrder/policyTypes": ["Egress"]}, "metadata": {"labels": {"b": "2"}}}"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["spec"]["policyTypes"], json!(["Egress"]));
+    assert_eq!(out["metadata"]["labels"], json!({"a": "1", "b": "2"}));
+    assert_eq!(out["metadata"]["generation"], 2);
+
+    // JSON patch: operations on pointers.
+    let json_patch = "application/json-patch+json";
+    let (code, out) = send(
+        &api,
+        "PATCH",
+        &p,
+        json_patch,
+        r#"[{"op": "test", "path": "/metadata/labels/a", "value": "1"},
+            {"op": "remove", "path": "/metadata/labels/a"}]"#,
+    );
+    assert_eq!(code, 200, "{out}");
+    assert_eq!(out["metadata"]["labels"], json!({"b": "2"}));
+
+    // Refused, and nothing written: an unknown directive (422), a JSON
+    // patch whose test fails (422), a patch type not served (415), a patch
+    // that renames the object (422), one of the wrong type (400).
+    let before = api.revision();
+    for (content_type, body, code) in [
+        (strategic, r#"{"spec": {"$patch": "frobnicate"}}"#, 422),
+        (strategic, r#"{"spec": {"$unknownDirective": 1}}"#, 422),
+        (
+            json_patch,
+            r#"[{"op": "remove", "path": "/spec"}, {"op": "test", "path": "/metadata/name", "value": "q"}]"#,
+            422,
+        ),
+        ("application/xml", "<patch/>", 415),
+        (merge, r#"{"metadata": {"name": "other"}}"#, 422),
+        (merge, r#"{"spec": {"policyTypes": "Ingress"}}"#, 400),
+    ] {
+        let (got, status) = send(&api, "PATCH", &p, content_type, body);
+        assert_eq!(got, code, "{body}: {status}");
+    }
+    assert_eq!(api.revision(), before);
+
+    // Server-side apply: create or replace with the body, whole.
+    let apply = "application/apply-patch+yaml";
+    let q = format!("{POLICIES}/q?fieldManager=test");
+    let desired = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: q, namespace: ns}\nspec: {podSelector: {}}\n";
+    assert_eq!(send(&api, "PATCH", &q, apply, desired).0, 201);
+    assert_eq!(send(&api, "PATCH", &q, apply, desired).0, 200);
+    let (code, status) = send(&api, "PATCH", &format!("{POLICIES}/q"), apply, desired);
+    assert_eq!(code, 400, "no fieldManager: {status}");
+}
+
+#[test]
+fn kube_apiserver_deleting_a_namespace_deletes_its_objects() {
+    let api = FakeApiServer::start().unwrap();
+    for ns in ["ns", "keep"] {
+        api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
+            .unwrap();
+        api.apply(policy("p", ns)).unwrap();
+    }
+    api.apply(pod("a", "10.0.0.1")).unwrap();
+    // A precondition that does not hold: nothing goes.
+    let (code, _) = send(
+        &api,
+        "DELETE",
+        "/api/v1/namespaces/ns",
+        JSON,
+        r#"{"preconditions": {"uid": "not-it"}}"#,
+    );
+    assert_eq!(code, 409);
+    assert!(api.get(Kind::Pod, "ns", "a").is_some());
+    let (code, status) = send(&api, "DELETE", "/api/v1/namespaces/ns", JSON, "");
+    assert_eq!(
+        (code, status["status"].as_str()),
+        (200, Some("Success")),
+        "{status}"
+    );
+    assert!(api.get(Kind::Namespace, "", "ns").is_none());
+    assert!(api.get(Kind::Pod, "ns", "a").is_none());
+    assert!(api.get(Kind::NetworkPolicy, "ns", "p").is_none());
+    assert!(api.get(Kind::NetworkPolicy, "keep", "p").is_some());
 }

@@ -5,9 +5,11 @@
 //! underlay (the manifests' addresses follow no per-node blocks). The lab's
 //! copy of the manifests (where every lab pod names its node) is served by
 //! a fake API server on the first node's underlay address; each node runs
-//! `palisade agent --kubeconfig` with a bpffs of its own. The API server
-//! is read-only to clients, so changes come from the copy: `sync` serves
-//! whatever changed in its files.
+//! `palisade agent --kubeconfig` with a bpffs of its own. Changes come
+//! from two sides: clients (kubectl) write to the API server directly, and
+//! `sync` serves whatever changed in the copy's files (only the objects
+//! whose text changed: an object a client changed or deleted stays so
+//! until its file says otherwise).
 
 use crate::cni_scratch::CniScratch;
 use crate::objects::{by_key, manifest_files, read_objects, ObjectKey};

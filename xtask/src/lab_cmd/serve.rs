@@ -47,8 +47,13 @@ pub fn run(opts: &LabOptions, state: &Path, agent_bin: &Path) -> Result<()> {
     install_stop_handler();
     let guard = StateFile(state.to_path_buf());
     LabState::of(&lab, &plan.model).write(state)?;
+    let kubectl = if lab.kubeconfig().is_some() {
+        " (or use kubectl)"
+    } else {
+        ""
+    };
     eprintln!(
-        "lab: up; edit {} to change policy",
+        "lab: up; edit {} to change policy{kubectl}",
         lab.manifests().display()
     );
 

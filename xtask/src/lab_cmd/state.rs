@@ -16,9 +16,9 @@ pub struct LabState {
     /// The manifests the agents follow: edit these.
     pub manifests: PathBuf,
     /// The fake API server's (several nodes only), reachable from inside
-    /// the node namespaces. It serves list and watch only (no discovery,
-    /// no writes): `kubectl get --raw /api/v1/pods` works, changes go
-    /// through `manifests`.
+    /// the node namespaces: `ip netns exec <first node's netns> kubectl
+    /// --kubeconfig ... apply|get|delete` changes what the agents enforce,
+    /// as editing `manifests` does.
     pub kubeconfig: Option<PathBuf>,
     pub supervisor_pid: u32,
 }

@@ -153,11 +153,11 @@ fn summary(s: &LabState, state: &Path) {
         s.manifests.display()
     );
     if let Some(k) = &s.kubeconfig {
-        // The server lives in the first node's namespace and only lists
-        // and watches: `kubectl get --raw` from there, edits via the files.
+        // The server listens on the first node's underlay address, which
+        // only the lab's namespaces reach.
         eprintln!(
-            "lab: kubeconfig (list/watch only, from node {}'s netns): {}",
-            s.nodes[0].name,
+            "lab: kubectl: ip netns exec {} kubectl --kubeconfig {} apply -f POLICY.yaml",
+            s.nodes[0].netns,
             k.display()
         );
     }

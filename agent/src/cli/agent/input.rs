@@ -148,6 +148,8 @@ mod tests {
             isolates_egress: false,
             ingress: vec![],
             egress: vec![],
+            unreadable: None,
+            warnings: vec![],
         }
     }
 

@@ -278,7 +278,8 @@ impl Objects {
         match check::deserialize::<_, T>(&value) {
             Ok(object) => Some(object),
             Err(issue) => {
-                let mut e = check::undeserializable(kind, &value, issue);
+                let meta = check::rough_meta(&value);
+                let mut e = check::undeserializable(kind, &meta, issue);
                 e.source = Some(file.display().to_string());
                 self.errors.push(e);
                 None

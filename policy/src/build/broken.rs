@@ -36,8 +36,9 @@ where
     })
 }
 
-/// Name and namespace read loosely from an object that may not
-/// deserialize, to say which object an error is about.
+/// Name, namespace, uid and resourceVersion read loosely from an object
+/// that may not deserialize: enough to say which object an error is about,
+/// and for a watcher to keep its place.
 pub fn rough_meta(value: &Value) -> ObjectMeta {
     let get = |key: &str| {
         value
@@ -49,6 +50,8 @@ pub fn rough_meta(value: &Value) -> ObjectMeta {
     ObjectMeta {
         name: get("name"),
         namespace: get("namespace"),
+        uid: get("uid"),
+        resource_version: get("resourceVersion"),
         ..ObjectMeta::default()
     }
 }

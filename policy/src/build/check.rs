@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
-pub use broken::deserialize;
+pub use broken::{deserialize, rough_meta};
 
 fn error(kind: &str, meta: &ObjectMeta, namespaced: bool, e: FieldError) -> InputError {
     InputError {
@@ -45,17 +45,24 @@ pub fn policy(np: &net::NetworkPolicy) -> Result<Policy, InputError> {
 pub fn policy_json(value: &Value) -> Result<Policy, InputError> {
     match deserialize::<_, net::NetworkPolicy>(value) {
         Ok(np) => policy(&np),
-        Err(issue) => broken::policy(value, issue),
+        Err(issue) => unreadable_policy(value, issue),
     }
 }
 
+/// The NetworkPolicy `value`, known not to deserialize (`issue` says
+/// where): unreadable, with what could be read of its pod selector and
+/// directions; an error only when its name or namespace cannot be read.
+pub fn unreadable_policy(value: &Value, issue: FieldIssue) -> Result<Policy, InputError> {
+    broken::policy(value, issue)
+}
+
 /// The error for an object of `kind` whose JSON does not have the shape of
-/// its type (`issue` says where), named as well as its JSON allows.
-pub fn undeserializable(kind: &str, value: &Value, issue: FieldIssue) -> InputError {
+/// its type (`issue` says where); `meta` is what [`rough_meta`] read of it.
+pub fn undeserializable(kind: &str, meta: &ObjectMeta, issue: FieldIssue) -> InputError {
     let namespaced = kind != "Namespace";
     InputError {
         source: None,
-        object: object_name(kind, &broken::rough_meta(value), namespaced),
+        object: object_name(kind, meta, namespaced),
         field: issue.field,
         message: issue.message,
     }

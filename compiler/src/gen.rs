@@ -137,6 +137,8 @@ fn policy(ns: usize, k: usize, size: &ClusterSize) -> Policy {
         isolates_egress: false,
         ingress: vec![],
         egress: vec![],
+        unreadable: None,
+        warnings: vec![],
     };
     match k % 10 {
         // Default deny ingress for the namespace.
@@ -280,6 +282,7 @@ pub fn cluster(size: &ClusterSize) -> Model {
         policies,
         services: vec![],
         errors: vec![],
+        warnings: vec![],
     }
 }
 

@@ -347,6 +347,8 @@ mod tests {
                     }]),
                 }],
                 egress: vec![],
+                unreadable: None,
+                warnings: vec![],
             }],
             services: vec![Service {
                 namespace: "shop".into(),
@@ -361,6 +363,7 @@ mod tests {
                 selector: None,
             }],
             errors: vec![],
+            warnings: vec![],
         }
     }
 

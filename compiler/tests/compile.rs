@@ -4,8 +4,8 @@
 use palisade_common::{INNER_PORT_MAX, PROTO_TCP};
 use palisade_compiler::{compile, lookup, IdentityAllocator, LookupVerdict};
 use palisade_policy::{
-    Direction, Flow, Model, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule, RuleRef,
-    Selector,
+    Direction, FieldIssue, Flow, Model, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
+    RuleRef, Selector,
 };
 use std::net::IpAddr;
 
@@ -45,6 +45,8 @@ fn ingress_policy(name: &str, rules: Vec<Rule>) -> Policy {
         isolates_egress: false,
         ingress: rules,
         egress: vec![],
+        unreadable: None,
+        warnings: vec![],
     }
 }
 
@@ -59,6 +61,7 @@ fn model(policies: Vec<Policy>) -> Model {
         policies,
         services: vec![],
         errors: vec![],
+        warnings: vec![],
     }
 }
 
@@ -203,4 +206,40 @@ fn families_never_mix() {
     };
     assert!(check("2001:db8::1", "fd00::1"));
     assert!(!check("192.0.2.1", "10.0.0.1"), "::/0 must not cover IPv4");
+}
+
+#[test]
+fn an_unreadable_policy_compiles_to_isolation_with_no_bits() {
+    let allow_all = vec![Rule {
+        peers: None,
+        ports: None,
+    }];
+    let mut unreadable = ingress_policy("broken", allow_all.clone());
+    unreadable.unreadable = Some(FieldIssue {
+        field: "spec.ingress[1].ports[0].port".into(),
+        message: "0 is out of range 1-65535".into(),
+    });
+    let node = compile(
+        &model(vec![unreadable.clone()]),
+        "n1",
+        &mut IdentityAllocator::new(),
+    );
+    let ing = &node.pods["ns/web"].ingress;
+    assert!(ing.isolated && !ing.audit);
+    assert_eq!(ing.isolating, ["ns/broken"]);
+    assert!(ing.groups.is_empty(), "{:?}", ing.groups);
+    assert_eq!((ing.any_peer, ing.any_port), (0, 0));
+    assert!(ing.identities.is_empty() && ing.cidrs.is_empty() && ing.ports.is_empty());
+    assert!(ing.spill.is_empty() && !ing.spill_any_peer);
+    assert!(!node.pods["ns/web"].egress.isolated);
+    // A readable policy on the same pod still allows what it allows.
+    let node = compile(
+        &model(vec![unreadable, ingress_policy("open", allow_all)]),
+        "n1",
+        &mut IdentityAllocator::new(),
+    );
+    let ing = &node.pods["ns/web"].ingress;
+    assert_eq!(ing.isolating, ["ns/broken", "ns/open"]);
+    assert_eq!(ing.groups.len(), 1);
+    assert_eq!(ing.groups[0].rules, vec![rref("open", 0)]);
 }

@@ -322,6 +322,8 @@ fn enforcement_change_recompiles_selected_pods() {
         isolates_egress: false,
         ingress: vec![],
         egress: vec![],
+        unreadable: None,
+        warnings: vec![],
     };
     let model = Model {
         pods: vec![pod("a", 1, "a"), pod("b", 2, "b")],

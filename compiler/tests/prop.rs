@@ -281,6 +281,8 @@ fn spill_model() -> impl Strategy<Value = Model> {
                     isolates_egress: true,
                     ingress: rules.clone(),
                     egress: rules.clone(),
+                    unreadable: None,
+                    warnings: vec![],
                 };
                 Model {
                     namespaces: namespaces
@@ -291,6 +293,7 @@ fn spill_model() -> impl Strategy<Value = Model> {
                     policies: NAMESPACES.iter().map(|ns| policy("spill", ns)).collect(),
                     services: vec![],
                     errors: vec![],
+                    warnings: vec![],
                 }
             },
         )
@@ -412,9 +415,12 @@ fn spill_path_decides_beyond_rule_bits() {
             isolates_egress: false,
             ingress,
             egress: vec![],
+            unreadable: None,
+            warnings: vec![],
         }],
         services: vec![],
         errors: vec![],
+        warnings: vec![],
     };
     let node = compile(&model, NODE, &mut IdentityAllocator::new());
     let dir = &node.pods["ns0/a"].ingress;

@@ -35,7 +35,14 @@
 //! - A policy annotated `palisade.dev/enforcement: audit` is audit-only: a
 //!   direction isolated by audit policies alone lets through what they
 //!   would deny, as a "would deny" verdict; a direction any enforced
-//!   policy isolates is decided by the enforced policies alone.
+//!   policy isolates is decided by the enforced policies alone. Any other
+//!   value of the annotation is enforced, with a warning.
+//! - What the API server accepted is enforced: a NetworkPolicy Palisade
+//!   cannot understand (fails validation, or does not deserialize) stays
+//!   in the model as [`Policy::unreadable`], isolating its pods (its
+//!   namespace when its selector does not read) in its directions (both
+//!   when they do not read) with nothing allowed, and is reported in
+//!   [`Model::warnings`].
 
 mod build;
 mod load;

@@ -9,11 +9,9 @@
 //! kind is ignored. A document or object that cannot be read becomes an
 //! `InputError` and everything else still loads.
 
-use crate::build::{build_sourced, object_name, Sourced};
-use crate::model::{InputError, Model};
+use crate::build::{build_sourced, check, Sourced};
+use crate::model::{InputError, Model, Policy};
 use k8s_openapi::api::core::v1 as core;
-use k8s_openapi::api::networking::v1 as net;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -23,7 +21,9 @@ use std::path::{Path, PathBuf};
 struct Objects {
     namespaces: Vec<Sourced<core::Namespace>>,
     pods: Vec<Sourced<core::Pod>>,
-    policies: Vec<Sourced<net::NetworkPolicy>>,
+    /// Converted as they are read: one that does not deserialize is still
+    /// a policy (not understood), never dropped.
+    policies: Vec<Sourced<Result<Policy, InputError>>>,
     services: Vec<Sourced<core::Service>>,
     errors: Vec<InputError>,
 }
@@ -250,24 +250,23 @@ impl Objects {
         let source = Some(file.display().to_string());
         match (api_version.as_str(), kind.as_str()) {
             ("v1", "Namespace") => {
-                if let Some(object) = self.typed(value, file, "Namespace", false) {
+                if let Some(object) = self.typed(value, file, "Namespace") {
                     self.namespaces.push(Sourced { source, object });
                 }
             }
             ("v1", "Pod") => {
-                if let Some(object) = self.typed(value, file, "Pod", true) {
+                if let Some(object) = self.typed(value, file, "Pod") {
                     self.pods.push(Sourced { source, object });
                 }
             }
             ("v1", "Service") => {
-                if let Some(object) = self.typed(value, file, "Service", true) {
+                if let Some(object) = self.typed(value, file, "Service") {
                     self.services.push(Sourced { source, object });
                 }
             }
             ("networking.k8s.io/v1", "NetworkPolicy") => {
-                if let Some(object) = self.typed(value, file, "NetworkPolicy", true) {
-                    self.policies.push(Sourced { source, object });
-                }
+                let object = check::policy_json(&value);
+                self.policies.push(Sourced { source, object });
             }
             _ => {} // other kinds play no part in policy
         }
@@ -275,45 +274,17 @@ impl Objects {
 
     /// Deserializes into the k8s-openapi type; a type error names the path
     /// of the field that failed.
-    fn typed<T: DeserializeOwned>(
-        &mut self,
-        value: Value,
-        file: &Path,
-        kind: &str,
-        namespaced: bool,
-    ) -> Option<T> {
-        let meta = rough_meta(&value);
-        match serde_path_to_error::deserialize::<_, T>(value) {
+    fn typed<T: DeserializeOwned>(&mut self, value: Value, file: &Path, kind: &str) -> Option<T> {
+        match check::deserialize::<_, T>(&value) {
             Ok(object) => Some(object),
-            Err(e) => {
-                let field = e.path().to_string();
-                let field = if field == "." {
-                    "(root)".to_string()
-                } else {
-                    field
-                };
-                let object = object_name(kind, &meta, namespaced);
-                self.push_error(file, object, &field, e.into_inner().to_string());
+            Err(issue) => {
+                let meta = check::rough_meta(&value);
+                let mut e = check::undeserializable(kind, &meta, issue);
+                e.source = Some(file.display().to_string());
+                self.errors.push(e);
                 None
             }
         }
-    }
-}
-
-/// Name and namespace read loosely from an object that may not
-/// deserialize, to say which object an error is about.
-fn rough_meta(value: &Value) -> ObjectMeta {
-    let get = |key: &str| {
-        value
-            .get("metadata")
-            .and_then(|m| m.get(key))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    ObjectMeta {
-        name: get("name"),
-        namespace: get("namespace"),
-        ..ObjectMeta::default()
     }
 }
 

@@ -3,7 +3,10 @@
 //! Sources (manifest directories, the Kubernetes API) produce k8s-openapi
 //! objects; `palisade_policy::build` validates them into these types. Everything here
 //! is already checked: CIDRs parsed, ports in range, protocols known. An
-//! object that failed validation is absent and reported in `Model::errors`.
+//! object that failed validation is absent and reported in `Model::errors`,
+//! except a NetworkPolicy: one that cannot be understood is kept as
+//! [`Policy::unreadable`] (isolation with nothing allowed) and reported in
+//! `Model::warnings`, since dropping it would open what it closes.
 
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
@@ -163,6 +166,20 @@ impl Enforcement {
     }
 }
 
+/// A field of a policy that Palisade could not take as written, and why.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FieldIssue {
+    /// The field's path (`spec.ingress[0].ports[0].port`).
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for FieldIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
     pub namespace: String,
@@ -176,6 +193,17 @@ pub struct Policy {
     pub isolates_egress: bool,
     pub ingress: Vec<Rule>,
     pub egress: Vec<Rule>,
+    /// Set when Palisade cannot understand the policy (a field that fails
+    /// validation or does not have the shape of its type). What the API
+    /// server accepted is enforced, and deny is the only safe reading: the
+    /// policy isolates its pods in its directions and allows nothing
+    /// ([`Policy::rules`] is empty whatever `ingress` and `egress` hold).
+    /// Its directions and `pod_selector` are what could be read: both
+    /// directions, and every pod of its namespace, when they could not.
+    pub unreadable: Option<FieldIssue>,
+    /// Problems read past (an unknown `palisade.dev/enforcement` value,
+    /// taken as `enforce`): the policy is used, and they are reported.
+    pub warnings: Vec<FieldIssue>,
 }
 
 /// Where a Service port sends traffic on its backends.
@@ -251,7 +279,13 @@ pub struct Model {
     pub policies: Vec<Policy>,
     /// Sorted by namespace and name.
     pub services: Vec<Service>,
+    /// Objects skipped, with the reason.
     pub errors: Vec<InputError>,
+    /// Problems in objects the model still holds: NetworkPolicies not
+    /// understood (isolating with nothing allowed) and values read past
+    /// (an unknown enforcement value, enforced). Each message says what
+    /// was made of the object.
+    pub warnings: Vec<InputError>,
 }
 
 /// Direction of a check, as seen from the pod whose policy is consulted.

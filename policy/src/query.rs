@@ -119,11 +119,49 @@ impl Policy {
         }
     }
 
+    /// The rules of `dir` that allow traffic: none for a policy Palisade
+    /// could not understand (it isolates and allows nothing), so the
+    /// oracle and the compiler cannot read it differently.
     pub fn rules(&self, dir: Direction) -> &[Rule] {
+        if self.unreadable.is_some() {
+            return &[];
+        }
         match dir {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
         }
+    }
+
+    /// The directions the policy isolates, for messages.
+    pub fn directions_text(&self) -> &'static str {
+        match (self.isolates_ingress, self.isolates_egress) {
+            (true, true) => "ingress and egress",
+            (true, false) => "ingress",
+            (false, true) => "egress",
+            (false, false) => "no direction",
+        }
+    }
+
+    /// What a policy not understood does instead of its rules: `its pods
+    /// are isolated for ingress with nothing allowed`.
+    pub fn unreadable_consequence(&self) -> String {
+        let audit = if self.is_audit() {
+            " (audit mode: reported as would deny, not dropped)"
+        } else {
+            ""
+        };
+        format!(
+            "its pods are isolated for {} with nothing allowed{audit}",
+            self.directions_text()
+        )
+    }
+
+    /// For a policy not understood: what was wrong and what it does
+    /// instead (`spec.x: ...; its pods are isolated for ingress with
+    /// nothing allowed`).
+    pub fn unreadable_note(&self) -> Option<String> {
+        let issue = self.unreadable.as_ref()?;
+        Some(format!("{issue}; {}", self.unreadable_consequence()))
     }
 
     pub fn is_audit(&self) -> bool {

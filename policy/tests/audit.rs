@@ -100,7 +100,7 @@ fn annotation_values_load() {
 }
 
 #[test]
-fn bad_annotation_values_skip_the_policy() {
+fn unknown_annotation_values_enforce_with_a_warning() {
     for bad in ["x", "Audit", "AUDIT", "", " audit", "enforced", "dry-run"] {
         let text = format!(
             "{PODS}{}{}",
@@ -108,29 +108,24 @@ fn bad_annotation_values_skip_the_policy() {
             policy("good", "web", None, DENY_INGRESS)
         );
         let m = load_str(&text, "audit.yaml");
-        assert_eq!(m.errors.len(), 1, "{bad:?}: {:#?}", m.errors);
-        let e = &m.errors[0];
-        assert_eq!(e.object, "NetworkPolicy shop/typo");
+        assert!(m.errors.is_empty(), "{bad:?}: {:#?}", m.errors);
+        assert_eq!(m.warnings.len(), 1, "{bad:?}: {:#?}", m.warnings);
+        let w = &m.warnings[0];
         assert_eq!(
-            e.field,
-            r#"metadata.annotations["palisade.dev/enforcement"]"#
-        );
-        assert_eq!(
-            e.message,
-            format!(r#"must be "audit" or "enforce", got {bad:?}"#)
-        );
-        assert_eq!(
-            e.to_string(),
+            w.to_string(),
             format!(
-                r#"audit.yaml: NetworkPolicy shop/typo: metadata.annotations["palisade.dev/enforcement"]: must be "audit" or "enforce", got {bad:?}"#
+                r#"audit.yaml: NetworkPolicy shop/typo: metadata.annotations["palisade.dev/enforcement"]: unknown value {bad:?} (must be "audit" or "enforce"): the policy is enforced"#
             )
         );
-        // Skipped like any invalid policy; the others still load.
-        let names: Vec<&str> = m.policies.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["good"], "{bad:?}");
-        // db is no longer isolated: the skipped policy does not exist.
+        // Kept and enforced, rules and all; the warning travels with it.
+        let typo = m.policies.iter().find(|p| p.name == "typo").unwrap();
+        assert_eq!(typo.enforcement, Enforcement::Enforce, "{bad:?}");
+        assert!(typo.unreadable.is_none());
+        assert_eq!(typo.warnings.len(), 1);
+        // db is isolated and its ingress denied, not "would deny".
         let v = evaluate(&m, &tcp(WEB, DB, 80));
-        assert_eq!(v.ingress, DirVerdict::NotIsolated);
+        assert_eq!(v.ingress, DirVerdict::Denied(vec!["shop/typo".into()]));
+        assert!(!v.allowed());
     }
 }
 
@@ -169,13 +164,15 @@ fn api_objects_carry_the_annotation_too() {
             ("a", Enforcement::Audit),
             ("b", Enforcement::Enforce),
             ("c", Enforcement::Enforce),
+            ("d", Enforcement::Enforce),
         ]
     );
-    assert_eq!(m.errors.len(), 1);
-    assert_eq!(m.errors[0].source, None);
+    assert!(m.errors.is_empty(), "{:#?}", m.errors);
+    assert_eq!(m.warnings.len(), 1);
+    assert_eq!(m.warnings[0].source, None);
     assert_eq!(
-        m.errors[0].to_string(),
-        r#"NetworkPolicy shop/d: metadata.annotations["palisade.dev/enforcement"]: must be "audit" or "enforce", got "bogus""#
+        m.warnings[0].to_string(),
+        r#"NetworkPolicy shop/d: metadata.annotations["palisade.dev/enforcement"]: unknown value "bogus" (must be "audit" or "enforce"): the policy is enforced"#
     );
 }
 

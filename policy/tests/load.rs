@@ -81,17 +81,53 @@ spec: {podSelector: {}}
     e
 }
 
+/// A policy `bad` that fails validation is not skipped: it stays, not
+/// understood (no rules), and the one warning names the field; the rest
+/// loads without error.
 fn assert_policy_error(spec: &str, field: &str, message_part: &str) {
-    assert_single_error(
+    let good_policy = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: good, namespace: x}
+spec: {podSelector: {}}
+";
+    let text = docs(&[
+        NS_X,
+        &pod("x", "web", "10.0.0.1"),
         &policy_with_spec(spec),
-        "NetworkPolicy x/bad",
-        field,
-        message_part,
+        good_policy,
+    ]);
+    let model = load_str(&text, "cluster/manifests.yaml");
+    assert!(model.errors.is_empty(), "{spec}: {:#?}", model.errors);
+    assert_eq!(model.warnings.len(), 1, "{spec}: {:#?}", model.warnings);
+    let w = &model.warnings[0];
+    assert_eq!(w.source.as_deref(), Some("cluster/manifests.yaml"));
+    assert_eq!(w.object, "NetworkPolicy x/bad", "{w}");
+    assert_eq!(w.field, field, "{w}");
+    assert!(
+        w.message.contains(message_part),
+        "{w} lacks {message_part:?}"
     );
+    assert!(
+        w.message
+            .contains("policy not understood: its pods are isolated for"),
+        "{w}"
+    );
+    let bad = model
+        .policies
+        .iter()
+        .find(|p| p.name == "bad")
+        .expect("kept");
+    let issue = bad.unreadable.as_ref().expect("marked unreadable");
+    assert_eq!(issue.field, field);
+    assert!(bad.rules(Direction::Ingress).is_empty() && bad.rules(Direction::Egress).is_empty());
+    assert!(bad.isolates_ingress, "{spec}: every case isolates ingress");
+    assert!(model.policies.iter().any(|p| p.name == "good"));
+    assert!(model.pod("x", "web").is_some());
 }
 
 #[test]
-fn bad_policies_are_reported_and_skipped() {
+fn bad_policies_are_reported_and_not_understood() {
     let cases: &[(&str, &str, &str)] = &[
         (
             "podSelector: {}\ningress: [{from: [{ipBlock: {cidr: 10.0.0.0/33}}]}]",
@@ -248,7 +284,15 @@ apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
 metadata: {name: bad, namespace: x}
 ";
-    assert_single_error(no_spec, "NetworkPolicy x/bad", "spec", "missing");
+    // Without a spec nothing is known but its namespace: every pod of it,
+    // both directions.
+    let model = load_str(no_spec, "np.yaml");
+    assert!(model.errors.is_empty(), "{:#?}", model.errors);
+    assert_eq!(model.warnings[0].field, "spec");
+    let p = &model.policies[0];
+    assert!(p.unreadable.is_some() && p.isolates_ingress && p.isolates_egress);
+    assert_eq!(p.pod_selector, Default::default());
+    // Without a name it cannot be told apart from other policies: skipped.
     let no_name = "
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -688,9 +732,10 @@ fn build_takes_api_objects() {
     )))
     .unwrap();
     let model: Model = build(vec![ns], vec![p], vec![bad], vec![]);
-    assert_eq!(model.errors.len(), 1);
-    assert_eq!(model.errors[0].source, None);
-    assert_eq!(model.errors[0].to_string(), "NetworkPolicy x/bad: spec.policyTypes[0]: unknown policy type \"Sideways\": must be Ingress or Egress");
+    assert!(model.errors.is_empty(), "{:#?}", model.errors);
+    assert_eq!(model.warnings.len(), 1);
+    assert_eq!(model.warnings[0].source, None);
+    assert_eq!(model.warnings[0].to_string(), "NetworkPolicy x/bad: spec.policyTypes[0]: unknown policy type \"Sideways\": must be Ingress or Egress; policy not understood: its pods are isolated for ingress and egress with nothing allowed");
     assert_eq!(model.pods.len(), 1);
 }
 

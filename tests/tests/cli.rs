@@ -546,8 +546,8 @@ spec:
       ports: [{port: 80}]
 ";
 
-/// Three broken policies (each would deny x/b's ingress if it loaded) and
-/// one unparsable document between them.
+/// Three broken policies (not understood: each isolates x/b's ingress
+/// with nothing allowed) and one unparsable document between them.
 const BAD: &str = "\
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -586,11 +586,13 @@ fn bad_input_is_reported_and_fails_only_with_strict() {
     let bad = dir.write("bad.yaml", BAD);
     let bad = path_str(&bad);
     let root = path_str(&dir.0);
+    let isolated =
+        "; policy not understood: its pods are isolated for ingress with nothing allowed";
     let expected_errors = [
-        format!("skipped: {bad}: NetworkPolicy x/bad-cidr: spec.ingress[0].from[0].ipBlock.cidr: \"10.0.0.300/24\" is not a CIDR"),
+        format!("warning: {bad}: NetworkPolicy x/bad-cidr: spec.ingress[0].from[0].ipBlock.cidr: \"10.0.0.300/24\" is not a CIDR (address/prefix-length){isolated}"),
         format!("skipped: {bad}: document 2 (line 9): syntax: "),
-        format!("skipped: {bad}: NetworkPolicy x/bad-range: spec.ingress[0].ports[0].endPort: 80 is less than port 90"),
-        format!("skipped: {bad}: NetworkPolicy x/bad-protocol: spec.ingress[0].ports[0].protocol: unsupported protocol \"ICMP\""),
+        format!("warning: {bad}: NetworkPolicy x/bad-range: spec.ingress[0].ports[0].endPort: 80 is less than port 90{isolated}"),
+        format!("warning: {bad}: NetworkPolicy x/bad-protocol: spec.ingress[0].ports[0].protocol: unsupported protocol \"ICMP\": must be TCP, UDP or SCTP{isolated}"),
     ];
     let check_stderr = |run: &Run| {
         let lines: Vec<&str> = run.stderr.lines().collect();
@@ -606,14 +608,16 @@ fn bad_input_is_reported_and_fails_only_with_strict() {
         assert!(run.stderr.contains("line 11 column 1"), "{}", run.stderr);
     };
 
-    // The valid objects still load: b is not isolated, a admits b on 80.
+    // The valid objects still load: a admits b on 80. The broken
+    // policies isolate b with nothing allowed: a reaches b on no port.
     let model = load_paths(std::slice::from_ref(&dir.0));
     let expected = matrix(&model, &probes("80/TCP,81/TCP"), Family::V4);
-    assert_eq!(
-        expected.iter().filter(|e| e.allowed).count(),
-        3,
-        "{expected:?}"
-    );
+    let allowed: Vec<(&str, &str, u16)> = expected
+        .iter()
+        .filter(|e| e.allowed)
+        .map(|e| (e.from.as_str(), e.to.as_str(), e.port))
+        .collect();
+    assert_eq!(allowed, [("x/b", "x/a", 80)], "{expected:?}");
     for (strict, code) in [(false, 0), (true, 1)] {
         let mut args = vec!["matrix", "--manifests", root, "--ports", "80/TCP,81/TCP"];
         args.extend(["--output", "json"]);
@@ -804,13 +808,13 @@ spec:
          ingress of x/a: allowed (audit: would deny by x/a-trial): no ingress rule \
          allows it, and only audit policies isolate it\n"
     );
-    assert!(
-        run.stderr.contains(&format!(
-            "skipped: {}: NetworkPolicy x/b-typo: metadata.annotations[\"palisade.dev/enforcement\"]: must be \"audit\" or \"enforce\", got \"Audit\"",
+    // The misspelt mode is enforced, with a warning.
+    assert_eq!(
+        run.stderr,
+        format!(
+            "warning: {}: NetworkPolicy x/b-typo: metadata.annotations[\"palisade.dev/enforcement\"]: unknown value \"Audit\" (must be \"audit\" or \"enforce\"): the policy is enforced\n",
             file.display()
-        )),
-        "{}",
-        run.stderr
+        )
     );
 
     // What the audit policy allows is a plain allow.
@@ -846,7 +850,7 @@ spec:
     ]);
     assert_eq!(
         run.stdout,
-        "80/TCP\n-   x/a x/b\nx/a  -   .\nx/b  ~   -\n443/TCP\n-   x/a x/b\nx/a  -   .\nx/b  .   -\n"
+        "80/TCP\n-   x/a x/b\nx/a  -   X\nx/b  ~   -\n443/TCP\n-   x/a x/b\nx/a  -   X\nx/b  .   -\n"
     );
     let run = palisade(&[
         "matrix",
@@ -864,5 +868,138 @@ spec:
         .map(|c| (c["from"].as_str().unwrap(), c["to"].as_str().unwrap()))
         .collect();
     assert_eq!(marked, [("x/b", "x/a")]);
-    assert!(cells.iter().all(|c| c["allowed"] == true));
+    let allowed: Vec<_> = cells
+        .iter()
+        .map(|c| (c["from"].as_str().unwrap(), c["allowed"] == true))
+        .collect();
+    assert_eq!(allowed, [("x/a", false), ("x/b", true)]);
+}
+
+/// A policy that does not deserialize (an object where a port belongs)
+/// next to one that fails validation, over pods a (app: a) and b (app: b).
+const NOT_UNDERSTOOD: &str = "\
+apiVersion: v1
+kind: Pod
+metadata: {name: a, namespace: x, labels: {app: a}}
+status: {podIP: 10.9.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: b, namespace: x, labels: {app: b}}
+status: {podIP: 10.9.0.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: c, namespace: y, labels: {app: a}}
+status: {podIP: 10.9.0.3}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: a-web, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: a}}
+  ingress: [{ports: [{port: {number: 80}}]}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: b-egress, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: b}}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.9.0.0/16, except: [10.8.0.0/24]}}]}]
+";
+
+#[test]
+fn check_and_matrix_name_a_policy_not_understood() {
+    let dir = TempDir::new("not-understood");
+    let file = dir.write("np.yaml", NOT_UNDERSTOOD);
+    let root = path_str(&dir.0);
+    let run = palisade(&[
+        "check",
+        "--manifests",
+        root,
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "80",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(
+        run.stdout,
+        "DENY x/b (10.9.0.2) -> x/a (10.9.0.1) 80/TCP\n  \
+         egress of x/b: denied: no egress rule allows it (isolated by x/b-egress); \
+         policy x/b-egress not understood: spec.egress[0].to[0].ipBlock.except[0]: \
+         10.8.0.0/24 must be strictly inside cidr 10.9.0.0/16; \
+         its pods are isolated for egress with nothing allowed\n  \
+         ingress of x/a: denied: no ingress rule allows it (isolated by x/a-web); \
+         policy x/a-web not understood: spec.ingress[0].ports[0].port: \
+         invalid type: map, expected IntOrString; \
+         its pods are isolated for ingress with nothing allowed\n"
+    );
+    let warned: Vec<&str> = run.stderr.lines().collect();
+    assert_eq!(warned.len(), 2, "{}", run.stderr);
+    let f = file.display();
+    assert!(
+        warned[0].starts_with(&format!(
+            "warning: {f}: NetworkPolicy x/a-web: spec.ingress[0].ports[0].port: "
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        warned[1].starts_with(&format!(
+            "warning: {f}: NetworkPolicy x/b-egress: spec.egress[0].to[0].ipBlock.except[0]: "
+        )),
+        "{}",
+        run.stderr
+    );
+    // --strict makes it a failure, as for CI.
+    let strict = palisade(&[
+        "check",
+        "--manifests",
+        root,
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "80",
+        "--strict",
+    ]);
+    assert_eq!(strict.code, Some(1));
+
+    // The JSON answer names the policies and what was wrong.
+    let run = palisade(&[
+        "check",
+        "--manifests",
+        root,
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "80",
+        "--output",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["ingress"], serde_json::json!({"Denied": ["x/a-web"]}));
+    let notes = v["not_understood"].as_array().expect("not_understood");
+    assert_eq!(notes.len(), 2, "{v:#}");
+    assert_eq!(notes[0]["policy"], "x/a-web");
+    assert!(notes[0]["note"]
+        .as_str()
+        .unwrap()
+        .starts_with("spec.ingress[0].ports[0].port: "));
+
+    // The pod of another namespace with the same labels is untouched.
+    let run = palisade(&["matrix", "--manifests", root, "--ports", "80"]);
+    assert_eq!(
+        run.stdout,
+        "80/TCP\n-   x/a x/b y/c\nx/a  -   .   .\nx/b  X   -   X\ny/c  X   .   -\n"
+    );
+    assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
 }

@@ -4,8 +4,10 @@
 //! pod additions and deletions are enforced; the API going down leaves enforcement and readiness alone and
 //! its return is caught up; 410 Gone makes the watchers list again without
 //! the pod's record ever losing its isolation; /metrics is well formed and
-//! times changes and pending interfaces; an invalid policy gets one
-//! Kubernetes Event per distinct problem while valid ones are enforced;
+//! times changes and pending interfaces; a policy not understood isolates
+//! its pods with nothing allowed and gets one Kubernetes Event per
+//! distinct problem while valid ones are enforced; objects that do not
+//! deserialize fail neither the list nor the watch;
 //! Services added, changed and deleted through the API keep the pinned
 //! `SERVICES` map equal to the cluster's ClusterIPs.
 //!
@@ -481,11 +483,12 @@ fn events_on(api: &FakeApiServer, name: &str) -> Vec<Value> {
         .collect()
 }
 
-/// An invalid policy gets exactly one Warning Event naming the field, not
-/// one per round; a second distinct problem gets its own; the valid
-/// policies are enforced meanwhile.
+/// A policy that fails validation is not understood: its pods are
+/// isolated with nothing allowed, and it gets exactly one Warning Event
+/// naming the field, not one per round; a second distinct problem gets its
+/// own; the valid policies are enforced meanwhile.
 #[test]
-fn kube_source_invalid_policy_event() {
+fn kube_source_policy_not_understood_event() {
     let (_ns, s, api, kubeconfig) = setup("kubev");
     api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
     api.apply(pod("client", "client", "node1", "10.78.0.3"))
@@ -500,17 +503,22 @@ fn kube_source_invalid_policy_event() {
 
     wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
     assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS), "valid policy");
+    let isolated = endpoint(&s, client).expect("client programmed");
     assert_eq!(
-        flags(&s, client),
-        Some(0),
-        "the invalid policy isolates nothing"
+        isolated.flags, EP_ISOLATED_INGRESS,
+        "the policy not understood isolates its pod"
     );
-    wait_for(&agent, "the invalid policy's event", LIMIT, || {
+    assert_eq!(
+        (isolated.ingress.any_peer, isolated.ingress.any_port),
+        (0, 0),
+        "and allows nothing"
+    );
+    wait_for(&agent, "the policy's event", LIMIT, || {
         !events_on(&api, "bad").is_empty()
     });
     let event = &events_on(&api, "bad")[0];
     assert_eq!(event["type"], "Warning", "{event:#}");
-    assert_eq!(event["reason"], "InvalidPolicy", "{event:#}");
+    assert_eq!(event["reason"], "PolicyNotUnderstood", "{event:#}");
     assert_eq!(event["metadata"]["namespace"], "shop", "{event:#}");
     let regarding = &event["regarding"];
     assert_eq!(regarding["kind"], "NetworkPolicy", "{event:#}");
@@ -518,16 +526,20 @@ fn kube_source_invalid_policy_event() {
     assert_eq!(regarding["uid"], "uid-bad", "{event:#}");
     let note = event["note"].as_str().unwrap_or_default();
     assert!(
-        note.starts_with("spec.ingress[0].from[0].ipBlock.cidr: ") && note.contains("10.0.0.300/8"),
+        note.starts_with("spec.ingress[0].from[0].ipBlock.cidr: ")
+            && note.contains("10.0.0.300/8")
+            && note.ends_with("; its pods are isolated for ingress with nothing allowed"),
         "{note}"
     );
-    wait_for(&agent, "the invalid object count", LIMIT, || {
-        metric(metrics, "palisade_invalid_objects") == 1.0
+    wait_for(&agent, "the policies-not-understood gauge", LIMIT, || {
+        metric(metrics, "palisade_policies_not_understood") == 1.0
     });
+    assert_eq!(metric(metrics, "palisade_invalid_objects"), 0.0);
 
     // More rounds with the problem still there: no new event. Then a
-    // second invalid policy: its event comes after any repeat of the
-    // first would have (one publisher, in order), so the count is final.
+    // second policy not understood: its event comes after any repeat of
+    // the first would have (one publisher, in order), so the count is
+    // final.
     let before = rounds(&s);
     api.apply(policy("web", "web", true)).unwrap();
     wait_for(&agent, "the web policy change", LIMIT, || {
@@ -537,7 +549,7 @@ fn kube_source_invalid_policy_event() {
     wait_for(&agent, "the round's end", LIMIT, || rounds(&s) > before);
     api.apply(bad_cidr_policy("bad2", "web", "uid-bad2"))
         .unwrap();
-    wait_for(&agent, "the second invalid policy's event", LIMIT, || {
+    wait_for(&agent, "the second policy's event", LIMIT, || {
         !events_on(&api, "bad2").is_empty()
     });
     assert_eq!(events_on(&api, "bad").len(), 1, "{:#?}", api.events());
@@ -551,15 +563,138 @@ fn kube_source_invalid_policy_event() {
     assert_eq!(
         flags(&s, web),
         Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS),
-        "the valid policy stays enforced"
+        "the valid policy stays enforced beside the broken one"
     );
 
-    // Fixed: enforced, and no event about it.
+    // Fixed: its rules are enforced (a new generation for the client),
+    // and no event about it.
+    let generation = endpoint(&s, client).unwrap().generation;
     api.apply(policy("bad", "client", false)).unwrap();
     wait_for(&agent, "the fixed policy", LIMIT, || {
-        flags(&s, client) == Some(EP_ISOLATED_INGRESS)
+        endpoint(&s, client).is_some_and(|e| e.generation != generation)
+    });
+    assert_eq!(flags(&s, client), Some(EP_ISOLATED_INGRESS));
+    wait_for(&agent, "the gauge after the fix", LIMIT, || {
+        metric(metrics, "palisade_policies_not_understood") == 1.0
     });
     assert_eq!(events_on(&api, "bad").len(), 1, "{:#?}", api.events());
+}
+
+/// A Pod whose JSON does not have the shape of a Pod (a number where the
+/// containers belong).
+fn undeserializable_pod(name: &str, ip: &str) -> Value {
+    let mut p = pod(name, "web", "node1", ip);
+    p["metadata"]["uid"] = json!(format!("uid-{name}"));
+    p["spec"]["containers"] = json!(5);
+    p
+}
+
+/// A NetworkPolicy in `namespace` of which nothing can be read but its
+/// name: a number for a selector, a string for the policy types.
+fn undeserializable_policy(namespace: &str, name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+        "spec": {"podSelector": 5, "policyTypes": "Ingress"},
+    })
+}
+
+/// Objects that do not deserialize, in the first list and later in the
+/// watch, fail neither: the rest syncs and is enforced; the broken Pod is
+/// left out (its interface held pending), the broken policy isolates every
+/// pod of its namespace in both directions, and each gets one Event.
+#[test]
+fn kube_source_objects_that_do_not_deserialize() {
+    let (_ns, s, api, kubeconfig) = setup("kubdz");
+    api.apply(pod("web", "web", "node1", "10.78.0.2")).unwrap();
+    api.apply(pod("client", "client", "node1", "10.78.0.3"))
+        .unwrap();
+    let mut lone = pod("lone", "web", "node1", "10.78.0.4");
+    lone["metadata"]["namespace"] = json!("other");
+    api.apply(lone).unwrap();
+    api.apply(policy("web", "web", false)).unwrap();
+    api.apply(undeserializable_pod("ghost", "10.78.0.7"))
+        .unwrap();
+    api.apply(undeserializable_policy("other", "broken"))
+        .unwrap();
+    let web = add_pod_iface("web0", "10.78.0.2");
+    let client = add_pod_iface("cli0", "10.78.0.3");
+    let lone = add_pod_iface("lone0", "10.78.0.4");
+    let ghost = add_pod_iface("ghost0", "10.78.0.7");
+    let metrics = free_port();
+    let agent = start_agent(&s, &kubeconfig, metrics);
+
+    wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS), "{}", agent.log());
+    assert_eq!(flags(&s, client), Some(0));
+    assert_eq!(
+        flags(&s, lone),
+        Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS),
+        "the broken policy isolates its namespace's pods both ways"
+    );
+    let record = endpoint(&s, lone).unwrap();
+    assert_eq!(
+        (record.ingress.any_peer, record.egress.any_peer),
+        (0, 0),
+        "with nothing allowed"
+    );
+    assert_eq!(flags(&s, ghost), Some(EP_PENDING), "no pod: held closed");
+
+    wait_for(&agent, "an event on each broken object", LIMIT, || {
+        !events_on(&api, "ghost").is_empty() && !events_on(&api, "broken").is_empty()
+    });
+    let event = &events_on(&api, "ghost")[0];
+    assert_eq!(event["reason"], "InvalidObject", "{event:#}");
+    assert_eq!(event["regarding"]["kind"], "Pod", "{event:#}");
+    assert_eq!(event["regarding"]["uid"], "uid-ghost", "{event:#}");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(note.starts_with("spec.containers: invalid type"), "{note}");
+    let event = &events_on(&api, "broken")[0];
+    assert_eq!(event["reason"], "PolicyNotUnderstood", "{event:#}");
+    assert_eq!(event["regarding"]["uid"], "uid-broken", "{event:#}");
+    let note = event["note"].as_str().unwrap_or_default();
+    assert!(
+        note.ends_with("its pods are isolated for ingress and egress with nothing allowed"),
+        "{note}"
+    );
+    assert_eq!(metric(metrics, "palisade_invalid_objects"), 1.0);
+
+    // In the watch now: the web policy replaced by one that does not
+    // deserialize. The watch carries on (no restart), and the next change
+    // is seen too.
+    let restarts = metric(
+        metrics,
+        "palisade_watch_restarts_total{resource=\"networkpolicies\"}",
+    );
+    api.apply(undeserializable_policy("shop", "web")).unwrap();
+    wait_for(&agent, "the broken web policy", LIMIT, || {
+        flags(&s, web) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
+            && flags(&s, client) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
+    });
+    api.delete(Kind::NetworkPolicy, "other", "broken").unwrap();
+    wait_for(&agent, "the broken policy's deletion", LIMIT, || {
+        flags(&s, lone) == Some(0)
+    });
+    // The Pod fixed: its interface gets its pod's state.
+    api.apply(pod("ghost", "ghost", "node1", "10.78.0.7"))
+        .unwrap();
+    wait_for(&agent, "the fixed pod", LIMIT, || {
+        flags(&s, ghost) == Some(EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS)
+    });
+    assert_eq!(
+        metric(
+            metrics,
+            "palisade_watch_restarts_total{resource=\"networkpolicies\"}"
+        ),
+        restarts,
+        "a broken object restarted the watch"
+    );
+    assert_eq!(
+        metric(metrics, "palisade_watch_restarts_total{resource=\"pods\"}"),
+        0.0
+    );
+    assert_eq!(events_on(&api, "ghost").len(), 1, "{:#?}", api.events());
+    assert_eq!(events_on(&api, "web").len(), 1, "{:#?}", api.events());
 }
 
 /// The ClusterIPs in the pinned `SERVICES` map (each once, whatever its

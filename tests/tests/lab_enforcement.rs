@@ -273,3 +273,71 @@ fn lab_enforcement_agent_kill_9_keeps_verdicts() {
         env.lab.log(&agent.process)
     );
 }
+
+/// Policies the API server would take but Palisade cannot read as
+/// written: y/b is selected by a deny-ingress policy whose enforcement
+/// mode is misspelt (`Audit`), z/c by one with an object where a port
+/// belongs. Both are enforced (the first as written, the second as
+/// isolation with nothing allowed), never dropped: probes into y/b and z/c
+/// that passed before are refused, every other probe is unchanged.
+const NOT_UNDERSTOOD: &str = "
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: y-b-trial
+  namespace: y
+  annotations: {palisade.dev/enforcement: Audit}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  policyTypes: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: z-c-web
+  namespace: z
+spec:
+  podSelector: {matchLabels: {pod: c}}
+  ingress:
+    - ports: [{port: {number: 80}}]
+";
+
+#[test]
+fn lab_enforcement_policies_not_understood_deny() {
+    let v1 = policies_of("pod-selector");
+    let env = Enforced::up("lab_enforcement_unread", &v1);
+    let before = env.lab.measure_matrix(&PORTS, Family::V4).unwrap();
+    let d = palisade_lab::diff(&before, &env.expected(Family::V4));
+    assert!(d.is_empty(), "v1 not enforced as expected:\n{d:#?}");
+
+    env.set_policies(&format!("{v1}{NOT_UNDERSTOOD}"));
+    let after = env.lab.measure_matrix(&PORTS, Family::V4).unwrap();
+    let log = env.lab.log(&env.agent.process);
+    let d = palisade_lab::diff(&after, &env.expected(Family::V4));
+    assert!(
+        d.is_empty(),
+        "not enforced as the oracle says:\n{d:#?}\n{log}"
+    );
+
+    let selected = |e: &MatrixEntry| e.to == "y/b" || e.to == "z/c";
+    let mut refused = 0;
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((&b.from, &b.to, b.port), (&a.from, &a.to, a.port));
+        if selected(b) {
+            assert!(!a.allowed, "{a:?} passes a policy not understood");
+            refused += usize::from(b.allowed);
+        } else {
+            assert_eq!(a.allowed, b.allowed, "{a:?} changed");
+        }
+    }
+    // 8 sources x 4 probes into each of the two pods.
+    assert_eq!(refused, 64, "probes that passed before and are refused now");
+    // The agent said why, once each.
+    for what in [
+        "NetworkPolicy y/y-b-trial: metadata.annotations",
+        "NetworkPolicy z/z-c-web: spec.ingress[0].ports[0].port",
+    ] {
+        assert_eq!(log.matches(what).count(), 1, "{what} in:\n{log}");
+    }
+}

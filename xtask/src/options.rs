@@ -111,6 +111,9 @@ impl Plan {
         for e in &model.errors {
             eprintln!("{what}: skipped invalid input: {e}");
         }
+        for w in &model.warnings {
+            eprintln!("{what}: warning: {w}");
+        }
         let pods: Vec<Pod> = model
             .pods
             .iter()

@@ -374,6 +374,8 @@ struct Agent {
     /// What the event decoder and the counter metrics know of the node.
     view: SharedView,
     counters: Option<Arc<DatapathMetrics>>,
+    /// The input's warnings already logged.
+    warnings: input::WarningLog,
 }
 
 impl Agent {
@@ -402,6 +404,7 @@ impl Agent {
             audit: args.audit,
             view: SharedView::default(),
             counters: None,
+            warnings: input::WarningLog::default(),
         }
     }
 
@@ -422,7 +425,12 @@ impl Agent {
         for e in &model.errors {
             tracing::error!(error = %e, "invalid input skipped");
         }
+        self.warnings.log(&model.warnings);
         self.metrics.invalid_objects.set(model.errors.len() as i64);
+        let not_understood = model.policies.iter().filter(|p| p.unreadable.is_some());
+        self.metrics
+            .policies_not_understood
+            .set(not_understood.count() as i64);
         match input::reconcile(model, self.last_model.as_ref()) {
             Verdict::Use(model) => self.program_model(dp, model),
             Verdict::Hold(errors, partial) => {

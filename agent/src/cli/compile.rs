@@ -53,14 +53,12 @@ pub fn run(args: CompileArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The command's output, and whether it should exit non-zero: skipped
-/// objects under `--strict`, or a pod over a map capacity (programmed
+/// objects or warnings under `--strict`, or a pod over a map capacity (programmed
 /// deny-all). Diagnostics go to stderr.
 fn render(args: &CompileArgs) -> anyhow::Result<(String, bool)> {
     let paths = args.manifests.manifests.clone().into_paths();
     let model = palisade_policy::load_paths(&paths);
-    for e in &model.errors {
-        eprintln!("skipped: {e}");
-    }
+    let flawed = super::offline::report_input(&model);
     let mut alloc = IdentityAllocator::new();
     let node = compile(&model, &args.node, &mut alloc);
     if node.pods.is_empty() {
@@ -81,8 +79,7 @@ fn render(args: &CompileArgs) -> anyhow::Result<(String, bool)> {
         }
         Output::Text => render::to_text(&args.node, &node, &alloc),
     };
-    let failed = (args.manifests.strict && !model.errors.is_empty())
-        || node.pods.values().any(|p| p.error.is_some());
+    let failed = (args.manifests.strict && flawed) || node.pods.values().any(|p| p.error.is_some());
     Ok((text, failed))
 }
 

@@ -71,7 +71,9 @@ pub struct ManifestArgs {
     /// multi-document, `kind: List`). Repeat to load several.
     #[arg(long = "manifests", value_name = "PATH", required = true)]
     pub manifests: Vec<PathBuf>,
-    /// Exit non-zero when any object was skipped as invalid.
+    /// Exit non-zero when any object was skipped as invalid, or read with
+    /// a warning (a NetworkPolicy not understood, an unknown enforcement
+    /// value).
     #[arg(long)]
     pub strict: bool,
 }

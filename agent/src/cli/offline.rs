@@ -82,15 +82,45 @@ fn parse_probe(s: &str) -> Result<ProbePort, String> {
     s.parse()
 }
 
-/// Loads the manifests and reports skipped objects on stderr. The flag
+/// Loads the manifests and reports their problems on stderr. The flag
 /// says whether `--strict` turns them into a failure.
 pub(super) fn load(args: &ManifestArgs) -> (Model, bool) {
     let model = load_paths(&args.manifests);
+    let failed = report_input(&model) && args.strict;
+    (model, failed)
+}
+
+/// Prints the skipped objects and the warnings (policies not understood,
+/// values read past) on stderr; true when there was any.
+pub(super) fn report_input(model: &Model) -> bool {
     for e in &model.errors {
         eprintln!("skipped: {e}");
     }
-    let failed = args.strict && !model.errors.is_empty();
-    (model, failed)
+    for w in &model.warnings {
+        eprintln!("warning: {w}");
+    }
+    !model.errors.is_empty() || !model.warnings.is_empty()
+}
+
+/// For the policies named in a denial that Palisade could not understand:
+/// `; policy ns/name not understood: <field>: <problem>; its pods are
+/// isolated ... with nothing allowed`, one clause each.
+fn not_understood(model: &Model, policies: &[String]) -> String {
+    unreadable(model, policies)
+        .map(|(key, note)| format!("; policy {key} not understood: {note}"))
+        .collect()
+}
+
+/// `(namespace/name, note)` of the named policies not understood.
+fn unreadable<'a>(
+    model: &'a Model,
+    policies: &'a [String],
+) -> impl Iterator<Item = (String, String)> + 'a {
+    model
+        .policies
+        .iter()
+        .filter(|p| p.unreadable.is_some() && policies.contains(&p.key()))
+        .filter_map(|p| Some((p.key(), p.unreadable_note()?)))
 }
 
 fn exit(failed: bool) -> ExitCode {
@@ -107,7 +137,10 @@ pub fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let verdict = evaluate(&model, &query.flow);
     match args.output {
         CheckOutput::Text => print!("{}", query.explain(&model, &verdict)),
-        CheckOutput::Json => println!("{}", serde_json::to_string_pretty(&query.json(&verdict))?),
+        CheckOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&query.json(&model, &verdict))?
+        ),
     }
     Ok(exit(failed))
 }
@@ -292,14 +325,16 @@ impl Query {
                         .join(", ")
                 ),
                 (Some(p), DirVerdict::Denied(policies)) => format!(
-                    "{dir_name} of {}: denied: no {dir_name} rule allows it (isolated by {})",
+                    "{dir_name} of {}: denied: no {dir_name} rule allows it (isolated by {}){}",
                     p.key(),
-                    policies.join(", ")
+                    policies.join(", "),
+                    not_understood(model, policies)
                 ),
                 (Some(p), DirVerdict::WouldDeny(policies)) => format!(
-                    "{dir_name} of {}: allowed (audit: would deny by {}): no {dir_name} rule allows it, and only audit policies isolate it",
+                    "{dir_name} of {}: allowed (audit: would deny by {}): no {dir_name} rule allows it, and only audit policies isolate it{}",
                     p.key(),
-                    policies.join(", ")
+                    policies.join(", "),
+                    not_understood(model, policies)
                 ),
             };
             out.push_str(&format!("  {line}\n"));
@@ -307,8 +342,8 @@ impl Query {
         out
     }
 
-    fn json(&self, verdict: &Verdict) -> serde_json::Value {
-        serde_json::json!({
+    fn json(&self, model: &Model, verdict: &Verdict) -> serde_json::Value {
+        let mut out = serde_json::json!({
             "allowed": verdict.allowed(),
             "would_deny": verdict.would_deny(),
             "from": self.from,
@@ -319,7 +354,24 @@ impl Query {
             "dport": self.flow.dport,
             "egress": verdict.egress,
             "ingress": verdict.ingress,
-        })
+        });
+        // Only when a deciding policy was not understood, so that other
+        // answers keep their shape.
+        let mut named = Vec::new();
+        for v in [&verdict.egress, &verdict.ingress] {
+            if let DirVerdict::Denied(p) | DirVerdict::WouldDeny(p) = v {
+                named.extend(p.iter().cloned());
+            }
+        }
+        named.sort();
+        named.dedup();
+        let notes: Vec<serde_json::Value> = unreadable(model, &named)
+            .map(|(policy, note)| serde_json::json!({"policy": policy, "note": note}))
+            .collect();
+        if !notes.is_empty() {
+            out["not_understood"] = notes.into();
+        }
+        out
     }
 }
 
@@ -487,7 +539,7 @@ spec: {podSelector: {matchLabels: {pod: c}}, policyTypes: [Egress]}
              allows it, and only audit policies isolate it\n"
         );
         let q = Query::resolve(&m2, &args("x/c", "x/a", "80/TCP", None)).unwrap();
-        let json = q.json(&evaluate(&m2, &q.flow));
+        let json = q.json(&m2, &evaluate(&m2, &q.flow));
         assert_eq!(json["allowed"], true);
         assert_eq!(json["would_deny"], true);
         assert_eq!(

@@ -70,10 +70,8 @@ impl Compiler {
         named: &[&PodView],
     ) -> bool {
         for policy in self.cluster.selecting(&local.namespace, &local.labels) {
-            for (dir, rules) in [
-                (Direction::Ingress, &policy.ingress),
-                (Direction::Egress, &policy.egress),
-            ] {
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let rules = policy.rules(dir);
                 for rule in rules {
                     let has_named = dir == Direction::Egress
                         && rule.ports.as_ref().is_some_and(|ps| {

@@ -1,14 +1,15 @@
 //! Generators shared by the property tests: small random topologies
 //! (namespaces, dual-stack pods with named ports), policies (selectors with
 //! expressions, overlapping ipBlocks with excepts, port ranges, named
-//! ports, policyTypes variants, enforced and audit modes) and flows.
+//! ports, policyTypes variants, enforced and audit modes, policies not
+//! understood) and flows.
 #![allow(dead_code)]
 
 use ipnetwork::IpNetwork;
 use palisade_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use palisade_policy::{
-    Enforcement, Flow, Labels, Model, NamedPort, Namespace, Peer, Pod, Policy, PortMatch, PortSpec,
-    Protocol, Requirement, Rule, Selector, SelectorOp, NAMESPACE_NAME_LABEL,
+    Enforcement, FieldIssue, Flow, Labels, Model, NamedPort, Namespace, Peer, Pod, Policy,
+    PortMatch, PortSpec, Protocol, Requirement, Rule, Selector, SelectorOp, NAMESPACE_NAME_LABEL,
 };
 use proptest::prelude::*;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -270,6 +271,7 @@ pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
         any::<bool>(),
         proptest::collection::vec(rule(), 0..=3),
         proptest::collection::vec(rule(), 0..=3),
+        proptest::bool::weighted(0.15),
     )
         .prop_map(
             move |(
@@ -280,6 +282,7 @@ pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
                 isolates_egress,
                 mut ingress,
                 mut egress,
+                unreadable,
             )| {
                 // As the model builder does: rules of a direction the policy
                 // does not isolate are dropped.
@@ -298,6 +301,15 @@ pub fn policy(index: usize) -> impl Strategy<Value = Policy> {
                     isolates_egress,
                     ingress,
                     egress,
+                    // Not understood: isolating with nothing allowed. Its
+                    // rules are left in place (the builder clears them) to
+                    // prove that neither the oracle nor the compiler reads
+                    // them.
+                    unreadable: unreadable.then(|| FieldIssue {
+                        field: "spec.ingress[0].ports[0].port".into(),
+                        message: "not understood".into(),
+                    }),
+                    warnings: vec![],
                 }
             },
         )
@@ -318,6 +330,7 @@ pub fn model_strategy(max_policies: usize) -> impl Strategy<Value = Model> {
             policies,
             services: vec![],
             errors: vec![],
+            warnings: vec![],
         })
 }
 

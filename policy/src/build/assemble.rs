@@ -54,6 +54,26 @@ fn sourced(errors: &mut Vec<InputError>, source: &Option<String>, mut e: InputEr
     errors.push(e)
 }
 
+/// The warnings of a policy the model keeps: not understood (with what
+/// it does instead), and problems read past.
+fn policy_warnings(out: &mut Vec<InputError>, source: &Option<String>, key: &str, p: &Policy) {
+    let unreadable = p.unreadable.iter().map(|issue| {
+        let message = format!(
+            "{}; policy not understood: {}",
+            issue.message,
+            p.unreadable_consequence()
+        );
+        FieldError::new(&issue.field, message)
+    });
+    let read_past = p
+        .warnings
+        .iter()
+        .map(|w| FieldError::new(&w.field, &w.message));
+    for e in unreadable.chain(read_past) {
+        report(out, source, format!("NetworkPolicy {key}"), e);
+    }
+}
+
 /// `namespace/name`, without the formatting machinery: it is built for
 /// every pod of the cluster every round.
 fn namespaced(namespace: &str, name: &str) -> String {
@@ -198,6 +218,7 @@ pub(crate) fn assemble_sourced(
             );
             continue;
         }
+        policy_warnings(&mut model.warnings, &source, &key, &p);
         model.policies.push(p);
     }
 
@@ -369,12 +390,17 @@ mod tests {
                 ("Namespace shop", "metadata.name"),
                 ("Pod shop/b", "status.podIPs"),
                 ("Pod shop/c", "status.podIP"),
-                (
-                    "NetworkPolicy shop/q",
-                    "spec.ingress[0].from[0].ipBlock.cidr"
-                ),
                 ("Service shop/api", "spec.clusterIPs"),
             ]
+        );
+        // A policy not understood is kept (isolating with nothing
+        // allowed) and reported as a warning, the same either way.
+        assert_eq!(assembled.warnings, built.warnings);
+        assert_eq!(built.warnings.len(), 1);
+        assert_eq!(built.warnings[0].object, "NetworkPolicy shop/q");
+        assert_eq!(
+            built.warnings[0].field,
+            "spec.ingress[0].from[0].ipBlock.cidr"
         );
         assert_eq!(
             built

@@ -3,11 +3,14 @@
 //! so a watcher can run it once per event instead of once per round.
 
 use super::meta::object_name;
-use super::{namespace, pod, policy, service, FieldError};
-use crate::model::{InputError, Namespace, Pod, Policy, Service};
+use super::{broken, namespace, pod, policy, service, FieldError};
+use crate::model::{FieldIssue, InputError, Namespace, Pod, Policy, Service};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+
+pub use broken::{deserialize, rough_meta};
 
 fn error(kind: &str, meta: &ObjectMeta, namespaced: bool, e: FieldError) -> InputError {
     InputError {
@@ -29,9 +32,40 @@ pub fn pod(p: &core::Pod) -> Result<Option<Pod>, InputError> {
     pod::convert(p).map_err(|e| error("Pod", &p.metadata, true, e))
 }
 
-/// A NetworkPolicy as the model holds it.
+/// A NetworkPolicy as the model holds it: unreadable (isolating with
+/// nothing allowed) when it cannot be understood; an error only when its
+/// name or namespace cannot be read.
 pub fn policy(np: &net::NetworkPolicy) -> Result<Policy, InputError> {
     policy::convert(np).map_err(|e| error("NetworkPolicy", &np.metadata, true, e))
+}
+
+/// A NetworkPolicy from its JSON, as the API server or a manifest holds
+/// it: as [`policy`] when it has the shape of its type, else unreadable,
+/// with what could be read of its pod selector and directions.
+pub fn policy_json(value: &Value) -> Result<Policy, InputError> {
+    match deserialize::<_, net::NetworkPolicy>(value) {
+        Ok(np) => policy(&np),
+        Err(issue) => unreadable_policy(value, issue),
+    }
+}
+
+/// The NetworkPolicy `value`, known not to deserialize (`issue` says
+/// where): unreadable, with what could be read of its pod selector and
+/// directions; an error only when its name or namespace cannot be read.
+pub fn unreadable_policy(value: &Value, issue: FieldIssue) -> Result<Policy, InputError> {
+    broken::policy(value, issue)
+}
+
+/// The error for an object of `kind` whose JSON does not have the shape of
+/// its type (`issue` says where); `meta` is what [`rough_meta`] read of it.
+pub fn undeserializable(kind: &str, meta: &ObjectMeta, issue: FieldIssue) -> InputError {
+    let namespaced = kind != "Namespace";
+    InputError {
+        source: None,
+        object: object_name(kind, meta, namespaced),
+        field: issue.field,
+        message: issue.message,
+    }
 }
 
 /// A Service as the model holds it.

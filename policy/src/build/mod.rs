@@ -7,6 +7,7 @@
 //! happen afterwards, in `assemble.rs`.
 
 mod assemble;
+mod broken;
 pub mod check;
 mod meta;
 mod namespace;
@@ -15,13 +16,12 @@ mod policy;
 mod selector;
 mod service;
 
-use crate::model::{InputError, Model};
+use crate::model::{InputError, Model, Policy};
 use assemble::assemble_sourced;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 
 pub use assemble::assemble;
-pub(crate) use meta::object_name;
 pub use namespace::NAMESPACE_NAME_LABEL;
 pub use policy::ENFORCEMENT_ANNOTATION;
 
@@ -42,6 +42,15 @@ impl FieldError {
 }
 
 pub(crate) type FieldResult<T> = Result<T, FieldError>;
+
+impl From<FieldError> for crate::model::FieldIssue {
+    fn from(e: FieldError) -> Self {
+        crate::model::FieldIssue {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
 
 /// An object and the file it came from (none when it came from the API).
 pub(crate) struct Sourced<T> {
@@ -65,6 +74,7 @@ pub fn build(
             })
             .collect()
     }
+    let policies = policies.iter().map(check::policy).collect();
     build_sourced(
         unsourced(namespaces),
         unsourced(pods),
@@ -74,10 +84,12 @@ pub fn build(
     )
 }
 
+/// `policies` come converted: a manifest's NetworkPolicy that does not
+/// deserialize is still a policy ([`check::policy_json`]).
 pub(crate) fn build_sourced(
     namespaces: Vec<Sourced<core::Namespace>>,
     pods: Vec<Sourced<core::Pod>>,
-    policies: Vec<Sourced<net::NetworkPolicy>>,
+    policies: Vec<Sourced<Result<Policy, InputError>>>,
     services: Vec<Sourced<core::Service>>,
     errors: Vec<InputError>,
 ) -> Model {
@@ -96,7 +108,7 @@ pub(crate) fn build_sourced(
     assemble_sourced(
         each(&namespaces, check::namespace),
         each(&pods, check::pod),
-        each(&policies, check::policy),
+        policies,
         each(&services, check::service),
         errors,
     )

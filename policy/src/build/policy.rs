@@ -2,27 +2,63 @@
 
 use super::meta::checked_name;
 use super::{parse_protocol, selector, FieldError, FieldResult};
-use crate::model::{Enforcement, Peer, Policy, PortMatch, PortSpec, Rule};
+use crate::model::{Enforcement, FieldIssue, Peer, Policy, PortMatch, PortSpec, Rule, Selector};
 use crate::names;
 use ipnetwork::IpNetwork;
 use k8s_openapi::api::networking::v1 as net;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// The annotation that puts a NetworkPolicy in audit mode (`audit`) or
 /// says it is enforced (`enforce`, the default when absent).
 pub const ENFORCEMENT_ANNOTATION: &str = "palisade.dev/enforcement";
 
+/// A NetworkPolicy as the model holds it. Only a name or namespace that
+/// cannot be read is an error (the policy cannot be told apart from
+/// others); any other problem gives a policy marked unreadable, which
+/// isolates what could be read of its pods and directions and allows
+/// nothing: a policy the API server accepted is never dropped into
+/// openness.
 pub fn convert(np: &net::NetworkPolicy) -> FieldResult<Policy> {
     let (namespace, name) = checked_name(&np.metadata, true)?;
-    let enforcement = enforcement(&np.metadata)?;
-    let spec = np
-        .spec
+    let annotation = np
+        .metadata
+        .annotations
         .as_ref()
-        .ok_or_else(|| FieldError::new("spec", "missing"))?;
-    let pod_selector = selector::convert(&spec.pod_selector, "spec.podSelector")?;
+        .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
+    let (enforcement, warnings) = enforcement(annotation.map(String::as_str));
+    let mut policy = Policy {
+        namespace,
+        name,
+        enforcement,
+        // Until the spec is read: its whole namespace, both directions
+        // (what an unreadable policy isolates when nothing more is known).
+        pod_selector: Selector::default(),
+        isolates_ingress: true,
+        isolates_egress: true,
+        ingress: Vec::new(),
+        egress: Vec::new(),
+        unreadable: None,
+        warnings,
+    };
+    if let Err(e) = read_spec(np.spec.as_ref(), &mut policy) {
+        policy.ingress.clear();
+        policy.egress.clear();
+        policy.unreadable = Some(e.into());
+    }
+    Ok(policy)
+}
 
-    let (isolates_ingress, isolates_egress) = policy_types(spec)?;
+/// Reads the spec into `policy`. The pod selector and the directions are
+/// stored as soon as each is read, so that a later error leaves them in
+/// place for the unreadable policy.
+fn read_spec(spec: Option<&net::NetworkPolicySpec>, policy: &mut Policy) -> FieldResult<()> {
+    let spec = spec.ok_or_else(|| FieldError::new("spec", "missing"))?;
+    let types = policy_types(spec.policy_types.as_deref(), spec.egress.is_some());
+    if let Ok((ingress, egress)) = types {
+        (policy.isolates_ingress, policy.isolates_egress) = (ingress, egress);
+    }
+    policy.pod_selector = selector::convert(&spec.pod_selector, "spec.podSelector")?;
+    let (isolates_ingress, isolates_egress) = types?;
 
     let mut ingress = Vec::new();
     for (i, r) in spec.ingress.iter().flatten().enumerate() {
@@ -37,49 +73,44 @@ pub fn convert(np: &net::NetworkPolicy) -> FieldResult<Policy> {
     // Rules of a direction the policy does not isolate are ignored by
     // Kubernetes; dropping them here keeps every consumer from having to
     // remember that. (They are still validated above.)
-    if !isolates_ingress {
-        ingress.clear();
+    if isolates_ingress {
+        policy.ingress = ingress;
     }
-    if !isolates_egress {
-        egress.clear();
+    if isolates_egress {
+        policy.egress = egress;
     }
-
-    Ok(Policy {
-        namespace,
-        name,
-        enforcement,
-        pod_selector,
-        isolates_ingress,
-        isolates_egress,
-        ingress,
-        egress,
-    })
+    Ok(())
 }
 
-/// The enforcement annotation, spelled exactly: a typo must not silently
-/// enforce (or silently stop enforcing) a policy, so anything else is an
-/// error and the policy is skipped.
-fn enforcement(meta: &ObjectMeta) -> FieldResult<Enforcement> {
-    let value = meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(ENFORCEMENT_ANNOTATION));
-    match value.map(String::as_str) {
-        None | Some("enforce") => Ok(Enforcement::Enforce),
-        Some("audit") => Ok(Enforcement::Audit),
-        Some(other) => Err(FieldError::new(
-            format!("metadata.annotations[{ENFORCEMENT_ANNOTATION:?}]"),
-            format!(r#"must be "audit" or "enforce", got {other:?}"#),
-        )),
+/// The enforcement annotation's value: `audit` or `enforce` (the default).
+/// Anything else is read as `enforce`, with a warning: the API server
+/// accepted the policy, so it is enforced; and a typo must not silently
+/// enforce a trial either, hence the warning.
+pub(super) fn enforcement(value: Option<&str>) -> (Enforcement, Vec<FieldIssue>) {
+    match value {
+        None | Some("enforce") => (Enforcement::Enforce, Vec::new()),
+        Some("audit") => (Enforcement::Audit, Vec::new()),
+        Some(other) => (
+            Enforcement::Enforce,
+            vec![FieldIssue {
+                field: format!("metadata.annotations[{ENFORCEMENT_ANNOTATION:?}]"),
+                message: format!(
+                    r#"unknown value {other:?} (must be "audit" or "enforce"): the policy is enforced"#
+                ),
+            }],
+        ),
     }
 }
 
 /// Effective policyTypes. Absent (or empty) means Ingress, plus Egress
 /// when the policy has an `egress` section: present, even as an empty
 /// list, which is how a manifest says "deny all egress".
-fn policy_types(spec: &net::NetworkPolicySpec) -> FieldResult<(bool, bool)> {
-    match spec.policy_types.as_deref() {
-        None | Some([]) => Ok((true, spec.egress.is_some())),
+pub(super) fn policy_types(
+    types: Option<&[String]>,
+    has_egress: bool,
+) -> FieldResult<(bool, bool)> {
+    match types {
+        None | Some([]) => Ok((true, has_egress)),
         Some(types) => {
             let (mut ingress, mut egress) = (false, false);
             for (i, t) in types.iter().enumerate() {

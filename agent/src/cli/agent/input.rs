@@ -1,7 +1,13 @@
 //! The "last good object" rule that keeps bad input (a manifest or an API
 //! object that fails validation) from unprogramming what is enforced.
+//!
+//! NetworkPolicies are not under it: one that cannot be understood is in
+//! the model as it is now (isolating its pods with nothing allowed), so
+//! what is enforced never depends on what this agent happened to see
+//! before (a restarted agent enforces the same).
 
 use palisade_policy::{InputError, Model};
+use std::collections::BTreeSet;
 
 /// The object an error is about, when it names one.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +53,22 @@ pub enum Verdict {
     Hold(Vec<InputError>, Model),
 }
 
+/// Logs each warning of the input (a policy not understood, an unknown
+/// enforcement value) once while it lasts, not every round; one that goes
+/// away and comes back is logged again.
+#[derive(Default)]
+pub struct WarningLog(BTreeSet<String>);
+
+impl WarningLog {
+    pub fn log(&mut self, warnings: &[InputError]) {
+        let now: BTreeSet<String> = warnings.iter().map(ToString::to_string).collect();
+        for w in now.difference(&self.0) {
+            tracing::warn!(warning = %w, "input read with a warning");
+        }
+        self.0 = now;
+    }
+}
+
 /// Applies the last-good rule: an object that fails validation keeps its
 /// previous valid version (`prev`), so fixing a typo never opens a hole.
 pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
@@ -88,21 +110,9 @@ pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
                     }
                 }
             }
-            Some(ErrorObject::Policy(ns, name)) => {
-                let present = model
-                    .policies
-                    .iter()
-                    .any(|p| p.namespace == ns && p.name == name);
-                if !present {
-                    if let Some(p) = prev
-                        .policies
-                        .iter()
-                        .find(|p| p.namespace == ns && p.name == name)
-                    {
-                        model.policies.push(p.clone());
-                    }
-                }
-            }
+            // A policy error is a name the API server would not accept or
+            // a duplicate: never an earlier version of a listed policy.
+            Some(ErrorObject::Policy(..)) => {}
             Some(ErrorObject::Service(ns, name)) => {
                 let present = model
                     .services
@@ -148,6 +158,8 @@ mod tests {
             isolates_egress: false,
             ingress: vec![],
             egress: vec![],
+            unreadable: None,
+            warnings: vec![],
         }
     }
 
@@ -170,7 +182,31 @@ mod tests {
     }
 
     #[test]
-    fn an_invalid_policy_keeps_its_last_good_version() {
+    fn a_policy_not_understood_is_enforced_as_it_is_now() {
+        let np = |port: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                 metadata: {{name: p, namespace: ns}}\n\
+                 spec: {{podSelector: {{}}, ingress: [{{ports: [{{port: {port}}}]}}]}}\n"
+            )
+        };
+        let prev = palisade_policy::load_str(&np("80"), "np.yaml");
+        let now = palisade_policy::load_str(&np("0"), "np.yaml");
+        assert_eq!(now.warnings.len(), 1, "{:?}", now.warnings);
+        let Verdict::Use(m) = reconcile(now, Some(&prev)) else {
+            panic!("expected a model")
+        };
+        // Not the last good version (which allowed port 80): the policy
+        // as it is, with nothing allowed, as a restarted agent would see it.
+        assert_eq!(m.policies.len(), 1);
+        assert!(m.policies[0].unreadable.is_some());
+        assert!(m.policies[0]
+            .rules(palisade_policy::Direction::Ingress)
+            .is_empty());
+    }
+
+    #[test]
+    fn a_policy_error_brings_back_no_other_policy() {
         let prev = Model {
             policies: vec![policy("p"), policy("q")],
             ..Model::default()
@@ -183,9 +219,8 @@ mod tests {
         let Verdict::Use(m) = reconcile(now, Some(&prev)) else {
             panic!("expected a model")
         };
-        let mut names: Vec<&str> = m.policies.iter().map(|p| p.name.as_str()).collect();
-        names.sort();
-        assert_eq!(names, ["p", "q"]);
+        let names: Vec<&str> = m.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["q"]);
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub struct Metrics {
     pub policies: Gauge,
     pub identities: Gauge,
     pub invalid_objects: Gauge,
+    /// NetworkPolicies enforced as isolation with nothing allowed.
+    pub policies_not_understood: Gauge,
     pub compile_seconds: Histogram,
     pub program_seconds: Histogram,
     /// From learning of a change to the end of the round that enforced it.
@@ -50,6 +52,7 @@ impl Metrics {
             policies: Gauge::default(),
             identities: Gauge::default(),
             invalid_objects: Gauge::default(),
+            policies_not_understood: Gauge::default(),
             // 1 ms to about 16 s.
             compile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             program_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
@@ -81,6 +84,11 @@ impl Metrics {
             "invalid_objects",
             "Objects skipped as invalid in the last round",
             m.invalid_objects.clone(),
+        );
+        reg.register(
+            "policies_not_understood",
+            "NetworkPolicies not understood in the last round, enforced as isolation with nothing allowed",
+            m.policies_not_understood.clone(),
         );
         reg.register(
             "compile_seconds",

@@ -19,7 +19,10 @@
 //! - a watcher that ends or panics is recorded (`liveness.rs`) and fails
 //!   the agent's liveness probe: its store would never change again.
 //!
-//! Policies that fail validation get a Kubernetes Event (see `events.rs`).
+//! Objects are listed and watched leniently (`convert::Lenient`): one that
+//! does not deserialize into its type fails neither the list nor the
+//! watch. Policies not understood, policies read with a warning and
+//! objects left out get a Kubernetes Event (see `events.rs`).
 
 mod connect;
 pub mod convert;
@@ -31,8 +34,8 @@ pub use connect::Connection;
 pub use liveness::WatcherLiveness;
 
 use super::Source;
-use convert::Kind;
-use events::InvalidPolicyEvents;
+use convert::{Kind, Lenient, Rejected};
+use events::InputEvents;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -41,7 +44,6 @@ use kube::{Api, Client};
 use palisade_policy::Model;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use serde::de::DeserializeOwned;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -109,7 +111,7 @@ pub struct ApiSource {
     /// When the oldest change in the last snapshot arrived.
     learned: Option<Instant>,
     /// None in unit tests that have no API server.
-    events: Option<InvalidPolicyEvents>,
+    events: Option<InputEvents>,
 }
 
 impl ApiSource {
@@ -152,7 +154,7 @@ impl ApiSource {
         rx.recv()
             .map_err(|_| anyhow::anyhow!("the watcher thread ended before connecting"))??;
         let mut source = ApiSource::over(shared);
-        source.events = Some(InvalidPolicyEvents::new(events_tx));
+        source.events = Some(InputEvents::new(events_tx));
         Ok(source)
     }
 
@@ -224,13 +226,18 @@ impl Source for ApiSource {
         };
         self.pending = None;
         let model = palisade_policy::assemble(
-            namespaces.iter().map(|e| (**e).clone()),
-            pods.iter().map(|e| (**e).clone()),
+            namespaces
+                .iter()
+                .map(|e| (**e).clone().map_err(|r| r.error)),
+            pods.iter().map(|e| (**e).clone().map_err(|r| r.error)),
             policies.iter().map(|e| e.policy.clone()),
-            services.iter().map(|e| (**e).clone()),
+            services.iter().map(|e| (**e).clone().map_err(|r| r.error)),
         );
         if let (Some(events), Some(uids)) = (self.events.as_mut(), uids) {
-            events.report(&model.errors, &uids);
+            let rejected = rejected(&namespaces)
+                .chain(rejected(&pods))
+                .chain(rejected(&services));
+            events.report(events::problems(&model, &uids, rejected));
         }
         Some(model)
     }
@@ -246,6 +253,13 @@ impl Source for ApiSource {
     fn notify(&mut self) -> bool {
         self.changed()
     }
+}
+
+/// The objects left out among a store's entries.
+fn rejected<T>(entries: &[Arc<Result<T, Box<Rejected>>>]) -> impl Iterator<Item = &Rejected> {
+    entries
+        .iter()
+        .filter_map(|e| e.as_ref().as_ref().err().map(|r| &**r))
 }
 
 async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics) {
@@ -281,17 +295,16 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
     );
 }
 
-/// Runs one kind's watcher for the life of the process.
-async fn watch<K>(
-    api: Api<K>,
+/// Runs one kind's watcher for the life of the process. Objects come
+/// [`Lenient`]: one that does not deserialize is an entry like any other
+/// (see `convert.rs`), never a failed list or watch.
+async fn watch<K: Kind>(
+    api: Api<Lenient<K>>,
     resource: &'static str,
     store: fn(&mut Stores) -> &mut Store<K>,
     shared: &Shared,
     metrics: &WatchMetrics,
-) where
-    K: Kind + DeserializeOwned,
-    K::DynamicType: Default,
-{
+) {
     let label = [("resource", resource)];
     let _running = WatcherLiveness::running(&shared.liveness, resource);
     let mut listed = false;
@@ -348,7 +361,7 @@ mod tests {
     fn feed<K: Kind>(
         shared: &Shared,
         store: fn(&mut Stores) -> &mut Store<K>,
-        events: Vec<Event<K>>,
+        events: Vec<Event<Lenient<K>>>,
     ) {
         for ev in events {
             let mut s = shared.stores();
@@ -378,7 +391,7 @@ mod tests {
             |s| &mut s.pods,
             vec![
                 Event::Init,
-                Event::InitApply(pod("a", "10.0.0.1")),
+                Event::InitApply(pod("a", "10.0.0.1").into()),
                 Event::InitDone,
             ],
         );
@@ -411,7 +424,7 @@ mod tests {
         feed(
             &shared,
             |s| &mut s.pods,
-            vec![Event::Init, Event::InitApply(pod("b", "10.0.0.2"))],
+            vec![Event::Init, Event::InitApply(pod("b", "10.0.0.2").into())],
         );
         assert!(!settle(&mut src));
         let m = src.snapshot().unwrap();
@@ -454,7 +467,9 @@ mod tests {
             feed(
                 &shared,
                 |s| &mut s.pods,
-                vec![Event::Apply(pod(&format!("p{i}"), &format!("10.0.1.{i}")))],
+                vec![Event::Apply(
+                    pod(&format!("p{i}"), &format!("10.0.1.{i}")).into(),
+                )],
             );
         }
         // Right after the burst it has not been quiet long enough.

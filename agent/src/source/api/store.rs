@@ -9,8 +9,9 @@
 //! and a relist reuses the entries it finds unchanged instead of holding a
 //! second copy of the cluster while it lists.
 
-use super::convert::Kind;
+use super::convert::{Kind, Lenient};
 use kube::runtime::watcher::Event;
+use kube::Resource;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ impl<K: Kind> Default for Store<K> {
     }
 }
 
-fn key<K: Kind>(obj: &K) -> Key {
+fn key<K: Kind>(obj: &Lenient<K>) -> Key {
     let m = obj.meta();
     (
         m.namespace.clone().unwrap_or_default(),
@@ -52,7 +53,7 @@ impl<K: Kind> Store<K> {
     /// Entries are compared after conversion, so the frequent updates of
     /// fields the model does not read (pod conditions, annotations) and a
     /// relist that finds nothing new cost no round.
-    pub fn apply(&mut self, event: Event<K>) -> bool {
+    pub fn apply(&mut self, event: Event<Lenient<K>>) -> bool {
         match event {
             Event::Init => {
                 self.relist = Some(BTreeMap::new());
@@ -60,7 +61,7 @@ impl<K: Kind> Store<K> {
             }
             Event::InitApply(obj) => {
                 let k = key(&obj);
-                let entry = obj.convert();
+                let entry = obj.entry();
                 // Share what did not change with the live contents: a
                 // relist of an unchanged cluster then costs the keys only.
                 let entry = match self.live.get(&k) {
@@ -82,7 +83,7 @@ impl<K: Kind> Store<K> {
             }
             Event::Apply(obj) => {
                 let k = key(&obj);
-                let entry = obj.convert();
+                let entry = obj.entry();
                 if self.live.get(&k).is_some_and(|live| **live == entry) {
                     return false;
                 }
@@ -138,7 +139,7 @@ mod tests {
     fn not_synced_until_the_first_list_is_complete() {
         let mut s = Store::default();
         assert!(!s.apply(Event::Init));
-        assert!(!s.apply(Event::InitApply(ns("a"))));
+        assert!(!s.apply(Event::InitApply(ns("a").into())));
         assert!(!s.synced());
         assert!(s.is_empty());
         assert!(s.apply(Event::InitDone));
@@ -150,22 +151,22 @@ mod tests {
     fn a_relist_keeps_the_old_contents_until_it_is_complete() {
         let mut s = Store::default();
         s.apply(Event::Init);
-        s.apply(Event::InitApply(ns("a")));
-        s.apply(Event::InitApply(ns("b")));
+        s.apply(Event::InitApply(ns("a").into()));
+        s.apply(Event::InitApply(ns("b").into()));
         s.apply(Event::InitDone);
         // 410 Gone: the watcher lists again; "a" was deleted meanwhile.
         s.apply(Event::Init);
         assert_eq!(names(&s), ["a", "b"]);
-        s.apply(Event::InitApply(ns("b")));
+        s.apply(Event::InitApply(ns("b").into()));
         assert_eq!(names(&s), ["a", "b"]);
-        s.apply(Event::InitApply(ns("c")));
+        s.apply(Event::InitApply(ns("c").into()));
         assert!(s.apply(Event::InitDone));
         assert_eq!(names(&s), ["b", "c"]);
         assert_eq!(s.len(), 2);
         // A relist that finds the same objects changes nothing.
         s.apply(Event::Init);
-        s.apply(Event::InitApply(ns("c")));
-        s.apply(Event::InitApply(ns("b")));
+        s.apply(Event::InitApply(ns("c").into()));
+        s.apply(Event::InitApply(ns("b").into()));
         assert!(!s.apply(Event::InitDone));
         assert_eq!(names(&s), ["b", "c"]);
     }
@@ -174,15 +175,15 @@ mod tests {
     fn a_relist_shares_the_entries_it_finds_unchanged() {
         let mut s = Store::default();
         s.apply(Event::Init);
-        s.apply(Event::InitApply(ns("a")));
-        s.apply(Event::InitApply(ns("b")));
+        s.apply(Event::InitApply(ns("a").into()));
+        s.apply(Event::InitApply(ns("b").into()));
         s.apply(Event::InitDone);
         let before = s.entries();
         s.apply(Event::Init);
-        s.apply(Event::InitApply(ns("a")));
+        s.apply(Event::InitApply(ns("a").into()));
         let mut relabelled = ns("b");
         relabelled.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
-        s.apply(Event::InitApply(relabelled));
+        s.apply(Event::InitApply(relabelled.into()));
         assert!(s.apply(Event::InitDone));
         let after = s.entries();
         assert!(Arc::ptr_eq(&before[0], &after[0]), "unchanged: shared");
@@ -205,20 +206,23 @@ mod tests {
         let mut s = Store::default();
         s.apply(Event::Init);
         s.apply(Event::InitDone);
-        assert!(s.apply(Event::Apply(ns("a"))));
-        assert!(!s.apply(Event::Apply(ns("a"))), "an unchanged object");
+        assert!(s.apply(Event::Apply(ns("a").into())));
+        assert!(
+            !s.apply(Event::Apply(ns("a").into())),
+            "an unchanged object"
+        );
         let mut annotated = ns("a");
         annotated.metadata.annotations = Some([("note".to_string(), "x".to_string())].into());
         assert!(
-            !s.apply(Event::Apply(annotated)),
+            !s.apply(Event::Apply(annotated.into())),
             "a field the model does not read"
         );
         let mut labelled = ns("a");
         labelled.metadata.labels = Some([("team".to_string(), "x".to_string())].into());
-        assert!(s.apply(Event::Apply(labelled)));
-        assert!(s.apply(Event::Delete(ns("a"))));
+        assert!(s.apply(Event::Apply(labelled.into())));
+        assert!(s.apply(Event::Delete(ns("a").into())));
         assert!(
-            !s.apply(Event::Delete(ns("a"))),
+            !s.apply(Event::Delete(ns("a").into())),
             "deleting twice changes nothing"
         );
         assert!(s.is_empty());

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod fixtures;
 pub mod kernel;
 pub mod lab;
+pub mod legacy;
 pub mod rbac;
 pub mod services;
 pub mod sweep;

@@ -15,10 +15,10 @@ use super::attach::{self, remove_pin, replace_program};
 use super::load::{same_layout, MapShape, PinLayout};
 use super::{sys, versions, Datapath, ProgramReport};
 use anyhow::{bail, Context, Result};
-use aya::maps::{HashMap, Map, MapData};
+use aya::maps::MapData;
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::Ebpf;
-use palisade_common::{layout, names, CtKey, CtValue};
+use palisade_common::{layout, names};
 use std::path::Path;
 
 /// Shares the older layout's `CONNTRACK` with this one when its format is
@@ -32,8 +32,8 @@ pub(crate) fn carry_conntrack(from: &PinLayout, to: &PinLayout, want: MapShape) 
         tracing::warn!(
             from = from.version,
             to = to.version,
-            entries = count_entries(&old).unwrap_or(0),
-            "conntrack format changed: established flows are decided again by policy"
+            lost = count_entries(&old).unwrap_or(0),
+            "conntrack format changed: its entries are not carried over, established flows are decided again by policy"
         );
         return Ok(());
     }
@@ -50,11 +50,10 @@ pub(crate) fn carry_conntrack(from: &PinLayout, to: &PinLayout, want: MapShape) 
     Ok(())
 }
 
-/// Entries of a pinned conntrack map of our format.
+/// Entries of a pinned conntrack map of any format.
 fn count_entries(path: &Path) -> Result<usize> {
-    let data = MapData::from_pin(path)?;
-    let ct: HashMap<_, CtKey, CtValue> = HashMap::try_from(Map::LruHashMap(data))?;
-    Ok(ct.keys().filter(Result::is_ok).count())
+    let info = aya::maps::MapInfo::from_pin(path)?;
+    sys::count_keys(path, info.key_size() as usize, info.max_entries() as usize)
 }
 
 /// Whether an older layout's link holds `ifindex`.

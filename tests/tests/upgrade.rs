@@ -53,6 +53,20 @@ fn attached_progs(ifname: &str) -> Vec<u32> {
         .collect()
 }
 
+/// `text` without its ANSI color sequences (`ESC [ ... m`).
+fn strip_colors(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn pinned_prog_id(path: &Path) -> u32 {
     aya::programs::ProgramInfo::from_pin(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -233,4 +247,17 @@ fn upgrade_from_unversioned_pins_keeps_enforcing() {
         log.contains("migrated the pins of an older layout"),
         "{log}"
     );
+    // The probes' flows were in it when it was carried.
+    let carried = log
+        .lines()
+        .find(|l| l.contains("conntrack carried over"))
+        .unwrap_or_else(|| panic!("no conntrack carried over in:\n{log}"));
+    let carried = strip_colors(carried);
+    let entries: u64 = carried
+        .split("entries=")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no entry count in {carried:?}"));
+    assert!(entries > 0, "{carried}");
 }

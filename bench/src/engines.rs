@@ -202,9 +202,12 @@ impl Installed {
     }
 }
 
-/// The agent's pin directory: it pins everything under `<bpffs>/<node>`.
+/// The agent's pin directory: it pins everything under
+/// `<bpffs>/<node>/v<layout version>`.
 pub fn pins(s: &Setup) -> PathBuf {
-    s.bpffs.join(NODE)
+    s.bpffs
+        .join(NODE)
+        .join(format!("v{}", palisade_common::layout::VERSION))
 }
 
 /// Loads the object and attaches its `noop` classifier to both hooks of

@@ -9,7 +9,7 @@
 use crate::holder::Holder;
 use crate::record::Record;
 use anyhow::{anyhow, Context, Result};
-use palisade_datapath::{hold, load::PinLayout, load::DEFAULT_BPFFS_ROOT};
+use palisade_datapath::{hold, load::DEFAULT_BPFFS_ROOT};
 use std::path::PathBuf;
 
 /// Where one node's pins live.
@@ -99,7 +99,7 @@ impl Holder for KernelHolder {
 
     fn check(&self, rec: &Record) -> Result<()> {
         let t = self.target()?;
-        let layout = PinLayout::new(&t.bpffs_root, &t.node)?;
+        let layout = hold::live_layout(&t.bpffs_root, &t.node)?;
         if hold::held(&layout, rec.host_ifindex) {
             Ok(())
         } else {

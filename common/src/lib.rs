@@ -7,6 +7,8 @@
 //! part of every LPM prefix, so an IPv6 `::/0` can never cover an IPv4 address.
 #![no_std]
 
+pub mod layout;
+
 /// Directions, as seen from the pod.
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;

@@ -45,7 +45,7 @@ pub(super) fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Sche
 }
 
 /// Parses `<ifindex>-<program>` link pin names.
-fn parse_pin_name(name: &str) -> Option<(u32, &str)> {
+pub(crate) fn parse_pin_name(name: &str) -> Option<(u32, &str)> {
     let (idx, prog) = name.split_once('-')?;
     let idx = idx.parse().ok()?;
     HOOKS.iter().any(|(p, _)| *p == prog).then_some((idx, prog))

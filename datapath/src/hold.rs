@@ -6,14 +6,16 @@
 //! the two TCX links under `links/` exactly as the agent does, and the
 //! agent adopts them when it programs the pod. The programs come from the
 //! agent's pins (`progs/`, refreshed at every agent start), so a hold costs
-//! two link creations and no verifier run. On a node where no agent has run
-//! yet there are no program pins: the plugin then loads the object itself
-//! (creating the pinned maps the agent will adopt) and pins the programs
-//! for the next pods.
+//! two link creations and no verifier run. They are the programs of the
+//! live layout version (`versions::live`), whichever release pinned them,
+//! so a plugin and an agent of different releases agree during an upgrade.
+//! On a node where no agent has run yet there are no program pins: the
+//! plugin then loads the object itself (creating the pinned maps the agent
+//! will adopt) and pins the programs for the next pods.
 
 use super::attach::{self, HOOKS};
 use super::load::{self, PinLayout};
-use super::sys;
+use super::{sys, versions};
 use anyhow::{bail, Context, Result};
 use aya::programs::links::FdLink;
 use aya::programs::SchedClassifier;
@@ -52,7 +54,7 @@ pub fn hold(
 ) -> Result<()> {
     same_interface(ifname, ifindex)?;
     load::ensure_bpffs(bpffs_root)?;
-    let layout = PinLayout::new(bpffs_root, node)?;
+    let layout = live_layout(bpffs_root, node)?;
     if held(&layout, ifindex) {
         return Ok(());
     }
@@ -106,6 +108,15 @@ fn agent_pins(layout: &PinLayout, ifindex: u32, prog: &str) -> bool {
     false
 }
 
+/// The layout whose programs hold new interfaces: the newest version with
+/// pinned programs (`versions::live`), else this binary's.
+pub fn live_layout(bpffs_root: &Path, node: &str) -> Result<PinLayout> {
+    match versions::live(bpffs_root, node)? {
+        Some(l) => Ok(l),
+        None => PinLayout::new(bpffs_root, node),
+    }
+}
+
 /// Whether both classifiers of `ifindex` are attached with pinned links.
 pub fn held(layout: &PinLayout, ifindex: u32) -> bool {
     HOOKS
@@ -117,8 +128,11 @@ pub fn held(layout: &PinLayout, ifindex: u32) -> bool {
 /// classifiers (nothing else holds the links). Nothing to do is fine: DEL
 /// repeats, and runs after the interface is gone.
 pub fn release(bpffs_root: &Path, node: &str, ifindex: u32) -> Result<()> {
-    let layout = PinLayout::new(bpffs_root, node)?;
-    attach::detach(&layout, ifindex);
+    let ours = PinLayout::new(bpffs_root, node)?;
+    // In every layout version: a hold may predate an upgrade.
+    for v in versions::present(&ours.node_dir)? {
+        attach::detach(&ours.sibling(v), ifindex);
+    }
     Ok(())
 }
 

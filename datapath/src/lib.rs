@@ -15,12 +15,14 @@ pub mod hold;
 pub mod iface;
 pub mod load;
 pub mod maps;
+mod migrate;
 pub mod node_addrs;
 mod program;
 pub mod readback;
 pub mod sys;
 pub mod telemetry;
 pub mod uplink;
+pub mod versions;
 pub mod watch;
 pub mod writer;
 
@@ -76,6 +78,8 @@ pub struct ProgramReport {
     pub write: WriteReport,
     /// Interfaces newly attached.
     pub attached: usize,
+    /// Links of an older layout version moved to this one (`migrate.rs`).
+    pub migrated: usize,
     /// Interfaces detached and forgotten.
     pub detached: usize,
     /// Outer entries of no live generation that were deleted.
@@ -101,7 +105,10 @@ impl ProgramReport {
 
 impl Datapath {
     /// Loads `object` and pins (or re-adopts) its maps and links under
-    /// `<bpffs_root>/<node>/`.
+    /// `<bpffs_root>/<node>/v<N>/` (this binary's layout version). Pins of
+    /// an older version keep enforcing until [`Datapath::program`] has
+    /// programmed every pod and moves their links; pins of a newer version
+    /// make this fail with [`versions::NewerLayout`], untouched.
     pub fn open(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Self> {
         let mut loaded = load::load(object, bpffs_root, node)?;
         let attached = attach::adopt(&mut loaded.ebpf, &loaded.layout)?;
@@ -151,6 +158,15 @@ impl Datapath {
     /// The counter slot of each interface with an endpoint record.
     pub fn slots(&self) -> &BTreeMap<u32, u16> {
         self.writer.slots()
+    }
+
+    /// The older layout versions still pinned on the node (being
+    /// migrated: see `migrate.rs`).
+    pub fn older_layouts(&self) -> Result<Vec<u32>> {
+        Ok(versions::older(&self.layout)?
+            .iter()
+            .map(|l| l.version)
+            .collect())
     }
 
     /// Whether the maps were already pinned when this instance opened them.

@@ -1,20 +1,24 @@
 //! Loading the classifiers and pinning (or re-adopting) their maps.
 //!
-//! Every map of the object is pinned at `<bpffs-root>/<node>/<MAP>`. aya's
+//! Every map of the object is pinned at `<bpffs-root>/<node>/v<N>/<MAP>`,
+//! `N` being this binary's layout version (`palisade_common::layout`). aya's
 //! `EbpfLoader::map_pin_path` opens a map that is already pinned there instead
 //! of creating a new one, so a restarted agent (or a new binary) keeps the
 //! live endpoint records, policy maps and conntrack entries: no packet ever
 //! sees missing policy. aya does not check that a pinned map matches the
 //! object's declaration, so we do it first and refuse, with a clear error,
-//! pins left by an incompatible version.
+//! pins of the same version that do not match (a build that changed the
+//! layout without bumping the version). Pins of an older version are left
+//! enforcing beside the new ones until `migrate` moves the links; pins of
+//! a newer version make the load fail before anything is created.
 
-use super::sys;
+use super::{migrate, sys, versions};
 use anyhow::{bail, Context, Result};
 use aya::maps::{MapInfo, MapType};
 use aya::Ebpf;
 use aya::EbpfLoader;
 use aya_obj::EbpfSectionKind;
-use palisade_common::names;
+use palisade_common::{layout, names};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -93,48 +97,74 @@ pub struct InnerShapes {
     pub spill: MapShape,
 }
 
-/// Layout of the pin directory of one node.
+/// Where the pins of one layout version of one node are.
 #[derive(Clone, Debug)]
 pub struct PinLayout {
-    /// `<bpffs-root>/<node>`.
+    /// `<bpffs-root>/<node>`: holds the agents' lock and one directory per
+    /// layout version present.
     pub node_dir: PathBuf,
+    /// This version's pins: `<node_dir>/v<version>`, or `node_dir` itself
+    /// for the unversioned pins of [`layout::LEGACY`].
+    pub dir: PathBuf,
+    pub version: u32,
 }
 
 impl PinLayout {
+    /// The layout of this binary's version ([`layout::VERSION`]).
     pub fn new(bpffs_root: &Path, node: &str) -> Result<Self> {
+        Self::at(bpffs_root, node, layout::VERSION)
+    }
+
+    /// The layout of `version` (pins another binary may have made).
+    pub fn at(bpffs_root: &Path, node: &str, version: u32) -> Result<Self> {
         if node.is_empty() || node.contains('/') || node == "." || node == ".." {
             bail!("--node {node:?}: not usable as a directory name");
         }
-        Ok(PinLayout {
-            node_dir: bpffs_root.join(node),
-        })
+        Ok(Self::in_node_dir(&bpffs_root.join(node), version))
+    }
+
+    /// The layout of `version` in this layout's node directory.
+    pub fn sibling(&self, version: u32) -> Self {
+        Self::in_node_dir(&self.node_dir, version)
+    }
+
+    fn in_node_dir(node_dir: &Path, version: u32) -> Self {
+        let dir = match version {
+            layout::LEGACY => node_dir.to_path_buf(),
+            v => node_dir.join(format!("v{v}")),
+        };
+        PinLayout {
+            node_dir: node_dir.to_path_buf(),
+            dir,
+            version,
+        }
     }
 
     pub fn map(&self, name: &str) -> PathBuf {
-        self.node_dir.join(name)
+        self.dir.join(name)
     }
 
     /// Directory of the TCX link pins.
     pub fn links_dir(&self) -> PathBuf {
-        self.node_dir.join("links")
+        self.dir.join("links")
     }
 
     pub fn link(&self, ifindex: u32, prog: &str) -> PathBuf {
         self.links_dir().join(format!("{ifindex}-{prog}"))
     }
 
-    /// Directory of the uplinks' TCX link pins.
     /// Directory of the pod programs' pins (for the CNI plugin's holds).
     pub fn progs_dir(&self) -> PathBuf {
-        self.node_dir.join("progs")
+        self.dir.join("progs")
     }
 
     pub fn prog(&self, name: &str) -> PathBuf {
         self.progs_dir().join(name)
     }
 
+    /// Directory of the uplinks' TCX link pins.
     pub fn uplinks_dir(&self) -> PathBuf {
-        self.node_dir.join("uplinks")
+        self.dir.join("uplinks")
     }
 
     pub fn uplink(&self, ifindex: u32) -> PathBuf {
@@ -176,6 +206,9 @@ pub struct Loaded {
     pub inner: InnerShapes,
     /// True when the policy state was already pinned (agent restart).
     pub adopted: bool,
+    /// Layouts of older versions present on the node, oldest first: still
+    /// enforcing until `migrate` moves their links to this version.
+    pub older: Vec<PinLayout>,
     /// Exclusive lock on the node directory, held while this is alive.
     pub lock: sys::DirLock,
 }
@@ -185,12 +218,18 @@ pub struct Loaded {
 pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
     ensure_bpffs(bpffs_root)?;
     let layout = PinLayout::new(bpffs_root, node)?;
+    std::fs::create_dir_all(&layout.node_dir)
+        .with_context(|| format!("create pin directory {}", layout.node_dir.display()))?;
+    // Two writers of one node's maps would undo each other's flips; the
+    // lock covers every layout version of the node.
+    let lock = sys::DirLock::acquire(&layout.node_dir, LOCK_WAIT)?;
+    // Before anything is created: a newer release's pins stay as they are.
+    versions::refuse_newer(&layout.node_dir)?;
+    let older = versions::older(&layout)?;
     for dir in [layout.links_dir(), layout.uplinks_dir()] {
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("create pin directory {}", dir.display()))?;
     }
-    // Two writers of one node's maps would undo each other's flips.
-    let lock = sys::DirLock::acquire(&layout.node_dir, LOCK_WAIT)?;
 
     let parsed = aya_obj::Object::parse(object).context("parse the embedded eBPF object")?;
     let pinnable: BTreeMap<String, &aya_obj::Map> = parsed
@@ -204,8 +243,8 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         })
         .map(|(n, m)| (n.clone(), m))
         .collect();
-    for required in POLICY_STATE {
-        if !pinnable.contains_key(required) {
+    for required in POLICY_STATE.iter().chain(&[names::CONNTRACK]) {
+        if !pinnable.contains_key(*required) {
             bail!("the eBPF object declares no map {required}");
         }
     }
@@ -222,6 +261,9 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         spill: inner_of(names::POLICY_SPILL)?,
     };
 
+    if let Some(from) = older.last() {
+        migrate::carry_conntrack(from, &layout, MapShape::of_obj(pinnable[names::CONNTRACK]))?;
+    }
     let mut adopted = false;
     for (name, m) in &pinnable {
         let path = layout.map(name);
@@ -254,6 +296,7 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         layout,
         inner,
         adopted,
+        older,
         lock,
     };
     for prog in [
@@ -271,9 +314,9 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
             .with_context(|| format!("load program {prog} (verifier)"))?;
     }
     if loaded.adopted {
-        tracing::info!(dir = %loaded.layout.node_dir.display(), "re-adopted pinned maps");
+        tracing::info!(dir = %loaded.layout.dir.display(), "re-adopted pinned maps");
     } else {
-        tracing::info!(dir = %loaded.layout.node_dir.display(), "pinned new maps");
+        tracing::info!(dir = %loaded.layout.dir.display(), "pinned new maps");
     }
     Ok(loaded)
 }
@@ -288,7 +331,7 @@ const POLICY_STATE: [&str; 6] = [
     names::POLICY_SPILL,
 ];
 
-fn same_layout(path: &Path, want: MapShape) -> bool {
+pub(crate) fn same_layout(path: &Path, want: MapShape) -> bool {
     let Ok(info) = MapInfo::from_pin(path) else {
         return false;
     };
@@ -300,7 +343,7 @@ fn same_layout(path: &Path, want: MapShape) -> bool {
         && have.value_size == want.value_size
 }
 
-/// A pinned map from another version must not be silently reused (the
+/// A pinned map that does not match must not be silently reused (the
 /// classifier would read garbage) nor replaced (policy would vanish).
 fn check_pinned(path: &Path, name: &str, want: MapShape) -> Result<()> {
     let info =
@@ -314,10 +357,12 @@ fn check_pinned(path: &Path, name: &str, want: MapShape) -> Result<()> {
         || have.value_size != want.value_size
     {
         bail!(
-            "pinned map {name} at {} has an incompatible layout ({have}); this agent expects ({want}). \
-             The pins come from a different palisade version: remove {} to start over (this drops enforcement \
+            "pinned map {name} at {} has layout ({have}); this agent of the same layout version {} \
+             expects ({want}). The release that made the pins changed a pinned map without bumping \
+             palisade_common::layout::VERSION: remove {} to start over (this drops enforcement \
              until the agent reprograms)",
             path.display(),
+            palisade_common::layout::VERSION,
             path.parent().map(|p| p.display().to_string()).unwrap_or_default()
         );
     }
@@ -368,9 +413,10 @@ fn check_pinned_inner(layout: &PinLayout, inner: &InnerShapes) -> Result<()> {
         let layout_of = |m: &MapShape| (m.map_type, m.key_size, m.value_size, m.flags);
         if layout_of(&have) != layout_of(&want) || have.max_entries > want.max_entries {
             bail!(
-                "inner maps of pinned map {name} have layout ({have}); this agent creates ({want}). \
-                 The pins come from a different palisade version: remove {} to start over",
-                layout.node_dir.display()
+                "inner maps of pinned map {name} have layout ({have}); this agent of the same layout \
+                 version creates ({want}). The release that made the pins changed a pinned map without \
+                 bumping palisade_common::layout::VERSION: remove {} to start over",
+                layout.dir.display()
             );
         }
     }

@@ -12,10 +12,15 @@
 //!    fails closed (see `ProgramReport::node_errors`);
 //! 3. records and inner maps per interface, then the generation flips
 //!    (`Writer::commit`);
-//! 4. interfaces no longer wanted are detached, then their state deleted.
+//! 4. while pins of an older layout version are there, after a clean round
+//!    their links move to this layout's programs (`migrate.rs`);
+//! 5. interfaces no longer wanted are detached, then their state deleted.
 
+use super::load::PinLayout;
 use super::writer::Desired;
-use super::{attach, encode, iface::Interfaces, node_addrs, sys, Datapath, ProgramReport};
+use super::{
+    attach, encode, iface::Interfaces, migrate, node_addrs, sys, versions, Datapath, ProgramReport,
+};
 use anyhow::Result;
 use palisade_common::{IpKey, ServiceKey};
 use palisade_compiler::CompiledNode;
@@ -31,7 +36,10 @@ impl Datapath {
     pub fn program(&mut self, node: &CompiledNode, ifaces: &Interfaces) -> Result<ProgramReport> {
         let mut report = ProgramReport::default();
         let desired = desired(node, ifaces, &mut report);
-        self.attach_all(&desired, &mut report);
+        // Pins of an older layout version: they enforce until every pod is
+        // programmed here, then their links move (`migrate.rs`).
+        let older = versions::older(&self.layout)?;
+        self.attach_all(&desired, &older, &mut report);
 
         let local = local_addrs(node, ifaces);
         let services: BTreeMap<ServiceKey, u32> = node
@@ -55,20 +63,37 @@ impl Datapath {
         if let Err(e) = self.writer.commit(&mut report.write) {
             node_error(&mut report, "commit", e);
         }
+        let migrated = match (older.is_empty(), report.clean()) {
+            (true, _) => true,
+            (false, true) => self.migrate(&older, &mut report),
+            (false, false) => {
+                tracing::warn!("older pins keep enforcing until a round programs every pod");
+                false
+            }
+        };
         self.detach_gone(&desired, &mut report)?;
         self.prune_node_tables(node, &local, &services, &mut report);
         match self.writer.collect_garbage() {
             Ok(n) => report.garbage = n,
             Err(e) => node_error(&mut report, "garbage", e),
         }
-        self.program_uplinks(&mut report);
+        // The old `node_egress` links keep deciding until they move.
+        if migrated {
+            self.program_uplinks(&mut report);
+        }
         Ok(report)
     }
 
     /// Attaches both classifiers to every wanted interface not attached yet.
-    fn attach_all(&mut self, desired: &BTreeMap<u32, Desired>, report: &mut ProgramReport) {
+    /// Interfaces an older layout's links hold are left to them.
+    fn attach_all(
+        &mut self,
+        desired: &BTreeMap<u32, Desired>,
+        older: &[PinLayout],
+        report: &mut ProgramReport,
+    ) {
         for ifindex in desired.keys() {
-            if self.attached.contains(ifindex) {
+            if self.attached.contains(ifindex) || migrate::held_by(older, *ifindex) {
                 continue;
             }
             match attach::attach(&mut self.ebpf, &self.layout, *ifindex) {

@@ -89,6 +89,51 @@ pub fn obj_get(path: &Path) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
+const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
+
+/// Number of keys of a pinned map whose keys are `key_size` bytes, whatever
+/// their type (a map of another layout version), visiting at most `limit`.
+pub fn count_keys(path: &Path, key_size: usize, limit: usize) -> Result<usize> {
+    #[repr(C)]
+    struct NextKeyAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+        next_key: u64,
+    }
+    let fd = obj_get(path).with_context(|| format!("open pinned map {}", path.display()))?;
+    let (mut key, mut next) = (vec![0u8; key_size], vec![0u8; key_size]);
+    let mut n = 0;
+    while n < limit {
+        let attr = NextKeyAttr {
+            map_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+            _pad: 0,
+            // No key asks for the first one.
+            key: if n == 0 { 0 } else { key.as_ptr() as u64 },
+            next_key: next.as_mut_ptr() as u64,
+        };
+        // SAFETY: both buffers are `key_size` bytes, the map's key size.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_GET_NEXT_KEY,
+                &attr as *const NextKeyAttr,
+                std::mem::size_of::<NextKeyAttr>(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                break;
+            }
+            return Err(e).with_context(|| format!("iterate {}", path.display()));
+        }
+        std::mem::swap(&mut key, &mut next);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// What a TCX link is attached to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcxLinkInfo {

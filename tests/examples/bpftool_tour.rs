@@ -143,7 +143,7 @@ fn main() -> Result<()> {
     lab.wait_agent(&agent, 0, Duration::from_secs(60))?;
     lab.measure_matrix(&ports, Family::V4)?;
 
-    let dir = bpffs.join(&node);
+    let dir = palisade_tests::kernel::pins(&bpffs, &node);
     println!("# pinned under {}\n", dir.display());
     for map in NODE_MAPS {
         let pin = dir.join(map);

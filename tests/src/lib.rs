@@ -6,6 +6,7 @@ pub mod fixtures;
 pub mod kernel;
 pub mod kubectl;
 pub mod lab;
+pub mod legacy;
 pub mod rbac;
 pub mod services;
 pub mod sweep;

@@ -10,7 +10,7 @@
 use palisade_common::{EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
 use palisade_tests::fixtures::shop_pods;
 use palisade_tests::kernel::{
-    add_pod_iface, dump, rounds, tcx_progs, wait_round_after, Agent, NetNs, Scratch,
+    add_pod_iface, dump, pins, rounds, tcx_progs, wait_round_after, Agent, NetNs, Scratch,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -26,7 +26,7 @@ fn start_agent(s: &Scratch, extra: &[&str]) -> Agent {
 
 /// Endpoint records by ifindex, as bpftool prints them with BTF names.
 fn endpoints(s: &Scratch) -> std::collections::BTreeMap<u64, Value> {
-    dump(&s.bpffs().join("node1/ENDPOINTS"))
+    dump(&pins(&s.bpffs(), "node1").join("ENDPOINTS"))
         .into_iter()
         .map(|e| (e["key"].as_u64().unwrap(), e["value"].clone()))
         .collect()
@@ -35,7 +35,7 @@ fn endpoints(s: &Scratch) -> std::collections::BTreeMap<u64, Value> {
 /// The pod identities in the pinned trie (the node's own addresses, as
 /// `IDENTITY_HOST`, left out).
 fn identities(s: &Scratch) -> Vec<u64> {
-    let mut ids: Vec<u64> = dump(&s.bpffs().join("node1/IDENTITIES"))
+    let mut ids: Vec<u64> = dump(&pins(&s.bpffs(), "node1").join("IDENTITIES"))
         .iter()
         .map(|e| e["value"].as_u64().unwrap())
         .filter(|id| *id != u64::from(palisade_common::IDENTITY_HOST))
@@ -161,7 +161,9 @@ fn datapath_agent_once_watch_sigterm_and_restart() {
     let pinned = endpoints(&s);
     assert_eq!(pinned.len(), 3);
     for prog in ["pod_ingress", "pod_egress"] {
-        assert!(s.bpffs().join(format!("node1/links/{web}-{prog}")).exists());
+        assert!(pins(&s.bpffs(), "node1")
+            .join(format!("links/{web}-{prog}"))
+            .exists());
     }
 
     // A restart with the same input rewrites nothing: same identities, same

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::path::Path;
 
 fn dump(bpffs: &Path, map: &str) -> Vec<Value> {
-    palisade_tests::kernel::dump(&bpffs.join("node1").join(map))
+    palisade_tests::kernel::dump(&palisade_tests::kernel::pins(bpffs, "node1").join(map))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -186,8 +186,8 @@ fn datapath_tables_uplinks_attach_readopt_detach() {
         &["route", "add", "default", "via", "192.0.2.2", "dev", "up0"],
     );
     let up0 = palisade::datapath::sys::ifindex("up0").expect("up0");
-    let pin = bpffs
-        .join("node1/uplinks")
+    let pin = palisade_tests::kernel::pins(&bpffs, "node1")
+        .join("uplinks")
         .join(format!("{up0}-node_egress"));
     let n = CompiledNode::default();
 

@@ -13,7 +13,7 @@ use palisade_common::{
 };
 use palisade_compiler::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
 use palisade_tests::kernel::{
-    add_pod_iface, bpftool, pod_interfaces, run, tcx_progs, wait_until, NetNs, Scratch,
+    add_pod_iface, bpftool, pins, pod_interfaces, run, tcx_progs, wait_until, NetNs, Scratch,
 };
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 /// The entries of node1's pinned map `map`.
 fn dump(bpffs: &Path, map: &str) -> Vec<Value> {
-    palisade_tests::kernel::dump(&bpffs.join("node1").join(map))
+    palisade_tests::kernel::dump(&pins(bpffs, "node1").join(map))
 }
 
 /// The outer maps of the policy lookups, one per kind of inner map.
@@ -194,7 +194,9 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     assert_eq!(tcx_progs("pa"), (1, 1));
     assert_eq!(tcx_progs("pb"), (1, 1));
     for prog in ["pod_ingress", "pod_egress"] {
-        let pin = bpffs.join("node1/links").join(format!("{a_if}-{prog}"));
+        let pin = pins(&bpffs, "node1")
+            .join("links")
+            .join(format!("{a_if}-{prog}"));
         let link = palisade::datapath::sys::tcx_link_info(&pin).expect("pinned link");
         assert_eq!(link.ifindex, a_if, "{link:?}");
     }
@@ -236,7 +238,8 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     // Outer entries no record points at (an interrupted run) are collected.
     {
         use aya::maps::{HashMap, HashOfMaps, Map, MapData};
-        let outer = MapData::from_pin(bpffs.join("node1/POLICY_IDENTITY")).expect("open outer map");
+        let outer = MapData::from_pin(pins(&bpffs, "node1").join("POLICY_IDENTITY"))
+            .expect("open outer map");
         let mut outer: HashOfMaps<MapData, PolicyKey, HashMap<MapData, u32, RuleBits>> =
             HashOfMaps::try_from(Map::HashOfMaps(outer)).expect("typed outer map");
         let stray: HashMap<MapData, u32, RuleBits> =
@@ -310,8 +313,8 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let report = dp.program(&node, &ifaces).expect("program removal");
     assert_eq!(report.detached, 1, "{report:?}");
     assert!(endpoint_json(&bpffs, a_if).is_none());
-    assert!(!bpffs
-        .join("node1/links")
+    assert!(!pins(&bpffs, "node1")
+        .join("links")
         .join(format!("{a_if}-pod_ingress"))
         .exists());
     for outer in OUTER_MAPS {
@@ -326,22 +329,24 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
 }
 
 #[test]
-fn datapath_writer_refuses_pins_of_another_layout() {
+fn datapath_writer_refuses_pins_that_break_their_layout_version() {
     let object = ebpf_object()
         .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
     let s = Scratch::new("dpl");
     let bpffs = s.bpffs();
-    std::fs::create_dir_all(bpffs.join("node1")).unwrap();
-    // An ENDPOINTS map as a different version might have left it.
+    let dir = pins(&bpffs, "node1");
+    std::fs::create_dir_all(&dir).unwrap();
+    // An ENDPOINTS map of this layout version's directory that does not
+    // match it (a release that changed it without bumping the version).
     let old: aya::maps::HashMap<aya::maps::MapData, u32, [u8; 8]> =
         aya::maps::HashMap::create(16, 0).expect("create map");
-    old.pin(bpffs.join("node1/ENDPOINTS")).expect("pin");
+    old.pin(dir.join("ENDPOINTS")).expect("pin");
     let err = match Datapath::open(object, &bpffs, "node1") {
         Ok(_) => panic!("an incompatible pinned map must be refused"),
         Err(e) => format!("{e:#}"),
     };
     assert!(
-        err.contains("ENDPOINTS") && err.contains("incompatible layout"),
+        err.contains("ENDPOINTS") && err.contains("without bumping"),
         "{err}"
     );
 }

@@ -20,7 +20,7 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use palisade_common::{Endpoint, ServiceKey, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING};
 use palisade_fake_apiserver::{FakeApiServer, Kind};
 use palisade_tests::kernel::{
-    add_pod_iface, rounds, settled_rounds, wait_for, Agent, NetNs, Scratch,
+    add_pod_iface, pins, rounds, settled_rounds, wait_for, Agent, NetNs, Scratch,
 };
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -49,7 +49,7 @@ fn start_agent(s: &Scratch, kubeconfig: &Path, metrics: SocketAddr) -> Agent {
 
 /// The pinned endpoint records, read with aya (fast enough to poll).
 fn endpoint(s: &Scratch, ifindex: u32) -> Option<Endpoint> {
-    let data = MapData::from_pin(s.bpffs().join("node1/ENDPOINTS")).ok()?;
+    let data = MapData::from_pin(pins(&s.bpffs(), "node1").join("ENDPOINTS")).ok()?;
     let map: BpfHashMap<MapData, u32, Endpoint> =
         BpfHashMap::try_from(Map::HashMap(data)).expect("ENDPOINTS is a hash map");
     map.get(&ifindex, 0).ok()
@@ -338,7 +338,7 @@ fn kube_source_watch_outage_and_relist() {
         .iter()
         .filter(|r| r.contains("networkpolicies?") && !r.contains("watch=true"))
         .count();
-    let watch = IsolationWatch::start(s.bpffs().join("node1/ENDPOINTS"), web);
+    let watch = IsolationWatch::start(pins(&s.bpffs(), "node1").join("ENDPOINTS"), web);
     api.set_down(true);
     api.delete(Kind::NetworkPolicy, "shop", "client").unwrap();
     api.compact();
@@ -700,7 +700,7 @@ fn kube_source_objects_that_do_not_deserialize() {
 /// The ClusterIPs in the pinned `SERVICES` map (each once, whatever its
 /// ports).
 fn pinned_services(s: &Scratch) -> Vec<IpAddr> {
-    let Ok(data) = MapData::from_pin(s.bpffs().join("node1/SERVICES")) else {
+    let Ok(data) = MapData::from_pin(pins(&s.bpffs(), "node1").join("SERVICES")) else {
         return Vec::new();
     };
     let map: BpfHashMap<MapData, ServiceKey, u32> =

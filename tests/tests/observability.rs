@@ -365,7 +365,7 @@ impl Node {
 
     /// `CONFIG.events` of the node, as pinned.
     fn config_events(&self) -> u64 {
-        let pin = self.bpffs.join(NODE).join("CONFIG");
+        let pin = palisade_tests::kernel::pins(&self.bpffs, NODE).join("CONFIG");
         let dump = palisade_tests::kernel::dump(&pin);
         dump[0]["value"]["events"].as_u64().unwrap()
     }

@@ -23,6 +23,14 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+/// Where the agent of this build pins a node's maps and links under
+/// `bpffs`: the directory of its layout version.
+pub fn pins(bpffs: &std::path::Path, node: &str) -> std::path::PathBuf {
+    palisade::datapath::load::PinLayout::new(bpffs, node)
+        .expect("a usable node name")
+        .dir
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// The next number of this process's sequence.

@@ -2,9 +2,11 @@
 pub mod attack;
 pub mod classifier;
 pub mod cluster;
+pub mod echo_flow;
 pub mod fixtures;
 pub mod kernel;
 pub mod lab;
 pub mod rbac;
+pub mod revocation;
 pub mod services;
 pub mod sweep;

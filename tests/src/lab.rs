@@ -56,6 +56,25 @@ pub fn echo_until(
     Ok(n)
 }
 
+/// TCP segments retransmitted so far in the namespace of the calling
+/// thread (`RetransSegs` of `/proc/thread-self/net/snmp`).
+pub fn retransmitted_segments() -> u64 {
+    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "RetransSegs")
+        .unwrap();
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+/// TCP segments retransmitted so far in `pod`: how TCP hides a dropped
+/// segment from the application.
+pub fn retrans_in(lab: &palisade_lab::Lab, pod: &str) -> u64 {
+    lab.run_in_pod(pod, retransmitted_segments).unwrap()
+}
+
 /// `spec` wired by `layout`. On the plugin layouts `palisade-cni` is
 /// chained, holding every pod from its creation, with its records and pins
 /// in `scratch` (whose bpffs is then the agent's `--bpffs-root` too); the

@@ -2,11 +2,13 @@
 pub mod attack;
 pub mod classifier;
 pub mod cluster;
+pub mod echo_flow;
 pub mod fixtures;
 pub mod kernel;
 pub mod kubectl;
 pub mod lab;
 pub mod legacy;
 pub mod rbac;
+pub mod revocation;
 pub mod services;
 pub mod sweep;

@@ -10,7 +10,7 @@
 use palisade_lab::{
     palisade_bin, write_manifest, AgentOptions, AgentProcess, Family, Lab, LabSpec, MatrixEntry,
 };
-use palisade_tests::lab::PORTS;
+use palisade_tests::lab::{retrans_in, PORTS};
 use palisade_tests::sweep::{policies_of, scenario_names, scenarios_dir};
 use std::net::TcpStream;
 use std::path::PathBuf;
@@ -147,23 +147,6 @@ fn lab_enforcement_scenarios_shard_2() {
 #[test]
 fn lab_enforcement_scenarios_shard_3() {
     scenarios_shard(3, 4);
-}
-
-/// TCP segments retransmitted so far in the namespace of the calling
-/// thread (`RetransSegs` of `/proc/thread-self/net/snmp`).
-fn retransmitted_segments() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-    let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-    let i = names
-        .split_whitespace()
-        .position(|n| n == "RetransSegs")
-        .unwrap();
-    values.split_whitespace().nth(i).unwrap().parse().unwrap()
-}
-
-fn retrans_in(lab: &Lab, pod: &str) -> u64 {
-    lab.run_in_pod(pod, retransmitted_segments).unwrap()
 }
 
 /// A connection from `from` to `to`:80 sending a numbered message every

@@ -269,6 +269,12 @@ pub const CT_OPENED_MASK: u32 = 3;
 /// A FIN or RST was seen: the entry expires after `CT_TIMEOUT_CLOSING_NS`
 /// of idleness instead of `CT_TIMEOUT_TCP_NS`.
 pub const CT_CLOSING: u32 = 1 << 8;
+/// A flow a policy change refused (`CtValue::flags`): every packet of it
+/// drops, in both directions, until the entry is left idle past
+/// `CT_TIMEOUT_CLOSING_NS` (TCP) or `CT_TIMEOUT_OTHER_NS`, or the policy
+/// epoch moves on again. Without it, the end whose other direction is not
+/// isolated would open the flow again with its next retransmission.
+pub const CT_CUT: u32 = 1 << 9;
 /// [`CtValue::flags`] bits 16 to 31: the low 16 bits of the
 /// [`Endpoint::epoch`] under which the flow was last allowed.
 pub const CT_EPOCH_SHIFT: u32 = 16;

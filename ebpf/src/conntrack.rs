@@ -9,7 +9,7 @@
 //! IPv4 the first four, the rest being zero), then the port as a number.
 
 use palisade_common::{
-    CtKey, CtValue, IpKey, CT_CLOSING, CT_EPOCH_SHIFT, CT_OPENED_FORWARD, CT_OPENED_MASK,
+    CtKey, CtValue, IpKey, CT_CLOSING, CT_CUT, CT_EPOCH_SHIFT, CT_OPENED_FORWARD, CT_OPENED_MASK,
     CT_OPENED_REVERSE, CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, PROTO_TCP,
     RULE_NODE,
 };
@@ -90,6 +90,9 @@ pub fn normalize(k: &mut CtKey) -> bool {
 /// What `live` gives for an entry allowed under an earlier policy epoch:
 /// the flow must be decided again (`redo`) before it passes. Never stored.
 pub const STALE: u32 = u32::MAX - 64;
+/// What `live` gives for a flow a policy change cut (`CT_CUT`): its packets
+/// drop. Never stored.
+pub const CUT: u32 = u32::MAX - 65;
 
 /// The `CtValue::flags` bits of `epoch`.
 #[inline(always)]
@@ -118,6 +121,15 @@ pub fn live(k: &CtKey, seen: u32, epoch: u32) -> Option<u32> {
     }
     if (flags ^ epoch_bits(epoch)) >> CT_EPOCH_SHIFT != 0 {
         return Some(STALE);
+    }
+    if flags & CT_CUT != 0 {
+        // A SYN is a new connection on the same ports: decided anew. Any
+        // other packet keeps the cut alive while the ends keep trying.
+        if seen & SEEN_SYN != 0 {
+            return None;
+        }
+        unsafe { (*v).last_seen_ns = now };
+        return Some(CUT);
     }
     if seen & SEEN_FIN_RST != 0 && flags & CT_CLOSING == 0 {
         unsafe {
@@ -190,15 +202,22 @@ pub fn known(
     found
 }
 
-/// Removes the entry of the connection `t` belongs to at hook `ifindex`
-/// (a flow the current policy refuses); `t` is left as it came.
+/// Marks the entry of the connection `t` belongs to at hook `ifindex` cut
+/// (`CT_CUT`) under policy epoch `epoch`: a flow the current policy
+/// refuses. `t` is left as it came.
 #[inline(always)]
-pub fn forget_seen(ifindex: u32, t: &mut Tuple) {
+pub fn cut_seen(ifindex: u32, t: &mut Tuple, epoch: u32) {
     t.ifindex = ifindex;
     let swapped = normalize(t);
     // By reference: a copy of the key would take stack there is none of.
     let key: &CtKey = t;
-    let _ = CONNTRACK.remove(key);
+    if let Some(v) = CONNTRACK.get_ptr_mut(key) {
+        unsafe {
+            let flags = (*v).flags & (CT_OPENED_MASK | CT_CLOSING);
+            (*v).flags = flags | CT_CLOSING | CT_CUT | epoch_bits(epoch);
+            (*v).last_seen_ns = clock::now();
+        }
+    }
     if swapped {
         reverse(t);
     }

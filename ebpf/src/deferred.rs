@@ -84,7 +84,9 @@ pub fn decide(
     // Any entry of the client's policy epoch, whatever its orientation:
     // the client's own hook decided this tuple (its SYN included). One of
     // an earlier epoch is decided again below.
-    if conntrack::live(k, 0, c.ep.epoch).is_some_and(|r| r != conntrack::STALE) {
+    if conntrack::live(k, 0, c.ep.epoch)
+        .is_some_and(|r| r != conntrack::STALE && r != conntrack::CUT)
+    {
         return true;
     }
     let src = Source {

@@ -323,8 +323,9 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
     };
     let mut k = ct_key(ifindex, proto, p.family, lo, hi, lo_port, hi_port);
     if let Some(rule) = conntrack::live(k.key(), 0, ep.epoch) {
-        // Decided again by the general path, in its opener's direction.
-        if rule == conntrack::STALE {
+        // Decided again by the general path, in its opener's direction;
+        // a cut flow is dropped and reported there.
+        if rule == conntrack::STALE || rule == conntrack::CUT {
             return None;
         }
         // A TCP packet that opens or closes a connection and finds an

@@ -14,7 +14,7 @@ use palisade_common::{
 
 use crate::{
     account::{self, Verdict},
-    conntrack::{self, REDO_NODE, REDO_REPLY, REDO_STALE, STALE},
+    conntrack::{self, CUT, REDO_NODE, REDO_REPLY, REDO_STALE, STALE},
     deferred,
     events::{self, Source},
     fast, frag,
@@ -364,6 +364,9 @@ fn decide(h: &Hook, ep: &Endpoint, s: &mut Scratch) -> i32 {
         conntrack::known(ifindex, &mut s.pkt.tuple, seen, ep.epoch, &mut s.redo)
     };
     if let Some(rule) = found.filter(|r| *r != STALE) {
+        if rule == CUT {
+            return h.drop(REASON_POLICY, &s.pkt.tuple);
+        }
         account::flow(h.src.slot, dir, rule, h.len);
         record_first_fragment(s, ifindex);
         return ALLOW;
@@ -407,7 +410,7 @@ fn decide_new(h: &Hook, ep: &Endpoint, pdir: u32, s: &mut Scratch) -> i32 {
             // and opens no flow even in audit mode.
             None if !audited(ep.flags, pdir) || error => {
                 if s.redo & REDO_STALE != 0 {
-                    conntrack::forget_seen(ifindex, &mut s.pkt.tuple);
+                    conntrack::cut_seen(ifindex, &mut s.pkt.tuple, ep.epoch);
                 }
                 return h.refuse(audited(ep.flags, pdir), REASON_POLICY, &s.pkt.tuple);
             }

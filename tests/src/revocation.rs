@@ -127,7 +127,7 @@ impl Node {
             lab,
             agent,
             policies: policies_file,
-            pins: bpffs.join(NODE),
+            pins: crate::kernel::pins(&bpffs, NODE),
         })
     }
 

@@ -141,8 +141,15 @@ fn a_policy_change_reaches_established_flows_at_their_next_packet() -> Result<()
                 // The rule is gone: the next packet, either way, is cut.
                 c.set_endpoint(IFINDEX, &record(pod, iso, 0, 9))?;
                 assert_eq!(run(&c, first.0, first.1), TCX_DROP, "{what}: cut");
-                assert!(entries(&mut c)?.is_empty(), "{what}: forgotten");
+                let cut = entries(&mut c)?;
+                assert_eq!(cut.len(), 1, "{what}: {cut:?}");
+                assert!(cut[0].flags & CT_CUT != 0, "{what}: marked cut");
                 assert_eq!(run(&c, then.0, then.1), TCX_DROP, "{what}: cut");
+                assert_eq!(run(&c, first.0, first.1), TCX_DROP, "{what}: stays cut");
+                // Allowed again by a later change: decided again, renewed.
+                c.set_endpoint(IFINDEX, &record(pod, iso, 1, 10))?;
+                assert_eq!(run(&c, first.0, first.1), TCX_NEXT, "{what}: again");
+                assert_eq!(run(&c, then.0, then.1), TCX_NEXT, "{what}: again");
             }
         }
     }
@@ -188,5 +195,41 @@ fn node_traffic_survives_a_policy_change() -> Result<()> {
     assert_eq!(run(&c, Hook::Egress, &answer), TCX_NEXT, "answer");
     let data = Packet::tcp(node, pod, 41000, 8080);
     assert_eq!(run(&c, Hook::Ingress, &data), TCX_NEXT, "data");
+    Ok(())
+}
+
+/// A flow cut by a policy change stays cut in both directions, also where
+/// the refusing pod's other direction is not isolated: the pod's own next
+/// packet (a retransmission, an echo) must not open the flow again, with
+/// the peer's packets riding it as replies. A new connection (SYN) on the
+/// same ports is decided anew.
+#[test]
+fn a_cut_flow_is_not_opened_again_by_the_end_whose_other_direction_is_open() -> Result<()> {
+    for (pod, peer) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+        let (pod, peer) = (ip(pod), ip(peer));
+        let mut c = inbound_only(pod, peer)?;
+        let ingress_only = |epoch, any_port| {
+            let mut ep = record(pod, EP_ISOLATED_INGRESS, 0, epoch);
+            ep.ingress.any_port = any_port;
+            ep
+        };
+        c.set_endpoint(IFINDEX, &ingress_only(1, 1))?;
+        // The peer opens peer:40000 -> pod:80; the pod answers.
+        let open = Packet::tcp(peer, pod, 40000, 80).syn();
+        assert_eq!(run(&c, Hook::Ingress, &open), TCX_NEXT);
+        let data_in = Packet::tcp(peer, pod, 40000, 80);
+        let data_out = Packet::tcp(pod, peer, 80, 40000);
+        assert_eq!(run(&c, Hook::Egress, &data_out), TCX_NEXT);
+        // The pod's ingress no longer admits the peer.
+        c.set_endpoint(IFINDEX, &ingress_only(2, 0))?;
+        assert_eq!(run(&c, Hook::Ingress, &data_in), TCX_DROP, "{pod}: cut");
+        // The pod's retransmission: its egress is not isolated, but the
+        // flow is cut, and the peer's next segment stays refused.
+        assert_eq!(run(&c, Hook::Egress, &data_out), TCX_DROP, "{pod}: out");
+        assert_eq!(run(&c, Hook::Ingress, &data_in), TCX_DROP, "{pod}: in");
+        // A new connection from the pod on those ports is its own.
+        let syn = Packet::tcp(pod, peer, 80, 40000).syn();
+        assert_eq!(run(&c, Hook::Egress, &syn), TCX_NEXT, "{pod}: new SYN");
+    }
     Ok(())
 }

@@ -6,12 +6,10 @@
 //! through. A change that still allows it (the pods' maps flipping to a
 //! new generation) loses nothing.
 //!
-//! Known hole (the ignored tests): a TCP flow refused at the server's
-//! ingress while nothing isolates the server's egress comes back at the
-//! server's next retransmission, which finds no entry and opens the flow
-//! again in the server's own direction; mirrored, likewise at the
-//! client's egress with its ingress open (docs/ebpf.md, Conntrack). The
-//! other TCP cases isolate the refusing pod both ways.
+//! A flow refused at one pod whose other direction is not isolated stays
+//! cut too: that pod's next retransmission finds the entry marked cut
+//! (`CT_CUT`) rather than no entry, so it cannot open the flow again in
+//! its own direction (docs/ebpf.md, Conntrack).
 //!
 //! Needs the `palisade` binary: `$PALISADE_BIN`, else target/debug/palisade.
 //! The lab (namespaces, agent, bpffs) is removed on drop, also when an
@@ -218,7 +216,6 @@ fn removing_the_clients_only_allow_cuts_an_established_udp_flow() {
 }
 
 #[test]
-#[ignore = "known hole: the server's retransmission, allowed by its open egress, opens the flow again"]
 fn removing_the_servers_only_allow_cuts_an_established_tcp_connection() {
     only_allow_removed(
         "revoke_only_ingress_tcp",
@@ -229,7 +226,6 @@ fn removing_the_servers_only_allow_cuts_an_established_tcp_connection() {
 }
 
 #[test]
-#[ignore = "known hole: the server's retransmission, allowed by the client's open ingress, opens the flow again"]
 fn removing_the_clients_only_allow_cuts_an_established_tcp_connection() {
     only_allow_removed(
         "revoke_only_egress_tcp",

@@ -117,6 +117,12 @@ pub struct Writer {
     slots: BTreeMap<u32, u16>,
     /// Generation flips staged by `program`, finished by `commit`.
     pending: Vec<Flip>,
+    /// An address changed or lost its identity since the last `commit`:
+    /// a peer's labels changed, or a pod went away (its address may come
+    /// back as another pod's). Every pod's epoch then moves on, so that
+    /// established flows are decided again against what the address is
+    /// now, not what it was when they were allowed.
+    identities_moved: bool,
 }
 
 /// The epoch of a record replacing `current` (`Endpoint::epoch`): the
@@ -198,6 +204,7 @@ impl Writer {
             maps,
             cache,
             identities,
+            identities_moved: false,
         })
     }
 
@@ -232,7 +239,9 @@ impl Writer {
         let host = node.iter().map(|ip| (ip, &IDENTITY_HOST));
         for (ip, id) in pods.chain(host) {
             let key = encode::host_key(*ip);
-            if self.identities.get(&key) != Some(id) {
+            let was = self.identities.get(&key).copied();
+            if was != Some(*id) {
+                self.identities_moved |= was.is_some();
                 self.maps.set_identity(key, *id)?;
                 self.identities.insert(key, *id);
                 report.identities_set += 1;
@@ -261,6 +270,7 @@ impl Writer {
             .copied()
             .collect();
         for key in stale {
+            self.identities_moved = true;
             self.maps.remove_identity(key)?;
             self.identities.remove(&key);
             report.identities_removed += 1;
@@ -283,7 +293,7 @@ impl Writer {
         let current = self.cache.get(&ifindex).cloned();
         if let Some(cur) = &current {
             if cur.maps == maps {
-                if encode::same_policy(&cur.endpoint, &endpoint) {
+                if encode::same_policy(&cur.endpoint, &endpoint) && !self.identities_moved {
                     report.unchanged += 1;
                     return Ok(Change::Unchanged);
                 }
@@ -341,6 +351,8 @@ impl Writer {
     /// pods. Should the kernel refuse a batch, the pods are linked one by
     /// one, and only those it refuses fail closed.
     pub fn commit(&mut self, report: &mut WriteReport) -> Result<()> {
+        // Every pod of the round has its new epoch by now.
+        self.identities_moved = false;
         let pending = std::mem::take(&mut self.pending);
         if pending.is_empty() {
             return Ok(());

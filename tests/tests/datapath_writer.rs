@@ -264,7 +264,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         .iter()
         .flat_map(|o| inner_ids(&bpffs, o))
         .collect();
-    let node = compiled(0b11);
+    let mut node = compiled(0b11);
     let report = dp.program(&node, &ifaces).expect("program change");
     assert_eq!(
         (report.write.flipped, report.write.unchanged),
@@ -292,6 +292,27 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         );
     }
 
+    // A new address in the cluster changes nothing of the pods...
+    node.identities.insert(ip("10.99.0.7"), 303);
+    let before = epoch(&bpffs);
+    let report = dp.program(&node, &ifaces).expect("new identity");
+    assert_eq!(report.write.unchanged, 2, "{report:?}");
+    assert_eq!(epoch(&bpffs), before);
+    // ... but an address whose identity changes (a peer relabelled), or
+    // that leaves, moves every pod's epoch on: established flows with it
+    // are decided again against what it is now.
+    node.identities.insert(ip("10.99.0.7"), 304);
+    let report = dp.program(&node, &ifaces).expect("identity changed");
+    assert_eq!(report.write.records, 2, "{report:?}");
+    assert_eq!(epoch(&bpffs), (before + 1) & u64::from(u32::MAX));
+    node.identities.remove(&ip("10.99.0.7"));
+    dp.program(&node, &ifaces).expect("identity removed");
+    let report = dp.program(&node, &ifaces).expect("the round after");
+    assert_eq!(report.write.records, 2, "{report:?}");
+    assert_eq!(epoch(&bpffs), (before + 2) & u64::from(u32::MAX));
+    let report = dp.program(&node, &ifaces).expect("settled");
+    assert_eq!(report.write.unchanged, 2, "{report:?}");
+
     // An interface whose pod is unknown is held pending.
     let c_if = add_pod_iface("pc", "10.77.0.9");
     let ifaces = pod_interfaces(&node);
@@ -306,7 +327,6 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
 
     // A pod that goes away with its interface: detached, record and maps gone.
     run("ip", &["link", "del", "pa"]);
-    let mut node = node;
     node.pods.remove("ns/a");
     node.identities.remove(&ip("10.99.0.1"));
     let ifaces = pod_interfaces(&node);

@@ -10,11 +10,9 @@
 //! (`agent/src/source/api/liveness.rs`). Each test runs in a network
 //! namespace of its own with a private bpffs (guards clean up on failure).
 
-use palisade_fake_apiserver::FakeApiServer;
 use palisade_tests::cluster::http_get;
-use palisade_tests::fixtures::shop_pods;
+use palisade_tests::fixtures::{shop_api, shop_pod, shop_pods};
 use palisade_tests::kernel::{add_pod_iface, rounds, wait_for, Agent, NetNs, Scratch};
-use serde_json::json;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -184,15 +182,6 @@ fn metric(name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn pod(name: &str, ip: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
-        "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x"}]},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    })
-}
-
 /// The agent on the API server of `kubeconfig`, with a 2 s liveness bound.
 fn start_api_agent(s: &Scratch, kubeconfig: &Path) -> Agent {
     let agent = Agent::start(
@@ -220,13 +209,7 @@ fn start_api_agent(s: &Scratch, kubeconfig: &Path) -> Agent {
 fn agent_health_survives_an_api_outage_and_fails_when_a_watcher_dies() {
     let _ns = NetNs::enter("hlw");
     let s = Scratch::new("hlw");
-    let api = FakeApiServer::start().expect("fake API server");
-    let kubeconfig = api
-        .write_kubeconfig(&s.dir().join("kubeconfig"))
-        .expect("kubeconfig");
-    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
-        .unwrap();
-    api.apply(pod("web", "10.75.0.2")).unwrap();
+    let (api, kubeconfig) = shop_api(s.dir(), "10.75.0.2");
     add_pod_iface("web0", "10.75.0.2");
     let agent = start_api_agent(&s, &kubeconfig);
 
@@ -252,7 +235,7 @@ fn agent_health_survives_an_api_outage_and_fails_when_a_watcher_dies() {
 
     // A watcher that panics takes the watcher runtime with it: the stores
     // freeze, and the probe says so (and keeps saying it).
-    api.apply(pod("boom", "10.75.0.9")).unwrap();
+    api.apply(shop_pod("boom", "10.75.0.9")).unwrap();
     let body = unhealthy(&agent, Duration::from_secs(60));
     assert!(body.starts_with("unhealthy: the "), "{body}");
     assert!(

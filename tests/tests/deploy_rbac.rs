@@ -12,6 +12,7 @@
 //! private bpffs (guards clean up on failure).
 
 use palisade_fake_apiserver::FakeApiServer;
+use palisade_tests::fixtures::shop_api;
 use palisade_tests::kernel::{
     add_pod_iface, rounds, settled_rounds, wait_for, Agent, NetNs, Scratch,
 };
@@ -21,15 +22,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(30);
-
-fn pod(name: &str, ip: &str) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": "shop", "labels": {"app": name}},
-        "spec": {"nodeName": "node1", "containers": [{"name": "c", "image": "x"}]},
-        "status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]},
-    })
-}
 
 /// A policy on web; its ipBlock is `cidr` (valid or not).
 fn policy(cidr: &str) -> Value {
@@ -58,13 +50,7 @@ fn pod_requests(api: &FakeApiServer) -> (usize, usize) {
 fn deploy_rbac_grants_exactly_what_the_agent_requests() {
     let _ns = NetNs::enter("rbac");
     let s = Scratch::new("rbac");
-    let api = FakeApiServer::start().expect("fake API server");
-    let kubeconfig = api
-        .write_kubeconfig(&s.dir().join("kubeconfig"))
-        .expect("kubeconfig");
-    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}))
-        .unwrap();
-    api.apply(pod("web", "10.73.0.2")).unwrap();
+    let (api, kubeconfig) = shop_api(s.dir(), "10.73.0.2");
     api.apply(json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop"},

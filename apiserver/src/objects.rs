@@ -226,21 +226,40 @@ fn replace(
     let kind = target.kind;
     let (mut object, duplicates) = decode(opts, body)?;
     identify(target, Some(name), &mut object)?;
+    let (stored, _, warnings) =
+        write_validated(state, target, name, opts, &duplicates, |current| {
+            let current = current.ok_or_else(|| not_found(kind, name))?;
+            update_of(kind, name, current, &mut object)?;
+            Ok(object)
+        })?;
+    Ok(with_warnings(full(StatusCode::OK, stored), &warnings))
+}
+
+/// Writes the object `make` builds from the stored one (None when there is
+/// none), validated as every update is: the stored object, whether it was
+/// created, and the validation's warnings.
+fn write_validated(
+    state: &State,
+    target: &Target,
+    name: &str,
+    opts: &Options,
+    duplicates: &[String],
+    make: impl FnOnce(Option<&Value>) -> Result<Value, ApiError>,
+) -> Result<(Value, bool, Vec<String>), ApiError> {
+    let kind = target.kind;
     let mut warnings = Vec::new();
-    let (stored, _) = state.write(
+    let (stored, created) = state.write(
         kind,
         target.namespace_key(),
         name,
         opts.dry_run,
         |current| {
-            let current = current.ok_or_else(|| not_found(kind, name))?;
-            update_of(kind, name, current, &mut object)?;
-            let (object, w) = validate::check(kind, object, &duplicates, opts.validation)?;
+            let (object, w) = validate::check(kind, make(current)?, duplicates, opts.validation)?;
             warnings = w;
             Ok(object)
         },
     )?;
-    Ok(with_warnings(full(StatusCode::OK, stored), &warnings))
+    Ok((stored, created, warnings))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -291,13 +310,8 @@ fn patch_object(
         check_name(kind, name)?;
         check_namespace_exists(state, target)?;
     }
-    let mut warnings = Vec::new();
-    let (stored, created) = state.write(
-        kind,
-        target.namespace_key(),
-        name,
-        opts.dry_run,
-        |current| {
+    let (stored, created, warnings) =
+        write_validated(state, target, name, opts, &duplicates, |current| {
             let mut object =
                 patched(kind, how, current, &patch).ok_or_else(|| not_found(kind, name))??;
             if let Some(current) = current {
@@ -308,11 +322,8 @@ fn patch_object(
             } else {
                 forget_server_fields(&mut object);
             }
-            let (object, w) = validate::check(kind, object, &duplicates, opts.validation)?;
-            warnings = w;
             Ok(object)
-        },
-    )?;
+        })?;
     let code = if created {
         StatusCode::CREATED
     } else {

@@ -41,6 +41,7 @@ pub use agent::{
 pub use cleanup::{clean_leftovers, RECORD_ROOT};
 pub use cluster::{Cluster, ClusterNode};
 pub use cluster_spec::{underlay_addrs, Cidr, ClusterSpec, NodeSpec, UNDERLAY_V4, UNDERLAY_V6};
+pub use cmd::{run_bounded, Bounded};
 pub use cni::{ChainedPlugin, CniLayout, IpamRange, BRIDGE, CNI_VERSION, NETWORK_NAME, PLUGIN_DIR};
 pub use kube_proxy::{
     service_rules, DnatTarget, Masquerade, ServiceRule, KUBE_PROXY_TABLE, MASQUERADE_MARK,

@@ -3,10 +3,9 @@
 //! once had the same address would otherwise be trusted), optionally
 //! inside a lab node's network namespace (where a lab's server listens).
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Where Debian's package installs it (a dispatcher that runs the
 /// kubectl of the server's minor version when it has one).
@@ -75,37 +74,16 @@ impl Kubectl {
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(&self.cache)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting kubectl {args:?}: {e}"));
-        let input = stdin.to_string();
-        let mut pipe = child.stdin.take().expect("piped");
-        let writer = std::thread::spawn(move || {
-            let _ = pipe.write_all(input.as_bytes());
-        });
-        let out = drain(child.stdout.take().expect("piped"));
-        let err = drain(child.stderr.take().expect("piped"));
-        let end = Instant::now() + KUBECTL_TIMEOUT;
-        let status = loop {
-            if let Some(s) = child.try_wait().expect("waiting for kubectl") {
-                break s;
-            }
-            if Instant::now() > end {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("kubectl {args:?} ran longer than {KUBECTL_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            .args(args);
+        let ran = palisade_lab::run_bounded(&mut cmd, stdin.as_bytes(), KUBECTL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("kubectl {args:?}: {e:#}"));
+        let Some(status) = ran.status else {
+            panic!("kubectl {args:?} ran longer than {KUBECTL_TIMEOUT:?}");
         };
-        let _ = writer.join();
         Run {
             success: status.success(),
-            stdout: out.join().expect("reader"),
-            stderr: err.join().expect("reader"),
+            stdout: String::from_utf8_lossy(&ran.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&ran.stderr).into_owned(),
         }
     }
 
@@ -128,12 +106,4 @@ impl Kubectl {
         assert!(!r.success, "kubectl {args:?} succeeded:\n{}", r.stdout);
         r.stderr
     }
-}
-
-fn drain(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = r.read_to_string(&mut s);
-        s
-    })
 }

@@ -3,12 +3,12 @@
 //! node's `/sys`), the attachment's parameters in `CNI_*` variables, the
 //! request configuration on stdin, the result or error as JSON on stdout.
 
+use crate::cmd::run_bounded;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
-use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Longer than a plugin ever needs (the bridge plugin waits up to 2.5 s
 /// for its port to come up); a hung plugin must not hang the lab.
@@ -48,46 +48,15 @@ pub fn run(
     env: &Env,
     stdin: &Value,
 ) -> Result<Option<Value>> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", node_netns])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", node_netns])
         .arg(binary)
-        .envs(env.vars(command))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running `ip netns exec` (is iproute2 installed?)")?;
+        .envs(env.vars(command));
     let input = serde_json::to_vec(stdin)?;
-    // The plugin reads all of stdin before acting; a write error only
-    // means it exited early, which its status and output explain.
-    let _ = child.stdin.take().expect("piped").write_all(&input);
-    let drain = |r: Option<Box<dyn Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let out = drain(child.stdout.take().map(|s| Box::new(s) as _));
-    let err = drain(child.stderr.take().map(|s| Box::new(s) as _));
-    let deadline = Instant::now() + PLUGIN_TIMEOUT;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let stdout = out.join().unwrap_or_default();
-    let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default())
-        .trim()
-        .to_string();
+    let ran = run_bounded(&mut cmd, &input, PLUGIN_TIMEOUT)
+        .context("running `ip netns exec` (is iproute2 installed?)")?;
+    let (status, stdout) = (ran.status, ran.stdout);
+    let stderr = String::from_utf8_lossy(&ran.stderr).trim().to_string();
     let stderr_note = if stderr.is_empty() {
         String::new()
     } else {

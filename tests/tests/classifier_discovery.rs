@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    ip_key, packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
+    packet::Packet, pod_on_node, Classifier, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD6: &str = "fd00::1";
@@ -27,14 +27,7 @@ fn ip(s: &str) -> IpAddr {
 /// A pod with `flags` and no rule at all, beside NEIGHBOUR6 on a node with
 /// NODE6.
 fn setup(flags: u32) -> Result<Classifier> {
-    let mut c = Classifier::load()?;
-    let mut ep = Endpoint {
-        flags,
-        ..Default::default()
-    };
-    ep.addrs[0] = ip_key(ip(POD6));
-    c.set_endpoint(IFINDEX, &ep)?;
-    c.set_identity(ip(NODE6), 128, IDENTITY_HOST)?;
+    let mut c = pod_on_node(flags, &[ip(POD6)], &[ip(NODE6)])?;
     c.set_local_addr(ip(NEIGHBOUR6), IFINDEX + 1)?;
     Ok(c)
 }

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    bits, packet::Packet, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
+    bits, packet::Packet, pod_on_node, Classifier, DirMaps, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD4: &str = "10.0.0.1";
@@ -20,20 +20,10 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// A pod isolated both ways with no rule at all (default deny), whose node
-/// has NODE4 and NODE6.
+/// A pod with `flags` and no rule at all (isolated: default deny), whose
+/// node has NODE4 and NODE6.
 fn setup(flags: u32) -> Result<Classifier> {
-    let mut c = Classifier::load()?;
-    let mut ep = Endpoint {
-        flags,
-        ..Default::default()
-    };
-    ep.addrs[0] = palisade_tests::classifier::ip_key(ip(POD4));
-    ep.addrs[1] = palisade_tests::classifier::ip_key(ip(POD6));
-    c.set_endpoint(IFINDEX, &ep)?;
-    c.set_identity(ip(NODE4), 32, IDENTITY_HOST)?;
-    c.set_identity(ip(NODE6), 128, IDENTITY_HOST)?;
-    Ok(c)
+    pod_on_node(flags, &[ip(POD4), ip(POD6)], &[ip(NODE4), ip(NODE6)])
 }
 
 fn pass(v: u32) -> bool {

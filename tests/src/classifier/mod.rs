@@ -494,6 +494,25 @@ impl Classifier {
     }
 }
 
+/// A classifier whose pod (addresses `pod`, on `IFINDEX`) has `flags` and
+/// no rule at all, on a node whose addresses `node` are `IDENTITY_HOST`.
+pub fn pod_on_node(flags: u32, pod: &[IpAddr], node: &[IpAddr]) -> Result<Classifier> {
+    let mut c = Classifier::load()?;
+    let mut ep = Endpoint {
+        flags,
+        ..Default::default()
+    };
+    for (slot, a) in ep.addrs.iter_mut().zip(pod) {
+        *slot = ip_key(*a);
+    }
+    c.set_endpoint(IFINDEX, &ep)?;
+    for a in node {
+        let len = if a.is_ipv4() { 32 } else { 128 };
+        c.set_identity(*a, len, palisade_common::IDENTITY_HOST)?;
+    }
+    Ok(c)
+}
+
 /// A classifier whose pod (`pod`, on `IFINDEX`) is isolated both ways and
 /// allows exactly one thing: `peer` (identity 300), any port and protocol,
 /// in direction `allowed` (`DIR_INGRESS` or `DIR_EGRESS`). The other

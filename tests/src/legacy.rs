@@ -56,6 +56,8 @@ fn build(root: &Path, dir: &Path, bin: &Path) -> Result<()> {
             .args(["build", "-p", "palisade-agent", "--bin", "palisade"])
             .current_dir(&src)
             .env("CARGO_TARGET_DIR", &target)
+            // Its debug info is never read and would only cost disk.
+            .env("CARGO_PROFILE_DEV_DEBUG", "false")
             .env("PALISADE_EBPF_OBJECT", object),
         "build the legacy agent",
     )?;

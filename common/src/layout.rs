@@ -20,7 +20,7 @@
 //! shape replaces them.
 
 /// The layout this binary reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Pins without a version: the maps directly in `<bpffs-root>/<node>/`,
 /// as releases before versioned pins made them. Their maps have the shapes
@@ -38,6 +38,7 @@ pub const TYPE_ARRAY: u32 = 2;
 pub const TYPE_PERCPU_ARRAY: u32 = 6;
 pub const TYPE_LRU_HASH: u32 = 9;
 pub const TYPE_LPM_TRIE: u32 = 11;
+pub const TYPE_ARRAY_OF_MAPS: u32 = 12;
 pub const TYPE_HASH_OF_MAPS: u32 = 13;
 pub const TYPE_RINGBUF: u32 = 27;
 
@@ -50,6 +51,8 @@ pub type MapLayout = (&'static str, u32, u32, u32);
 pub const RECORDED: &[MapLayout] = &[
     ("CONFIG", TYPE_ARRAY, 4, 8),
     ("CONNTRACK", TYPE_LRU_HASH, 44, 16),
+    ("CONNTRACK_POD", TYPE_ARRAY_OF_MAPS, 4, 4),
+    ("CONNTRACK_POD/inner", TYPE_LRU_HASH, 44, 16),
     ("COUNTERS", TYPE_PERCPU_ARRAY, 4, 48),
     ("ENDPOINTS", TYPE_HASH, 4, 96),
     ("EVENTS", TYPE_RINGBUF, 0, 0),
@@ -71,7 +74,12 @@ pub const RECORDED: &[MapLayout] = &[
 
 /// (version, fingerprint of its [`RECORDED`] table), oldest first. Append
 /// only: an entry once released is never edited.
-pub const HISTORY: &[(u32, u64)] = &[(2, 0x2067_6a5c_7ac9_2678)];
+pub const HISTORY: &[(u32, u64)] = &[
+    (2, 0x2067_6a5c_7ac9_2678),
+    // Each pod's own conntrack table (`CONNTRACK_POD`); `FragValue`'s
+    // third field became an expiry tick.
+    (3, 0x8205_dce0_4968_c0ec),
+];
 
 /// FNV-1a over the table's text: a change of any number or name changes it.
 pub const fn fingerprint(table: &[MapLayout]) -> u64 {
@@ -126,6 +134,8 @@ mod tests {
         let want = [
             ("CONFIG", (4, size::<Config>())),
             ("CONNTRACK", (size::<CtKey>(), size::<CtValue>())),
+            ("CONNTRACK_POD", (4, 4)),
+            ("CONNTRACK_POD/inner", (size::<CtKey>(), size::<CtValue>())),
             ("COUNTERS", (4, size::<Counters>())),
             ("ENDPOINTS", (4, size::<Endpoint>())),
             ("EVENTS_LOST", (4, 8)),

@@ -65,6 +65,21 @@ pub const SERVICES_MAX: u32 = 65_536;
 pub const LOCAL_ADDRS_MAX: u32 = MAX_ENDPOINTS * 2;
 pub const CONNTRACK_MAX: u32 = 262_144;
 pub const FRAG_MAX: u32 = 8_192;
+/// Entries of each pod's own conntrack table (`CONNTRACK_POD`) unless the
+/// agent is told otherwise: a pod that opens more flows than this evicts
+/// only its own oldest entries.
+pub const CONNTRACK_POD_DEFAULT: u32 = 16_384;
+/// Capacity of the `CONNTRACK_POD` inner-map template. Only the template
+/// the loader needs has this size; each pod's table is created with its own.
+pub const CONNTRACK_POD_TEMPLATE: u32 = 64;
+/// How long a first fragment's verdict waits for the datagram's later
+/// fragments: the kernel's own reassembly timeout (`ipfrag_time`, 30 s),
+/// after which no receiver would take them anyway. In [`FRAG_TICK_SHIFT`]
+/// ticks.
+pub const FRAG_TIMEOUT_TICKS: u32 = 28;
+/// A fragment record's clock: monotonic nanoseconds shifted right by this
+/// (ticks of ~1.07 s).
+pub const FRAG_TICK_SHIFT: u32 = 30;
 pub const EVENTS_BYTES: u32 = 256 * 1024;
 
 /// Conntrack idle timeouts.
@@ -297,7 +312,10 @@ pub struct FragKey {
 pub struct FragValue {
     pub sport: u16,
     pub dport: u16,
-    pub allowed: u32,
+    /// The tick ([`FRAG_TICK_SHIFT`]) after which the record is void: a
+    /// later fragment arriving after it drops, and a datagram id reused
+    /// later is decided by its own first fragment.
+    pub expires: u32,
 }
 
 /// Event reasons.
@@ -373,6 +391,8 @@ pub mod names {
     pub const POLICY_PORT: &str = "POLICY_PORT";
     pub const POLICY_SPILL: &str = "POLICY_SPILL";
     pub const CONNTRACK: &str = "CONNTRACK";
+    /// Array of maps, by endpoint slot: each pod's own conntrack table.
+    pub const CONNTRACK_POD: &str = "CONNTRACK_POD";
     pub const FRAGMENTS: &str = "FRAGMENTS";
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU `u64` counters of deny events not delivered, indexed by

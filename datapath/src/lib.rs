@@ -17,6 +17,7 @@ pub mod load;
 pub mod maps;
 mod migrate;
 pub mod node_addrs;
+pub mod pod_conntrack;
 mod program;
 pub mod readback;
 pub mod sys;
@@ -117,7 +118,8 @@ impl Datapath {
         let uplinks = uplink::adopt(&mut loaded.ebpf, &loaded.layout)?;
         let services = addrs::AddrTable::take(&mut loaded, palisade_common::names::SERVICES)?;
         let local_addrs = addrs::AddrTable::take(&mut loaded, palisade_common::names::LOCAL_ADDRS)?;
-        let mut writer = Writer::new(maps::NodeMaps::take(&mut loaded)?)?;
+        let conntrack = pod_conntrack::PodConntrack::take(&mut loaded)?;
+        let mut writer = Writer::new(maps::NodeMaps::take(&mut loaded)?, conntrack)?;
         // Denied packets are reported from the start; allowed flows only
         // while someone asks (`set_events`).
         writer.set_events(palisade_common::CONFIG_EVENTS_DENIED)?;
@@ -153,6 +155,13 @@ impl Datapath {
     /// Sets which events the classifiers emit (`CONFIG_EVENTS_*` bits).
     pub fn set_events(&mut self, events: u32) -> Result<()> {
         self.writer.set_events(events)
+    }
+
+    /// Entries of each pod's own conntrack table, for tables created from
+    /// now on (default `CONNTRACK_POD_DEFAULT`); 0: pods share the
+    /// node-wide table.
+    pub fn set_conntrack_per_pod(&mut self, entries: u32) {
+        self.writer.set_conntrack_per_pod(entries);
     }
 
     /// The counter slot of each interface with an endpoint record.

@@ -95,6 +95,8 @@ pub struct InnerShapes {
     pub cidr: MapShape,
     pub port: MapShape,
     pub spill: MapShape,
+    /// Each pod's own conntrack table (`CONNTRACK_POD`).
+    pub conntrack: MapShape,
 }
 
 /// Where the pins of one layout version of one node are.
@@ -243,7 +245,10 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         })
         .map(|(n, m)| (n.clone(), m))
         .collect();
-    for required in POLICY_STATE.iter().chain(&[names::CONNTRACK]) {
+    for required in POLICY_STATE
+        .iter()
+        .chain(&[names::CONNTRACK, names::CONNTRACK_POD])
+    {
         if !pinnable.contains_key(*required) {
             bail!("the eBPF object declares no map {required}");
         }
@@ -259,6 +264,7 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         cidr: inner_of(names::POLICY_CIDR)?,
         port: inner_of(names::POLICY_PORT)?,
         spill: inner_of(names::POLICY_SPILL)?,
+        conntrack: inner_of(names::CONNTRACK_POD)?,
     };
 
     if let Some(from) = older.last() {

@@ -65,7 +65,14 @@ impl Datapath {
         }
         let migrated = match (older.is_empty(), report.clean()) {
             (true, _) => true,
-            (false, true) => self.migrate(&older, &mut report),
+            (false, true) => {
+                let done = self.migrate(&older, &mut report);
+                if done {
+                    // What the old classifiers tracked until their links moved.
+                    self.writer.absorb_conntrack();
+                }
+                done
+            }
             (false, false) => {
                 tracing::warn!("older pins keep enforcing until a round programs every pod");
                 false

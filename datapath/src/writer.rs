@@ -21,6 +21,7 @@
 
 use super::encode::{self, DirMaps, Lpm, PodMaps};
 use super::maps::{dir_keys, NodeMaps, StagedDir};
+use super::pod_conntrack::PodConntrack;
 use anyhow::Result;
 use palisade_common::{
     Endpoint, IpKey, PolicyKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
@@ -111,6 +112,7 @@ pub fn live_keys(ifindex: u32, ep: &Endpoint) -> Vec<PolicyKey> {
 
 pub struct Writer {
     maps: NodeMaps,
+    conntrack: PodConntrack,
     cache: BTreeMap<u32, Programmed>,
     identities: BTreeMap<Lpm<IpKey>, u32>,
     /// Counter slot of each interface with a record (`Endpoint::slot`).
@@ -172,7 +174,7 @@ fn adopt_slots(cache: &mut BTreeMap<u32, Programmed>) -> BTreeMap<u32, u16> {
 
 impl Writer {
     /// Builds the cache from what is pinned.
-    pub fn new(maps: NodeMaps) -> Result<Self> {
+    pub fn new(maps: NodeMaps, conntrack: PodConntrack) -> Result<Self> {
         let mut cache = BTreeMap::new();
         for (ifindex, endpoint) in maps.read_endpoints()? {
             let [ing_key, eg_key] = dir_keys(ifindex, endpoint.generation);
@@ -202,6 +204,7 @@ impl Writer {
             slots,
             pending: Vec::new(),
             maps,
+            conntrack,
             cache,
             identities,
             identities_moved: false,
@@ -287,6 +290,7 @@ impl Writer {
     ) -> Result<Change> {
         let (mut endpoint, maps) = desired.parts();
         endpoint.slot = self.slot(ifindex)?;
+        self.conntrack.want(endpoint.slot, ifindex, false);
         if matches!(desired, Desired::Pending { .. }) {
             report.pending += 1;
         }
@@ -351,6 +355,7 @@ impl Writer {
     /// pods. Should the kernel refuse a batch, the pods are linked one by
     /// one, and only those it refuses fail closed.
     pub fn commit(&mut self, report: &mut WriteReport) -> Result<()> {
+        self.conntrack.flush();
         // Every pod of the round has its new epoch by now.
         self.identities_moved = false;
         let pending = std::mem::take(&mut self.pending);
@@ -420,6 +425,7 @@ impl Writer {
             .find(|s| !used.contains(s))
             .ok_or_else(|| anyhow::anyhow!("all {MAX_ENDPOINTS} endpoint slots are in use"))?;
         self.maps.reset_counters(slot)?;
+        self.conntrack.want(slot, ifindex, true);
         self.slots.insert(ifindex, slot);
         Ok(slot)
     }
@@ -428,6 +434,17 @@ impl Writer {
     pub fn set_events(&mut self, events: u32) -> Result<()> {
         self.maps
             .set_config(palisade_common::Config { events, _pad: 0 })
+    }
+
+    /// Moves the node-wide conntrack entries of pods with tables of their
+    /// own into those (`PodConntrack::absorb`).
+    pub fn absorb_conntrack(&mut self) {
+        self.conntrack.absorb(&self.slots);
+    }
+
+    /// Entries of each pod conntrack table created from now on.
+    pub fn set_conntrack_per_pod(&mut self, entries: u32) {
+        self.conntrack.set_entries(entries);
     }
 
     /// The counter slots of the interfaces with a record.
@@ -465,7 +482,9 @@ impl Writer {
         if self.cache.remove(&ifindex).is_some() {
             report.removed += 1;
         }
-        self.slots.remove(&ifindex);
+        if let Some(slot) = self.slots.remove(&ifindex) {
+            self.conntrack.clear(slot);
+        }
         Ok(())
     }
 

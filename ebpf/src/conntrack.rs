@@ -1,6 +1,10 @@
-//! Conntrack: a node-wide LRU of connections, one entry per connection and
-//! hook. A packet whose connection is present and not idle past its timeout
-//! passes without a policy lookup.
+//! Conntrack: one entry per connection and hook, in the pod's own LRU table
+//! (`CONNTRACK_POD`, by endpoint slot) so that a pod that opens more flows
+//! than its table holds evicts only its own entries. A pod without a table
+//! of its own uses the node-wide `CONNTRACK` (the agent moves a pod's
+//! entries from there into its table when it creates one). A packet
+//! whose connection is present and not idle past its timeout passes
+//! without a policy lookup.
 //!
 //! Keys are normalized: of the two ends (address, port), the lower one is
 //! `src`. A packet and its reply therefore share one key and one lookup
@@ -9,12 +13,64 @@
 //! IPv4 the first four, the rest being zero), then the port as a number.
 
 use palisade_common::{
-    CtKey, CtValue, IpKey, CT_CLOSING, CT_CUT, CT_EPOCH_SHIFT, CT_OPENED_FORWARD, CT_OPENED_MASK,
-    CT_OPENED_REVERSE, CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS, CT_TIMEOUT_TCP_NS, PROTO_TCP,
-    RULE_NODE,
+    CtKey, CtValue, Endpoint, IpKey, CT_CLOSING, CT_CUT, CT_EPOCH_SHIFT, CT_OPENED_FORWARD,
+    CT_OPENED_MASK, CT_OPENED_REVERSE, CT_TIMEOUT_CLOSING_NS, CT_TIMEOUT_OTHER_NS,
+    CT_TIMEOUT_TCP_NS, PROTO_TCP, RULE_NODE,
 };
 
-use crate::{clock, maps::CONNTRACK, parse::Tuple};
+use aya_ebpf::helpers::bpf_map_lookup_elem;
+
+use crate::{
+    clock,
+    maps::{PodConntrack, CONNTRACK, CONNTRACK_POD, SCRATCH},
+    parse::Tuple,
+    scratch::Scratch,
+};
+
+/// The key of the scratch's one slot, in read-only data rather than on
+/// the stack.
+static ZERO: u32 = 0;
+
+/// The own table of the pod in endpoint slot `slot`, if it has one. Out of
+/// line and without a stack frame (both keys live in maps: the scratch's
+/// in `.rodata`, the slot in `Scratch::ct_slot`): its callers sit at the
+/// 512-byte limit of the call chain.
+#[inline(never)]
+fn own(slot: u16) -> Option<&'static PodConntrack> {
+    let scratch = core::ptr::from_ref(&SCRATCH).cast_mut().cast();
+    // SAFETY: the helper reads the 4-byte key and returns the slot or null.
+    let s = unsafe { bpf_map_lookup_elem(scratch, core::ptr::from_ref(&ZERO).cast()) };
+    let s = unsafe { s.cast::<Scratch>().as_mut() }?;
+    s.ct_slot = slot as u32;
+    let outer = core::ptr::from_ref(&CONNTRACK_POD).cast_mut().cast();
+    let key = core::ptr::from_ref(&s.ct_slot).cast();
+    // SAFETY: an array of maps' value is the inner map, which the kernel
+    // keeps alive for the rest of the program run.
+    let inner = unsafe { bpf_map_lookup_elem(outer, key) };
+    unsafe { inner.cast::<PodConntrack>().as_ref() }
+}
+
+/// The entry of `k` in the table of the pod in endpoint slot `slot`: its
+/// own, or the node-wide one when it has none.
+#[inline(always)]
+fn entry(slot: u16, k: &CtKey) -> Option<*mut CtValue> {
+    match own(slot) {
+        Some(own) => own.get_ptr_mut(k),
+        None => CONNTRACK.get_ptr_mut(k),
+    }
+}
+
+/// Stores `v` under `k` in the table of the pod in slot `slot`: its own,
+/// or the node-wide one when it has none. A full LRU evicts its oldest
+/// entry, so this cannot fail for lack of room; any other error only costs
+/// a policy lookup on the next packet.
+#[inline(always)]
+fn store(slot: u16, k: &CtKey, v: &CtValue) {
+    let _ = match own(slot) {
+        Some(own) => own.insert(k, v, 0),
+        None => CONNTRACK.insert(k, v, 0),
+    };
+}
 
 /// `last_seen_ns` is rewritten at most this often per entry: a write per
 /// packet would bounce the entry's cache line between CPUs for nothing.
@@ -101,14 +157,15 @@ fn epoch_bits(epoch: u32) -> u32 {
 }
 
 /// Looks up the normalized key `k` for a packet described by `seen`
-/// (`SEEN_*`) at a hook whose endpoint has policy epoch `epoch`;
+/// (`SEEN_*`) at a hook of endpoint `ep` (its table and policy epoch);
 /// refreshes a live entry (at most once per `REFRESH_NS`) and gives the
 /// rule it was allowed by, or `STALE` for an entry of another epoch.
 /// Reports as absent an expired entry, and one a SYN from the other end
 /// than its opener would ride; marks a TCP entry closing on FIN or RST.
 #[inline(always)]
-pub fn live(k: &CtKey, seen: u32, epoch: u32) -> Option<u32> {
-    let v = CONNTRACK.get_ptr_mut(k)?;
+pub fn live(ep: &Endpoint, k: &CtKey, seen: u32) -> Option<u32> {
+    let epoch = ep.epoch;
+    let v = entry(ep.slot, k)?;
     let now = clock::now();
     let (last, rule, flags) = unsafe { ((*v).last_seen_ns, (*v).rule, (*v).flags) };
     let age = now.saturating_sub(last);
@@ -142,17 +199,19 @@ pub fn live(k: &CtKey, seen: u32, epoch: u32) -> Option<u32> {
     Some(rule)
 }
 
-/// How the flow of a `STALE` entry, under the normalized key `k`, is
+/// How the flow of a `STALE` entry of the pod in slot `slot`, under the
+/// normalized key `k`, is
 /// decided again: `REDO_STALE`, plus `REDO_REPLY` when the packet
 /// (`swapped` by normalizing, or not) goes the other way than the one that
 /// opened the flow, plus `REDO_NODE` when the flow was node traffic. Out
 /// of line, and only on this rare path: the lookup paths have no stack to
 /// carry it.
 #[inline(never)]
-pub fn redo(k: &CtKey, swapped: bool) -> u32 {
-    let Some(v) = (unsafe { CONNTRACK.get(k) }) else {
+pub fn redo(slot: u16, k: &CtKey, swapped: bool) -> u32 {
+    let Some(v) = entry(slot, k) else {
         return REDO_STALE;
     };
+    let v = unsafe { &*v };
     let opener = v.flags & CT_OPENED_MASK;
     let reply = opener != 0 && opener != opened(swapped);
     let mut redo = REDO_STALE;
@@ -173,7 +232,7 @@ pub const REDO_REPLY: u32 = 2;
 pub const REDO_NODE: u32 = 4;
 
 /// What `live` gives for the connection `t` belongs to, in either
-/// direction, at hook `ifindex` of an endpoint with policy epoch `epoch`;
+/// direction, at hook `ifindex` of endpoint `ep`;
 /// for a `STALE` entry, `redo` gets how to decide it again. `t` is used as
 /// the key in place (its `ifindex` is set to the hook's) and is left in
 /// the orientation it came in.
@@ -185,16 +244,16 @@ pub fn known(
     ifindex: u32,
     t: &mut Tuple,
     seen: u32,
-    epoch: u32,
+    ep: &Endpoint,
     redo_out: &mut u32,
 ) -> Option<u32> {
     t.ifindex = ifindex;
     let swapped = normalize(t);
     let seen = if swapped { seen | SEEN_SWAPPED } else { seen };
-    let found = live(t, seen, epoch);
+    let found = live(ep, t, seen);
     *redo_out = 0;
     if found == Some(STALE) {
-        *redo_out = redo(t, swapped);
+        *redo_out = redo(ep.slot, t, swapped);
     }
     if swapped {
         reverse(t);
@@ -202,16 +261,17 @@ pub fn known(
     found
 }
 
-/// Marks the entry of the connection `t` belongs to at hook `ifindex` cut
-/// (`CT_CUT`) under policy epoch `epoch`: a flow the current policy
-/// refuses. `t` is left as it came.
+/// Marks the entry of the connection `t` belongs to at hook `ifindex` of
+/// endpoint `ep` cut (`CT_CUT`) under its policy epoch: a flow the current
+/// policy refuses. `t` is left as it came.
 #[inline(always)]
-pub fn cut_seen(ifindex: u32, t: &mut Tuple, epoch: u32) {
+pub fn cut_seen(ifindex: u32, t: &mut Tuple, ep: &Endpoint) {
+    let epoch = ep.epoch;
     t.ifindex = ifindex;
     let swapped = normalize(t);
     // By reference: a copy of the key would take stack there is none of.
     let key: &CtKey = t;
-    if let Some(v) = CONNTRACK.get_ptr_mut(key) {
+    if let Some(v) = entry(ep.slot, key) {
         unsafe {
             let flags = (*v).flags & (CT_OPENED_MASK | CT_CLOSING);
             (*v).flags = flags | CT_CLOSING | CT_CUT | epoch_bits(epoch);
@@ -223,27 +283,25 @@ pub fn cut_seen(ifindex: u32, t: &mut Tuple, epoch: u32) {
     }
 }
 
-/// Records a new allowed connection under the normalized key `k`, opened
-/// by a packet whose ends normalizing `swapped` (or not), allowed under
-/// policy epoch `epoch`. A full LRU evicts its oldest entry, so this
-/// cannot fail for lack of room; any other error only costs a policy
-/// lookup on the next packet.
+/// Records a new allowed connection of endpoint `ep` under the normalized
+/// key `k`, opened by a packet whose ends normalizing `swapped` (or not),
+/// allowed under the endpoint's policy epoch.
 #[inline(always)]
-pub fn create(k: &CtKey, rule: u32, swapped: bool, epoch: u32) {
+pub fn create(ep: &Endpoint, k: &CtKey, rule: u32, swapped: bool) {
     let v = CtValue {
         last_seen_ns: clock::now(),
         rule,
-        flags: opened(swapped) | epoch_bits(epoch),
+        flags: opened(swapped) | epoch_bits(ep.epoch),
     };
-    let _ = CONNTRACK.insert(k, v, 0);
+    store(ep.slot, k, &v);
 }
 
 /// `create` for a tuple as seen at hook `ifindex` (left as it came).
 #[inline(always)]
-pub fn create_seen(ifindex: u32, t: &mut Tuple, rule: u32, epoch: u32) {
+pub fn create_seen(ifindex: u32, t: &mut Tuple, rule: u32, ep: &Endpoint) {
     t.ifindex = ifindex;
     let swapped = normalize(t);
-    create(t, rule, swapped, epoch);
+    create(ep, t, rule, swapped);
     if swapped {
         reverse(t);
     }

@@ -84,9 +84,7 @@ pub fn decide(
     // Any entry of the client's policy epoch, whatever its orientation:
     // the client's own hook decided this tuple (its SYN included). One of
     // an earlier epoch is decided again below.
-    if conntrack::live(k, 0, c.ep.epoch)
-        .is_some_and(|r| r != conntrack::STALE && r != conntrack::CUT)
-    {
+    if conntrack::live(c.ep, k, 0).is_some_and(|r| r != conntrack::STALE && r != conntrack::CUT) {
         return true;
     }
     let src = Source {
@@ -105,7 +103,7 @@ pub fn decide(
             return false;
         }
     };
-    conntrack::create(k, rule, swapped, c.ep.epoch);
+    conntrack::create(c.ep, k, rule, swapped);
     if rule == RULE_WOULD_DENY {
         // The client's hook counted the packet as allowed (undecided); what
         // was decided here is counted here.

@@ -322,7 +322,7 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
         (&p.src, &p.dst, sport, dport)
     };
     let mut k = ct_key(ifindex, proto, p.family, lo, hi, lo_port, hi_port);
-    if let Some(rule) = conntrack::live(k.key(), 0, ep.epoch) {
+    if let Some(rule) = conntrack::live(ep, k.key(), 0) {
         // Decided again by the general path, in its opener's direction;
         // a cut flow is dropped and reported there.
         if rule == conntrack::STALE || rule == conntrack::CUT {
@@ -420,7 +420,7 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
             }
         }
     };
-    conntrack::create(k.key(), rule, swapped, ep.epoch);
+    conntrack::create(ep, k.key(), rule, swapped);
     account::flow(slot, dir, rule, len);
     let t: &mut CtKey = k.key_mut();
     if swapped {

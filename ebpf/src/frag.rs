@@ -1,9 +1,18 @@
 //! IP fragments: only the first fragment carries the ports, so its verdict is
-//! recorded and the later fragments of the same datagram take it.
+//! recorded and the later fragments of the same datagram take it, for as
+//! long as a receiver would still reassemble it (`FRAG_TIMEOUT_TICKS`).
+//! A record past that is void: a datagram id reused later is decided by its
+//! own first fragment, never by an old verdict.
 
-use palisade_common::{FragKey, FragValue};
+use palisade_common::{FragKey, FragValue, FRAG_TICK_SHIFT, FRAG_TIMEOUT_TICKS};
 
-use crate::{maps::FRAGMENTS, parse::Tuple};
+use crate::{clock, maps::FRAGMENTS, parse::Tuple};
+
+/// The fragment records' clock (ticks of about a second).
+#[inline(always)]
+fn tick() -> u32 {
+    (clock::now() >> FRAG_TICK_SHIFT) as u32
+}
 
 /// The key of datagram `id`: addresses of `t`, protocol `proto` (the
 /// packet's `frag_proto`, the same for every fragment of the datagram).
@@ -23,7 +32,7 @@ pub fn record(k: &mut FragKey, ifindex: u32, id: u32, proto: u8, t: &Tuple) {
     let v = FragValue {
         sport: t.sport,
         dport: t.dport,
-        allowed: 1,
+        expires: tick().wrapping_add(FRAG_TIMEOUT_TICKS),
     };
     fill(k, ifindex, id, proto, t);
     // Passed by reference: the key stays in the scratch, off the stack.
@@ -32,11 +41,14 @@ pub fn record(k: &mut FragKey, ifindex: u32, id: u32, proto: u8, t: &Tuple) {
 }
 
 /// The recorded verdict of the datagram a later fragment belongs to:
-/// `None` when its first fragment was not seen (or was denied).
+/// `None` when its first fragment was not seen, was denied, or passed too
+/// long ago.
 #[inline(always)]
 pub fn verdict(k: &mut FragKey, ifindex: u32, id: u32, proto: u8, t: &Tuple) -> Option<bool> {
     fill(k, ifindex, id, proto, t);
     let k: &FragKey = k;
     let v = unsafe { FRAGMENTS.get(k) }?;
-    Some(v.allowed != 0)
+    // Wrapping: not negative while the record holds.
+    let left = v.expires.wrapping_sub(tick()) as i32;
+    Some(left >= 0)
 }

@@ -354,14 +354,14 @@ fn decide(h: &Hook, ep: &Endpoint, s: &mut Scratch) -> i32 {
         // is of an earlier epoch, until the flow's own next packet.
         let quoted = s.pkt.has_quoted && goes_back(&s.pkt);
         let found = match quoted {
-            true => conntrack::known(ifindex, &mut s.pkt.quoted, 0, ep.epoch, &mut s.redo),
+            true => conntrack::known(ifindex, &mut s.pkt.quoted, 0, ep, &mut s.redo),
             false => None,
         };
         s.redo = 0;
         found.filter(|r| *r != STALE)
     } else {
         let seen = conntrack::tcp_seen(s.pkt.tcp_flags);
-        conntrack::known(ifindex, &mut s.pkt.tuple, seen, ep.epoch, &mut s.redo)
+        conntrack::known(ifindex, &mut s.pkt.tuple, seen, ep, &mut s.redo)
     };
     if let Some(rule) = found.filter(|r| *r != STALE) {
         if rule == CUT {
@@ -410,7 +410,7 @@ fn decide_new(h: &Hook, ep: &Endpoint, pdir: u32, s: &mut Scratch) -> i32 {
             // and opens no flow even in audit mode.
             None if !audited(ep.flags, pdir) || error => {
                 if s.redo & REDO_STALE != 0 {
-                    conntrack::cut_seen(ifindex, &mut s.pkt.tuple, ep.epoch);
+                    conntrack::cut_seen(ifindex, &mut s.pkt.tuple, ep);
                 }
                 return h.refuse(audited(ep.flags, pdir), REASON_POLICY, &s.pkt.tuple);
             }
@@ -419,7 +419,7 @@ fn decide_new(h: &Hook, ep: &Endpoint, pdir: u32, s: &mut Scratch) -> i32 {
     };
     // Errors are not flows of their own: they never open one.
     if !error {
-        conntrack::create_seen(ifindex, &mut s.pkt.tuple, rule, ep.epoch);
+        conntrack::create_seen(ifindex, &mut s.pkt.tuple, rule, ep);
         events::flow(&h.src, REASON_POLICY, rule, &s.pkt.tuple);
     }
     if s.redo & REDO_REPLY != 0 {

@@ -8,14 +8,16 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    btf_maps::{
+        Array, ArrayOfMaps, HashMap, HashOfMaps, LpmTrie, LruHashMap, PerCpuArray, RingBuf,
+    },
     macros::btf_map,
 };
 use palisade_common::{
     Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
-    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONNTRACK_MAX, EVENTS_BYTES, FRAG_MAX,
-    IDENTITY_TRIE_MAX, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
-    LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
+    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONNTRACK_MAX, CONNTRACK_POD_TEMPLATE,
+    EVENTS_BYTES, FRAG_MAX, IDENTITY_TRIE_MAX, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX,
+    INNER_SPILL_MAX, LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -67,8 +69,20 @@ pub static POLICY_PORT: HashOfMaps<PolicyKey, PortInner, { OUTER_MAX as usize },
 pub static POLICY_SPILL: HashOfMaps<PolicyKey, SpillInner, { OUTER_MAX as usize }, NO_PREALLOC> =
     HashOfMaps::new();
 
+/// The node-wide conntrack table: entries of pods without a table of their
+/// own (`CONNTRACK_POD`), and those an upgrade carried over from a layout
+/// that had only this one. Looked up when a pod's own table misses.
 #[btf_map]
 pub static CONNTRACK: LruHashMap<CtKey, CtValue, { CONNTRACK_MAX as usize }> = LruHashMap::new();
+
+/// A pod's own conntrack table, by endpoint slot. Each is an LRU of its
+/// own, created by the agent with its own size: a pod that opens more flows
+/// than its table holds evicts its own oldest entries, never another pod's.
+pub type PodConntrack = LruHashMap<CtKey, CtValue, { CONNTRACK_POD_TEMPLATE as usize }>;
+
+#[btf_map]
+pub static CONNTRACK_POD: ArrayOfMaps<PodConntrack, { MAX_ENDPOINTS as usize }> =
+    ArrayOfMaps::new();
 
 #[btf_map]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue, { FRAG_MAX as usize }> = LruHashMap::new();

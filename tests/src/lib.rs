@@ -4,6 +4,7 @@ pub mod classifier;
 pub mod cluster;
 pub mod echo_flow;
 pub mod fixtures;
+pub mod flood;
 pub mod kernel;
 pub mod kubectl;
 pub mod lab;

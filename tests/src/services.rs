@@ -3,11 +3,14 @@
 //! the client and the backends, and probing through the ClusterIP with
 //! every connection checked against the oracle on its post-DNAT tuple.
 
-use palisade_lab::{DnatTarget, Family, Lab, Outcome, ProbePort, Protocol, ServiceRule};
+use palisade_lab::{
+    palisade_bin, service_rules, write_manifest, AgentOptions, AgentProcess, DnatTarget, Family,
+    Lab, LabSpec, Masquerade, Outcome, ProbePort, Protocol, ServiceRule,
+};
 use palisade_policy::{evaluate, Flow, Model};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const AGENT_START: Duration = Duration::from_secs(60);
@@ -264,4 +267,85 @@ pub fn expect_all(seen: &BTreeMap<(IpAddr, bool), usize>, allowed: bool, what: &
         !seen.is_empty() && seen.keys().all(|(_, a)| *a == allowed),
         "{what}: the oracle should say {allowed} for every backend: {seen:?}"
     );
+}
+
+/// One lab node of `one_node_pods` with the agent and the kube-proxy
+/// emulation.
+pub struct ServiceNode {
+    pub lab: Lab,
+    pub agent: AgentProcess,
+    pub manifests: PathBuf,
+    pub rules: Vec<ServiceRule>,
+}
+
+impl ServiceNode {
+    pub fn up(label: &str) -> ServiceNode {
+        ServiceNode::up_with(label, Masquerade::default(), &[])
+    }
+
+    /// The node with kube-proxy's masquerade rules set to `masq`, the agent
+    /// started with the extra arguments `args`.
+    pub fn up_with(label: &str, masq: Masquerade, args: &[&str]) -> ServiceNode {
+        let bin = palisade_bin().expect("the palisade binary");
+        let text = topology(&one_node_pods());
+        let model = palisade_policy::load_str(&text, "topology.yaml");
+        assert!(model.errors.is_empty(), "topology: {:?}", model.errors);
+        let lab = Lab::up(&LabSpec::from_pods(label, &model.pods, &EXTRA_PORTS)).expect("lab up");
+        let rules = service_rules(&model);
+        lab.install_kube_proxy_with(&rules, masq)
+            .expect("kube-proxy emulation");
+        // Installing again replaces, never duplicates.
+        lab.install_kube_proxy_with(&rules, masq)
+            .expect("kube-proxy emulation, again");
+        let manifests = lab.dir().join("manifests");
+        std::fs::create_dir(&manifests).unwrap();
+        write_manifest(&manifests.join("topology.yaml"), &text).unwrap();
+        write_manifest(&manifests.join("policies.yaml"), "").unwrap();
+        let bpffs = lab.mount_bpffs().unwrap();
+        let mut opts = AgentOptions::new(bin, vec![manifests.clone()], NODE, bpffs);
+        opts.args = args.iter().map(|a| a.to_string()).collect();
+        let agent = lab.start_agent(&opts).unwrap();
+        lab.wait_agent(&agent, 0, AGENT_START).unwrap();
+        ServiceNode {
+            lab,
+            agent,
+            manifests,
+            rules,
+        }
+    }
+
+    /// Swaps the policies and waits until the agent enforces them;
+    /// returns the model the expectations come from.
+    pub fn set_policies(&self, text: &str) -> Model {
+        let before = self.agent.rounds();
+        write_manifest(&self.manifests.join("policies.yaml"), text).unwrap();
+        self.lab
+            .wait_agent(&self.agent, before, AGENT_CHANGE)
+            .unwrap();
+        load_model(&self.manifests)
+    }
+
+    /// The agent's log, for failure messages.
+    pub fn log(&self) -> String {
+        self.lab.log(&self.agent.process)
+    }
+
+    pub fn check(
+        &self,
+        model: &Model,
+        from: &str,
+        rounds: usize,
+    ) -> BTreeMap<(IpAddr, bool), usize> {
+        let logs = || self.log();
+        self.via(&logs).check(model, from, rounds)
+    }
+
+    /// Probing through this node's Service rules.
+    pub fn via<'a>(&'a self, logs: &'a dyn Fn() -> String) -> Via<'a> {
+        Via {
+            lab: &self.lab,
+            rules: &self.rules,
+            logs,
+        }
+    }
 }

@@ -426,6 +426,45 @@ fn classifier_ipv6_extension_headers_walked_to_tcp() -> Result<()> {
     Ok(())
 }
 
+/// A first fragment's verdict holds for as long as a receiver would
+/// reassemble (`FRAG_TIMEOUT_TICKS`): past that, a later fragment with the
+/// same id drops, as one without a first fragment.
+#[test]
+fn classifier_fragment_records_expire() -> Result<()> {
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    ingress_rules(&mut c)?;
+    for (peer, pod) in [(PEER4, POD4), (PEER6, POD6)] {
+        let (peer, pod) = (ip(peer), ip(pod));
+        let id = 0x77;
+        let first = Packet::udp(peer, pod, 7000, 53).fragment(Frag {
+            id,
+            offset: 0,
+            more: true,
+        });
+        let later = Packet::raw(peer, pod, PROTO_UDP, vec![0xab; 16]).fragment(Frag {
+            id,
+            offset: 185,
+            more: false,
+        });
+        assert!(pass(&c, Hook::Ingress, &first), "allowed first fragment");
+        assert!(pass(&c, Hook::Ingress, &later), "within the timeout");
+        // Age every record past its expiry: made at tick T, it expired at
+        // T + FRAG_TIMEOUT_TICKS; T - 1 is in the past.
+        let mut frags = c.fragments()?;
+        let records: Vec<(FragKey, FragValue)> = frags.iter().collect::<Result<_, _>>()?;
+        assert!(!records.is_empty(), "the first fragment left a record");
+        for (k, mut v) in records {
+            v.expires = v.expires.wrapping_sub(FRAG_TIMEOUT_TICKS + 1);
+            frags.insert(k, v, 0)?;
+        }
+        assert!(!pass(&c, Hook::Ingress, &later), "past the timeout");
+        // A new first fragment of the id is decided and recorded anew.
+        assert!(pass(&c, Hook::Ingress, &first), "the id reused");
+        assert!(pass(&c, Hook::Ingress, &later), "its later fragment");
+    }
+    Ok(())
+}
+
 #[test]
 fn classifier_fragments_follow_first_fragment() -> Result<()> {
     let mut c = setup(EP_ISOLATED_INGRESS)?;

@@ -1,6 +1,7 @@
 //! Conntrack orientation and closing (BPF_PROG_TEST_RUN): an entry opened
 //! by one end never lets the other end open a connection on the same
-//! 5-tuple, and FIN or RST shortens its life.
+//! 5-tuple, and FIN or RST shortens its life; a pod with a table of its
+//! own keeps its entries there.
 
 use std::net::IpAddr;
 
@@ -230,6 +231,34 @@ fn a_cut_flow_is_not_opened_again_by_the_end_whose_other_direction_is_open() -> 
         // A new connection from the pod on those ports is its own.
         let syn = Packet::tcp(pod, peer, 80, 40000).syn();
         assert_eq!(run(&c, Hook::Egress, &syn), TCX_NEXT, "{pod}: new SYN");
+    }
+    Ok(())
+}
+
+/// A pod with a table of its own (`CONNTRACK_POD`) keeps its entries
+/// there: opening more flows than it holds evicts its own oldest, and the
+/// node-wide table gets none of them.
+#[test]
+fn a_pod_with_a_table_of_its_own_tracks_its_flows_there() -> Result<()> {
+    const ROOM: u32 = 64;
+    for (pod, peer) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+        let (pod, peer) = (ip(pod), ip(peer));
+        let mut c = inbound_only(pod, peer)?;
+        let own = c.own_conntrack(0, ROOM)?;
+        let flows = 4 * ROOM as u16;
+        for port in 0..flows {
+            let open = Packet::udp(peer, pod, 1000 + port, 53);
+            assert_eq!(run(&c, Hook::Ingress, &open), TCX_NEXT);
+        }
+        // The reply of the newest flow rides its entry; the pod's egress
+        // refuses anything else.
+        let newest = Packet::udp(pod, peer, 53, 1000 + flows - 1);
+        assert_eq!(run(&c, Hook::Egress, &newest), TCX_NEXT, "{pod}");
+        let oldest = Packet::udp(pod, peer, 53, 1000);
+        assert_eq!(run(&c, Hook::Egress, &oldest), TCX_DROP, "evicted");
+        let held = own.keys().count();
+        assert!(held > 0 && held <= ROOM as usize, "{held} entries");
+        assert_eq!(c.conntrack()?.keys().count(), 0, "node-wide table");
     }
     Ok(())
 }

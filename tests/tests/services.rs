@@ -14,8 +14,8 @@
 
 use palisade_lab::{
     palisade_bin, service_rules, write_manifest, AgentOptions, AgentProcess, Cluster, ClusterNode,
-    ClusterSpec, Family, Lab, LabSpec, Masquerade, NodeSpec, Overlay, PodServer, ProbePort,
-    Protocol, ServiceRule, UNDERLAY,
+    ClusterSpec, Family, LabSpec, Masquerade, NodeSpec, Overlay, PodServer, ProbePort, Protocol,
+    ServiceRule, UNDERLAY,
 };
 use palisade_policy::{evaluate, Flow, Model};
 use palisade_tests::services::*;
@@ -23,73 +23,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-/// One lab node with the agent and the kube-proxy emulation.
-struct Env {
-    lab: Lab,
-    agent: AgentProcess,
-    manifests: PathBuf,
-    rules: Vec<ServiceRule>,
-}
-
-impl Env {
-    fn up(label: &str) -> Env {
-        Env::up_with(label, Masquerade::default())
-    }
-
-    /// The node with kube-proxy's masquerade rules set to `masq`.
-    fn up_with(label: &str, masq: Masquerade) -> Env {
-        let bin = palisade_bin().expect("the palisade binary");
-        let text = topology(&one_node_pods());
-        let model = palisade_policy::load_str(&text, "topology.yaml");
-        assert!(model.errors.is_empty(), "topology: {:?}", model.errors);
-        let lab = Lab::up(&LabSpec::from_pods(label, &model.pods, &EXTRA_PORTS)).expect("lab up");
-        let rules = service_rules(&model);
-        lab.install_kube_proxy_with(&rules, masq)
-            .expect("kube-proxy emulation");
-        // Installing again replaces, never duplicates.
-        lab.install_kube_proxy_with(&rules, masq)
-            .expect("kube-proxy emulation, again");
-        let manifests = lab.dir().join("manifests");
-        std::fs::create_dir(&manifests).unwrap();
-        write_manifest(&manifests.join("topology.yaml"), &text).unwrap();
-        write_manifest(&manifests.join("policies.yaml"), "").unwrap();
-        let bpffs = lab.mount_bpffs().unwrap();
-        let opts = AgentOptions::new(bin, vec![manifests.clone()], NODE, bpffs);
-        let agent = lab.start_agent(&opts).unwrap();
-        lab.wait_agent(&agent, 0, AGENT_START).unwrap();
-        Env {
-            lab,
-            agent,
-            manifests,
-            rules,
-        }
-    }
-
-    /// Swaps the policies and waits until the agent enforces them;
-    /// returns the model the expectations come from.
-    fn set_policies(&self, text: &str) -> Model {
-        let before = self.agent.rounds();
-        write_manifest(&self.manifests.join("policies.yaml"), text).unwrap();
-        self.lab
-            .wait_agent(&self.agent, before, AGENT_CHANGE)
-            .unwrap();
-        load_model(&self.manifests)
-    }
-
-    fn check(&self, model: &Model, from: &str, rounds: usize) -> BTreeMap<(IpAddr, bool), usize> {
-        let logs = || self.lab.log(&self.agent.process);
-        Via {
-            lab: &self.lab,
-            rules: &self.rules,
-            logs: &logs,
-        }
-        .check(model, from, rounds)
-    }
-}
-
 #[test]
 fn services_cluster_ip_same_node() {
-    let env = Env::up("services_same_node");
+    let env = ServiceNode::up("services_same_node");
 
     // Allowed both ways: the client reaches the Service through its
     // isolated ingress (only replies pass it).
@@ -156,7 +92,7 @@ fn services_cluster_ip_same_node() {
 
 #[test]
 fn services_cluster_ip_one_of_two_backends_allowed() {
-    let env = Env::up("services_one_of_two");
+    let env = ServiceNode::up("services_one_of_two");
     let model = env.set_policies(&format!(
         "{}{}",
         client_policy("{pod: web-a}"),
@@ -188,7 +124,7 @@ fn services_cluster_ip_one_of_two_backends_allowed() {
 /// backend is the answer.
 #[test]
 fn services_cluster_ip_same_node_masquerade_all() {
-    let env = Env::up_with("services_same_node_masq", Masquerade::All);
+    let env = ServiceNode::up_with("services_same_node_masq", Masquerade::All, &[]);
     let model = env.set_policies(&client_policy("{pod: web-a}"));
     let seen = env.check(&model, "svc/client", 8);
     for family in [Family::V4, Family::V6] {

@@ -260,4 +260,10 @@ fn upgrade_from_unversioned_pins_keeps_enforcing() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no entry count in {carried:?}"));
     assert!(entries > 0, "{carried}");
+    // Each pod tracks its flows in a table of its own now: the carried
+    // entries moved there.
+    assert!(
+        log.contains("conntrack entries moved from the node-wide table into pod tables"),
+        "{log}"
+    );
 }

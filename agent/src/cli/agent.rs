@@ -119,6 +119,12 @@ pub struct AgentArgs {
     /// on CNIs that install no per-pod host route (bridge layouts).
     #[arg(long, default_value = palisade_cni::config::DEFAULT_STATE_DIR)]
     pub cni_state_dir: PathBuf,
+    /// Entries of each pod's own conntrack table (about 112 bytes of
+    /// kernel memory each): a pod that opens more flows than that evicts
+    /// only its own oldest ones. 0 puts every pod in one node-wide table,
+    /// where a busy pod evicts the others' flows.
+    #[arg(long, default_value_t = palisade_common::CONNTRACK_POD_DEFAULT)]
+    pub conntrack_per_pod: u32,
 }
 
 /// How long to wait before retrying a round that left errors (a pod that
@@ -165,6 +171,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
     let object = datapath::ebpf_object()?;
     let mut dp = Datapath::open(object, &args.bpffs_root, &args.node)?;
     dp.set_uplinks(args.uplink.clone());
+    dp.set_conntrack_per_pod(args.conntrack_per_pod);
     let records = args.cni_state_dir.clone();
     // A link the plugin pinned after this round read the records is the
     // plugin's hold, not a leftover: it is never detached.

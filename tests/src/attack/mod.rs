@@ -136,13 +136,7 @@ impl Arena {
     /// A sender on `pod`'s interface, addressed to the node's side of it
     /// (the pods' gateway, IPv4 by proxy ARP and IPv6 as `fe80::1`).
     pub fn wire(&self, pod: &str) -> Wire {
-        let p = self.lab.pod(pod).unwrap();
-        let gateway = mac(&self.lab.node_netns(), &p.host_veth);
-        let own = mac(&p.netns, POD_IFACE);
-        self.lab
-            .run_in_pod(pod, || Wire::open(POD_IFACE, gateway, own))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("{pod}: {e}"))
+        wire(&self.lab, pod)
     }
 
     /// A capture of the frames `pod` receives.
@@ -180,6 +174,17 @@ impl Arena {
         let arrived = capture.count(&marker, SETTLE).unwrap();
         Tally { sent, arrived }
     }
+}
+
+/// A sender on `pod`'s interface in `lab`, addressed to the node's side of
+/// it (the pods' gateway, IPv4 by proxy ARP and IPv6 as `fe80::1`).
+pub fn wire(lab: &Lab, pod: &str) -> Wire {
+    let p = lab.pod(pod).unwrap();
+    let gateway = mac(&lab.node_netns(), &p.host_veth);
+    let own = mac(&p.netns, POD_IFACE);
+    lab.run_in_pod(pod, || Wire::open(POD_IFACE, gateway, own))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{pod}: {e}"))
 }
 
 /// Fails at once on a manifest the agent would read as something else

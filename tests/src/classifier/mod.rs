@@ -18,9 +18,9 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 use palisade_common::{
-    names, Config, Counters, CtKey, CtValue, Endpoint, Event, IpKey, PolicyKey, PortKey, RuleBits,
-    RuleCounter, ServiceKey, SpillKey, CONFIG_EVENTS_DENIED, DIR_EGRESS, DIR_INGRESS,
-    EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
+    names, Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
+    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONFIG_EVENTS_DENIED, DIR_EGRESS,
+    DIR_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
     INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_COLS,
 };
 
@@ -464,6 +464,38 @@ impl Classifier {
     pub fn conntrack(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtValue>> {
         Ok(HashMap::try_from(
             self.ebpf.map_mut(names::CONNTRACK).context("CONNTRACK")?,
+        )?)
+    }
+
+    /// Gives the pod in endpoint slot `slot` a conntrack table of its own
+    /// (`CONNTRACK_POD`) with room for `entries`; returns a handle on it.
+    pub fn own_conntrack(
+        &mut self,
+        slot: u32,
+        entries: u32,
+    ) -> Result<HashMap<MapData, CtKey, CtValue>> {
+        let shape = palisade_datapath::load::MapShape {
+            map_type: palisade_common::layout::TYPE_LRU_HASH,
+            key_size: std::mem::size_of::<CtKey>() as u32,
+            value_size: std::mem::size_of::<CtValue>() as u32,
+            max_entries: entries,
+            flags: 0,
+        };
+        let data = MapData::create(shape.obj(), "test_ct_pod", None)?;
+        let table = HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
+        let outer = self
+            .ebpf
+            .map_mut(names::CONNTRACK_POD)
+            .context("CONNTRACK_POD")?;
+        let mut outer: aya::maps::ArrayOfMaps<_, HashMap<MapData, CtKey, CtValue>> =
+            aya::maps::ArrayOfMaps::try_from(outer)?;
+        outer.set(slot, &table, 0)?;
+        Ok(table)
+    }
+
+    pub fn fragments(&mut self) -> Result<HashMap<&mut MapData, FragKey, FragValue>> {
+        Ok(HashMap::try_from(
+            self.ebpf.map_mut(names::FRAGMENTS).context("FRAGMENTS")?,
         )?)
     }
 

@@ -166,6 +166,29 @@ impl Packet {
     }
 
     /// Any other IP protocol with the given payload.
+    /// Fills in the UDP checksum (after `payload`; IPv6 receivers drop a
+    /// datagram without one), for a packet a real stack is to accept.
+    pub fn udp_checksum(mut self) -> Self {
+        assert_eq!(self.proto, 17, "a UDP packet");
+        let mut pseudo = Vec::new();
+        for a in [self.src, self.dst] {
+            match a {
+                IpAddr::V4(a) => pseudo.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) => pseudo.extend_from_slice(&a.octets()),
+            }
+        }
+        pseudo.extend_from_slice(&[0, 17]);
+        pseudo.extend_from_slice(&(self.l4.len() as u16).to_be_bytes());
+        self.l4[6..8].fill(0);
+        pseudo.extend_from_slice(&self.l4);
+        let sum = match checksum(&pseudo) {
+            0 => 0xffff,
+            s => s,
+        };
+        self.l4[6..8].copy_from_slice(&sum.to_be_bytes());
+        self
+    }
+
     pub fn raw(src: IpAddr, dst: IpAddr, proto: u8, payload: Vec<u8>) -> Self {
         Self::new(src, dst, proto, payload)
     }

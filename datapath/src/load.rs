@@ -15,6 +15,7 @@
 use super::{migrate, sys, versions};
 use anyhow::{bail, Context, Result};
 use aya::maps::{MapInfo, MapType};
+use aya::programs::ProgramError;
 use aya::Ebpf;
 use aya::EbpfLoader;
 use aya_obj::EbpfSectionKind;
@@ -316,8 +317,7 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
             .with_context(|| format!("the eBPF object has no program {prog}"))?
             .try_into()
             .with_context(|| format!("program {prog} is not a TC classifier"))?;
-        p.load()
-            .with_context(|| format!("load program {prog} (verifier)"))?;
+        load_program(p).with_context(|| format!("load program {prog} (verifier)"))?;
     }
     if loaded.adopted {
         tracing::info!(dir = %loaded.layout.dir.display(), "re-adopted pinned maps");
@@ -325,6 +325,24 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         tracing::info!(dir = %loaded.layout.dir.display(), "pinned new maps");
     }
     Ok(loaded)
+}
+
+/// Loads `p`, again when the verifier gave up because a signal arrived
+/// for this process meanwhile (`EAGAIN`), as libbpf does: verifying takes
+/// long enough that a child's exit or a timer lands in it.
+pub fn load_program(p: &mut aya::programs::SchedClassifier) -> Result<(), ProgramError> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        match p.load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The maps that hold enforced policy: their pins are never replaced.

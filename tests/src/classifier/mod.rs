@@ -190,7 +190,7 @@ impl Classifier {
                 .program_mut(name)
                 .with_context(|| format!("program {name} missing"))?
                 .try_into()?;
-            prog.load()
+            palisade_datapath::load::load_program(prog)
                 .with_context(|| format!("verifier rejected {name}"))?;
         }
         let mut c = Classifier { ebpf };

@@ -67,8 +67,9 @@ pub const CONNTRACK_MAX: u32 = 262_144;
 pub const FRAG_MAX: u32 = 8_192;
 /// Entries of each pod's own conntrack table (`CONNTRACK_POD`) unless the
 /// agent is told otherwise: a pod that opens more flows than this evicts
-/// only its own oldest entries.
-pub const CONNTRACK_POD_DEFAULT: u32 = 16_384;
+/// only its own oldest entries. An LRU preallocates: 4,096 entries are
+/// 0.5 MiB of kernel memory per local pod, charged to the agent's cgroup.
+pub const CONNTRACK_POD_DEFAULT: u32 = 4_096;
 /// Capacity of the `CONNTRACK_POD` inner-map template. Only the template
 /// the loader needs has this size; each pod's table is created with its own.
 pub const CONNTRACK_POD_TEMPLATE: u32 = 64;

@@ -119,10 +119,11 @@ pub struct AgentArgs {
     /// on CNIs that install no per-pod host route (bridge layouts).
     #[arg(long, default_value = palisade_cni::config::DEFAULT_STATE_DIR)]
     pub cni_state_dir: PathBuf,
-    /// Entries of each pod's own conntrack table (about 112 bytes of
-    /// kernel memory each): a pod that opens more flows than that evicts
-    /// only its own oldest ones. 0 puts every pod in one node-wide table,
-    /// where a busy pod evicts the others' flows.
+    /// Entries of each pod's own conntrack table (128 bytes of kernel
+    /// memory each, preallocated and charged to the agent's cgroup): a pod
+    /// with more flows than that evicts only its own oldest ones. 0 puts
+    /// every pod in one node-wide table, where a busy pod evicts the
+    /// others' flows.
     #[arg(long, default_value_t = palisade_common::CONNTRACK_POD_DEFAULT)]
     pub conntrack_per_pod: u32,
 }

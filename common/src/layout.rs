@@ -58,6 +58,8 @@ pub const RECORDED: &[MapLayout] = &[
     ("EVENTS", TYPE_RINGBUF, 0, 0),
     ("EVENTS_LOST", TYPE_PERCPU_ARRAY, 4, 8),
     ("FRAGMENTS", TYPE_LRU_HASH, 44, 8),
+    ("FRAGMENTS_POD", TYPE_ARRAY_OF_MAPS, 4, 4),
+    ("FRAGMENTS_POD/inner", TYPE_LRU_HASH, 44, 8),
     ("IDENTITIES", TYPE_LPM_TRIE, 21, 4),
     ("LOCAL_ADDRS", TYPE_HASH, 17, 4),
     ("POLICY_CIDR", TYPE_HASH_OF_MAPS, 12, 4),
@@ -76,9 +78,9 @@ pub const RECORDED: &[MapLayout] = &[
 /// only: an entry once released is never edited.
 pub const HISTORY: &[(u32, u64)] = &[
     (2, 0x2067_6a5c_7ac9_2678),
-    // Each pod's own conntrack table (`CONNTRACK_POD`); `FragValue`'s
-    // third field became an expiry tick.
-    (3, 0x8205_dce0_4968_c0ec),
+    // Each pod's own conntrack and fragment tables (`CONNTRACK_POD`,
+    // `FRAGMENTS_POD`); `FragValue`'s third field became an expiry tick.
+    (3, 0x9c94_498c_6388_5198),
 ];
 
 /// FNV-1a over the table's text: a change of any number or name changes it.
@@ -140,6 +142,11 @@ mod tests {
             ("ENDPOINTS", (4, size::<Endpoint>())),
             ("EVENTS_LOST", (4, 8)),
             ("FRAGMENTS", (size::<FragKey>(), size::<FragValue>())),
+            ("FRAGMENTS_POD", (4, 4)),
+            (
+                "FRAGMENTS_POD/inner",
+                (size::<FragKey>(), size::<FragValue>()),
+            ),
             ("IDENTITIES", (lpm(size::<IpKey>()), 4)),
             ("LOCAL_ADDRS", (size::<IpKey>(), 4)),
             ("POLICY_CIDR", (size::<PolicyKey>(), 4)),

@@ -73,6 +73,13 @@ pub const CONNTRACK_POD_DEFAULT: u32 = 4_096;
 /// Capacity of the `CONNTRACK_POD` inner-map template. Only the template
 /// the loader needs has this size; each pod's table is created with its own.
 pub const CONNTRACK_POD_TEMPLATE: u32 = 64;
+/// Datagrams in flight (first fragment seen, later ones awaited) each
+/// pod's own fragment table (`FRAGMENTS_POD`) holds: what reassembly
+/// needs, 26 KiB of kernel memory per pod.
+pub const FRAGMENTS_POD_ENTRIES: u32 = 256;
+/// Capacity of the `FRAGMENTS_POD` inner-map template (each pod's table is
+/// created with `FRAGMENTS_POD_ENTRIES`).
+pub const FRAGMENTS_POD_TEMPLATE: u32 = 64;
 /// How long a first fragment's verdict waits for the datagram's later
 /// fragments: the kernel's own reassembly timeout (`ipfrag_time`, 30 s),
 /// after which no receiver would take them anyway. In [`FRAG_TICK_SHIFT`]
@@ -395,6 +402,8 @@ pub mod names {
     /// Array of maps, by endpoint slot: each pod's own conntrack table.
     pub const CONNTRACK_POD: &str = "CONNTRACK_POD";
     pub const FRAGMENTS: &str = "FRAGMENTS";
+    /// Array of maps, by endpoint slot: each pod's own fragment records.
+    pub const FRAGMENTS_POD: &str = "FRAGMENTS_POD";
     pub const EVENTS: &str = "EVENTS";
     /// Per-CPU `u64` counters of deny events not delivered, indexed by
     /// [`EVENTS_LOST_SAMPLED`](super::EVENTS_LOST_SAMPLED) and

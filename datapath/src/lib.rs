@@ -17,7 +17,7 @@ pub mod load;
 pub mod maps;
 mod migrate;
 pub mod node_addrs;
-pub mod pod_conntrack;
+pub mod pod_tables;
 mod program;
 pub mod readback;
 pub mod sys;
@@ -118,7 +118,7 @@ impl Datapath {
         let uplinks = uplink::adopt(&mut loaded.ebpf, &loaded.layout)?;
         let services = addrs::AddrTable::take(&mut loaded, palisade_common::names::SERVICES)?;
         let local_addrs = addrs::AddrTable::take(&mut loaded, palisade_common::names::LOCAL_ADDRS)?;
-        let conntrack = pod_conntrack::PodConntrack::take(&mut loaded)?;
+        let conntrack = pod_tables::PodTables::take(&mut loaded)?;
         let mut writer = Writer::new(maps::NodeMaps::take(&mut loaded)?, conntrack)?;
         // Denied packets are reported from the start; allowed flows only
         // while someone asks (`set_events`).

@@ -98,6 +98,8 @@ pub struct InnerShapes {
     pub spill: MapShape,
     /// Each pod's own conntrack table (`CONNTRACK_POD`).
     pub conntrack: MapShape,
+    /// Each pod's own fragment records (`FRAGMENTS_POD`).
+    pub fragments: MapShape,
 }
 
 /// Where the pins of one layout version of one node are.
@@ -246,9 +248,10 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         })
         .map(|(n, m)| (n.clone(), m))
         .collect();
-    for required in POLICY_STATE
-        .iter()
-        .chain(&[names::CONNTRACK, names::CONNTRACK_POD])
+    for required in
+        POLICY_STATE
+            .iter()
+            .chain(&[names::CONNTRACK, names::CONNTRACK_POD, names::FRAGMENTS_POD])
     {
         if !pinnable.contains_key(*required) {
             bail!("the eBPF object declares no map {required}");
@@ -266,6 +269,7 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
         port: inner_of(names::POLICY_PORT)?,
         spill: inner_of(names::POLICY_SPILL)?,
         conntrack: inner_of(names::CONNTRACK_POD)?,
+        fragments: inner_of(names::FRAGMENTS_POD)?,
     };
 
     if let Some(from) = older.last() {

@@ -21,7 +21,7 @@
 
 use super::encode::{self, DirMaps, Lpm, PodMaps};
 use super::maps::{dir_keys, NodeMaps, StagedDir};
-use super::pod_conntrack::PodConntrack;
+use super::pod_tables::PodTables;
 use anyhow::Result;
 use palisade_common::{
     Endpoint, IpKey, PolicyKey, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, EP_PENDING,
@@ -112,7 +112,7 @@ pub fn live_keys(ifindex: u32, ep: &Endpoint) -> Vec<PolicyKey> {
 
 pub struct Writer {
     maps: NodeMaps,
-    conntrack: PodConntrack,
+    conntrack: PodTables,
     cache: BTreeMap<u32, Programmed>,
     identities: BTreeMap<Lpm<IpKey>, u32>,
     /// Counter slot of each interface with a record (`Endpoint::slot`).
@@ -174,7 +174,7 @@ fn adopt_slots(cache: &mut BTreeMap<u32, Programmed>) -> BTreeMap<u32, u16> {
 
 impl Writer {
     /// Builds the cache from what is pinned.
-    pub fn new(maps: NodeMaps, conntrack: PodConntrack) -> Result<Self> {
+    pub fn new(maps: NodeMaps, conntrack: PodTables) -> Result<Self> {
         let mut cache = BTreeMap::new();
         for (ifindex, endpoint) in maps.read_endpoints()? {
             let [ing_key, eg_key] = dir_keys(ifindex, endpoint.generation);
@@ -437,7 +437,7 @@ impl Writer {
     }
 
     /// Moves the node-wide conntrack entries of pods with tables of their
-    /// own into those (`PodConntrack::absorb`).
+    /// own into those (`PodTables::absorb`).
     pub fn absorb_conntrack(&mut self) {
         self.conntrack.absorb(&self.slots);
     }

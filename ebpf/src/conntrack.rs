@@ -18,35 +18,20 @@ use palisade_common::{
     CT_TIMEOUT_TCP_NS, PROTO_TCP, RULE_NODE,
 };
 
-use aya_ebpf::helpers::bpf_map_lookup_elem;
-
 use crate::{
     clock,
-    maps::{PodConntrack, CONNTRACK, CONNTRACK_POD, SCRATCH},
+    maps::{in_slot, PodConntrack, CONNTRACK, CONNTRACK_POD},
     parse::Tuple,
-    scratch::Scratch,
 };
 
-/// The key of the scratch's one slot, in read-only data rather than on
-/// the stack.
-static ZERO: u32 = 0;
-
 /// The own table of the pod in endpoint slot `slot`, if it has one. Out of
-/// line and without a stack frame (both keys live in maps: the scratch's
-/// in `.rodata`, the slot in `Scratch::ct_slot`): its callers sit at the
+/// line and without a stack frame (`maps::in_slot`): its callers sit at the
 /// 512-byte limit of the call chain.
 #[inline(never)]
 fn own(slot: u16) -> Option<&'static PodConntrack> {
-    let scratch = core::ptr::from_ref(&SCRATCH).cast_mut().cast();
-    // SAFETY: the helper reads the 4-byte key and returns the slot or null.
-    let s = unsafe { bpf_map_lookup_elem(scratch, core::ptr::from_ref(&ZERO).cast()) };
-    let s = unsafe { s.cast::<Scratch>().as_mut() }?;
-    s.ct_slot = slot as u32;
-    let outer = core::ptr::from_ref(&CONNTRACK_POD).cast_mut().cast();
-    let key = core::ptr::from_ref(&s.ct_slot).cast();
+    let inner = in_slot(core::ptr::from_ref(&CONNTRACK_POD).cast_mut().cast(), slot);
     // SAFETY: an array of maps' value is the inner map, which the kernel
     // keeps alive for the rest of the program run.
-    let inner = unsafe { bpf_map_lookup_elem(outer, key) };
     unsafe { inner.cast::<PodConntrack>().as_ref() }
 }
 

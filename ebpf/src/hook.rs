@@ -279,7 +279,16 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
     if p.frag == FRAG_LATER {
         let id = p.frag_id;
         let proto = s.pkt.frag_proto;
-        if !isolated || frag::verdict(&mut s.frag, ifindex, id, proto, &s.pkt.tuple) == Some(true) {
+        if !isolated
+            || frag::verdict(
+                &mut s.frag,
+                h.src.slot as u16,
+                ifindex,
+                id,
+                proto,
+                &s.pkt.tuple,
+            ) == Some(true)
+        {
             return h.pass();
         }
         return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
@@ -368,7 +377,7 @@ fn decide(h: &Hook, ep: &Endpoint, s: &mut Scratch) -> i32 {
             return h.drop(REASON_POLICY, &s.pkt.tuple);
         }
         account::flow(h.src.slot, dir, rule, h.len);
-        record_first_fragment(s, ifindex);
+        record_first_fragment(s, h.src.slot as u16, ifindex);
         return ALLOW;
     }
     let pdir = if s.redo & REDO_REPLY != 0 {
@@ -426,16 +435,17 @@ fn decide_new(h: &Hook, ep: &Endpoint, pdir: u32, s: &mut Scratch) -> i32 {
         conntrack::reverse(&mut s.pkt.tuple);
     }
     account::flow(h.src.slot, dir, rule, h.len);
-    record_first_fragment(s, ifindex);
+    record_first_fragment(s, h.src.slot as u16, ifindex);
     ALLOW
 }
 
 /// Records a passing first fragment, so that its later fragments pass.
 #[inline(always)]
-fn record_first_fragment(s: &mut Scratch, ifindex: u32) {
+fn record_first_fragment(s: &mut Scratch, slot: u16, ifindex: u32) {
     if s.pkt.frag == FRAG_FIRST {
         frag::record(
             &mut s.frag,
+            slot,
             ifindex,
             s.pkt.frag_id,
             s.pkt.frag_proto,

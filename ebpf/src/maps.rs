@@ -16,8 +16,9 @@ use aya_ebpf::{
 use palisade_common::{
     Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
     PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONNTRACK_MAX, CONNTRACK_POD_TEMPLATE,
-    EVENTS_BYTES, FRAG_MAX, IDENTITY_TRIE_MAX, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX,
-    INNER_SPILL_MAX, LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
+    EVENTS_BYTES, FRAGMENTS_POD_TEMPLATE, FRAG_MAX, IDENTITY_TRIE_MAX, INNER_CIDR_MAX,
+    INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX,
+    RULE_COLS, SERVICES_MAX, SLOTS,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -84,8 +85,17 @@ pub type PodConntrack = LruHashMap<CtKey, CtValue, { CONNTRACK_POD_TEMPLATE as u
 pub static CONNTRACK_POD: ArrayOfMaps<PodConntrack, { MAX_ENDPOINTS as usize }> =
     ArrayOfMaps::new();
 
+/// The node-wide fragment records: pods without a table of their own.
 #[btf_map]
 pub static FRAGMENTS: LruHashMap<FragKey, FragValue, { FRAG_MAX as usize }> = LruHashMap::new();
+
+/// A pod's own fragment records, by endpoint slot, as `CONNTRACK_POD`: a
+/// pod sending first fragments fast evicts only its own records.
+pub type PodFragments = LruHashMap<FragKey, FragValue, { FRAGMENTS_POD_TEMPLATE as usize }>;
+
+#[btf_map]
+pub static FRAGMENTS_POD: ArrayOfMaps<PodFragments, { MAX_ENDPOINTS as usize }> =
+    ArrayOfMaps::new();
 
 #[btf_map]
 pub static EVENTS: RingBuf<Event, { EVENTS_BYTES as usize }> = RingBuf::new();
@@ -125,3 +135,25 @@ pub static CONFIG: Array<Config, 1> = Array::new();
 /// cannot hold the parsed packet and every lookup key at once.
 #[btf_map]
 pub static SCRATCH: PerCpuArray<crate::scratch::Scratch, 1> = PerCpuArray::new();
+
+/// The key of `SCRATCH`'s one slot, in read-only data rather than on the
+/// stack.
+static ZERO: u32 = 0;
+
+/// The inner map at endpoint slot `slot` of `outer` (an array of maps),
+/// or null. Both keys live in maps, the scratch's in `.rodata` and the
+/// slot in `Scratch::table_slot`, so the callers (out-of-line functions
+/// without a frame) add nothing to a call chain's stack.
+#[inline(always)]
+pub fn in_slot(outer: *mut core::ffi::c_void, slot: u16) -> *mut core::ffi::c_void {
+    use aya_ebpf::helpers::bpf_map_lookup_elem;
+    let scratch = core::ptr::from_ref(&SCRATCH).cast_mut().cast();
+    // SAFETY: the helper reads the 4-byte key and returns the slot or null.
+    let s = unsafe { bpf_map_lookup_elem(scratch, core::ptr::from_ref(&ZERO).cast()) };
+    let Some(s) = (unsafe { s.cast::<crate::scratch::Scratch>().as_mut() }) else {
+        return core::ptr::null_mut();
+    };
+    s.table_slot = slot as u32;
+    // SAFETY: as above; the key is the scratch's field.
+    unsafe { bpf_map_lookup_elem(outer, core::ptr::from_ref(&s.table_slot).cast()) }
+}

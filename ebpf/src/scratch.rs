@@ -30,9 +30,10 @@ pub struct Scratch {
     /// How the packet's flow is decided again (`hook::REDO_*`), kept here
     /// for the same reason.
     pub redo: u32,
-    /// The `CONNTRACK_POD` key (an endpoint slot) being looked up: a key
-    /// on the stack would push the deepest call chain past its 512 bytes.
-    pub ct_slot: u32,
+    /// The key (an endpoint slot) of a `CONNTRACK_POD` or `FRAGMENTS_POD`
+    /// lookup (`maps::in_slot`): a key on the stack would push the deepest
+    /// call chain past its 512 bytes.
+    pub table_slot: u32,
 }
 
 #[inline(always)]

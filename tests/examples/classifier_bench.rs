@@ -47,6 +47,11 @@ fn program(c: &mut Classifier) -> Result<()> {
     ep.egress.any_port = 1;
     ep.ingress.any_port_class = 9;
     c.set_endpoint(IFINDEX, &ep)?;
+    // As the agent does: the pod's flows in a table of its own (objects
+    // before per-pod tables have none and use the node-wide one).
+    if c.has_map(names::CONNTRACK_POD) {
+        c.own_conntrack(u32::from(ep.slot), CONNTRACK_POD_DEFAULT)?;
+    }
     c.set_identity(peer, 32, 300)?;
     c.set_identity(ip(PEER6), 128, 300)?;
     c.set_identity(other, 32, 301)?;

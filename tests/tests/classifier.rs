@@ -465,6 +465,35 @@ fn classifier_fragment_records_expire() -> Result<()> {
     Ok(())
 }
 
+/// A pod with a fragment table of its own (`FRAGMENTS_POD`) records its
+/// datagrams there: first fragments beyond its room evict only its own
+/// records, and the node-wide table gets none.
+#[test]
+fn classifier_fragments_of_a_pod_with_a_table_of_its_own_stay_there() -> Result<()> {
+    const ROOM: u32 = 32;
+    let mut c = setup(EP_ISOLATED_INGRESS)?;
+    ingress_rules(&mut c)?;
+    let own = c.own_fragments(0, ROOM)?;
+    let (peer, pod) = (ip(PEER4), ip(POD4));
+    let frag = |id, offset, more| Frag { id, offset, more };
+    let datagrams = 4 * ROOM;
+    for id in 0..datagrams {
+        let first = Packet::udp(peer, pod, 7000, 53).fragment(frag(id, 0, true));
+        assert!(pass(&c, Hook::Ingress, &first), "first fragment {id}");
+    }
+    let later =
+        |id| Packet::raw(peer, pod, PROTO_UDP, vec![0xab; 16]).fragment(frag(id, 185, false));
+    assert!(
+        pass(&c, Hook::Ingress, &later(datagrams - 1)),
+        "the newest datagram"
+    );
+    assert!(!pass(&c, Hook::Ingress, &later(0)), "the oldest, evicted");
+    let held = own.keys().count();
+    assert!(held > 0 && held <= ROOM as usize, "{held} records");
+    assert_eq!(c.fragments()?.keys().count(), 0, "node-wide table");
+    Ok(())
+}
+
 #[test]
 fn classifier_fragments_follow_first_fragment() -> Result<()> {
     let mut c = setup(EP_ISOLATED_INGRESS)?;

@@ -467,6 +467,12 @@ impl Classifier {
         )?)
     }
 
+    /// Whether the loaded object declares map `name` (older objects lack
+    /// newer maps).
+    pub fn has_map(&self, name: &str) -> bool {
+        self.ebpf.map(name).is_some()
+    }
+
     /// Gives the pod in endpoint slot `slot` a conntrack table of its own
     /// (`CONNTRACK_POD`) with room for `entries`; returns a handle on it.
     pub fn own_conntrack(
@@ -474,20 +480,35 @@ impl Classifier {
         slot: u32,
         entries: u32,
     ) -> Result<HashMap<MapData, CtKey, CtValue>> {
+        self.own_table(names::CONNTRACK_POD, slot, entries)
+    }
+
+    /// The same for fragment records (`FRAGMENTS_POD`).
+    pub fn own_fragments(
+        &mut self,
+        slot: u32,
+        entries: u32,
+    ) -> Result<HashMap<MapData, FragKey, FragValue>> {
+        self.own_table(names::FRAGMENTS_POD, slot, entries)
+    }
+
+    fn own_table<K: aya::Pod, V: aya::Pod>(
+        &mut self,
+        outer: &str,
+        slot: u32,
+        entries: u32,
+    ) -> Result<HashMap<MapData, K, V>> {
         let shape = palisade_datapath::load::MapShape {
             map_type: palisade_common::layout::TYPE_LRU_HASH,
-            key_size: std::mem::size_of::<CtKey>() as u32,
-            value_size: std::mem::size_of::<CtValue>() as u32,
+            key_size: std::mem::size_of::<K>() as u32,
+            value_size: std::mem::size_of::<V>() as u32,
             max_entries: entries,
             flags: 0,
         };
-        let data = MapData::create(shape.obj(), "test_ct_pod", None)?;
+        let data = MapData::create(shape.obj(), "test_pod_table", None)?;
         let table = HashMap::try_from(aya::maps::Map::LruHashMap(data))?;
-        let outer = self
-            .ebpf
-            .map_mut(names::CONNTRACK_POD)
-            .context("CONNTRACK_POD")?;
-        let mut outer: aya::maps::ArrayOfMaps<_, HashMap<MapData, CtKey, CtValue>> =
+        let outer = self.ebpf.map_mut(outer).context("outer map")?;
+        let mut outer: aya::maps::ArrayOfMaps<_, HashMap<MapData, K, V>> =
             aya::maps::ArrayOfMaps::try_from(outer)?;
         outer.set(slot, &table, 0)?;
         Ok(table)

@@ -1,27 +1,32 @@
-//! Each pod's own conntrack table (`CONNTRACK_POD`, by endpoint slot).
+//! Each pod's own conntrack and fragment tables (`CONNTRACK_POD`,
+//! `FRAGMENTS_POD`, by endpoint slot).
 //!
 //! A node-wide LRU lets one pod that opens flows fast evict every other
-//! pod's entries, whose replies are then judged as new flows and dropped.
-//! With a table of its own, a pod that opens more flows than its table
-//! holds evicts only its own oldest entries. A slot given to a new
-//! interface gets a new, empty table: no pod inherits another's flows.
-//! Tables survive an agent restart with the pinned outer map.
+//! pod's entries, whose replies are then judged as new flows and dropped
+//! (and one that sends first fragments fast, every other pod's fragment
+//! records). With tables of its own, a pod that opens more than they hold
+//! evicts only its own oldest entries. A slot given to a new interface gets
+//! new, empty tables: no pod inherits another's flows. Tables survive an
+//! agent restart with the pinned outer maps.
 //!
-//! A pod whose table cannot be created (kernel memory) keeps the node-wide
-//! `CONNTRACK`, as before per-pod tables: its flows are tracked, only not
-//! fenced off from other such pods.
+//! A pod whose tables cannot be created (kernel memory) keeps the
+//! node-wide `CONNTRACK` and `FRAGMENTS`, as before per-pod tables: its
+//! flows are tracked, only not fenced off from other such pods.
 
 use super::load::{Loaded, MapShape};
 use anyhow::{Context, Result};
 use aya::maps::{ArrayOfMaps, HashMap, MapData, MapError};
-use palisade_common::{names, CtKey, CtValue};
+use palisade_common::{names, CtKey, CtValue, FragKey, FragValue, FRAGMENTS_POD_ENTRIES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd};
 
-/// One pod's table, as the kernel keeps it.
+/// One pod's conntrack table, as the kernel keeps it.
 pub type PodTable = HashMap<MapData, CtKey, CtValue>;
+/// One pod's fragment records.
+pub type FragTable = HashMap<MapData, FragKey, FragValue>;
 
-pub struct PodConntrack {
+pub struct PodTables {
+    fragments: PodFragments,
     outer: ArrayOfMaps<MapData, PodTable>,
     /// A second handle on the outer map, for deletes (the typed one hides
     /// its descriptor).
@@ -41,7 +46,7 @@ pub struct PodConntrack {
 /// `BPF_NOEXIST`: an entry the datapath wrote meanwhile is newer.
 const NOEXIST: u64 = 1;
 
-impl PodConntrack {
+impl PodTables {
     pub fn take(loaded: &mut Loaded) -> Result<Self> {
         let outer = take_typed(loaded, names::CONNTRACK_POD)?;
         let shared = take_typed(loaded, names::CONNTRACK)?;
@@ -52,7 +57,8 @@ impl PodConntrack {
             max_entries: palisade_common::CONNTRACK_POD_DEFAULT,
             ..loaded.inner.conntrack
         };
-        Ok(PodConntrack {
+        Ok(PodTables {
+            fragments: PodFragments::take(loaded)?,
             outer,
             outer_data,
             shared,
@@ -98,6 +104,7 @@ impl PodConntrack {
                 }
                 continue;
             }
+            self.fragments.ensure(slot, fresh);
             if !fresh && self.outer.get(&(slot as u32), 0).is_ok() {
                 self.have.insert(slot);
                 continue;
@@ -155,6 +162,7 @@ impl PodConntrack {
 
     /// Drops `slot`'s table (the kernel frees it once no packet holds it).
     pub fn clear(&mut self, slot: u16) {
+        self.fragments.clear(slot);
         self.have.remove(&slot);
         self.wanted.retain(|w| w.0 != slot);
         if let Err(e) = delete(self.outer_data.fd().as_fd().as_raw_fd(), slot as u32) {
@@ -214,6 +222,56 @@ fn take_typed<T: TryFrom<aya::maps::Map, Error = MapError>>(
         .with_context(|| format!("the eBPF object has no map {name}"))?;
     T::try_from(map)
         .with_context(|| format!("map {name} does not have the layout of palisade_common"))
+}
+
+/// Each pod's own fragment records (`FRAGMENTS_POD`). Records live
+/// seconds, so a new table starts empty; nothing moves from the node-wide
+/// one.
+struct PodFragments {
+    outer: ArrayOfMaps<MapData, FragTable>,
+    outer_data: MapData,
+    shape: MapShape,
+}
+
+impl PodFragments {
+    fn take(loaded: &mut Loaded) -> Result<Self> {
+        let outer = take_typed(loaded, names::FRAGMENTS_POD)?;
+        let pin = loaded.layout.map(names::FRAGMENTS_POD);
+        let outer_data = MapData::from_pin(&pin)
+            .with_context(|| format!("open pinned map {}", pin.display()))?;
+        let shape = MapShape {
+            max_entries: FRAGMENTS_POD_ENTRIES,
+            ..loaded.inner.fragments
+        };
+        Ok(PodFragments {
+            outer,
+            outer_data,
+            shape,
+        })
+    }
+
+    /// A table for `slot`: a new one if `fresh`, else the one it has.
+    fn ensure(&mut self, slot: u16, fresh: bool) {
+        if !fresh && self.outer.get(&(slot as u32), 0).is_ok() {
+            return;
+        }
+        let made = MapData::create(self.shape.obj(), "palisade_frag_pod", None)
+            .map_err(anyhow::Error::from)
+            .and_then(|data| Ok(FragTable::try_from(aya::maps::Map::LruHashMap(data))?))
+            .and_then(|table| Ok(self.outer.set(slot as u32, &table, 0)?));
+        if let Err(e) = made {
+            tracing::warn!(slot, error = %format!("{e:#}"), "no fragment table of its own for a pod; it shares the node-wide one");
+            if fresh {
+                self.clear(slot);
+            }
+        }
+    }
+
+    fn clear(&mut self, slot: u16) {
+        if let Err(e) = delete(self.outer_data.fd().as_fd().as_raw_fd(), slot as u32) {
+            tracing::warn!(slot, error = %e, "cannot drop a removed pod's fragment table");
+        }
+    }
 }
 
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;

@@ -10,6 +10,7 @@ pub mod addrs;
 pub mod attach;
 mod batch;
 pub mod command;
+pub mod crash;
 pub mod encode;
 pub mod hold;
 pub mod iface;

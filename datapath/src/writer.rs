@@ -359,6 +359,7 @@ impl Writer {
         }
         let all: Vec<&StagedDir> = pending.iter().flat_map(|f| &f.staged).collect();
         let linked_all = self.maps.link(&all).is_ok();
+        crate::crash::point(crate::crash::FLIP_LINKED);
         let mut old = Vec::new();
         for flip in pending {
             if !linked_all {
@@ -389,6 +390,7 @@ impl Writer {
                 },
             );
         }
+        crate::crash::point(crate::crash::FLIP_FLIPPED);
         self.maps.delete_dirs(&old)
     }
 

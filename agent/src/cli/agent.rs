@@ -65,8 +65,9 @@ pub struct AgentArgs {
     /// This node's name: pods with `spec.nodeName` equal to it are local.
     #[arg(long, env = "NODE_NAME")]
     pub node: String,
-    /// bpf filesystem directory for the pins (mounted if not bpffs); the
-    /// node's maps and links go in `<bpffs-root>/<node>/`.
+    /// bpf filesystem directory for the pins, on a bpffs mounted before
+    /// the agent starts (it refuses any other); the node's maps and links
+    /// go in `<bpffs-root>/<node>/`.
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs_root: PathBuf,
     /// Program once and exit (pins stay: enforcement continues).
@@ -144,6 +145,9 @@ impl Backoff {
 }
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
+    // Before anything is opened: pins that would not outlive the agent
+    // are no enforcement.
+    datapath::load::require_bpffs(&args.bpffs_root)?;
     let metrics = Metrics::new();
     let health = Health::new(Duration::from_secs(args.liveness_timeout_secs));
     datapath::command::set_timeout(Duration::from_secs(args.command_timeout_secs));

@@ -184,6 +184,23 @@ impl Datapath {
         &self.attached
     }
 
+    /// Interfaces this agent attached whose links no longer hold them: the
+    /// device went away, and may be back under the same index without
+    /// classifiers. Their routes can read exactly as before, so the agent
+    /// asks this on every look for changes; the next `program` attaches
+    /// them again.
+    pub fn defunct_links(&self) -> Vec<u32> {
+        self.attached
+            .iter()
+            .filter(|i| {
+                !attach::HOOKS
+                    .iter()
+                    .all(|(prog, _)| attach::is_attached(&self.layout, **i, prog))
+            })
+            .copied()
+            .collect()
+    }
+
     /// Pinned identities of host addresses (what the last agent programmed).
     pub fn identities(&self) -> BTreeMap<std::net::IpAddr, u32> {
         self.writer.identities()

@@ -268,7 +268,11 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             }
         };
         let attached = attachments::read(&agent.cni_state_dir);
-        let routes_changed = routes != agent.routes || attached != agent.attachments;
+        // An interface re-created under its old index reads the same in
+        // the routes; only its dead links tell.
+        let routes_changed = routes != agent.routes
+            || attached != agent.attachments
+            || !dp.defunct_links().is_empty();
         if routes_changed {
             // An interface appeared or went: timed from now.
             agent.latency.learned(Instant::now());

@@ -18,6 +18,7 @@ pub mod load;
 pub mod maps;
 mod migrate;
 pub mod node_addrs;
+pub mod others;
 mod program;
 pub mod readback;
 pub mod sys;

@@ -255,8 +255,10 @@ pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
     // Two writers of one node's maps would undo each other's flips; the
     // lock covers every layout version of the node.
     let lock = sys::DirLock::acquire(&layout.node_dir, LOCK_WAIT)?;
-    // Before anything is created: a newer release's pins stay as they are.
+    // Before anything is created: a newer release's pins stay as they are,
+    // and another node name's running agent keeps this node's pods.
     versions::refuse_newer(&layout.node_dir)?;
+    super::others::refuse_running(bpffs_root, node)?;
     let older = versions::older(&layout)?;
     for dir in [layout.links_dir(), layout.uplinks_dir()] {
         std::fs::create_dir_all(&dir)

@@ -504,6 +504,13 @@ impl Agent {
         self.routes = iface::host_routes()?;
         self.attachments = attachments::read(&self.cni_state_dir);
         let devices = iface::PodDevices::scan();
+        let local: BTreeSet<IpAddr> = compiled.pods.values().flat_map(|p| p.ips.clone()).collect();
+        let elsewhere: BTreeSet<IpAddr> = compiled
+            .identities
+            .keys()
+            .filter(|ip| !local.contains(ip))
+            .copied()
+            .collect();
         let ifaces: Interfaces = iface::match_all(
             &self.routes,
             &self.attachments,
@@ -511,6 +518,7 @@ impl Agent {
                 .pods
                 .iter()
                 .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+            &elsewhere,
             &|i, n| devices.is_pod_device(i, n),
         );
         // Rule counter columns are attributed with the groups the kernel

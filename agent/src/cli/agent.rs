@@ -549,6 +549,14 @@ impl Agent {
         let ids: BTreeSet<u32> = compiled.identities.values().copied().collect();
         self.metrics.identities.set(ids.len() as i64);
         self.metrics.pods.set(report.pods as i64);
+        // Over a capacity (compiled as deny-all) or not written.
+        let over = ifaces
+            .pods
+            .keys()
+            .filter(|k| compiled.pods.get(*k).is_some_and(|p| p.error.is_some()))
+            .count();
+        let failed_closed = over + report.write.failed.len();
+        self.metrics.failed_closed.set(failed_closed as i64);
         self.metrics.rounds.inc();
         self.rounds += 1;
         log_report(self.rounds, &report);

@@ -87,6 +87,10 @@ async fn handle(
             "fake API server is down",
         ));
     }
+    let delay = state.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let target = req
         .uri()
         .path_and_query()

@@ -30,7 +30,8 @@
 //!
 //! Test controls: add, modify and delete objects; compact the history;
 //! drop every watch connection (abruptly, or with a 410 `ERROR` event
-//! first); go down (every connection refused) and come back.
+//! first); go down (every connection refused) and come back; write raw
+//! bytes (garbage) on every open watch; answer every request late.
 //!
 //! Revisions are one counter over all kinds, like etcd's.
 
@@ -163,6 +164,22 @@ impl FakeApiServer {
     /// answer. Up again: served as before, history intact.
     pub fn set_down(&self, down: bool) {
         self.state.set_down(down);
+    }
+
+    /// Writes `bytes` exactly as given on every open watch stream, between
+    /// two events: what a broken proxy or a hostile API server might send
+    /// (a line that is not JSON, an event of no known type, an object of
+    /// the wrong shape). Streams opened later get nothing.
+    pub fn inject_watches(&self, bytes: &[u8]) {
+        self.state
+            .inject_watches(bytes::Bytes::copy_from_slice(bytes));
+    }
+
+    /// A slow API server: every request (lists, watches, writes) is
+    /// answered `delay` late, until set back to zero. Requests already
+    /// waiting keep the delay they started with.
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        self.state.set_delay(delay);
     }
 
     /// Connections and requests turned away while down.

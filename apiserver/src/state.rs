@@ -144,6 +144,10 @@ pub struct State {
     pub changed: tokio::sync::watch::Sender<u64>,
     /// Bumped to end every open watch stream the given way.
     pub drops: tokio::sync::watch::Sender<(u64, DropMode)>,
+    /// Bumped with raw bytes to write on every open watch stream.
+    pub inject: tokio::sync::watch::Sender<(u64, bytes::Bytes)>,
+    /// Every request waits this many milliseconds before it is served.
+    delay_ms: AtomicU64,
 }
 
 /// What a watch from some revision gets.
@@ -167,6 +171,8 @@ impl State {
             refused: AtomicU64::new(0),
             changed: tokio::sync::watch::channel(1).0,
             drops: tokio::sync::watch::channel((0, DropMode::Reset)).0,
+            inject: tokio::sync::watch::channel((0, bytes::Bytes::new())).0,
+            delay_ms: AtomicU64::new(0),
         }
     }
 
@@ -309,6 +315,22 @@ impl State {
         if down {
             self.drop_watches(DropMode::Reset);
         }
+    }
+
+    pub fn inject_watches(&self, bytes: bytes::Bytes) {
+        self.inject.send_modify(|(n, b)| {
+            *n += 1;
+            *b = bytes;
+        });
+    }
+
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn delay(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))
     }
 
     pub fn is_down(&self) -> bool {

@@ -78,6 +78,8 @@ async fn stream_changes(state: Arc<State>, of: Collection, options: WatchOptions
     let mut changed = state.changed.subscribe();
     let mut drops = state.drops.subscribe();
     drops.mark_unchanged();
+    let mut injected = state.inject.subscribe();
+    injected.mark_unchanged();
     let deadline = tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600)));
     tokio::pin!(deadline);
     let mut cursor = match revision {
@@ -138,6 +140,14 @@ async fn stream_changes(state: Arc<State>, of: Collection, options: WatchOptions
                     }
                 }
                 return;
+            }
+            _ = injected.changed() => {
+                // Written as given, between two events: whatever a test
+                // wants the client to choke on.
+                let bytes = injected.borrow_and_update().1.clone();
+                if !send(&tx, bytes).await {
+                    return;
+                }
             }
             _ = tokio::time::sleep(BOOKMARK_EVERY), if bookmarks => {
                 let current = state.revision().max(cursor);

@@ -161,7 +161,10 @@ pub fn match_pods<'a>(
     pods: impl IntoIterator<Item = (&'a str, &'a [IpAddr])>,
 ) -> Interfaces {
     let devices = PodDevices::scan();
-    match_all(routes, &[], pods, &|i, n| devices.is_pod_device(i, n))
+    let none = BTreeSet::new();
+    match_all(routes, &[], pods, &none, &|i, n| {
+        devices.is_pod_device(i, n)
+    })
 }
 
 /// Matches CNI attachments, then host routes, against the local pods.
@@ -173,11 +176,15 @@ pub fn match_pods<'a>(
 /// A pod whose addresses route over two different interfaces is reported
 /// and takes the first; an interface that carries routes of two pods keeps
 /// the first pod only. Interfaces with no known pod are `unknown` (held
-/// pending).
+/// pending), except those routed only to addresses of `elsewhere`, the
+/// pods the model places on other nodes: they are not this node's pods (an
+/// agent under the wrong `--node` would otherwise hold every pod of the
+/// node pending, cutting it off).
 pub fn match_all<'a>(
     routes: &BTreeMap<IpAddr, HostRoute>,
     attachments: &[Attachment],
     pods: impl IntoIterator<Item = (&'a str, &'a [IpAddr])>,
+    elsewhere: &BTreeSet<IpAddr>,
     pod_device: &dyn Fn(u32, &str) -> bool,
 ) -> Interfaces {
     let pods: Vec<(&str, &[IpAddr])> = pods.into_iter().collect();
@@ -233,7 +240,7 @@ pub fn match_all<'a>(
         out.pods.insert(key.to_string(), ifindex);
     }
     for (ip, r) in &routes {
-        if !claimed.contains(ip) && !owner.contains_key(&r.ifindex) {
+        if !claimed.contains(ip) && !owner.contains_key(&r.ifindex) && !elsewhere.contains(ip) {
             out.unknown.insert(r.ifindex, r.ifname.clone());
         }
     }
@@ -389,7 +396,8 @@ mod tests {
         let b: Vec<IpAddr> = vec!["10.0.0.8".parse().unwrap()];
         let any = |_: u32, _: &str| true;
         let pods = [("ns/a", a.as_slice()), ("ns/b", b.as_slice())];
-        let got = match_all(&routes, &[], pods, &any);
+        let none = BTreeSet::new();
+        let got = match_all(&routes, &[], pods, &none, &any);
         assert_eq!(got.pods, [("ns/a".to_string(), 5)].into_iter().collect());
         assert_eq!(
             got.unknown,
@@ -397,7 +405,12 @@ mod tests {
         );
         // A device that is not a pod's is never claimed, even pending.
         let only_veth1 = |i: u32, _: &str| i == 5;
-        let got = match_all(&routes, &[], pods, &only_veth1);
+        let got = match_all(&routes, &[], pods, &none, &only_veth1);
+        assert_eq!(got.pods, [("ns/a".to_string(), 5)].into_iter().collect());
+        assert!(got.unknown.is_empty(), "{:?}", got.unknown);
+        // A route to a pod of another node is not this node's pod.
+        let far: BTreeSet<IpAddr> = ["10.0.0.6".parse().unwrap()].into_iter().collect();
+        let got = match_all(&routes, &[], pods, &far, &any);
         assert_eq!(got.pods, [("ns/a".to_string(), 5)].into_iter().collect());
         assert!(got.unknown.is_empty(), "{:?}", got.unknown);
     }

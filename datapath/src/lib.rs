@@ -10,6 +10,7 @@ pub mod addrs;
 pub mod attach;
 mod batch;
 pub mod command;
+pub mod crash;
 pub mod encode;
 pub mod hold;
 pub mod iface;
@@ -17,6 +18,7 @@ pub mod load;
 pub mod maps;
 mod migrate;
 pub mod node_addrs;
+pub mod others;
 pub mod pod_tables;
 mod program;
 pub mod readback;
@@ -190,6 +192,23 @@ impl Datapath {
     /// Interfaces with both classifiers attached.
     pub fn attached(&self) -> &BTreeSet<u32> {
         &self.attached
+    }
+
+    /// Interfaces this agent attached whose links no longer hold them: the
+    /// device went away, and may be back under the same index without
+    /// classifiers. Their routes can read exactly as before, so the agent
+    /// asks this on every look for changes; the next `program` attaches
+    /// them again.
+    pub fn defunct_links(&self) -> Vec<u32> {
+        self.attached
+            .iter()
+            .filter(|i| {
+                !attach::HOOKS
+                    .iter()
+                    .all(|(prog, _)| attach::is_attached(&self.layout, **i, prog))
+            })
+            .copied()
+            .collect()
     }
 
     /// Pinned identities of host addresses (what the last agent programmed).

@@ -188,7 +188,9 @@ const SYS_FS_BPF: &str = "/sys/fs/bpf";
 /// Makes sure `root` exists on a bpf filesystem. When `/sys/fs/bpf` is not
 /// mounted (a bare sysfs directory, where nothing can be created), a bpffs
 /// is mounted there; for any other root that is not on bpffs, one is
-/// mounted on the root itself.
+/// mounted on the root itself. For the CNI plugin, which the container
+/// runtime runs in the node's own mount namespace, where a mount stays;
+/// the agent never mounts (see [`require_bpffs`]).
 pub fn ensure_bpffs(root: &Path) -> Result<()> {
     let sys_fs_bpf = Path::new(SYS_FS_BPF);
     if root.starts_with(sys_fs_bpf) && sys_fs_bpf.is_dir() && !sys::is_bpffs(sys_fs_bpf)? {
@@ -200,6 +202,34 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
     if !sys::is_bpffs(root)? {
         sys::mount_bpffs(root)?;
         tracing::info!(root = %root.display(), "mounted a bpf filesystem");
+    }
+    Ok(())
+}
+
+/// Fails, before anything is created, unless `root` (or, while it does
+/// not exist yet, its nearest existing ancestor) lies on a bpf filesystem.
+/// The agent never mounts one itself: a mount made from its own mount
+/// namespace (a container's, `ip netns exec`'s) goes away with the
+/// process, and with it every pin: the links it attached would detach and
+/// the pods lose their policy, the next agent would find nothing to adopt,
+/// and the CNI plugin would never see its programs.
+pub fn require_bpffs(root: &Path) -> Result<()> {
+    let mut at = root;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) => at = p,
+            None => break,
+        }
+    }
+    if !sys::is_bpffs(at)? {
+        bail!(
+            "--bpffs-root {}: {} is not on a bpf filesystem, so the pins would not outlive this \
+             agent; refusing to start. Mount one first (`mount -t bpf bpf {SYS_FS_BPF}`, systemd's \
+             sys-fs-bpf.mount) and give a directory on it (a DaemonSet: the node's \
+             {SYS_FS_BPF}/palisade as a hostPath)",
+            root.display(),
+            at.display()
+        );
     }
     Ok(())
 }
@@ -221,15 +251,19 @@ pub struct Loaded {
 /// Loads `object`, pinning its maps under the node directory or re-adopting
 /// the maps already pinned there.
 pub fn load(object: &[u8], bpffs_root: &Path, node: &str) -> Result<Loaded> {
-    ensure_bpffs(bpffs_root)?;
+    require_bpffs(bpffs_root)?;
+    std::fs::create_dir_all(bpffs_root)
+        .with_context(|| format!("create bpffs root {}", bpffs_root.display()))?;
     let layout = PinLayout::new(bpffs_root, node)?;
     std::fs::create_dir_all(&layout.node_dir)
         .with_context(|| format!("create pin directory {}", layout.node_dir.display()))?;
     // Two writers of one node's maps would undo each other's flips; the
     // lock covers every layout version of the node.
     let lock = sys::DirLock::acquire(&layout.node_dir, LOCK_WAIT)?;
-    // Before anything is created: a newer release's pins stay as they are.
+    // Before anything is created: a newer release's pins stay as they are,
+    // and another node name's running agent keeps this node's pods.
     versions::refuse_newer(&layout.node_dir)?;
+    super::others::refuse_running(bpffs_root, node)?;
     let older = versions::older(&layout)?;
     for dir in [layout.links_dir(), layout.uplinks_dir()] {
         std::fs::create_dir_all(&dir)

@@ -95,6 +95,7 @@ impl Datapath {
             }
         }
         moved += self.move_uplinks(old)?;
+        crate::crash::point(crate::crash::MIGRATE_LINKS_MOVED);
         remove_layout(old)?;
         report.migrated += moved;
         tracing::info!(
@@ -123,6 +124,7 @@ impl Datapath {
             let to = self.layout.link(ifindex, prog);
             if move_link(&mut self.ebpf, prog, ifindex, &dir.join(&name), &to)? {
                 moved += 1;
+                crate::crash::point(crate::crash::MIGRATE_MOVED);
             }
             if super::hold::held(&self.layout, ifindex) {
                 self.attached.insert(ifindex);

@@ -99,6 +99,17 @@ impl Datapath {
         older: &[PinLayout],
         report: &mut ProgramReport,
     ) {
+        // An interface deleted and made again under the same index (a pod
+        // sandbox re-created between two looks at the routes) has lost its
+        // links with the old device: attached again below.
+        for ifindex in self.defunct_links() {
+            tracing::warn!(
+                ifindex,
+                ifname = sys::ifname(ifindex).unwrap_or_default(),
+                "interface re-created under the same index lost its classifiers; attaching them again"
+            );
+            self.attached.remove(&ifindex);
+        }
         for ifindex in desired.keys() {
             if self.attached.contains(ifindex) || migrate::held_by(older, *ifindex) {
                 continue;

@@ -231,6 +231,29 @@ pub struct DirLock {
 }
 
 impl DirLock {
+    /// Takes the lock if it is free now; None while another process holds
+    /// it.
+    pub fn try_acquire(dir: &Path) -> Result<Option<DirLock>> {
+        let fd: OwnedFd = std::fs::File::open(dir)
+            .with_context(|| format!("open {}", dir.display()))?
+            .into();
+        // SAFETY: flock on a descriptor we own.
+        let rc = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&fd),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(DirLock { _fd: fd }));
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() == std::io::ErrorKind::WouldBlock {
+            return Ok(None);
+        }
+        Err(err).with_context(|| format!("lock {}", dir.display()))
+    }
+
     /// Takes the lock, retrying for up to `wait`.
     pub fn acquire(dir: &Path, wait: std::time::Duration) -> Result<DirLock> {
         let fd: OwnedFd = std::fs::File::open(dir)

@@ -364,6 +364,7 @@ impl Writer {
         }
         let all: Vec<&StagedDir> = pending.iter().flat_map(|f| &f.staged).collect();
         let linked_all = self.maps.link(&all).is_ok();
+        crate::crash::point(crate::crash::FLIP_LINKED);
         let mut old = Vec::new();
         for flip in pending {
             if !linked_all {
@@ -382,7 +383,18 @@ impl Writer {
                 }
             }
             // The flip: from this write on, packets read the new maps.
-            self.maps.set_endpoint(flip.ifindex, &flip.endpoint)?;
+            if let Err(e) = self.maps.set_endpoint(flip.ifindex, &flip.endpoint) {
+                // A new record in a full ENDPOINTS: this interface stays
+                // without one (its classifiers drop everything) and is
+                // retried; the pods after it must still flip, or a change
+                // taking away what their old policy allowed would wait.
+                report.flipped -= 1;
+                let msg = format!("{e:#}");
+                tracing::error!(pod = flip.label, ifindex = flip.ifindex, error = %msg, "cannot write the endpoint record; the interface drops everything until it is written");
+                report.failed.push((flip.label, msg));
+                old.extend(flip.staged.iter().map(|d| d.key));
+                continue;
+            }
             if let Some(g) = flip.old_gen {
                 old.extend(dir_keys(flip.ifindex, g));
             }
@@ -394,6 +406,7 @@ impl Writer {
                 },
             );
         }
+        crate::crash::point(crate::crash::FLIP_FLIPPED);
         self.maps.delete_dirs(&old)
     }
 

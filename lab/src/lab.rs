@@ -157,7 +157,14 @@ impl Lab {
         }
         let ns_name = names::pod_netns(&self.id, self.pods.len());
         topology::create_netns(std::slice::from_ref(&ns_name))?;
-        self.wire_pod(pod, ns_name)
+        let before = self.pods.len();
+        let wired = self.wire_pod(pod, ns_name.clone());
+        if wired.is_err() && self.pods.len() == before {
+            // Not wired (an ADD that failed, after which a runtime removes
+            // the sandbox): the namespace goes, so the pod can come again.
+            let _ = crate::cmd::ip_batch(None, &[format!("netns del {ns_name}")], false);
+        }
+        wired
     }
 
     /// Wires one pod into its (new) namespace and starts its servers.

@@ -26,6 +26,7 @@ mod netns;
 mod node;
 mod probe;
 mod rand;
+mod replug;
 mod sctp;
 mod server;
 mod signals;

@@ -117,18 +117,61 @@ pub fn prepare_cni_pod(pod_ns: &NetNs, pod: &PodSpec) -> Result<()> {
 
 /// Wires one pod: veth pair, addresses, routes, per-interface settings.
 pub fn setup_pod(node: &NetNs, pod_ns: &NetNs, pod: &PodSpec, host_veth: &str) -> Result<()> {
-    let key = pod.key();
     prepare_pod(pod_ns, pod)?;
+    wire_node_side(node, pod_ns, pod, host_veth, &[], None)?;
+    wire_pod_side(pod_ns, pod, true)
+}
 
-    let mut node_lines = vec![
+/// Deletes the pod's veth pair and wires it again with its host side at
+/// index `ifindex` (the old one's, normally), the pod's addresses only if
+/// `addresses` (without them no packet reaches the pod: see
+/// [`add_pod_addresses`]). Deleting and creating the host side are one
+/// `ip -batch`: a watcher that reads routes and links in between is
+/// unlikely, not impossible.
+pub fn replug_pod(
+    node: &NetNs,
+    pod_ns: &NetNs,
+    pod: &PodSpec,
+    host_veth: &str,
+    ifindex: u32,
+    addresses: bool,
+) -> Result<()> {
+    let first = [format!("link del {host_veth}")];
+    wire_node_side(node, pod_ns, pod, host_veth, &first, Some(ifindex))
+        .with_context(|| format!("re-creating {host_veth} at index {ifindex}"))?;
+    wire_pod_side(pod_ns, pod, addresses)
+}
+
+/// The pod's addresses on its interface (after a [`replug_pod`] without).
+pub fn add_pod_addresses(pod_ns: &NetNs, pod: &PodSpec) -> Result<()> {
+    let lines = address_lines(pod);
+    ip_batch(Some(pod_ns.name()), &lines, false)
+        .with_context(|| format!("pod {}: addresses", pod.key()))
+}
+
+/// The host side: the veth pair (after the commands `before`, at index
+/// `index` if given), its link-local gateway, the pod's host routes and
+/// the interface's settings.
+fn wire_node_side(
+    node: &NetNs,
+    pod_ns: &NetNs,
+    pod: &PodSpec,
+    host_veth: &str,
+    before: &[String],
+    index: Option<u32>,
+) -> Result<()> {
+    let key = pod.key();
+    let index = index.map(|i| format!(" index {i}")).unwrap_or_default();
+    let mut node_lines = before.to_vec();
+    node_lines.extend([
         format!(
-            "link add {host_veth} type veth peer name {} netns {}",
+            "link add {host_veth}{index} type veth peer name {} netns {}",
             names::POD_IFACE,
             pod_ns.name()
         ),
         format!("link set {host_veth} up"),
         format!("addr add {GATEWAY_V6}/64 dev {host_veth} nodad"),
-    ];
+    ]);
     for ip in &pod.ips {
         let plen = if ip.is_ipv4() { 32 } else { 128 };
         node_lines.push(format!("route add {ip}/{plen} dev {host_veth}"));
@@ -147,25 +190,40 @@ pub fn setup_pod(node: &NetNs, pod_ns: &NetNs, pod: &PodSpec, host_veth: &str) -
             (format!("net/ipv4/neigh/{host_veth}/proxy_delay"), "0"),
         ],
     )
-    .with_context(|| format!("pod {key}: host veth settings"))?;
+    .with_context(|| format!("pod {key}: host veth settings"))
+}
 
+fn address_lines(pod: &PodSpec) -> Vec<String> {
+    let eth = names::POD_IFACE;
+    pod.ips
+        .iter()
+        .map(|ip| match ip {
+            IpAddr::V4(a) => format!("addr add {a}/32 dev {eth}"),
+            IpAddr::V6(a) => format!("addr add {a}/128 dev {eth} nodad"),
+        })
+        .collect()
+}
+
+/// The pod side: interface up, addresses (if `addresses`), default routes
+/// through the host side.
+fn wire_pod_side(pod_ns: &NetNs, pod: &PodSpec, addresses: bool) -> Result<()> {
     let eth = names::POD_IFACE;
     let mut pod_lines = vec!["link set lo up".to_string(), format!("link set {eth} up")];
+    if addresses {
+        pod_lines.extend(address_lines(pod));
+    }
     for ip in &pod.ips {
         match ip {
-            IpAddr::V4(a) => {
-                pod_lines.push(format!("addr add {a}/32 dev {eth}"));
-                pod_lines.push(format!(
-                    "route add default via {GATEWAY_V4} dev {eth} onlink"
-                ));
-            }
-            IpAddr::V6(a) => {
-                pod_lines.push(format!("addr add {a}/128 dev {eth} nodad"));
-                pod_lines.push(format!("route add default via {GATEWAY_V6} dev {eth}"));
+            IpAddr::V4(_) => pod_lines.push(format!(
+                "route add default via {GATEWAY_V4} dev {eth} onlink"
+            )),
+            IpAddr::V6(_) => {
+                pod_lines.push(format!("route add default via {GATEWAY_V6} dev {eth}"))
             }
         }
     }
-    ip_batch(Some(pod_ns.name()), &pod_lines, false).with_context(|| format!("pod {key}: pod side"))
+    ip_batch(Some(pod_ns.name()), &pod_lines, false)
+        .with_context(|| format!("pod {}: pod side", pod.key()))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@ pub mod attack;
 pub mod classifier;
 pub mod cluster;
 pub mod echo_flow;
+pub mod fault;
 pub mod fixtures;
 pub mod flood;
 pub mod kernel;

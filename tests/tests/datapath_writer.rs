@@ -370,3 +370,76 @@ fn datapath_writer_refuses_pins_that_break_their_layout_version() {
         "{err}"
     );
 }
+
+/// A full `ENDPOINTS` refuses a new interface's record in the middle of a
+/// round's flips: the pods after it in the round still flip (a change of
+/// their policy, which may take away what the old one allowed, is
+/// enforced), the new interface is reported and written once there is
+/// room.
+#[test]
+fn datapath_writer_full_endpoints_fail_only_the_new_record() {
+    use aya::maps::{HashMap, Map, MapData};
+    use palisade::datapath::iface::Interfaces;
+    use palisade_common::Endpoint;
+    let object = ebpf_object()
+        .expect("the agent must be built with its eBPF object (cargo xtask build-ebpf)");
+    let _ns = NetNs::enter("dpwf");
+    let s = Scratch::new("dpwf");
+    // Made first, so the lower index: flipped first in a round.
+    let late = add_pod_iface("pl", "10.77.0.3");
+    let web = add_pod_iface("pw", "10.77.0.2");
+    assert!(late < web);
+    let node = |identity_bits, with_late: bool| {
+        let mut n = compiled(identity_bits);
+        let mut b = n.pods.remove("ns/b").unwrap();
+        b.error = None;
+        let mut ifaces = Interfaces::default();
+        ifaces.pods.insert("ns/a".into(), web);
+        if with_late {
+            n.pods.insert("ns/b".into(), b);
+            ifaces.pods.insert("ns/b".into(), late);
+        }
+        (n, ifaces)
+    };
+    let mut dp = Datapath::open(object, &s.bpffs(), "node1").expect("open datapath");
+    let (n, ifaces) = node(0b1, false);
+    let report = dp.program(&n, &ifaces).expect("program");
+    assert!(report.clean(), "{report:?}");
+    let before = dp.endpoint(web).unwrap();
+
+    // No room for one more record.
+    let pin = pins(&s.bpffs(), "node1").join("ENDPOINTS");
+    let mut records: HashMap<MapData, u32, Endpoint> =
+        HashMap::try_from(Map::HashMap(MapData::from_pin(&pin).unwrap())).unwrap();
+    let mut filler = 1_000_000;
+    while records.insert(filler, Endpoint::default(), 0).is_ok() {
+        filler += 1;
+    }
+    // The late pod appears and web's policy changes, in one round.
+    let (n, ifaces) = node(0b11, true);
+    let report = dp.program(&n, &ifaces).expect("program");
+    let after = dp.endpoint(web).unwrap();
+    assert_ne!(
+        after.generation, before.generation,
+        "web not flipped: {report:?}"
+    );
+    assert_eq!(
+        records.get(&web, 0).unwrap().generation,
+        after.generation,
+        "the pinned record"
+    );
+    assert!(dp.endpoint(late).is_none());
+    assert!(
+        report.write.failed.iter().any(|(label, _)| label == "ns/b"),
+        "{report:?}"
+    );
+    assert!(report.node_errors.is_empty(), "{report:?}");
+
+    // Room again: the next round writes it.
+    for k in 1_000_000..filler {
+        records.remove(&k).unwrap();
+    }
+    let report = dp.program(&n, &ifaces).expect("program");
+    assert!(report.clean(), "{report:?}");
+    assert!(dp.endpoint(late).is_some());
+}

@@ -465,3 +465,42 @@ fn kube_apiserver_deleting_a_namespace_deletes_its_objects() {
     assert!(api.get(Kind::NetworkPolicy, "ns", "p").is_none());
     assert!(api.get(Kind::NetworkPolicy, "keep", "p").is_some());
 }
+
+/// The hostile controls of the fault suite: raw bytes on open watches
+/// (which go on afterwards), and every request answered late.
+#[test]
+fn kube_apiserver_writes_garbage_on_watches_and_answers_late() {
+    let api = FakeApiServer::start().unwrap();
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns"}}))
+        .unwrap();
+    let (_, r) = get(&api, "/api/v1/pods").unwrap();
+    let rv = body(r)["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, mut w) = get(
+        &api,
+        &format!("/api/v1/pods?watch=true&resourceVersion={rv}"),
+    )
+    .unwrap();
+    // The stream is open once the server sends on it: one event first.
+    api.apply(pod("a", "10.0.0.1")).unwrap();
+    let mut marks = 0;
+    assert_eq!(next_event(&mut w, &mut marks).unwrap()["type"], "ADDED");
+    api.inject_watches(b"not JSON at all\n");
+    let mut line = String::new();
+    w.read_line(&mut line).unwrap();
+    assert_eq!(line, "not JSON at all\n");
+    api.apply(pod("b", "10.0.0.2")).unwrap();
+    let ev = next_event(&mut w, &mut marks).unwrap();
+    assert_eq!(ev["object"]["metadata"]["name"], "b");
+
+    let delay = Duration::from_millis(300);
+    api.set_delay(delay);
+    let started = std::time::Instant::now();
+    let (code, _) = get(&api, "/api/v1/namespaces").unwrap();
+    assert_eq!(code, 200);
+    assert!(started.elapsed() >= delay, "answered before the delay");
+    api.set_delay(Duration::ZERO);
+    assert_eq!(get(&api, "/api/v1/namespaces").unwrap().0, 200);
+}

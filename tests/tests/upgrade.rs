@@ -9,6 +9,7 @@
 
 use palisade_common::layout;
 use palisade_lab::{palisade_bin, write_manifest, AgentOptions, Family, Lab, LabSpec, Protocol};
+use palisade_tests::fault::operator::strip_colors;
 use palisade_tests::fixtures::shop_pods;
 use palisade_tests::kernel::{add_pod_iface, pins, Agent, NetNs, Scratch};
 use palisade_tests::lab::PORTS;
@@ -51,20 +52,6 @@ fn attached_progs(ifname: &str) -> Vec<u32> {
         .flat_map(|hook| SchedClassifier::query_tcx(ifname, hook).unwrap().1)
         .map(|p| p.id())
         .collect()
-}
-
-/// `text` without its ANSI color sequences (`ESC [ ... m`).
-fn strip_colors(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            chars.by_ref().find(|c| *c == 'm');
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 fn pinned_prog_id(path: &Path) -> u32 {

@@ -65,8 +65,9 @@ pub struct AgentArgs {
     /// This node's name: pods with `spec.nodeName` equal to it are local.
     #[arg(long, env = "NODE_NAME")]
     pub node: String,
-    /// bpf filesystem directory for the pins (mounted if not bpffs); the
-    /// node's maps and links go in `<bpffs-root>/<node>/`.
+    /// bpf filesystem directory for the pins, on a bpffs mounted before
+    /// the agent starts (it refuses any other); the node's maps and links
+    /// go in `<bpffs-root>/<node>/`.
     #[arg(long, default_value = DEFAULT_BPFFS_ROOT)]
     pub bpffs_root: PathBuf,
     /// Program once and exit (pins stay: enforcement continues).
@@ -151,6 +152,9 @@ impl Backoff {
 }
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
+    // Before anything is opened: pins that would not outlive the agent
+    // are no enforcement.
+    datapath::load::require_bpffs(&args.bpffs_root)?;
     let metrics = Metrics::new();
     let health = Health::new(Duration::from_secs(args.liveness_timeout_secs));
     datapath::command::set_timeout(Duration::from_secs(args.command_timeout_secs));
@@ -272,7 +276,11 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             }
         };
         let attached = attachments::read(&agent.cni_state_dir);
-        let routes_changed = routes != agent.routes || attached != agent.attachments;
+        // An interface re-created under its old index reads the same in
+        // the routes; only its dead links tell.
+        let routes_changed = routes != agent.routes
+            || attached != agent.attachments
+            || !dp.defunct_links().is_empty();
         if routes_changed {
             // An interface appeared or went: timed from now.
             agent.latency.learned(Instant::now());
@@ -504,6 +512,13 @@ impl Agent {
         self.routes = iface::host_routes()?;
         self.attachments = attachments::read(&self.cni_state_dir);
         let devices = iface::PodDevices::scan();
+        let local: BTreeSet<IpAddr> = compiled.pods.values().flat_map(|p| p.ips.clone()).collect();
+        let elsewhere: BTreeSet<IpAddr> = compiled
+            .identities
+            .keys()
+            .filter(|ip| !local.contains(ip))
+            .copied()
+            .collect();
         let ifaces: Interfaces = iface::match_all(
             &self.routes,
             &self.attachments,
@@ -511,6 +526,7 @@ impl Agent {
                 .pods
                 .iter()
                 .map(|(k, p)| (k.as_str(), p.ips.as_slice())),
+            &elsewhere,
             &|i, n| devices.is_pod_device(i, n),
         );
         // Rule counter columns are attributed with the groups the kernel
@@ -541,6 +557,14 @@ impl Agent {
         let ids: BTreeSet<u32> = compiled.identities.values().copied().collect();
         self.metrics.identities.set(ids.len() as i64);
         self.metrics.pods.set(report.pods as i64);
+        // Over a capacity (compiled as deny-all) or not written.
+        let over = ifaces
+            .pods
+            .keys()
+            .filter(|k| compiled.pods.get(*k).is_some_and(|p| p.error.is_some()))
+            .count();
+        let failed_closed = over + report.write.failed.len();
+        self.metrics.failed_closed.set(failed_closed as i64);
         self.metrics.rounds.inc();
         self.rounds += 1;
         log_report(self.rounds, &report);

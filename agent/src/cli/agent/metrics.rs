@@ -20,6 +20,9 @@ pub struct Metrics {
     pub invalid_objects: Gauge,
     /// NetworkPolicies enforced as isolation with nothing allowed.
     pub policies_not_understood: Gauge,
+    /// Local pods and interfaces denied everything in the last round
+    /// because their policy could not be programmed.
+    pub failed_closed: Gauge,
     pub compile_seconds: Histogram,
     pub program_seconds: Histogram,
     /// From learning of a change to the end of the round that enforced it.
@@ -53,6 +56,7 @@ impl Metrics {
             identities: Gauge::default(),
             invalid_objects: Gauge::default(),
             policies_not_understood: Gauge::default(),
+            failed_closed: Gauge::default(),
             // 1 ms to about 16 s.
             compile_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             program_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
@@ -89,6 +93,12 @@ impl Metrics {
             "policies_not_understood",
             "NetworkPolicies not understood in the last round, enforced as isolation with nothing allowed",
             m.policies_not_understood.clone(),
+        );
+        reg.register(
+            "pods_failed_closed",
+            "Local pods (or interfaces) denied all traffic after the last round because their policy \
+             exceeds a map's capacity or their maps or record could not be written",
+            m.failed_closed.clone(),
         );
         reg.register(
             "compile_seconds",
@@ -186,6 +196,7 @@ mod tests {
             "# TYPE palisade_time_to_enforce_seconds histogram",
             "# TYPE palisade_pending_window_seconds histogram",
             "# TYPE palisade_policies gauge",
+            "# TYPE palisade_pods_failed_closed gauge",
             "# TYPE palisade_identities gauge",
         ] {
             assert!(text.contains(line), "missing {line:?} in:\n{text}");

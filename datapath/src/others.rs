@@ -16,6 +16,7 @@ use super::load::PinLayout;
 use super::{sys, versions};
 use anyhow::{bail, Result};
 use aya::programs::{SchedClassifier, TcAttachType};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Fails when a running agent of another node directory under
@@ -34,7 +35,8 @@ pub fn refuse_running(bpffs_root: &Path, node: &str) -> Result<()> {
         if held.is_empty() {
             continue;
         }
-        let list = held.join(", ");
+        let names: Vec<&str> = held.iter().map(|(_, n)| n.as_str()).collect();
+        let list = names.join(", ");
         if sys::DirLock::try_acquire(&dir)?.is_none() {
             bail!(
                 "another palisade agent runs on this node as --node {name} (pins in {}), and its \
@@ -56,10 +58,29 @@ pub fn refuse_running(bpffs_root: &Path, node: &str) -> Result<()> {
     Ok(())
 }
 
-/// The interfaces of this network namespace that carry a live link pinned
-/// for `node` (any layout version): the interface with the link's index
-/// here runs the link's program.
-fn interfaces_held(bpffs_root: &Path, node: &str) -> Vec<String> {
+/// The interfaces (ifindex) of this network namespace that carry a live
+/// link pinned under another node directory of `bpffs_root` than `node`:
+/// the pins of an agent under another name, which keep enforcing there. An
+/// interface routed to a pod the model places on another node is left to
+/// those pins rather than held pending (which would cut the pod off for
+/// good, the pending links being pinned); one without them is held.
+pub fn held_by_others(bpffs_root: &Path, node: &str) -> BTreeSet<u32> {
+    let Ok(entries) = std::fs::read_dir(bpffs_root) else {
+        return BTreeSet::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != node)
+        .flat_map(|name| interfaces_held(bpffs_root, &name))
+        .map(|(ifindex, _)| ifindex)
+        .collect()
+}
+
+/// The interfaces of this network namespace (ifindex, name) that carry a
+/// live link pinned for `node` (any layout version): the interface with
+/// the link's index here runs the link's program.
+fn interfaces_held(bpffs_root: &Path, node: &str) -> Vec<(u32, String)> {
     let mut out = Vec::new();
     let versions = versions::present(&bpffs_root.join(node)).unwrap_or_default();
     let layouts = versions
@@ -80,8 +101,9 @@ fn interfaces_held(bpffs_root: &Path, node: &str) -> Vec<String> {
                 .into_iter()
                 .filter_map(|hook| SchedClassifier::query_tcx(&ifname, hook).ok())
                 .any(|(_, progs)| progs.iter().any(|p| p.id() == info.prog_id));
-            if runs_it && !out.contains(&ifname) {
-                out.push(ifname);
+            let held = (info.ifindex, ifname);
+            if runs_it && !out.contains(&held) {
+                out.push(held);
             }
         }
     }

@@ -41,7 +41,7 @@ use http::MetricsAddr;
 use input::Verdict;
 use latency::Latency;
 use metrics::{Metrics, StepLabel};
-use palisade_compiler::{Compiler, IdentityAllocator};
+use palisade_compiler::{CompiledNode, Compiler, IdentityAllocator};
 use palisade_policy::Model;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -383,6 +383,8 @@ struct Agent {
     /// The CNI plugin's records, as last read from `cni_state_dir`.
     attachments: Vec<Attachment>,
     cni_state_dir: PathBuf,
+    /// Where other node names' pins would be (`left_to_others`).
+    bpffs_root: PathBuf,
     rounds: u64,
     latency: Latency,
     /// `--audit`: every policy in audit mode.
@@ -413,6 +415,7 @@ impl Agent {
             routes: BTreeMap::new(),
             attachments: Vec::new(),
             cni_state_dir: args.cni_state_dir.clone(),
+            bpffs_root: args.bpffs_root.clone(),
             // Continue the count of a previous agent, so that a reader waiting
             // for "a round after N" is never fooled by a restart.
             rounds: args.ready_file.as_deref().map_or(0, read_ready),
@@ -502,6 +505,26 @@ impl Agent {
         self.compiler = Some(Compiler::from_model(model, &self.node, alloc));
     }
 
+    /// Addresses routed over interfaces that another node name's pins hold
+    /// and that the model places on other nodes' pods: those interfaces are
+    /// left to those pins, not held pending (`others::held_by_others`). Any
+    /// other interface routed to an address of no local pod is held, even
+    /// if the model places the address elsewhere: it may be reused here
+    /// before the model says so.
+    fn left_to_others(&self, compiled: &CompiledNode) -> BTreeSet<IpAddr> {
+        let held = datapath::others::held_by_others(&self.bpffs_root, &self.node);
+        if held.is_empty() {
+            return BTreeSet::new();
+        }
+        let local: BTreeSet<&IpAddr> = compiled.pods.values().flat_map(|p| &p.ips).collect();
+        self.routes
+            .iter()
+            .filter(|(ip, r)| held.contains(&r.ifindex) && !local.contains(ip))
+            .filter(|(ip, _)| compiled.identities.contains_key(ip))
+            .map(|(ip, _)| *ip)
+            .collect()
+    }
+
     /// Programs what the compiler holds (the last good model's node).
     fn program(&mut self, dp: &mut Datapath) -> Result<bool> {
         let compiled = self
@@ -512,13 +535,7 @@ impl Agent {
         self.routes = iface::host_routes()?;
         self.attachments = attachments::read(&self.cni_state_dir);
         let devices = iface::PodDevices::scan();
-        let local: BTreeSet<IpAddr> = compiled.pods.values().flat_map(|p| p.ips.clone()).collect();
-        let elsewhere: BTreeSet<IpAddr> = compiled
-            .identities
-            .keys()
-            .filter(|ip| !local.contains(ip))
-            .copied()
-            .collect();
+        let elsewhere = self.left_to_others(compiled);
         let ifaces: Interfaces = iface::match_all(
             &self.routes,
             &self.attachments,

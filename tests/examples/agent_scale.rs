@@ -3,7 +3,12 @@
 //! ```text
 //! cargo build -p palisade-agent
 //! cargo run -p palisade-tests --example agent_scale -- --pods 10000 --policies 1000 --samples 30
+//! cargo run -p palisade-tests --example agent_scale -- --pods 150000 --memory-limit-mib 960
 //! ```
+//!
+//! `--memory-limit-mib` runs the agent in a memory cgroup with that limit
+//! (what the DaemonSet's limit does), its maps charged to it too, and
+//! reports the cgroup's peak and any OOM kill.
 //!
 //! A lab node with a few local pods runs `palisade agent --kubeconfig`
 //! against the fake API server, which serves `--pods` synthetic pods of
@@ -27,6 +32,7 @@
 use anyhow::{bail, Context, Result};
 use palisade_fake_apiserver::FakeApiServer;
 use palisade_lab::{AgentOptions, AgentProcess, Family, Lab, LabSpec, ProbePort, Protocol};
+use palisade_tests::memcg::MemCgroup;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -36,6 +42,8 @@ struct Args {
     pods: u32,
     policies: u32,
     samples: u32,
+    /// Run the agent in a memory cgroup with this limit (MiB).
+    memory_limit_mib: Option<u32>,
 }
 
 fn args() -> Result<Args> {
@@ -43,6 +51,7 @@ fn args() -> Result<Args> {
         pods: 10_000,
         policies: 1_000,
         samples: 30,
+        memory_limit_mib: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,7 +63,8 @@ fn args() -> Result<Args> {
             "--pods" => a.pods = n,
             "--policies" => a.policies = n,
             "--samples" => a.samples = n,
-            _ => bail!("unknown flag {flag} (--pods, --policies, --samples)"),
+            "--memory-limit-mib" => a.memory_limit_mib = Some(n),
+            _ => bail!("unknown flag {flag} (--pods, --policies, --samples, --memory-limit-mib)"),
         }
     }
     if a.pods > 1 << 20 {
@@ -264,6 +274,15 @@ fn main() -> Result<()> {
 
     let bpffs = lab.mount_bpffs()?;
     let mut opts = AgentOptions::kube(palisade_lab::palisade_bin()?, kubeconfig, NODE, bpffs);
+    let cgroup_name = format!("palisade_scale_{}", std::process::id());
+    let memcg = match a.memory_limit_mib {
+        Some(mib) => {
+            let cg = MemCgroup::new(&cgroup_name, u64::from(mib))?;
+            opts.bin = cg.wrap(&opts.bin, lab.dir())?;
+            Some(cg)
+        }
+        None => None,
+    };
     opts.metrics_addr = Some(METRICS);
     opts.poll = Duration::from_millis(100);
     let started = Instant::now();
@@ -358,6 +377,17 @@ fn main() -> Result<()> {
         hwm / 1024,
         rss / 1024
     );
+    if let (Some(cg), Some(mib)) = (&memcg, a.memory_limit_mib) {
+        palisade_tests::memcg::check_in(agent.process.pid, &cgroup_name)?;
+        let used = cg.usage()?;
+        println!(
+            "memory cgroup limit {mib} MiB (maps included): peak {} MiB, limit hit {} times, OOM kills {}",
+            used.peak_mib, used.limit_hits, used.oom_kills
+        );
+        if used.oom_kills > 0 {
+            bail!("the agent was OOM-killed inside {mib} MiB");
+        }
+    }
     drop(api);
     lab.teardown()
 }

@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod kubectl;
 pub mod lab;
 pub mod legacy;
+pub mod memcg;
 pub mod rbac;
 pub mod revocation;
 pub mod services;

@@ -177,12 +177,18 @@ fn upgrade_from_unversioned_pins_keeps_enforcing() {
         lab.signal(&old.process, libc::SIGTERM).unwrap();
         lab.wait_exit(&old.process, Duration::from_secs(10))
             .unwrap();
+        let started = Instant::now();
         let new = lab.start_agent(&new_opts).unwrap();
         let done = lab.wait_agent(&new, 0, AGENT_START);
         let deadline = Instant::now() + Duration::from_secs(20);
         while node_dir.join("ENDPOINTS").exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        eprintln!(
+            "migration: {} pods, {} ms from the new agent's start to the old pins gone",
+            lab.pods().len(),
+            started.elapsed().as_millis()
+        );
         std::thread::sleep(Duration::from_millis(1000));
         stop.store(true, Ordering::Relaxed);
         let (a, b) = (allowed.join().unwrap(), denied.join().unwrap());

@@ -277,7 +277,7 @@ fn main() -> Result<()> {
     let cgroup_name = format!("palisade_scale_{}", std::process::id());
     let memcg = match a.memory_limit_mib {
         Some(mib) => {
-            let cg = MemCgroup::new(&cgroup_name, u64::from(mib))?;
+            let mut cg = MemCgroup::new(&cgroup_name, u64::from(mib))?;
             opts.bin = cg.wrap(&opts.bin, lab.dir())?;
             Some(cg)
         }
@@ -287,6 +287,9 @@ fn main() -> Result<()> {
     opts.poll = Duration::from_millis(100);
     let started = Instant::now();
     let agent = lab.start_agent(&opts)?;
+    if let Some(cg) = &memcg {
+        cg.start(agent.process.pid)?;
+    }
     lab.wait_agent(&agent, 0, Duration::from_secs(900))?;
     let first = started.elapsed();
     let (hwm, rss) = memory(agent.process.pid)?;

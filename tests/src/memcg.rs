@@ -9,6 +9,8 @@ use std::path::PathBuf;
 pub struct MemCgroup {
     dir: PathBuf,
     v2: bool,
+    /// The file a `wrap` script waits for.
+    go: Option<PathBuf>,
 }
 
 /// What the kernel counted for the cgroup.
@@ -33,7 +35,7 @@ impl MemCgroup {
             unified.join("memory").join(name)
         };
         std::fs::create_dir(&dir).with_context(|| format!("create cgroup {}", dir.display()))?;
-        let cg = MemCgroup { dir, v2 };
+        let cg = MemCgroup { dir, v2, go: None };
         let bytes = (mib << 20).to_string();
         match v2 {
             true => cg.write("memory.max", &bytes)?,
@@ -42,20 +44,34 @@ impl MemCgroup {
         Ok(cg)
     }
 
-    /// A script in `dir` that enters the cgroup and then runs `bin` with
-    /// its arguments: everything the program allocates from its first
-    /// instruction on (maps included) is charged to the cgroup.
-    pub fn wrap(&self, bin: &std::path::Path, dir: &std::path::Path) -> Result<PathBuf> {
+    /// A script in `dir` that waits for `start` and then runs `bin` with
+    /// its arguments. The script's process is moved into the cgroup from
+    /// outside (`start`): a program run in a network namespace by `ip
+    /// netns exec` sees a sysfs of its own, without the cgroup mounts. So
+    /// everything the program allocates from its first instruction on, its
+    /// maps included, is charged to the cgroup.
+    pub fn wrap(&mut self, bin: &std::path::Path, dir: &std::path::Path) -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         let script = dir.join("in-memcg.sh");
+        let go = dir.join("in-memcg.go");
         let text = format!(
-            "#!/bin/sh\necho $$ > '{}' || exit 1\nexec '{}' \"$@\"\n",
-            self.dir.join("cgroup.procs").display(),
+            "#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.01; done\nexec '{}' \"$@\"\n",
+            go.display(),
             bin.display()
         );
         std::fs::write(&script, text)?;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+        self.go = Some(go);
         Ok(script)
+    }
+
+    /// Moves process `pid` (a `wrap` script waiting) into the cgroup, then
+    /// lets it run the program.
+    pub fn start(&self, pid: u32) -> Result<()> {
+        self.write("cgroup.procs", &pid.to_string())?;
+        let go = self.go.as_ref().context("no wrap script")?;
+        std::fs::write(go, "")?;
+        Ok(())
     }
 
     pub fn usage(&self) -> Result<MemUse> {

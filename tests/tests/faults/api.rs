@@ -5,8 +5,10 @@
 //! a policy change made during or after the fault is enforced once the
 //! API answers properly again.
 
+use palisade_common::Endpoint;
+use palisade_lab::AgentProcess;
 use palisade_tests::fault::operator::{metric, programmed};
-use palisade_tests::fault::{during, row, FaultNode, Operator, AGENT_CHANGE, METRICS};
+use palisade_tests::fault::{during, row, FaultNode, Live, Operator, Tally, AGENT_CHANGE, METRICS};
 use std::time::Duration;
 
 /// Long enough for kube-rs' backoff (0.8 s doubling up to 30 s, jitter)
@@ -22,9 +24,31 @@ fn total(node: &FaultNode, name: &str) -> f64 {
 }
 
 #[track_caller]
-fn assert_clean(fault: &str, tally: &palisade_tests::fault::Tally) {
+fn assert_clean(fault: &str, tally: &Tally) {
     assert_eq!(tally.wrongly_allowed(), 0, "{fault}: {tally:?}");
     assert_eq!(tally.wrongly_dropped(), 0, "{fault}: {tally:?}");
+}
+
+/// A fault of the API server while an agent runs: a node `label`
+/// with an enforcing agent; `fault` runs while the probe streams go (it
+/// gets the agent, the server's record before, the streams and the
+/// operator's notes); the row is printed with the health samples, and
+/// nothing may be wrongly allowed or dropped. An outage never fails
+/// liveness or readiness.
+fn while_running(
+    fault: &str,
+    label: &str,
+    run: impl FnOnce(&FaultNode, &AgentProcess, &Endpoint, &Live, &mut Operator),
+) {
+    let node = FaultNode::up(label);
+    let agent = node.start_enforcing(&node.options());
+    let before = node.server_record();
+    let mut op = Operator::new(&node);
+    let (tally, ()) = during(&node, |live| run(&node, &agent, &before, live, &mut op));
+    op.saw(format!("/healthz,/readyz {}", tally.health_cell()));
+    row(fault, &tally, &op);
+    assert_clean(fault, &tally);
+    assert_eq!(tally.health, ["200/200"], "{tally:?}");
 }
 
 #[test]
@@ -65,28 +89,19 @@ fn api_server_down_when_the_agent_starts() {
 #[test]
 fn api_server_down_while_the_agent_runs() {
     let fault = "API server down for 5 s while the agent runs";
-    let node = FaultNode::up("fault-api-mid");
-    let agent = node.start_enforcing(&node.options());
-    let before = node.server_record();
-    let mut op = Operator::new(&node);
-    let (tally, ()) = during(&node, |live| {
-        let restarts = total(&node, "palisade_watch_restarts_total");
+    while_running(fault, "fault-api-mid", |node, agent, before, live, op| {
+        let restarts = total(node, "palisade_watch_restarts_total");
         node.api.set_down(true);
         node.flip_server_policy(true).unwrap();
         std::thread::sleep(Duration::from_secs(5));
         node.api.set_down(false);
-        node.wait_server_change(&agent, &before, RECONNECT);
+        node.wait_server_change(agent, before, RECONNECT);
         assert!(live.recovered(AGENT_CHANGE).is_some());
-        let more = total(&node, "palisade_watch_restarts_total") - restarts;
+        let more = total(node, "palisade_watch_restarts_total") - restarts;
         assert!(more > 0.0, "no watch restart counted");
         op.saw(format!("palisade_watch_restarts_total +{more}"));
-        op.log(&node.log(&agent), "watch failed; retrying with backoff");
+        op.log(&node.log(agent), "watch failed; retrying with backoff");
     });
-    op.saw(format!("/healthz,/readyz {}", tally.health_cell()));
-    row(fault, &tally, &op);
-    assert_clean(fault, &tally);
-    // An outage never fails liveness or readiness.
-    assert_eq!(tally.health, ["200/200"], "{tally:?}");
 }
 
 /// What a broken proxy or a hostile API server might write on a watch
@@ -105,12 +120,8 @@ const GARBAGE: [&[u8]; 7] = [
 #[test]
 fn watch_streams_that_return_garbage() {
     let fault = "watch streams that return garbage (7 kinds, every watch)";
-    let node = FaultNode::up("fault-garbage");
-    let agent = node.start_enforcing(&node.options());
-    let before = node.server_record();
-    let mut op = Operator::new(&node);
-    let (tally, ()) = during(&node, |live| {
-        let restarts = total(&node, "palisade_watch_restarts_total");
+    while_running(fault, "fault-garbage", |node, agent, before, live, op| {
+        let restarts = total(node, "palisade_watch_restarts_total");
         for bytes in GARBAGE {
             node.api.inject_watches(bytes);
             // The watchers read it (and reconnect if it ended a stream).
@@ -118,28 +129,20 @@ fn watch_streams_that_return_garbage() {
         }
         // The watchers still follow the API.
         node.flip_server_policy(true).unwrap();
-        node.wait_server_change(&agent, &before, RECONNECT);
+        node.wait_server_change(agent, before, RECONNECT);
         assert!(live.recovered(AGENT_CHANGE).is_some());
-        let more = total(&node, "palisade_watch_restarts_total") - restarts;
+        let more = total(node, "palisade_watch_restarts_total") - restarts;
         assert!(more > 0.0, "the garbage was not noticed");
         op.saw(format!("palisade_watch_restarts_total +{more}"));
-        op.log(&node.log(&agent), "watch failed; retrying with backoff");
+        op.log(&node.log(agent), "watch failed; retrying with backoff");
     });
-    op.saw(format!("/healthz,/readyz {}", tally.health_cell()));
-    row(fault, &tally, &op);
-    assert_clean(fault, &tally);
-    assert_eq!(tally.health, ["200/200"], "{tally:?}");
 }
 
 #[test]
 fn gone_over_and_over() {
     let fault = "410 Gone loop (history compacted and every watch expired, 10 times in 3 s)";
-    let node = FaultNode::up("fault-410");
-    let agent = node.start_enforcing(&node.options());
-    let before = node.server_record();
-    let mut op = Operator::new(&node);
-    let (tally, ()) = during(&node, |live| {
-        let relists = total(&node, "palisade_watch_relists_total");
+    while_running(fault, "fault-410", |node, agent, before, live, op| {
+        let relists = total(node, "palisade_watch_relists_total");
         for k in 0..10 {
             node.api.compact();
             node.api.expire_watches();
@@ -148,40 +151,28 @@ fn gone_over_and_over() {
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        node.wait_server_change(&agent, &before, RECONNECT);
+        node.wait_server_change(agent, before, RECONNECT);
         assert!(live.recovered(AGENT_CHANGE).is_some());
-        let more = total(&node, "palisade_watch_relists_total") - relists;
+        let more = total(node, "palisade_watch_relists_total") - relists;
         assert!(more >= 4.0, "{more} relists");
         op.saw(format!("palisade_watch_relists_total +{more}"));
-        op.log(&node.log(&agent), "listing again");
+        op.log(&node.log(agent), "listing again");
     });
-    op.saw(format!("/healthz,/readyz {}", tally.health_cell()));
-    row(fault, &tally, &op);
-    assert_clean(fault, &tally);
-    assert_eq!(tally.health, ["200/200"], "{tally:?}");
 }
 
 #[test]
 fn a_slow_api_server() {
     let fault = "slow API (every request answered 3 s late; watches cut)";
-    let node = FaultNode::up("fault-slow");
-    let agent = node.start_enforcing(&node.options());
-    let before = node.server_record();
-    let mut op = Operator::new(&node);
-    let (tally, ()) = during(&node, |live| {
+    while_running(fault, "fault-slow", |node, agent, before, live, op| {
         node.api.set_delay(Duration::from_secs(3));
         // Every watcher must come back through the slow server.
         node.api.drop_watches();
         node.flip_server_policy(true).unwrap();
-        node.wait_server_change(&agent, &before, RECONNECT);
+        node.wait_server_change(agent, before, RECONNECT);
         assert!(live.recovered(AGENT_CHANGE).is_some());
         node.api.set_delay(Duration::ZERO);
-        op.log(&node.log(&agent), "watch failed; retrying with backoff");
+        op.log(&node.log(agent), "watch failed; retrying with backoff");
     });
-    op.saw(format!("/healthz,/readyz {}", tally.health_cell()));
-    row(fault, &tally, &op);
-    assert_clean(fault, &tally);
-    assert_eq!(tally.health, ["200/200"], "{tally:?}");
 }
 
 #[test]

@@ -147,7 +147,37 @@ pub fn map_sizes(layout: &PinLayout) -> Vec<MapSize> {
     ]
     .into_iter()
     .filter_map(|name| map_size(&layout.map(name), name))
+    .chain(
+        [names::CONNTRACK_POD, names::FRAGMENTS_POD]
+            .into_iter()
+            .filter_map(|name| pod_tables_size(&layout.map(name), name)),
+    )
     .collect()
+}
+
+/// The pods' own tables of an array of maps (`CONNTRACK_POD`,
+/// `FRAGMENTS_POD`), summed: entries in all of them against their summed
+/// capacity. A pod whose table is full evicts only its own entries; the
+/// sum says how close the node's pods are, taken together.
+fn pod_tables_size(path: &Path, name: &'static str) -> Option<MapSize> {
+    let outer: aya::maps::ArrayOfMaps<MapData, MapData> = aya::maps::ArrayOfMaps::try_from(
+        aya::maps::Map::ArrayOfMaps(MapData::from_pin(path).ok()?),
+    )
+    .ok()?;
+    let (mut entries, mut capacity) = (Some(0u64), 0u64);
+    for slot in 0..outer.len() {
+        let Ok(table) = outer.get(&slot, 0) else {
+            continue;
+        };
+        let room = table.info().map_or(0, |i| u64::from(i.max_entries()));
+        capacity += room;
+        entries = entries.zip(count_keys(&table, room)).map(|(a, b)| a + b);
+    }
+    Some(MapSize {
+        map: name,
+        entries,
+        capacity,
+    })
 }
 
 fn map_size(path: &Path, name: &'static str) -> Option<MapSize> {

@@ -566,6 +566,14 @@ fn observability_verdict_stream_and_counters() {
         assert!(get(&after, &cap) > 0.0, "{cap} missing");
     }
     assert_eq!(get(&after, "palisade_map_entries{map=\"ENDPOINTS\"}"), 3.0);
+    // Each of the three pods has its own conntrack table, counted together
+    // (entries are refreshed every 10 s, so only their presence is sure).
+    let tables = f64::from(3 * palisade_common::CONNTRACK_POD_DEFAULT);
+    assert_eq!(
+        get(&after, "palisade_map_capacity{map=\"CONNTRACK_POD\"}"),
+        tables
+    );
+    assert!(after.contains_key("palisade_map_entries{map=\"CONNTRACK_POD\"}"));
     assert!(after.contains_key("palisade_events_lost_total{reason=\"sampled\"}"));
     assert!(after.contains_key("palisade_events_lost_total{reason=\"ring_full\"}"));
 

@@ -145,6 +145,9 @@ impl PodTables {
     /// Moves what the node-wide table still holds of the pods in `slots`
     /// (ifindex -> slot) into their tables: after an upgrade, what the
     /// older layout's classifiers added there until their links moved.
+    /// Entries of interfaces no record names any more (pods gone before
+    /// or during the upgrade) are deleted: nothing would evict them, and
+    /// every new pod's table would walk past them.
     pub fn absorb(&mut self, slots: &BTreeMap<u32, u16>) {
         let mut tables = BTreeMap::new();
         for (ifindex, slot) in slots {
@@ -157,6 +160,21 @@ impl PodTables {
         }
         if !tables.is_empty() {
             self.copy_shared(&mut tables, NOEXIST, true);
+        }
+        let gone: Vec<CtKey> = self
+            .shared
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| !slots.contains_key(&k.ifindex))
+            .collect();
+        for k in &gone {
+            let _ = self.shared.remove(k);
+        }
+        if !gone.is_empty() {
+            tracing::info!(
+                entries = gone.len(),
+                "conntrack entries of interfaces gone deleted from the node-wide table"
+            );
         }
     }
 

@@ -185,12 +185,11 @@ pub fn live(ep: &Endpoint, k: &CtKey, seen: u32) -> Option<u32> {
 }
 
 /// How the flow of a `STALE` entry of the pod in slot `slot`, under the
-/// normalized key `k`, is
-/// decided again: `REDO_STALE`, plus `REDO_REPLY` when the packet
-/// (`swapped` by normalizing, or not) goes the other way than the one that
-/// opened the flow, plus `REDO_NODE` when the flow was node traffic. Out
-/// of line, and only on this rare path: the lookup paths have no stack to
-/// carry it.
+/// normalized key `k`, is decided again: `REDO_STALE`, plus `REDO_REPLY`
+/// when the packet (`swapped` by normalizing, or not) goes the other way
+/// than the one that opened the flow, plus `REDO_NODE` when the flow was
+/// node traffic. Out of line, and only on this rare path: the lookup paths
+/// have no stack to carry it.
 #[inline(never)]
 pub fn redo(slot: u16, k: &CtKey, swapped: bool) -> u32 {
     let Some(v) = entry(slot, k) else {

@@ -14,6 +14,7 @@
 //! flows are tracked, only not fenced off from other such pods.
 
 use super::load::{Loaded, MapShape};
+use super::sys;
 use anyhow::{Context, Result};
 use aya::maps::{ArrayOfMaps, HashMap, MapData, MapError};
 use palisade_common::{names, CtKey, CtValue, FragKey, FragValue, FRAGMENTS_POD_ENTRIES};
@@ -183,7 +184,7 @@ impl PodTables {
         self.fragments.clear(slot);
         self.have.remove(&slot);
         self.wanted.retain(|w| w.0 != slot);
-        if let Err(e) = delete(self.outer_data.fd().as_fd().as_raw_fd(), slot as u32) {
+        if let Err(e) = sys::delete_index(self.outer_data.fd().as_fd().as_raw_fd(), slot as u32) {
             tracing::warn!(slot, error = %e, "cannot drop a removed pod's conntrack table");
         }
     }
@@ -286,43 +287,8 @@ impl PodFragments {
     }
 
     fn clear(&mut self, slot: u16) {
-        if let Err(e) = delete(self.outer_data.fd().as_fd().as_raw_fd(), slot as u32) {
+        if let Err(e) = sys::delete_index(self.outer_data.fd().as_fd().as_raw_fd(), slot as u32) {
             tracing::warn!(slot, error = %e, "cannot drop a removed pod's fragment table");
         }
     }
-}
-
-const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
-
-/// `BPF_MAP_DELETE_ELEM` of an array of maps' `index`; an empty slot is
-/// not an error.
-fn delete(map_fd: i32, index: u32) -> std::io::Result<()> {
-    #[repr(C)]
-    struct DeleteAttr {
-        map_fd: u32,
-        _pad: u32,
-        key: u64,
-    }
-    let attr = DeleteAttr {
-        map_fd: map_fd as u32,
-        _pad: 0,
-        key: &index as *const u32 as u64,
-    };
-    // SAFETY: the attr struct is a valid prefix of `union bpf_attr` for
-    // BPF_MAP_DELETE_ELEM, and the key outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_MAP_DELETE_ELEM,
-            &attr as *const DeleteAttr,
-            std::mem::size_of::<DeleteAttr>(),
-        )
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::NotFound {
-            return Err(e);
-        }
-    }
-    Ok(())
 }

@@ -291,6 +291,41 @@ impl DirLock {
     }
 }
 
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
+
+/// `BPF_MAP_DELETE_ELEM` of an array of maps' `index` (aya 0.14's
+/// `ArrayOfMaps` has no delete); an empty slot is not an error.
+pub fn delete_index(map_fd: i32, index: u32) -> std::io::Result<()> {
+    #[repr(C)]
+    struct DeleteAttr {
+        map_fd: u32,
+        _pad: u32,
+        key: u64,
+    }
+    let attr = DeleteAttr {
+        map_fd: map_fd as u32,
+        _pad: 0,
+        key: &index as *const u32 as u64,
+    };
+    // SAFETY: the attr struct is a valid prefix of `union bpf_attr` for
+    // BPF_MAP_DELETE_ELEM, and the key outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_DELETE_ELEM,
+            &attr as *const DeleteAttr,
+            std::mem::size_of::<DeleteAttr>(),
+        )
+    };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::NotFound {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -166,8 +166,22 @@ impl Flow {
         period: Duration,
         limit: Duration,
     ) -> Result<Flow> {
-        let name = format!("{} {from} -> {to}:{port}", protocol.name());
-        let dst = SocketAddr::new(lab.ip(to, Family::V4)?, port);
+        let ends = (from, to, Family::V4);
+        Flow::start_in(lab, ends, protocol, port, period, limit)
+    }
+
+    /// `start` in the family of `ends` (from, to, family).
+    pub fn start_in(
+        lab: &Lab,
+        ends: (&str, &str, Family),
+        protocol: Protocol,
+        port: u16,
+        period: Duration,
+        limit: Duration,
+    ) -> Result<Flow> {
+        let (from, to, family) = ends;
+        let name = format!("{} {family:?} {from} -> {to}:{port}", protocol.name());
+        let dst = SocketAddr::new(lab.ip(to, family)?, port);
         let sock = lab
             .run_in_pod(from, || Sock::connect(protocol, dst))?
             .with_context(|| format!("{name}: connect"))?;

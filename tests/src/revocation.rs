@@ -16,7 +16,7 @@ const AGENT_START: Duration = Duration::from_secs(60);
 /// Later rounds are small.
 const AGENT_CHANGE: Duration = Duration::from_secs(20);
 
-fn pod(name: &str, ip: &str) -> String {
+fn pod(name: &str, ip: &str, ip6: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Pod
@@ -28,18 +28,18 @@ spec:
       ports:
         - {{name: echo-tcp, containerPort: 80}}
         - {{name: echo-udp, containerPort: 80, protocol: UDP}}
-status: {{phase: Running, podIP: {ip}}}
+status: {{phase: Running, podIP: {ip}, podIPs: [{{ip: {ip}}}, {{ip: '{ip6}'}}]}}
 "
     )
 }
 
-/// Namespace x with the two pods. The ports are named: the lab serves
-/// the named container ports.
+/// Namespace x with the two pods, dual-stack. The ports are named: the lab
+/// serves the named container ports.
 pub fn pods() -> String {
     [
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n".to_string(),
-        pod("client", "10.244.1.10"),
-        pod("server", "10.244.1.11"),
+        pod("client", "10.244.1.10", "fd00:244:1::10"),
+        pod("server", "10.244.1.11", "fd00:244:1::11"),
     ]
     .join("---\n")
 }

@@ -1,6 +1,7 @@
 //! End to end on real traffic: a policy change reaches established flows.
 //! A TCP connection and a UDP socket from x/client to x/server's echo
-//! server send a numbered message every 5 ms while the policies change
+//! server, over IPv4 and over IPv6, send a numbered message every 5 ms
+//! while the policies change
 //! under them. A change that refuses the flow cuts it: no message sent
 //! after the agent's round is echoed, and TCP's retransmissions never get
 //! through. A change that still allows it (the pods' maps flipping to a
@@ -16,7 +17,7 @@
 //! assertion fails; every flow is bounded by `LIMIT`.
 
 use palisade_common::{EP_AUDIT_INGRESS, EP_ISOLATED_INGRESS};
-use palisade_lab::Protocol;
+use palisade_lab::{Family, Protocol};
 use palisade_tests::echo_flow::{Flow, Record};
 use palisade_tests::lab::retrans_in;
 use palisade_tests::revocation::{policies, Change, Node, CLIENT_EGRESS, ISOLATE, SERVER_INGRESS};
@@ -91,13 +92,16 @@ spec:
       ports: [{port: 8080}]
 ";
 
-/// A flow of each of `protocols` from the client to the server, each
-/// echoed `WARM` times.
+/// A flow of each of `protocols` from the client to the server, in both
+/// families, each echoed `WARM` times.
 fn flows(node: &Node, protocols: &[Protocol]) -> Vec<Flow> {
+    let families = [Family::V4, Family::V6];
     protocols
         .iter()
-        .map(|&p| {
-            let flow = Flow::start(&node.lab, "x/client", "x/server", p, 80, PERIOD, LIMIT)
+        .flat_map(|&p| families.map(|f| (p, f)))
+        .map(|(p, f)| {
+            let ends = ("x/client", "x/server", f);
+            let flow = Flow::start_in(&node.lab, ends, p, 80, PERIOD, LIMIT)
                 .unwrap_or_else(|e| panic!("{e:#}\n{}", node.log()));
             flow.wait_echoes(WARM, Duration::from_secs(5))
                 .unwrap_or_else(|e| panic!("before the change: {e:#}\n{}", node.log()));

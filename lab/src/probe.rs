@@ -98,10 +98,7 @@ pub fn probe(
 
 /// A socket of the family of `to`, bound to the next free source port.
 fn bound(to: IpAddr, ty: Type, ports: &SourcePorts) -> Result<Socket> {
-    let unspecified: IpAddr = match to {
-        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
+    let unspecified = palisade_policy::Family::of(&to).unspecified();
     let mut last = None;
     for _ in 0..BIND_TRIES {
         let s = Socket::new(domain(&to), ty, None).context("probe socket")?;

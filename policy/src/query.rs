@@ -25,6 +25,15 @@ impl Family {
         }
     }
 
+    /// The wildcard address of the family (`0.0.0.0` or `::`), what a
+    /// socket of the family binds to take any address and a free port.
+    pub fn unspecified(self) -> IpAddr {
+        match self {
+            Family::V4 => std::net::Ipv4Addr::UNSPECIFIED.into(),
+            Family::V6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        }
+    }
+
     /// From the number users type: 4 or 6.
     pub fn from_number(n: u8) -> Option<Family> {
         match n {

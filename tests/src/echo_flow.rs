@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use palisade_lab::{Family, Lab, Protocol};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -45,11 +45,7 @@ impl Sock {
                 Sock::Tcp(s)
             }
             _ => {
-                let any: IpAddr = match to {
-                    SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-                    SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-                };
-                let s = UdpSocket::bind((any, 0))?;
+                let s = UdpSocket::bind((Family::of(&to.ip()).unspecified(), 0))?;
                 s.connect(to)?;
                 Sock::Udp(s)
             }

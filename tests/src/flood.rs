@@ -69,11 +69,7 @@ pub fn untracked(lab: &Lab, pod: &str) {
 }
 
 fn bind_any(target: &IpAddr) -> UdpSocket {
-    let any: IpAddr = match Family::of(target) {
-        Family::V4 => std::net::Ipv4Addr::UNSPECIFIED.into(),
-        Family::V6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
-    };
-    UdpSocket::bind((any, 0)).expect("flood socket")
+    UdpSocket::bind((Family::of(target).unspecified(), 0)).expect("flood socket")
 }
 
 /// A UDP flow a client pod opened and its server answered, in which the

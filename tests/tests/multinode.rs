@@ -21,6 +21,7 @@
 use palisade_fake_apiserver::{FakeApiServer, Kind};
 use palisade_lab::{Family, Probe, Protocol, PROBE_TIMEOUT};
 use palisade_tests::cluster::{namespace, pod_object, TwoNodes, SETTLE};
+use palisade_tests::lab::retrans_in;
 use serde_json::{json, Value};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -313,24 +314,7 @@ fn chatter(
 
 /// TCP segments retransmitted so far in a pod's namespace.
 fn retransmitted(env: &TwoNodes, pod: &str) -> u64 {
-    let node = env.cluster.node_of(pod).unwrap();
-    node.lab
-        .run_in_pod(pod, || {
-            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
-            let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
-            let (names, values) = (tcp.next().unwrap(), tcp.next().unwrap());
-            let i = names
-                .split_whitespace()
-                .position(|n| n == "RetransSegs")
-                .unwrap();
-            values
-                .split_whitespace()
-                .nth(i)
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
-        .unwrap()
+    retrans_in(&env.cluster.node_of(pod).unwrap().lab, pod)
 }
 
 /// Flows that are denied before, during and after the restart, probed as

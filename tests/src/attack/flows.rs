@@ -4,17 +4,14 @@
 use super::{Arena, DNS_PORT};
 use palisade_lab::Family;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 impl Arena {
     /// A UDP socket of `pod`, bound to a port of its own choosing in
     /// `family`; kept open, it keeps that port the pod's.
     pub fn udp_socket(&self, pod: &str, family: Family) -> (UdpSocket, u16) {
-        let any: IpAddr = match family {
-            Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
-            Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
-        };
+        let any = family.unspecified();
         let bound = self.lab.run_in_pod(pod, || {
             let s = UdpSocket::bind((any, 0))?;
             let port = s.local_addr()?.port();

@@ -54,13 +54,17 @@ pub struct StagedDir {
     fds: [OwnedFd; 4],
 }
 
+/// A second handle on the pinned map `name` (a typed handle hides its
+/// descriptor).
+pub(crate) fn open_pinned(loaded: &Loaded, name: &str) -> Result<MapData> {
+    let pin = loaded.layout.map(name);
+    MapData::from_pin(&pin).with_context(|| format!("open pinned map {}", pin.display()))
+}
+
 /// Second handles on the pinned outer maps (the typed ones in `NodeMaps`
 /// hide their descriptors).
 fn open_outer(loaded: &Loaded) -> Result<[MapData; 4]> {
-    let open = |name: &str| {
-        let pin = loaded.layout.map(name);
-        MapData::from_pin(&pin).with_context(|| format!("open pinned map {}", pin.display()))
-    };
+    let open = |name: &str| open_pinned(loaded, name);
     Ok([
         open(OUTER[0])?,
         open(OUTER[1])?,
@@ -101,7 +105,7 @@ fn own_fd(data: &MapData) -> Result<OwnedFd> {
     Ok(data.fd().as_fd().try_clone_to_owned()?)
 }
 
-fn take(loaded: &mut Loaded, name: &str) -> Result<Map> {
+pub(crate) fn take(loaded: &mut Loaded, name: &str) -> Result<Map> {
     loaded
         .ebpf
         .take_map(name)
@@ -129,7 +133,11 @@ fn is_missing(e: &MapError) -> bool {
 
 /// Creates an inner map with the outer map's template shape, typed as `T`
 /// (which checks the key and value sizes against our types).
-fn create_inner<T>(shape: &MapShape, name: &str, wrap: fn(MapData) -> Map) -> Result<(T, OwnedFd)>
+pub(crate) fn create_inner<T>(
+    shape: &MapShape,
+    name: &str,
+    wrap: fn(MapData) -> Map,
+) -> Result<(T, OwnedFd)>
 where
     T: TryFrom<Map, Error = MapError>,
 {

@@ -14,9 +14,10 @@
 //! flows are tracked, only not fenced off from other such pods.
 
 use super::load::{Loaded, MapShape};
+use super::maps::{create_inner, open_pinned, take};
 use super::sys;
 use anyhow::{Context, Result};
-use aya::maps::{ArrayOfMaps, HashMap, MapData, MapError};
+use aya::maps::{ArrayOfMaps, HashMap, Map, MapData, MapError};
 use palisade_common::{names, CtKey, CtValue, FragKey, FragValue, FRAGMENTS_POD_ENTRIES};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd};
@@ -51,9 +52,7 @@ impl PodTables {
     pub fn take(loaded: &mut Loaded) -> Result<Self> {
         let outer = take_typed(loaded, names::CONNTRACK_POD)?;
         let shared = take_typed(loaded, names::CONNTRACK)?;
-        let pin = loaded.layout.map(names::CONNTRACK_POD);
-        let outer_data = MapData::from_pin(&pin)
-            .with_context(|| format!("open pinned map {}", pin.display()))?;
+        let outer_data = open_pinned(loaded, names::CONNTRACK_POD)?;
         let shape = MapShape {
             max_entries: palisade_common::CONNTRACK_POD_DEFAULT,
             ..loaded.inner.conntrack
@@ -190,10 +189,8 @@ impl PodTables {
     }
 
     fn create(&self) -> Result<PodTable> {
-        let data = MapData::create(self.shape.obj(), "palisade_ct_pod", None)
-            .with_context(|| format!("create a conntrack table ({})", self.shape))?;
-        PodTable::try_from(aya::maps::Map::LruHashMap(data))
-            .context("conntrack table does not fit palisade_common's types")
+        let (table, _) = create_inner(&self.shape, "palisade_ct_pod", Map::LruHashMap)?;
+        Ok(table)
     }
 
     /// Copies the node-wide entries of the interfaces in `tables` into
@@ -231,15 +228,8 @@ impl PodTables {
     }
 }
 
-fn take_typed<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    loaded: &mut Loaded,
-    name: &str,
-) -> Result<T> {
-    let map = loaded
-        .ebpf
-        .take_map(name)
-        .with_context(|| format!("the eBPF object has no map {name}"))?;
-    T::try_from(map)
+fn take_typed<T: TryFrom<Map, Error = MapError>>(loaded: &mut Loaded, name: &str) -> Result<T> {
+    T::try_from(take(loaded, name)?)
         .with_context(|| format!("map {name} does not have the layout of palisade_common"))
 }
 
@@ -255,9 +245,7 @@ struct PodFragments {
 impl PodFragments {
     fn take(loaded: &mut Loaded) -> Result<Self> {
         let outer = take_typed(loaded, names::FRAGMENTS_POD)?;
-        let pin = loaded.layout.map(names::FRAGMENTS_POD);
-        let outer_data = MapData::from_pin(&pin)
-            .with_context(|| format!("open pinned map {}", pin.display()))?;
+        let outer_data = open_pinned(loaded, names::FRAGMENTS_POD)?;
         let shape = MapShape {
             max_entries: FRAGMENTS_POD_ENTRIES,
             ..loaded.inner.fragments
@@ -274,10 +262,8 @@ impl PodFragments {
         if !fresh && self.outer.get(&(slot as u32), 0).is_ok() {
             return;
         }
-        let made = MapData::create(self.shape.obj(), "palisade_frag_pod", None)
-            .map_err(anyhow::Error::from)
-            .and_then(|data| Ok(FragTable::try_from(aya::maps::Map::LruHashMap(data))?))
-            .and_then(|table| Ok(self.outer.set(slot as u32, &table, 0)?));
+        let made = create_inner(&self.shape, "palisade_frag_pod", Map::LruHashMap)
+            .and_then(|(table, _): (FragTable, _)| Ok(self.outer.set(slot as u32, &table, 0)?));
         if let Err(e) = made {
             tracing::warn!(slot, error = %format!("{e:#}"), "no fragment table of its own for a pod; it shares the node-wide one");
             if fresh {

@@ -280,9 +280,7 @@ pub fn cluster(size: &ClusterSize) -> Model {
         namespaces,
         pods,
         policies,
-        services: vec![],
-        errors: vec![],
-        warnings: vec![],
+        ..Model::default()
     }
 }
 

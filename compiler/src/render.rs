@@ -321,6 +321,8 @@ mod tests {
             pending: false,
         };
         Model {
+            cluster_policies: vec![],
+            nodes: vec![],
             namespaces: Default::default(),
             pods: vec![pod("web", "10.0.0.1", "n1"), pod("db", "10.0.0.2", "n2")],
             policies: vec![Policy {

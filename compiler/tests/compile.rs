@@ -52,6 +52,8 @@ fn ingress_policy(name: &str, rules: Vec<Rule>) -> Policy {
 
 fn model(policies: Vec<Policy>) -> Model {
     Model {
+        cluster_policies: vec![],
+        nodes: vec![],
         namespaces: Default::default(),
         pods: vec![
             pod("web", "10.0.0.1", "web"),

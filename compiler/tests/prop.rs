@@ -94,6 +94,7 @@ impl Coverage {
                 }
             }
             DirVerdict::WouldDeny(_) => Self::bump(&self.would_deny),
+            DirVerdict::Cluster(_) => unreachable!("no ClusterNetworkPolicy in these models"),
             DirVerdict::Allowed(rules) => {
                 Self::bump(&self.allowed);
                 for r in rules {
@@ -285,6 +286,8 @@ fn spill_model() -> impl Strategy<Value = Model> {
                     warnings: vec![],
                 };
                 Model {
+                    cluster_policies: vec![],
+                    nodes: vec![],
                     namespaces: namespaces
                         .into_iter()
                         .map(|n| (n.name.clone(), n))
@@ -401,6 +404,8 @@ fn spill_path_decides_beyond_rule_bits() {
         }]),
     });
     let model = Model {
+        cluster_policies: vec![],
+        nodes: vec![],
         namespaces: Default::default(),
         pods: vec![pod("a", 1, "a"), pod("b", 2, "b")],
         policies: vec![Policy {

@@ -45,6 +45,7 @@
 //!   [`Model::warnings`].
 
 mod build;
+mod cluster;
 mod load;
 mod matrix;
 mod model;
@@ -57,6 +58,7 @@ mod selector;
 /// [`assemble`] checks them together.
 pub use build::check as convert;
 pub use build::{assemble, build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
+pub use cluster::*;
 pub use load::{load_paths, load_str};
 pub use matrix::{
     matrix, matrix_cells, render_cells, render_table, MatrixCell, MatrixEntry, ProbePort,

@@ -8,6 +8,7 @@
 //! [`Policy::unreadable`] (isolation with nothing allowed) and reported in
 //! `Model::warnings`, since dropping it would open what it closes.
 
+use crate::cluster::{Action, ClusterPolicy, ClusterRuleRef, Node};
 use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -277,6 +278,11 @@ pub struct Model {
     pub namespaces: BTreeMap<String, Namespace>,
     pub pods: Vec<Pod>,
     pub policies: Vec<Policy>,
+    /// ClusterNetworkPolicies of both tiers, in evaluation order
+    /// ([`ClusterPolicy::order_key`]).
+    pub cluster_policies: Vec<ClusterPolicy>,
+    /// Nodes, for ClusterNetworkPolicy `nodes` peers (sorted by name).
+    pub nodes: Vec<Node>,
     /// Sorted by namespace and name.
     pub services: Vec<Service>,
     /// Objects skipped, with the reason.
@@ -328,12 +334,19 @@ pub enum DirVerdict {
     /// these audit policies (`namespace/name`, sorted) and no rule allows
     /// it, so it is reported as "would deny".
     WouldDeny(Vec<String>),
+    /// Decided by a ClusterNetworkPolicy rule: its Accept allows, its
+    /// Deny denies.
+    Cluster(ClusterRuleRef),
 }
 
 impl DirVerdict {
     /// Whether the packet passes this check (a would-deny passes).
     pub fn allows(&self) -> bool {
-        !matches!(self, DirVerdict::Denied(_))
+        match self {
+            DirVerdict::Denied(_) => false,
+            DirVerdict::Cluster(r) => r.action == Action::Accept,
+            _ => true,
+        }
     }
 
     pub fn would_deny(&self) -> bool {

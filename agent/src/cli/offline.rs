@@ -336,6 +336,17 @@ impl Query {
                     policies.join(", "),
                     not_understood(model, policies)
                 ),
+                (Some(p), DirVerdict::Cluster(r)) => format!(
+                    "{dir_name} of {}: {} by ClusterNetworkPolicy {} ({} tier, priority {}), {dir_name} rule {}{}: {}",
+                    p.key(),
+                    if r.action == palisade_policy::Action::Accept { "allowed" } else { "denied" },
+                    r.policy,
+                    r.tier.name(),
+                    r.priority,
+                    r.rule,
+                    r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                    r.action.name()
+                ),
             };
             out.push_str(&format!("  {line}\n"));
         }

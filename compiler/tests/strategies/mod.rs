@@ -328,9 +328,7 @@ pub fn model_strategy(max_policies: usize) -> impl Strategy<Value = Model> {
                 .collect(),
             pods,
             policies,
-            services: vec![],
-            errors: vec![],
-            warnings: vec![],
+            ..Model::default()
         })
 }
 

@@ -64,5 +64,7 @@ pub use matrix::{
     matrix, matrix_cells, render_cells, render_table, MatrixCell, MatrixEntry, ProbePort,
 };
 pub use model::*;
-pub use oracle::{evaluate, evaluate_direction};
+pub use oracle::{
+    cluster_rule_matches, evaluate, evaluate_direction, tier_decision, Ends, TierOutcome,
+};
 pub use query::{deciding, Deciding, Family};

@@ -348,3 +348,27 @@ pub fn deciding<'a>(
         None
     }
 }
+
+impl crate::cluster::PodSet {
+    /// Whether the set holds `pod`: its namespace's labels match
+    /// `namespaces` and its own labels match `pods`.
+    pub fn selects(&self, model: &Model, pod: &Pod) -> bool {
+        self.namespaces
+            .matches(&model.namespace_labels(&pod.namespace))
+            && self.pods.matches(&pod.labels)
+    }
+}
+
+impl Model {
+    /// The ClusterNetworkPolicies of `tier` whose subject holds `pod`, in
+    /// evaluation order.
+    pub fn cluster_policies_selecting<'a>(
+        &'a self,
+        tier: crate::cluster::Tier,
+        pod: &'a Pod,
+    ) -> impl Iterator<Item = &'a crate::cluster::ClusterPolicy> + 'a {
+        self.cluster_policies
+            .iter()
+            .filter(move |p| p.tier == tier && p.subject.selects(self, pod))
+    }
+}

@@ -14,7 +14,15 @@
 //! enforced policies alone; one isolated only by audit policies is decided
 //! by them, but what none of their rules allows is "would deny" (the
 //! packet passes) instead of denied.
+//!
+//! ClusterNetworkPolicy tiers surround that (`cluster`): the Admin tier
+//! first, then NetworkPolicy, then the Baseline tier, then allowed.
 
+mod cluster;
+
+pub use cluster::{cluster_rule_matches, tier_decision, TierOutcome};
+
+use crate::cluster::Tier;
 use crate::model::{
     DirVerdict, Direction, Flow, Model, Peer, Pod, PortMatch, PortSpec, Rule, RuleRef, Verdict,
 };
@@ -34,28 +42,43 @@ pub fn evaluate(model: &Model, flow: &Flow) -> Verdict {
 }
 
 /// The verdict of `pod`'s policies in `dir` for `flow`, where `pod` is the
-/// flow's destination (ingress) or source (egress).
+/// flow's destination (ingress) or source (egress): the Admin tier, then
+/// NetworkPolicy when one isolates the pod, then the Baseline tier.
 pub fn evaluate_direction(model: &Model, pod: &Pod, dir: Direction, flow: &Flow) -> DirVerdict {
-    let Some(deciding) = model.deciding_policies(pod, dir) else {
-        return DirVerdict::NotIsolated;
-    };
+    let tier = |t| tier_decision(model, t, pod, dir, flow);
+    if let TierOutcome::Decided(r) = tier(Tier::Admin) {
+        return DirVerdict::Cluster(r);
+    }
+    if let Some(v) = network_policy_verdict(model, pod, dir, flow) {
+        return v;
+    }
+    match tier(Tier::Baseline) {
+        TierOutcome::Decided(r) => DirVerdict::Cluster(r),
+        _ => DirVerdict::NotIsolated,
+    }
+}
+
+/// The NetworkPolicy tier's verdict, `None` when no NetworkPolicy isolates
+/// `pod` in `dir` (the tier has no say).
+fn network_policy_verdict(
+    model: &Model,
+    pod: &Pod,
+    dir: Direction,
+    flow: &Flow,
+) -> Option<DirVerdict> {
+    let deciding = model.deciding_policies(pod, dir)?;
     let policies = deciding.policies;
-    let peer_addr = match dir {
-        Direction::Ingress => flow.src,
-        Direction::Egress => flow.dst,
-    };
-    let peer_pod = model.pod_by_ip(peer_addr);
-    // Named ports resolve on the pod receiving the traffic.
-    let receiver = match dir {
-        Direction::Ingress => Some(pod),
-        Direction::Egress => peer_pod,
-    };
+    let Ends {
+        peer_addr,
+        peer_pod,
+        receiver,
+    } = Ends::of(model, pod, dir, flow);
 
     let mut allowed = Vec::new();
     for policy in &policies {
         for (index, rule) in policy.rules(dir).iter().enumerate() {
             let peer_ok = rule_peer_matches(model, &policy.namespace, rule, peer_addr, peer_pod);
-            if peer_ok && rule_port_matches(rule, flow, receiver) {
+            if peer_ok && ports_match(&rule.ports, flow, receiver) {
                 allowed.push(RuleRef {
                     policy: policy.key(),
                     direction: dir,
@@ -64,7 +87,7 @@ pub fn evaluate_direction(model: &Model, pod: &Pod, dir: Direction, flow: &Flow)
             }
         }
     }
-    if allowed.is_empty() {
+    Some(if allowed.is_empty() {
         let mut isolating: Vec<String> = policies.iter().map(|p| p.key()).collect();
         isolating.sort();
         if deciding.audit {
@@ -75,6 +98,36 @@ pub fn evaluate_direction(model: &Model, pod: &Pod, dir: Direction, flow: &Flow)
     } else {
         allowed.sort();
         DirVerdict::Allowed(allowed)
+    })
+}
+
+/// The other end of a direction check, as the rules see it.
+pub struct Ends<'a> {
+    /// The peer's address: the source for ingress, the destination for
+    /// egress.
+    pub peer_addr: IpAddr,
+    /// The pod owning that address, if any.
+    pub peer_pod: Option<&'a Pod>,
+    /// The pod receiving the traffic, on which named ports resolve.
+    pub receiver: Option<&'a Pod>,
+}
+
+impl<'a> Ends<'a> {
+    pub fn of(model: &'a Model, pod: &'a Pod, dir: Direction, flow: &Flow) -> Ends<'a> {
+        let peer_addr = match dir {
+            Direction::Ingress => flow.src,
+            Direction::Egress => flow.dst,
+        };
+        let peer_pod = model.pod_by_ip(peer_addr);
+        let receiver = match dir {
+            Direction::Ingress => Some(pod),
+            Direction::Egress => peer_pod,
+        };
+        Ends {
+            peer_addr,
+            peer_pod,
+            receiver,
+        }
     }
 }
 
@@ -96,8 +149,10 @@ fn rule_peer_matches(
     })
 }
 
-fn rule_port_matches(rule: &Rule, flow: &Flow, receiver: Option<&Pod>) -> bool {
-    let Some(ports) = &rule.ports else {
+/// Whether a rule's port list matches: `None` matches every protocol and
+/// port, else one entry must.
+fn ports_match(ports: &Option<Vec<PortSpec>>, flow: &Flow, receiver: Option<&Pod>) -> bool {
+    let Some(ports) = ports else {
         return true;
     };
     ports.iter().any(|spec| port_matches(spec, flow, receiver))

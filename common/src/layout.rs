@@ -20,7 +20,7 @@
 //! shape replaces them.
 
 /// The layout this binary reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Pins without a version: the maps directly in `<bpffs-root>/<node>/`,
 /// as releases before versioned pins made them. Their maps have the shapes
@@ -54,7 +54,7 @@ pub const RECORDED: &[MapLayout] = &[
     ("CONNTRACK_POD", TYPE_ARRAY_OF_MAPS, 4, 4),
     ("CONNTRACK_POD/inner", TYPE_LRU_HASH, 44, 16),
     ("COUNTERS", TYPE_PERCPU_ARRAY, 4, 48),
-    ("ENDPOINTS", TYPE_HASH, 4, 96),
+    ("ENDPOINTS", TYPE_HASH, 4, 160),
     ("EVENTS", TYPE_RINGBUF, 0, 0),
     ("EVENTS_LOST", TYPE_PERCPU_ARRAY, 4, 8),
     ("FRAGMENTS", TYPE_LRU_HASH, 44, 8),
@@ -81,6 +81,9 @@ pub const HISTORY: &[(u32, u64)] = &[
     // Each pod's own conntrack and fragment tables (`CONNTRACK_POD`,
     // `FRAGMENTS_POD`); `FragValue`'s third field became an expiry tick.
     (3, 0x9c94_498c_6388_5198),
+    // ClusterNetworkPolicy: `DirPolicy` gained the `admin`, `deny` and
+    // `pass` bit masks and `open`.
+    (4, 0x47a8_eeaf_104b_0ed8),
 ];
 
 /// FNV-1a over the table's text: a change of any number or name changes it.

@@ -168,16 +168,35 @@ pub struct PolicyKey {
     pub direction: u32,
 }
 
-/// The rule groups that hold for every peer / every port of one direction.
+/// The rule groups that hold for every peer / every port of one direction,
+/// and what each rule bit does.
+///
+/// Bits are in evaluation order: the ClusterNetworkPolicy Admin tier's
+/// groups first (`admin`), then either the NetworkPolicy groups (the
+/// direction is isolated by a NetworkPolicy) or the Baseline tier's
+/// groups (it is not: `open`). The lowest set bit of `peer & port` wins:
+/// a `deny` bit drops, a `pass` bit of the Admin tier clears the `admin`
+/// bits and the lowest remaining bit wins, any other bit allows. No bit
+/// left: allowed when `open`, else refused by the isolation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DirPolicy {
     pub any_peer: u64,
     pub any_port: u64,
+    /// Bits of the Admin tier's groups (the lowest ones).
+    pub admin: u64,
+    /// Bits of groups whose rules' action is Deny.
+    pub deny: u64,
+    /// Bits of groups whose rules' action is Pass.
+    pub pass: u64,
     /// Port class that every packet has for spilled any-port groups (0 = none).
     pub any_port_class: u32,
     /// Non-zero when some spilled group allows any peer.
     pub spill_any_peer: u32,
+    /// Non-zero when no NetworkPolicy isolates the direction: the check
+    /// runs for cluster rules only, and what none matches passes.
+    pub open: u32,
+    pub _pad: u32,
 }
 
 /// Endpoint record, keyed by the ifindex of the pod's host-side interface.
@@ -358,6 +377,9 @@ pub const RULE_SERVICE: u32 = u32::MAX - 4;
 /// node itself sent count: one forwarded from elsewhere (a masqueraded
 /// flow, a packet from off the node) is judged by policy like any other.
 pub const RULE_NODE: u32 = u32::MAX - 5;
+/// Set in a check's result (never stored in conntrack): the rule bit in
+/// the low bits is a ClusterNetworkPolicy Deny that dropped the packet.
+pub const RULE_DENY_FLAG: u32 = 1 << 8;
 
 /// Indexes of the `EVENTS_LOST` per-CPU counters: events suppressed by the
 /// per-CPU rate limit, and events lost because the ring buffer was full.
@@ -438,8 +460,8 @@ const _: () = {
     assert!(core::mem::size_of::<RuleBits>() == 16);
     assert!(core::mem::size_of::<SpillKey>() == 12);
     assert!(core::mem::size_of::<PolicyKey>() == 12);
-    assert!(core::mem::size_of::<DirPolicy>() == 24);
-    assert!(core::mem::size_of::<Endpoint>() == 96);
+    assert!(core::mem::size_of::<DirPolicy>() == 56);
+    assert!(core::mem::size_of::<Endpoint>() == 160);
     assert!(core::mem::size_of::<CtKey>() == 44);
     assert!(core::mem::size_of::<CtValue>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 44);
@@ -448,7 +470,7 @@ const _: () = {
     assert!(core::mem::size_of::<Counters>() == 48);
     assert!(core::mem::size_of::<RuleCounter>() == 16);
     assert!(core::mem::size_of::<Config>() == 8);
-    assert!(core::mem::offset_of!(Endpoint, slot) == 90);
+    assert!(core::mem::offset_of!(Endpoint, slot) == 154);
 };
 
 #[cfg(feature = "user")]

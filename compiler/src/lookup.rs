@@ -9,7 +9,7 @@ use palisade_common::{
     RuleBits, SpillKey, IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SPILL_ANY_PEER,
     SPILL_CIDR_CLASS, SPILL_IDENTITY,
 };
-use palisade_policy::{Direction, Flow, RuleRef};
+use palisade_policy::{Action, ClusterRuleRef, Direction, Flow, RuleRef};
 use std::net::IpAddr;
 
 /// The datapath's answer for one direction of one pod.
@@ -23,6 +23,14 @@ pub enum LookupVerdict {
         group: usize,
         rules: Vec<RuleRef>,
     },
+    /// Decided by a ClusterNetworkPolicy group (`rules`, of one tier and
+    /// action): Accept allows, Deny denies, a Baseline Pass leaves the
+    /// packet to the default (allowed).
+    Cluster {
+        group: usize,
+        rules: Vec<ClusterRuleRef>,
+        action: Action,
+    },
     Denied,
     /// No rule allows it, but the direction is isolated by audit policies
     /// only: the packet passes and is reported as "would deny".
@@ -32,7 +40,11 @@ pub enum LookupVerdict {
 impl LookupVerdict {
     /// Whether the packet passes this check (a would-deny passes).
     pub fn allows(&self) -> bool {
-        !matches!(self, LookupVerdict::Denied)
+        match self {
+            LookupVerdict::Denied => false,
+            LookupVerdict::Cluster { action, .. } => *action != Action::Deny,
+            _ => true,
+        }
     }
 
     pub fn would_deny(&self) -> bool {
@@ -85,7 +97,11 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
     let rid = d.identities.get(&id).copied().unwrap_or(zero);
     let rc = cidr_lpm(d, peer).unwrap_or(zero);
     let rp = port_lpm(d, flow).unwrap_or(zero);
-    let hit = (d.any_peer | rid.bits | rc.bits) & (d.any_port | rp.bits);
+    let mut hit = (d.any_peer | rid.bits | rc.bits) & (d.any_port | rp.bits);
+    // An Admin tier Pass as the lowest bit skips the rest of the tier.
+    if hit & hit.wrapping_neg() & d.pass & d.admin != 0 {
+        hit &= !d.admin;
+    }
     if hit != 0 {
         return allowed(d, hit.trailing_zeros() as usize);
     }
@@ -120,22 +136,32 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
             }
         }
     }
-    // Nothing allows it: the endpoint's audit flag turns the drop into a
-    // reported pass.
-    if d.audit {
+    // No rule decided: a direction no NetworkPolicy isolates passes; else
+    // the endpoint's audit flag turns the drop into a reported pass.
+    if d.open {
+        LookupVerdict::NotIsolated
+    } else if d.audit {
         LookupVerdict::WouldDeny
     } else {
         LookupVerdict::Denied
     }
 }
 
+/// The verdict of rule group `group`: a cluster group's action, or a
+/// NetworkPolicy group's allow.
 fn allowed(d: &CompiledDirection, group: usize) -> LookupVerdict {
-    let rules = d
-        .groups
-        .get(group)
-        .map(|g| g.rules.clone())
-        .unwrap_or_default();
-    LookupVerdict::Allowed { group, rules }
+    let g = d.groups.get(group).cloned().unwrap_or_default();
+    match g.cluster_action() {
+        Some((_, action)) => LookupVerdict::Cluster {
+            group,
+            rules: g.cluster,
+            action,
+        },
+        None => LookupVerdict::Allowed {
+            group,
+            rules: g.rules,
+        },
+    }
 }
 
 /// Longest-prefix match in the pod's CIDR trie (the family byte is part of

@@ -5,7 +5,7 @@
 
 use ipnetwork::IpNetwork;
 use palisade_common::{RuleBits, SpillKey};
-use palisade_policy::{Direction, RuleRef};
+use palisade_policy::{Action, ClusterRuleRef, Direction, RuleRef, Tier};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -19,17 +19,38 @@ pub struct PortPrefix {
     pub len: u8,
 }
 
-/// One rule group (one bit, or one spilled group): rules that share a port
-/// set, in a stable order.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// One rule group (one bit, or one spilled group): NetworkPolicy rules
+/// that share a port set, in a stable order; or ClusterNetworkPolicy rules
+/// of one tier and action that follow each other in evaluation order and
+/// share a port set (`cluster`, then `rules` is empty).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RuleGroup {
     pub rules: Vec<RuleRef>,
+    pub cluster: Vec<ClusterRuleRef>,
+}
+
+impl RuleGroup {
+    /// The tier and action of a cluster group.
+    pub fn cluster_action(&self) -> Option<(Tier, Action)> {
+        self.cluster.first().map(|r| (r.tier, r.action))
+    }
 }
 
 /// One direction of one pod, ready to be written.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompiledDirection {
+    /// The classifier checks the direction: a NetworkPolicy isolates it,
+    /// or ClusterNetworkPolicy rules apply to it (then `open` unless a
+    /// NetworkPolicy isolates it too).
     pub isolated: bool,
+    /// No NetworkPolicy isolates the direction: what no rule decides
+    /// passes (only cluster rules are compiled here).
+    pub open: bool,
+    /// Bits of the Admin tier's groups, and of Deny and Pass groups
+    /// (`DirPolicy`).
+    pub admin: u64,
+    pub deny: u64,
+    pub pass: u64,
     /// Isolated by audit policies only: the compiled rules are theirs, and
     /// a packet none of them allows passes as "would deny" (the writer sets
     /// the endpoint's audit flag for the direction).

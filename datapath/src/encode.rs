@@ -131,8 +131,13 @@ fn dir_policy(d: &CompiledDirection) -> DirPolicy {
     DirPolicy {
         any_peer: d.any_peer,
         any_port: d.any_port,
+        admin: d.admin,
+        deny: d.deny,
+        pass: d.pass,
         any_port_class: d.any_port_class,
         spill_any_peer: u32::from(d.spill_any_peer),
+        open: u32::from(d.open),
+        _pad: 0,
     }
 }
 

@@ -165,6 +165,10 @@ fn decode_dir(
     let mut d = CompiledDirection {
         isolated,
         audit,
+        open: policy.open != 0,
+        admin: policy.admin,
+        deny: policy.deny,
+        pass: policy.pass,
         any_peer: policy.any_peer,
         any_port: policy.any_port,
         any_port_class: policy.any_port_class,

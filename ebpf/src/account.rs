@@ -42,6 +42,16 @@ pub fn packet(slot: u32, dir: u32, verdict: Verdict, len: u64) {
     *bytes += len;
 }
 
+/// Counts one denied packet; one a cluster Deny refused (`result` is its
+/// `bit | RULE_DENY_FLAG`) also in its rule's column.
+#[inline(always)]
+pub fn denied(slot: u32, dir: u32, result: Option<u32>, len: u64) {
+    packet(slot, dir, Verdict::Denied, len);
+    if let Some(bit) = crate::policy::cluster_deny(result) {
+        column_add(slot, dir, bit, len);
+    }
+}
+
 /// The rule column of a `CtValue::rule`, `None` for a would-deny flow.
 #[inline(always)]
 fn column(rule: u32) -> Option<u32> {
@@ -61,9 +71,14 @@ pub fn flow(slot: u32, dir: u32, rule: u32, len: u64) {
         return;
     }
     packet(slot, dir, Verdict::Allowed, len);
-    let Some(col) = column(rule) else {
-        return;
-    };
+    if let Some(col) = column(rule) {
+        column_add(slot, dir, col, len);
+    }
+}
+
+/// Adds one packet of `len` bytes to rule column `col`.
+#[inline(always)]
+fn column_add(slot: u32, dir: u32, col: u32, len: u64) {
     let Some(c) = RULE_COUNTERS.get_ptr_mut((slot * 2 + dir) * RULE_COLS + col) else {
         return;
     };

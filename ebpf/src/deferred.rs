@@ -94,12 +94,17 @@ pub fn decide(
         generation: c.ep.generation,
     };
     // The backend is a pod: after DNAT a peer is never the node here.
-    let rule = match policy::check_dir(c.ifindex, DIR_EGRESS, c.ep, peer, port, false) {
-        Some(r) => r,
-        None if hook::audited(c.ep.flags, DIR_EGRESS) => RULE_WOULD_DENY,
-        None => {
-            report(k, swapped, |t| events::deny(&src, REASON_POLICY, t));
-            account::packet(src.slot, DIR_EGRESS, Verdict::Denied, len);
+    let result = policy::check_dir(c.ifindex, DIR_EGRESS, c.ep, peer, port, false);
+    // A cluster Deny is final: audit mode does not soften it.
+    let deny = policy::cluster_deny(result);
+    let rule = match result {
+        Some(r) if deny.is_none() => r,
+        _ if deny.is_none() && hook::audited(c.ep.flags, DIR_EGRESS) => RULE_WOULD_DENY,
+        _ => {
+            turn(k, swapped);
+            events::denied(&src, REASON_POLICY, result, k);
+            turn(k, swapped);
+            account::denied(src.slot, DIR_EGRESS, result, len);
             return false;
         }
     };
@@ -109,17 +114,18 @@ pub fn decide(
         // was decided here is counted here.
         account::packet(src.slot, DIR_EGRESS, Verdict::WouldDeny, len);
     }
-    report(k, swapped, |t| events::flow(&src, REASON_POLICY, rule, t));
+    turn(k, swapped);
+    events::flow(&src, REASON_POLICY, rule, k);
+    turn(k, swapped);
     true
 }
 
-/// Runs `f` on `k` in the orientation the packet was seen in.
+/// Turns `k` from normalized to the orientation the packet was seen in,
+/// or back: events report packets as seen. Not a closure-taking helper:
+/// the closures were emitted out of line, with frames of their own that
+/// the verifier adds to the general path's.
 #[inline(always)]
-fn report(k: &mut CtKey, swapped: bool, f: impl FnOnce(&CtKey)) {
-    if swapped {
-        conntrack::reverse(k);
-    }
-    f(k);
+fn turn(k: &mut CtKey, swapped: bool) {
     if swapped {
         conntrack::reverse(k);
     }

@@ -96,8 +96,15 @@ fn emit(src: &Source, verdict: u8, reason: u32, rule: u32, t: &Tuple) {
 /// A dropped packet.
 #[inline(always)]
 pub fn deny(src: &Source, reason: u32, t: &Tuple) {
+    denied(src, reason, None, t);
+}
+
+/// A denied packet with the check's `result`: a cluster Deny names its
+/// rule bit (`bit | RULE_DENY_FLAG`), an isolation's refusal no rule.
+#[inline(always)]
+pub fn denied(src: &Source, reason: u32, result: Option<u32>, t: &Tuple) {
     if enabled(CONFIG_EVENTS_DENIED) {
-        emit(src, VERDICT_DENIED, reason, RULE_NONE, t);
+        emit(src, VERDICT_DENIED, reason, result.unwrap_or(RULE_NONE), t);
     }
 }
 

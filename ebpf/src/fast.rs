@@ -77,7 +77,7 @@ const _: () = {
     assert!(offset_of!(CtKey, proto) == 8);
     assert!(offset_of!(CtKey, src) == 9 && offset_of!(CtKey, dst) == 26);
     assert!(size_of::<CtKey>() == 44);
-    assert!(offset_of!(Endpoint, addrs) == 56 && size_of::<Endpoint>() == 96);
+    assert!(offset_of!(Endpoint, addrs) == 120 && size_of::<Endpoint>() == 160);
     assert!(size_of::<IpKey>() == 17 && offset_of!(IpKey, addr) == 1);
     assert!(size_of::<Key<IpKey>>() == 21 && size_of::<Key<PortKey>>() == 7);
 };
@@ -167,30 +167,30 @@ fn port_key(proto: u8, port: u16) -> Words<2> {
 /// map values are 8-aligned, and `Endpoint` is 8-aligned too.
 #[inline(always)]
 fn ep_word(ep: &Endpoint, off: usize) -> u64 {
-    // SAFETY: `off + 8 <= 96` at every call site below, aligned.
+    // SAFETY: `off + 8 <= 160` at every call site below, aligned.
     unsafe { *core::ptr::from_ref(ep).cast::<u8>().add(off).cast::<u64>() }
 }
 
 /// True when `ep.addrs` lists the address (`family`, `a`). `addrs[0]` spans
-/// bytes 56..73 of the record (family, then 16 address bytes) and `addrs[1]`
-/// bytes 73..90; both are compared as 8-byte words.
+/// bytes 120..137 of the record (family, then 16 address bytes) and
+/// `addrs[1]` bytes 137..154; both are compared as 8-byte words.
 #[inline(always)]
 fn own(ep: &Endpoint, family: u8, a: &Addr) -> bool {
     let f = family as u64;
     // The address as two little-endian 8-byte words.
     let p0 = a[0] as u64 | (a[1] as u64) << 32;
     let p1 = a[2] as u64 | (a[3] as u64) << 32;
-    let (w56, w64, w72, w80, w88) = (
-        ep_word(ep, 56),
-        ep_word(ep, 64),
-        ep_word(ep, 72),
-        ep_word(ep, 80),
-        ep_word(ep, 88),
+    let (w0, w1, w2, w3, w4) = (
+        ep_word(ep, 120),
+        ep_word(ep, 128),
+        ep_word(ep, 136),
+        ep_word(ep, 144),
+        ep_word(ep, 152),
     );
-    let first = w56 == f | p0 << 8 && w64 == p0 >> 56 | p1 << 8 && w72 & 0xff == p1 >> 56;
-    let second = w72 >> 8 == f | (p0 & 0xffff_ffff_ffff) << 8
-        && w80 == p0 >> 48 | p1 << 16
-        && w88 & 0xffff == p1 >> 48;
+    let first = w0 == f | p0 << 8 && w1 == p0 >> 56 | p1 << 8 && w2 & 0xff == p1 >> 56;
+    let second = w2 >> 8 == f | (p0 & 0xffff_ffff_ffff) << 8
+        && w3 == p0 >> 48 | p1 << 16
+        && w4 & 0xffff == p1 >> 48;
     first || second
 }
 
@@ -399,23 +399,24 @@ fn new_flow(p: &Parsed, k: &mut Words<12>, ep: &Endpoint, ctx: &TcContext, dir: 
     } else {
         let peer = if dir == DIR_EGRESS { &to } else { &from };
         let node_ok = hook::node_ok(dir, local_origin);
-        match crate::policy::check_dir(ifindex, dir, ep, peer.key(), port.key(), node_ok) {
-            Some(r) => r,
+        let result = crate::policy::check_dir(ifindex, dir, ep, peer.key(), port.key(), node_ok);
+        // A cluster Deny is final: audit mode does not soften it.
+        let deny = crate::policy::cluster_deny(result);
+        match result {
+            Some(r) if deny.is_none() => r,
             // Looked up only when policy refuses the ClusterIP itself.
-            None if dir == DIR_EGRESS
-                && deferred::service(service_key(&mut to, p.proto, dport)) =>
-            {
+            _ if dir == DIR_EGRESS && deferred::service(service_key(&mut to, p.proto, dport)) => {
                 RULE_SERVICE
             }
-            None if hook::audited(flags, dir) => RULE_WOULD_DENY,
-            None => {
+            _ if deny.is_none() && hook::audited(flags, dir) => RULE_WOULD_DENY,
+            _ => {
                 // The event reports the packet as seen.
                 let t: &mut CtKey = k.key_mut();
                 if swapped {
                     conntrack::reverse(t);
                 }
-                events::deny(&src, REASON_POLICY, t);
-                account::packet(slot, dir, account::Verdict::Denied, len);
+                events::denied(&src, REASON_POLICY, result, t);
+                account::denied(slot, dir, result, len);
                 return TCX_DROP;
             }
         }

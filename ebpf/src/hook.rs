@@ -55,12 +55,15 @@ impl Hook {
         ALLOW
     }
 
-    /// Refuses the packet for `reason` on behalf of the isolation: dropped,
+    /// Refuses the packet for `reason` on behalf of the isolation or of a
+    /// cluster Deny (`result`, a check's result naming its rule): dropped,
     /// or passed as would-deny when the isolation is in audit mode.
     #[inline(always)]
-    fn refuse(&self, audit: bool, reason: u32, t: &Tuple) -> i32 {
+    fn refuse(&self, audit: bool, reason: u32, result: Option<u32>, t: &Tuple) -> i32 {
         if !audit {
-            return self.drop(reason, t);
+            events::denied(&self.src, reason, result, t);
+            account::denied(self.src.slot, self.src.dir, result, self.len);
+            return TCX_DROP;
         }
         events::flow(&self.src, reason, RULE_WOULD_DENY, t);
         account::packet(self.src.slot, self.src.dir, Verdict::WouldDeny, self.len);
@@ -263,7 +266,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
             return h.drop(REASON_MALFORMED, t);
         }
         if isolated {
-            return h.refuse(audit, REASON_MALFORMED, t);
+            return h.refuse(audit, REASON_MALFORMED, None, t);
         }
         return h.pass();
     }
@@ -272,7 +275,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
     }
     if p.malformed {
         if isolated {
-            return h.refuse(audit, REASON_MALFORMED, t);
+            return h.refuse(audit, REASON_MALFORMED, None, t);
         }
         return h.pass();
     }
@@ -291,7 +294,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         {
             return h.pass();
         }
-        return h.refuse(audit, REASON_FRAGMENT, &s.pkt.tuple);
+        return h.refuse(audit, REASON_FRAGMENT, None, &s.pkt.tuple);
     }
     // A pod with no egress policy has no rule that could allow a tunnel
     // packet to the node.
@@ -411,19 +414,23 @@ fn decide_new(h: &Hook, ep: &Endpoint, pdir: u32, s: &mut Scratch) -> i32 {
         // is the node.
         let node_rule = s.redo & REDO_NODE != 0;
         let node_ok = (node_ok(pdir, s.ingress_ifindex == 0) || node_rule) && !encapsulated(t);
-        match policy::check_dir(ifindex, pdir, ep, &s.ip, &s.port, node_ok) {
-            Some(r) => r,
+        let result = policy::check_dir(ifindex, pdir, ep, &s.ip, &s.port, node_ok);
+        // A cluster Deny is final: audit mode does not soften it.
+        let deny = policy::cluster_deny(result);
+        let audit = deny.is_none() && audited(ep.flags, pdir);
+        match result {
+            Some(r) if deny.is_none() => r,
             // Looked up only when policy refuses the ClusterIP itself.
-            None if pdir == DIR_EGRESS && !error && service(s) => RULE_SERVICE,
+            _ if pdir == DIR_EGRESS && !error && service(s) => RULE_SERVICE,
             // An error quoting no flow of ours is refused like any packet,
             // and opens no flow even in audit mode.
-            None if !audited(ep.flags, pdir) || error => {
+            _ if !audit || error => {
                 if s.redo & REDO_STALE != 0 {
                     conntrack::cut_seen(ifindex, &mut s.pkt.tuple, ep);
                 }
-                return h.refuse(audited(ep.flags, pdir), REASON_POLICY, &s.pkt.tuple);
+                return h.refuse(audit, REASON_POLICY, result, &s.pkt.tuple);
             }
-            None => RULE_WOULD_DENY,
+            _ => RULE_WOULD_DENY,
         }
     };
     // Errors are not flows of their own: they never open one.

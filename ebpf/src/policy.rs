@@ -6,8 +6,8 @@ use aya_ebpf::{helpers::bpf_map_lookup_elem, maps::lpm_trie::Key};
 use core::{ffi::c_void, ptr};
 use palisade_common::{
     DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_INGRESS, IDENTITY_HOST,
-    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_NODE, RULE_SPILLED, SPILL_ANY_PEER,
-    SPILL_CIDR_CLASS, SPILL_IDENTITY,
+    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_DENY_FLAG, RULE_NODE,
+    RULE_NOT_ISOLATED, RULE_SPILLED, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
 };
 
 use crate::maps::{
@@ -85,15 +85,58 @@ fn spill_has(spill: &SpillInner, kind: u32, peer: u32, port_class: u32) -> bool 
 }
 
 /// True when `hit`'s lowest set bit is also the lowest bit `port_bits`
-/// allows: no lookup still to come can produce a lower winner, so the
-/// remaining peer lookups cannot change the answer.
+/// allows and is no Pass: no lookup still to come can produce a lower
+/// winner, so the remaining peer lookups cannot change the answer. (A
+/// Pass needs the whole hit: the winner is then the lowest bit after the
+/// Admin tier's.)
 #[inline(always)]
-fn settled(hit: u64, port_bits: u64) -> bool {
-    hit != 0 && hit.trailing_zeros() == port_bits.trailing_zeros()
+fn settled(dir: &DirPolicy, hit: u64, port_bits: u64) -> bool {
+    hit != 0
+        && hit.trailing_zeros() == port_bits.trailing_zeros()
+        && hit & hit.wrapping_neg() & dir.pass == 0
 }
 
-/// Checks one direction of an isolated pod. `Some(rule)` when allowed: the
-/// lowest set bit of the hit (the winning rule group) or `RULE_SPILLED`.
+/// The verdict of a non-empty `hit` (the whole one, or a settled one):
+/// an Admin-tier Pass as lowest bit clears the Admin tier's bits; then the
+/// lowest bit left wins. A Deny bit refuses with `RULE_DENY_FLAG` (unless
+/// the peer is the pod's own node), any other allows. `None` when the Pass
+/// left nothing: the caller goes on as if no bit had hit.
+#[inline(always)]
+fn winner(
+    dir: &DirPolicy,
+    mut hit: u64,
+    node_ok: bool,
+    id: Option<u32>,
+    ip: &Key<IpKey>,
+) -> Option<Option<u32>> {
+    if hit & hit.wrapping_neg() & dir.pass & dir.admin != 0 {
+        hit &= !dir.admin;
+        if hit == 0 {
+            return None;
+        }
+    }
+    let bit = hit.trailing_zeros();
+    if (dir.deny >> bit) & 1 == 0 {
+        return Some(Some(bit));
+    }
+    Some(refused(node_ok, id, ip).or(Some(bit | RULE_DENY_FLAG)))
+}
+
+/// The verdict when no bit decided: allowed in a direction no
+/// NetworkPolicy isolates (`open`), else refused by the isolation.
+#[inline(always)]
+fn unmatched(dir: &DirPolicy, node_ok: bool, id: Option<u32>, ip: &Key<IpKey>) -> Option<u32> {
+    if dir.open != 0 {
+        return Some(RULE_NOT_ISOLATED);
+    }
+    refused(node_ok, id, ip)
+}
+
+/// Checks one direction of a pod. `Some(rule)` when allowed: the
+/// lowest set bit of the hit (the winning rule group), `RULE_SPILLED`, or
+/// `RULE_NOT_ISOLATED` in an `open` direction no bit decided;
+/// `Some(bit | RULE_DENY_FLAG)` when a ClusterNetworkPolicy Deny refused
+/// it (see [`cluster_deny`]); `None` when the isolation refused it.
 /// `ip` (the peer at full length) and `pk` (protocol and policy port at full
 /// length) are the filled LPM keys.
 ///
@@ -116,27 +159,30 @@ pub fn check(
     let port_bits = dir.any_port | rp.bits;
     let spill = rp.class != 0 || dir.any_port_class != 0;
     if port_bits == 0 && !spill {
-        return refused(node_ok, None, ip);
+        return unmatched(dir, node_ok, None, ip);
     }
     let mut hit = dir.any_peer & port_bits;
-    if settled(hit, port_bits) {
-        return Some(hit.trailing_zeros());
+    if settled(dir, hit, port_bits) {
+        return winner(dir, hit, node_ok, None, ip).flatten();
     }
     let id = identity(ip);
     let rid = read_bits(unsafe { POLICY_IDENTITY.get_value_ptr_mut(key, &id) });
     hit |= rid.bits & port_bits;
-    if settled(hit, port_bits) {
-        return Some(hit.trailing_zeros());
+    if settled(dir, hit, port_bits) {
+        return winner(dir, hit, node_ok, Some(id), ip).flatten();
     }
     let rc = read_bits(unsafe { POLICY_CIDR.get_value_ptr_mut(key, ip) });
     hit |= rc.bits & port_bits;
     if hit != 0 {
-        return Some(hit.trailing_zeros());
+        if let Some(v) = winner(dir, hit, node_ok, Some(id), ip) {
+            return v;
+        }
     }
     if !spill {
-        return refused(node_ok, Some(id), ip);
+        return unmatched(dir, node_ok, Some(id), ip);
     }
-    // No spill table: no spilled group allows anything.
+    // No spill table: no spilled group allows anything. Spilled groups
+    // are NetworkPolicy groups only, so the direction is not `open`.
     let Some(table) = (unsafe { POLICY_SPILL.get(key) }) else {
         return refused(node_ok, Some(id), ip);
     };
@@ -191,4 +237,15 @@ pub fn fill_keys(peer: &IpKey, proto: u8, dport: u16, ip: &mut Key<IpKey>, pk: &
         proto,
         port_be: policy_port(proto, dport).to_be_bytes(),
     };
+}
+
+/// The Deny rule bit of a check's result, when a ClusterNetworkPolicy Deny
+/// refused the packet. Such a refusal is final: audit mode, which softens
+/// only NetworkPolicy isolation, does not pass it.
+#[inline(always)]
+pub fn cluster_deny(result: Option<u32>) -> Option<u32> {
+    match result {
+        Some(r) if r & !0xff == RULE_DENY_FLAG => Some(r & 0xff),
+        _ => None,
+    }
 }

@@ -9,8 +9,8 @@
 use super::ManifestArgs;
 use palisade_common::{PROTO_ICMP, PROTO_ICMPV6};
 use palisade_policy::{
-    evaluate, load_paths, matrix_cells, render_cells, DirVerdict, Direction, Family, Flow,
-    MatrixCell, MatrixEntry, Model, ProbePort, RuleRef, Verdict,
+    evaluate, load_paths, matrix_cells, render_cells, Action, ClusterRuleRef, DirVerdict,
+    Direction, Family, Flow, MatrixCell, MatrixEntry, Model, ProbePort, RuleRef, Verdict,
 };
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -337,15 +337,10 @@ impl Query {
                     not_understood(model, policies)
                 ),
                 (Some(p), DirVerdict::Cluster(r)) => format!(
-                    "{dir_name} of {}: {} by ClusterNetworkPolicy {} ({} tier, priority {}), {dir_name} rule {}{}: {}",
+                    "{dir_name} of {}: {} by {}",
                     p.key(),
-                    if r.action == palisade_policy::Action::Accept { "allowed" } else { "denied" },
-                    r.policy,
-                    r.tier.name(),
-                    r.priority,
-                    r.rule,
-                    r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
-                    r.action.name()
+                    if r.action == Action::Accept { "allowed" } else { "denied" },
+                    describe_cluster_rule(r)
                 ),
             };
             out.push_str(&format!("  {line}\n"));
@@ -392,6 +387,28 @@ pub(super) fn describe_rule(r: &RuleRef) -> String {
         Direction::Egress => "egress",
     };
     format!("{} ({dir} rule {})", r.policy, r.rule)
+}
+
+/// A ClusterNetworkPolicy rule: `ClusterNetworkPolicy NAME (TIER tier,
+/// priority P), DIR rule I (NAME): ACTION`.
+pub(super) fn describe_cluster_rule(r: &ClusterRuleRef) -> String {
+    let dir = match r.direction {
+        Direction::Ingress => "ingress",
+        Direction::Egress => "egress",
+    };
+    let name = r
+        .name
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
+    format!(
+        "ClusterNetworkPolicy {} ({} tier, priority {}), {dir} rule {}{name}: {}",
+        r.policy,
+        r.tier.name(),
+        r.priority,
+        r.rule,
+        r.action.name()
+    )
 }
 
 /// The address an endpoint stands for and how to print it.

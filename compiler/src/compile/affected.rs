@@ -5,7 +5,7 @@ use super::cluster::block_contains;
 use super::incremental::Compiler;
 use crate::identity::IdentityKey;
 use palisade_common::RuleBits;
-use palisade_policy::{Direction, NamedPort, Peer, Pod, PortMatch};
+use palisade_policy::{Direction, NamedPort, Peer, Pod, PortMatch, Rule};
 use std::net::IpAddr;
 
 /// A pod as seen by the change analysis: label set, addresses, ports.
@@ -60,7 +60,8 @@ impl Compiler {
         changed
     }
 
-    /// Whether local pod `local` has a rule whose pod peers select one of
+    /// Whether local pod `local` has a rule (of a NetworkPolicy or a
+    /// cluster policy selecting it) whose pod peers select one of
     /// `identities`, or an egress named-port rule whose peers cover one of
     /// `named`.
     pub(super) fn affected_by(
@@ -69,47 +70,71 @@ impl Compiler {
         identities: &[&PodView],
         named: &[&PodView],
     ) -> bool {
-        for policy in self.cluster.selecting(&local.namespace, &local.labels) {
-            for dir in [Direction::Ingress, Direction::Egress] {
-                let rules = policy.rules(dir);
-                for rule in rules {
-                    let has_named = dir == Direction::Egress
-                        && rule.ports.as_ref().is_some_and(|ps| {
-                            ps.iter().any(|p| matches!(p.port, PortMatch::Named(_)))
-                        });
-                    let Some(peers) = &rule.peers else {
-                        if has_named && !named.is_empty() {
+        let ns_labels = self.cluster.ns_labels(&local.namespace);
+        let cluster_policies = self
+            .cluster
+            .tiers
+            .iter()
+            .filter(|t| t.selects(&ns_labels, &local.labels))
+            .map(|t| ("", t.rules(Direction::Ingress), t.rules(Direction::Egress)));
+        self.cluster
+            .selecting(&local.namespace, &local.labels)
+            .map(|p| {
+                let ns = p.namespace.as_str();
+                (ns, p.rules(Direction::Ingress), p.rules(Direction::Egress))
+            })
+            .chain(cluster_policies)
+            .any(|(ns, ingress, egress)| {
+                self.rules_affected(ns, ingress, Direction::Ingress, identities, named)
+                    || self.rules_affected(ns, egress, Direction::Egress, identities, named)
+            })
+    }
+
+    /// `affected_by` for the rules of one policy (in `policy_ns`) and
+    /// direction.
+    fn rules_affected(
+        &self,
+        policy_ns: &str,
+        rules: &[Rule],
+        dir: Direction,
+        identities: &[&PodView],
+        named: &[&PodView],
+    ) -> bool {
+        for rule in rules {
+            let has_named = dir == Direction::Egress
+                && rule
+                    .ports
+                    .as_ref()
+                    .is_some_and(|ps| ps.iter().any(|p| matches!(p.port, PortMatch::Named(_))));
+            let Some(peers) = &rule.peers else {
+                if has_named && !named.is_empty() {
+                    return true;
+                }
+                continue;
+            };
+            for peer in peers {
+                match peer {
+                    Peer::Pods { namespaces, pods } => {
+                        let hit = |v: &&PodView| {
+                            self.cluster.peer_selects(
+                                policy_ns,
+                                namespaces.as_ref(),
+                                pods.as_ref(),
+                                &v.key.namespace,
+                                &v.key.labels,
+                            )
+                        };
+                        if identities.iter().any(hit) || (has_named && named.iter().any(hit)) {
                             return true;
                         }
-                        continue;
-                    };
-                    for peer in peers {
-                        match peer {
-                            Peer::Pods { namespaces, pods } => {
-                                let hit = |v: &&PodView| {
-                                    self.cluster.peer_selects(
-                                        &policy.namespace,
-                                        namespaces.as_ref(),
-                                        pods.as_ref(),
-                                        &v.key.namespace,
-                                        &v.key.labels,
-                                    )
-                                };
-                                if identities.iter().any(hit)
-                                    || (has_named && named.iter().any(hit))
-                                {
-                                    return true;
-                                }
-                            }
-                            Peer::IpBlock { cidr, except } => {
-                                if has_named
-                                    && named.iter().any(|v| {
-                                        v.ips.iter().any(|ip| block_contains(cidr, except, *ip))
-                                    })
-                                {
-                                    return true;
-                                }
-                            }
+                    }
+                    Peer::IpBlock { cidr, except } => {
+                        if has_named
+                            && named
+                                .iter()
+                                .any(|v| v.ips.iter().any(|ip| block_contains(cidr, except, *ip)))
+                        {
+                            return true;
                         }
                     }
                 }

@@ -11,6 +11,7 @@ use palisade_common::{
     RuleBits, SpillKey, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
     RULE_BITS, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
 };
+use palisade_policy::Action;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Class numbers of spilled-group sets, unique within one pod direction.
@@ -188,9 +189,19 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
         .into_iter()
         .map(|(c, set)| (c, set.iter().map(|g| g as u32).collect()))
         .collect();
+    for (g, group) in groups.iter().enumerate().take(RULE_BITS as usize) {
+        match group.cluster.first().map(|r| r.action) {
+            Some(Action::Deny) => out.deny |= 1 << g,
+            Some(Action::Pass) => out.pass |= 1 << g,
+            _ => {}
+        }
+    }
     out.groups = groups
         .into_iter()
-        .map(|g| RuleGroup { rules: g.rules })
+        .map(|g| RuleGroup {
+            rules: g.rules,
+            cluster: g.cluster,
+        })
         .collect();
     check_capacity(&out)?;
     Ok(out)

@@ -6,10 +6,12 @@
 //! identity): a large cluster has far more of them than local ones.
 
 use super::peers::PeerCache;
+use super::tiers::TierPolicy;
 use crate::identity::{IdentityAllocator, IdentityKey};
 use ipnetwork::IpNetwork;
 use palisade_policy::{
-    Labels, NamedPort, Namespace, Peer, Pod, Policy, Selector, NAMESPACE_NAME_LABEL,
+    ClusterPolicy, Labels, NamedPort, Namespace, Node, Peer, Pod, Policy, Selector,
+    NAMESPACE_NAME_LABEL,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -53,6 +55,10 @@ pub struct Cluster {
     /// and go.
     pub peers: PeerCache,
     pub ns_names: HashSet<Arc<str>>,
+    /// ClusterNetworkPolicies in evaluation order, read against `nodes`.
+    pub tiers: Vec<TierPolicy>,
+    /// Nodes by name, for `nodes` peers.
+    pub nodes: BTreeMap<String, Node>,
 }
 
 impl Cluster {
@@ -75,6 +81,21 @@ impl Cluster {
         let n: Arc<str> = Arc::from(ns);
         self.ns_names.insert(n.clone());
         n
+    }
+
+    /// Replaces the cluster policies and Nodes (either may be `None`: kept),
+    /// reading every policy again against the Nodes.
+    pub fn set_tiers(&mut self, policies: Option<Vec<ClusterPolicy>>, nodes: Option<Vec<Node>>) {
+        if let Some(nodes) = nodes {
+            self.nodes = nodes.into_iter().map(|n| (n.name.clone(), n)).collect();
+        }
+        let mut policies =
+            policies.unwrap_or_else(|| self.tiers.drain(..).map(|t| t.policy).collect());
+        policies.sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+        self.tiers = policies
+            .into_iter()
+            .map(|p| TierPolicy::new(p, &self.nodes))
+            .collect();
     }
 
     /// Labels of a pod entry (those of its identity).

@@ -8,7 +8,7 @@ use super::cluster::{object_key, Cluster};
 use super::peers::PeerKey;
 use super::ports::{normalize, PortRange};
 use ipnetwork::IpNetwork;
-use palisade_policy::{deciding, Direction, Peer, Pod, PortMatch, Rule, RuleRef};
+use palisade_policy::{deciding, ClusterRuleRef, Direction, Peer, Pod, PortMatch, Rule, RuleRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -27,7 +27,7 @@ pub struct GroupPeers {
 }
 
 impl GroupPeers {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         !self.any
             && self.identities.is_empty()
             && self.blocks.is_empty()
@@ -40,6 +40,9 @@ impl GroupPeers {
 #[derive(Clone, Debug)]
 pub struct Group {
     pub rules: Vec<RuleRef>,
+    /// The ClusterNetworkPolicy rules of a cluster group (one tier and
+    /// action); empty for a NetworkPolicy group.
+    pub cluster: Vec<ClusterRuleRef>,
     pub ports: Option<Vec<PortRange>>,
     pub peers: GroupPeers,
 }
@@ -89,6 +92,7 @@ pub fn groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<DirGroups>
                 let g = *by_ports.entry(ports.clone()).or_insert_with(|| {
                     out.push(Group {
                         rules: Vec::new(),
+                        cluster: Vec::new(),
                         ports,
                         peers: GroupPeers::default(),
                     });
@@ -112,7 +116,7 @@ pub fn groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<DirGroups>
     })
 }
 
-fn merge(into: &mut GroupPeers, from: GroupPeers) {
+pub(super) fn merge(into: &mut GroupPeers, from: GroupPeers) {
     into.any |= from.any;
     into.identities.extend(from.identities);
     into.blocks.extend(from.blocks);
@@ -121,7 +125,7 @@ fn merge(into: &mut GroupPeers, from: GroupPeers) {
 }
 
 /// A rule's (port set, peers) parts.
-fn rule_parts(
+pub(super) fn rule_parts(
     cluster: &Cluster,
     policy_ns: &str,
     peer_key: &dyn Fn(usize) -> PeerKey,

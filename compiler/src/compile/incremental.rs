@@ -19,7 +19,7 @@ use super::services::ServiceIps;
 use crate::identity::{IdentityAllocator, IdentityKey};
 use crate::types::CompiledNode;
 use crate::types::Frontend;
-use palisade_policy::{Model, Namespace, Pod, Policy, Service};
+use palisade_policy::{ClusterPeer, ClusterPolicy, Model, Namespace, Node, Pod, Policy, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -35,6 +35,10 @@ pub enum Change {
     DeleteNamespace { name: String },
     UpsertService(Service),
     DeleteService { namespace: String, name: String },
+    UpsertClusterPolicy(ClusterPolicy),
+    DeleteClusterPolicy { name: String },
+    UpsertNode(Node),
+    DeleteNode { name: String },
 }
 
 /// What one change did to the compiled node.
@@ -96,6 +100,10 @@ impl Compiler {
                 .or_default()
                 .insert(p.name.clone(), p.clone());
         }
+        c.cluster.set_tiers(
+            Some(model.cluster_policies.clone()),
+            Some(model.nodes.clone()),
+        );
         c.services.load(&model.services, &mut c.out.services);
         c.cluster.pods.reserve(model.pods.len());
         c.ip_owner.reserve(model.pods.len() * 2);
@@ -210,6 +218,52 @@ impl Compiler {
                 ),
                 ..Applied::default()
             },
+            Change::UpsertClusterPolicy(p) => self.cluster_policy_changed(&p.name.clone(), Some(p)),
+            Change::DeleteClusterPolicy { name } => self.cluster_policy_changed(&name, None),
+            Change::UpsertNode(n) => self.node_changed(&n.name.clone(), Some(n)),
+            Change::DeleteNode { name } => self.node_changed(&name, None),
+        }
+    }
+
+    /// A cluster policy can select any pod of any namespace: every local
+    /// pod is recompiled (rare next to pod changes).
+    fn cluster_policy_changed(&mut self, name: &str, new: Option<ClusterPolicy>) -> Applied {
+        let mut policies: Vec<ClusterPolicy> = self
+            .cluster
+            .tiers
+            .drain(..)
+            .map(|t| t.policy)
+            .filter(|p| p.name != name)
+            .collect();
+        policies.extend(new);
+        self.cluster.set_tiers(Some(policies), None);
+        self.recompile_all()
+    }
+
+    /// A Node matters only to policies with `nodes` peers.
+    fn node_changed(&mut self, name: &str, new: Option<Node>) -> Applied {
+        let old = self.cluster.nodes.get(name);
+        if old == new.as_ref() {
+            return Applied::default();
+        }
+        let mut nodes: Vec<Node> = std::mem::take(&mut self.cluster.nodes)
+            .into_values()
+            .filter(|n| n.name != name)
+            .collect();
+        nodes.extend(new);
+        self.cluster.set_tiers(None, Some(nodes));
+        let uses_nodes = self.cluster.tiers.iter().any(|t| {
+            let p = &t.policy;
+            p.ingress
+                .iter()
+                .chain(&p.egress)
+                .flat_map(|r| &r.peers)
+                .any(|peer| matches!(peer, ClusterPeer::Nodes(_)))
+        });
+        if uses_nodes {
+            self.recompile_all()
+        } else {
+            Applied::default()
         }
     }
 

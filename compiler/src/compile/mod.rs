@@ -17,6 +17,7 @@ mod pod;
 mod ports;
 mod prefix;
 mod services;
+mod tiers;
 
 pub use cidr::{addr_prefix as cidr_addr_prefix, to_prefix as cidr_prefix};
 pub use cluster::object_key;

@@ -2,11 +2,12 @@
 
 use super::assemble::assemble;
 use super::cluster::Cluster;
-use super::groups::groups;
+use super::groups::Group;
 use super::peers::PeerKey;
+use super::tiers::tier_groups;
 use crate::types::{CompiledDirection, CompiledPod};
 use palisade_common::RULE_BITS;
-use palisade_policy::{Direction, Pod};
+use palisade_policy::{Direction, Pod, Tier};
 
 /// Both directions of one local pod; a capacity error empties the pod and
 /// records why (the writer then programs it deny-all).
@@ -19,7 +20,7 @@ pub(super) fn compile_pod(cluster: &Cluster, pod: &Pod) -> (CompiledPod, PeerInd
         ..CompiledPod::default()
     };
     for dir in [Direction::Ingress, Direction::Egress] {
-        let compiled = match groups(cluster, pod, dir) {
+        let compiled = match direction_groups(cluster, pod, dir) {
             None => Ok(CompiledDirection::default()),
             Some(dg) => {
                 let d = &mut index.dirs[dir as usize];
@@ -28,11 +29,7 @@ pub(super) fn compile_pod(cluster: &Cluster, pod: &Pod) -> (CompiledPod, PeerInd
                     d.peers
                         .extend(group.peers.pod_peers.iter().map(|k| (k.clone(), g)));
                 }
-                assemble(dg.groups).map(|compiled| CompiledDirection {
-                    audit: dg.audit,
-                    isolating: dg.isolating,
-                    ..compiled
-                })
+                dg.assemble()
             }
         };
         match compiled {
@@ -56,6 +53,75 @@ pub(super) fn compile_pod(cluster: &Cluster, pod: &Pod) -> (CompiledPod, PeerInd
         }
     }
     (out, index)
+}
+
+/// All groups of one pod direction in bit order: the Admin tier's, then
+/// the NetworkPolicy groups when a NetworkPolicy isolates the direction,
+/// else the Baseline tier's.
+struct Ordered {
+    groups: Vec<Group>,
+    /// Number of Admin tier groups (the first ones).
+    admin: usize,
+    /// No NetworkPolicy isolates the direction.
+    open: bool,
+    audit: bool,
+    isolating: Vec<String>,
+}
+
+/// The direction's groups, `None` when nothing applies to it (no
+/// NetworkPolicy isolates it and no cluster rule selects the pod).
+fn direction_groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<Ordered> {
+    let mut groups = tier_groups(cluster, pod, dir, Tier::Admin);
+    let admin = groups.len();
+    let (open, audit, isolating) = match super::groups::groups(cluster, pod, dir) {
+        Some(dg) => {
+            groups.extend(dg.groups);
+            (false, dg.audit, dg.isolating)
+        }
+        None => {
+            groups.extend(tier_groups(cluster, pod, dir, Tier::Baseline));
+            if groups.is_empty() {
+                return None;
+            }
+            (true, false, Vec::new())
+        }
+    };
+    Some(Ordered {
+        groups,
+        admin,
+        open,
+        audit,
+        isolating,
+    })
+}
+
+impl Ordered {
+    /// The map contents. Cluster groups must all have bits (order is their
+    /// meaning; only NetworkPolicy groups, whose order does not matter,
+    /// spill): more is a capacity error, and the pod is programmed deny-all.
+    fn assemble(self) -> Result<CompiledDirection, String> {
+        let cluster = if self.open {
+            self.groups.len()
+        } else {
+            self.admin
+        };
+        if cluster > RULE_BITS as usize {
+            return Err(format!(
+                "{cluster} ClusterNetworkPolicy rule groups exceed the {RULE_BITS} rule bits"
+            ));
+        }
+        let admin = match self.admin {
+            0 => 0,
+            n => u64::MAX >> (RULE_BITS as usize - n),
+        };
+        assemble(self.groups).map(|compiled| CompiledDirection {
+            open: self.open,
+            admin,
+            audit: self.audit,
+            isolating: self.isolating,
+            ..compiled
+        })
+    }
 }
 
 /// Which groups of a local pod's direction each pod peer feeds, so that an

@@ -23,7 +23,7 @@ use palisade_compiler::{
     lookup, CompiledDirection, CompiledNode, CompiledPod, IdentityAllocator, LookupVerdict,
     PortPrefix,
 };
-use palisade_policy::{evaluate, DirVerdict, Direction, Family, Model, Protocol};
+use palisade_policy::{evaluate, Action, DirVerdict, Direction, Family, Model, Protocol};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{Display, Write};
@@ -327,6 +327,15 @@ fn kernel_line(node: &Node, dir: Direction, addr: IpAddr, v: &LookupVerdict) -> 
                     .join(", ")
             };
             format!("{d} of {pod}: allowed by rule group {group}: {names}")
+        }
+        LookupVerdict::Cluster {
+            group,
+            rules,
+            action,
+        } => {
+            let word = if *action == Action::Deny { "denied" } else { "allowed" };
+            let names: Vec<String> = rules.iter().map(offline::describe_cluster_rule).collect();
+            format!("{d} of {pod}: {word} by rule group {group}: {}", names.join(", "))
         }
     }
 }

@@ -1,0 +1,289 @@
+//! Property test: ClusterNetworkPolicy tiers beside NetworkPolicy. The
+//! lookup model on the compiled maps must agree with the spec oracle on
+//! random mixes of Admin and Baseline policies (every action, every peer
+//! kind, tied priorities) and NetworkPolicies (enforced and audit).
+//!
+//! 10,000 cases by default; `PALISADE_PROPTEST_CASES=N` sets the count.
+
+mod strategies;
+
+use ipnetwork::IpNetwork;
+use palisade_compiler::{check, compile, lookup, IdentityAllocator, LookupVerdict};
+use palisade_policy::{
+    evaluate, evaluate_direction, Action, ClusterPeer, ClusterPolicy, ClusterRule, DirVerdict,
+    Direction, Model, Node, Pod, PodSet, Tier,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use strategies::*;
+
+fn action() -> impl Strategy<Value = Action> {
+    prop_oneof![Just(Action::Accept), Just(Action::Deny), Just(Action::Pass)]
+}
+
+fn pod_set() -> impl Strategy<Value = PodSet> {
+    (ns_selector(), selector(&["app"])).prop_map(|(namespaces, pods)| PodSet { namespaces, pods })
+}
+
+fn cluster_peer() -> impl Strategy<Value = ClusterPeer> {
+    prop_oneof![
+        4 => pod_set().prop_map(ClusterPeer::Pods),
+        2 => proptest::collection::vec(cidr(), 1..=2).prop_map(ClusterPeer::Networks),
+        1 => selector(&["role"]).prop_map(ClusterPeer::Nodes),
+        1 => Just(ClusterPeer::All),
+    ]
+}
+
+fn cluster_rule() -> impl Strategy<Value = ClusterRule> {
+    (
+        action(),
+        proptest::collection::vec(cluster_peer(), 0..=3),
+        proptest::option::weighted(0.6, proptest::collection::vec(port_spec(), 0..=2)),
+    )
+        .prop_map(|(action, peers, ports)| ClusterRule {
+            name: None,
+            action,
+            peers,
+            ports,
+        })
+}
+
+fn cluster_policy(index: usize) -> impl Strategy<Value = ClusterPolicy> {
+    let tier = prop_oneof![Just(Tier::Admin), Just(Tier::Baseline)];
+    let rules = || proptest::collection::vec(cluster_rule(), 0..=3);
+    // Few priorities, so that ties (broken by name) are common.
+    (tier, 0..3u32, pod_set(), rules(), rules()).prop_map(
+        move |(tier, priority, subject, ingress, egress)| ClusterPolicy {
+            // Names sort against the index, so name order is no index order.
+            name: format!("cnp-{}", (7 - index) % 8),
+            tier,
+            priority,
+            subject,
+            ingress,
+            egress,
+            warnings: vec![],
+        },
+    )
+}
+
+/// Nodes on outside addresses the flows use, one labelled `role`.
+fn nodes() -> Vec<Node> {
+    let labels = |role: &str| BTreeMap::from([("role".to_string(), role.to_string())]);
+    vec![
+        Node {
+            name: "n1".into(),
+            labels: labels("a"),
+            addresses: vec![v4(9), v6(9)],
+        },
+        Node {
+            name: "n2".into(),
+            labels: labels("b"),
+            addresses: vec![v4(200)],
+        },
+    ]
+}
+
+fn mixed_model() -> impl Strategy<Value = Model> {
+    let policies = (0..4usize).map(cluster_policy).collect::<Vec<_>>();
+    (
+        model_strategy(3),
+        proptest::sample::subsequence(vec![0usize, 1, 2, 3], 0..=4),
+        policies,
+    )
+        .prop_map(|(mut model, keep, policies)| {
+            model.cluster_policies = keep.into_iter().map(|i| policies[i].clone()).collect();
+            model
+                .cluster_policies
+                .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+            model.nodes = nodes();
+            model
+        })
+}
+
+/// What decided, seen the same way from both sides.
+#[derive(Debug, PartialEq, Eq)]
+enum Decision {
+    Open,
+    /// A cluster rule of this tier with this action.
+    Cluster(Tier, Action),
+    NetworkPolicyAllowed,
+    Denied,
+    WouldDeny,
+}
+
+fn from_lookup(v: &LookupVerdict) -> Decision {
+    match v {
+        LookupVerdict::NotIsolated => Decision::Open,
+        // A Baseline Pass leaves the packet to the default: allowed.
+        LookupVerdict::Cluster {
+            action: Action::Pass,
+            ..
+        } => Decision::Open,
+        LookupVerdict::Cluster { rules, action, .. } => Decision::Cluster(rules[0].tier, *action),
+        LookupVerdict::Allowed { .. } => Decision::NetworkPolicyAllowed,
+        LookupVerdict::Denied => Decision::Denied,
+        LookupVerdict::WouldDeny => Decision::WouldDeny,
+    }
+}
+
+fn from_oracle(v: &DirVerdict) -> Decision {
+    match v {
+        DirVerdict::NotIsolated => Decision::Open,
+        DirVerdict::Cluster(r) => Decision::Cluster(r.tier, r.action),
+        DirVerdict::Allowed(_) => Decision::NetworkPolicyAllowed,
+        DirVerdict::Denied(_) => Decision::Denied,
+        DirVerdict::WouldDeny(_) => Decision::WouldDeny,
+    }
+}
+
+/// How often each tier decided, so that a generator change that stops
+/// exercising one fails loudly instead of passing vacuously.
+#[derive(Default)]
+struct Coverage(BTreeMap<String, Cell<usize>>);
+
+impl Coverage {
+    fn record(&mut self, d: &Decision, passed: bool) {
+        let c = self.0.entry(name_of(d, passed)).or_default();
+        c.set(c.get() + 1);
+    }
+
+    fn assert_seen(&self) {
+        let counts: BTreeMap<&String, usize> = self.0.iter().map(|(k, v)| (k, v.get())).collect();
+        eprintln!("coverage: {counts:?}");
+        let want = [
+            "Admin Accept",
+            "Admin Deny",
+            "Baseline Accept",
+            "Baseline Deny",
+            "NetworkPolicyAllowed after an Admin Pass",
+            "Denied after an Admin Pass",
+            "Open after an Admin Pass",
+            "Denied",
+            "WouldDeny",
+            "Open",
+        ];
+        for w in want {
+            assert!(
+                counts.get(&w.to_string()).is_some_and(|n| *n > 0),
+                "no flow was decided as {w}: the generators no longer exercise it"
+            );
+        }
+    }
+}
+
+fn name_of(d: &Decision, passed: bool) -> String {
+    match (d, passed) {
+        (Decision::Cluster(t, a), _) => format!("{} {}", t.name(), a.name()),
+        (d, true) => format!("{d:?} after an Admin Pass"),
+        (d, false) => format!("{d:?}"),
+    }
+}
+
+/// Whether an Admin tier Pass was the first Admin rule to match.
+fn admin_passed(model: &Model, pod: &Pod, dir: Direction, flow: &palisade_policy::Flow) -> bool {
+    matches!(
+        palisade_policy::tier_decision(model, Tier::Admin, pod, dir, flow),
+        palisade_policy::TierOutcome::Passed(_)
+    )
+}
+
+fn check_model(
+    model: &Model,
+    flows: &[FlowSpec],
+    cov: &mut Coverage,
+) -> Result<(), TestCaseError> {
+    let mut alloc = IdentityAllocator::new();
+    let node = compile(model, NODE, &mut alloc);
+    for pod in &model.pods {
+        let key = format!("{}/{}", pod.namespace, pod.name);
+        let cp = &node.pods[&key];
+        prop_assert!(cp.error.is_none(), "{key}: {:?}", cp.error);
+        for dir in [Direction::Ingress, Direction::Egress] {
+            let d = cp.direction(dir);
+            let np_isolated = model.deciding_policies(pod, dir).is_some();
+            prop_assert_eq!(d.isolated && !d.open, np_isolated, "{} {:?}", key, dir);
+        }
+    }
+    for spec in flows {
+        let flow = to_flow(model, spec);
+        for (dir, addr) in [
+            (Direction::Egress, flow.src),
+            (Direction::Ingress, flow.dst),
+        ] {
+            let Some(pod) = model.pods.iter().find(|p| p.ips.contains(&addr)) else {
+                continue;
+            };
+            let key = format!("{}/{}", pod.namespace, pod.name);
+            let got = lookup(&node, &key, dir, &flow);
+            let want = evaluate_direction(model, pod, dir, &flow);
+            let decision = from_oracle(&want);
+            cov.record(&decision, admin_passed(model, pod, dir, &flow));
+            prop_assert_eq!(
+                from_lookup(&got),
+                decision,
+                "{:?} of {} for {:?}: lookup {:?}, oracle {:?}",
+                dir,
+                key,
+                flow,
+                got,
+                want
+            );
+        }
+        let (got, want) = (check(&node, &flow), evaluate(model, &flow));
+        prop_assert_eq!(got.allowed(), want.allowed(), "{:?}", flow);
+        prop_assert_eq!(got.would_deny(), want.would_deny(), "{:?}", flow);
+    }
+    Ok(())
+}
+
+#[test]
+fn lookup_agrees_with_oracle_across_tiers() {
+    let mut runner = TestRunner::new(Config {
+        cases: cases(10_000),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (mixed_model(), proptest::collection::vec(flow_spec(), 24));
+    let cov = std::cell::RefCell::new(Coverage::default());
+    runner
+        .run(&strategy, |(model, flows)| {
+            check_model(&model, &flows, &mut cov.borrow_mut())
+        })
+        .unwrap();
+    cov.borrow().assert_seen();
+}
+
+#[test]
+fn networks_peers_cover_pod_addresses() {
+    // A Deny of a network holding every generated pod address decides
+    // pod-to-pod traffic too.
+    let everything: IpNetwork = "10.0.0.0/8".parse().unwrap();
+    let mut runner = TestRunner::new(Config {
+        cases: cases(10_000) / 20,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (model_strategy(2), proptest::collection::vec(flow_spec(), 12));
+    runner
+        .run(&strategy, |(mut model, flows)| {
+            model.cluster_policies = vec![ClusterPolicy {
+                name: "deny-net".into(),
+                tier: Tier::Admin,
+                priority: 0,
+                subject: PodSet::default(),
+                ingress: vec![],
+                egress: vec![ClusterRule {
+                    name: None,
+                    action: Action::Deny,
+                    peers: vec![ClusterPeer::Networks(vec![everything])],
+                    ports: None,
+                }],
+                warnings: vec![],
+            }];
+            let mut cov = Coverage::default();
+            check_model(&model, &flows, &mut cov)
+        })
+        .unwrap();
+}

@@ -10,7 +10,8 @@ use palisade_compiler::{
     compile, Change, CompiledDirection, CompiledNode, Compiler, IdentityAllocator, IdentityKey,
 };
 use palisade_policy::{
-    Enforcement, Labels, Model, NamedPort, Namespace, Pod, Policy, NAMESPACE_NAME_LABEL,
+    ClusterPolicy, Enforcement, Labels, Model, NamedPort, Namespace, Pod, Policy,
+    NAMESPACE_NAME_LABEL,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -30,6 +31,10 @@ enum Op {
     /// Only the enforcement annotation of an existing policy changes.
     Enforcement(usize, Enforcement),
     NamespaceLabels(usize, Labels),
+    UpsertClusterPolicy(ClusterPolicy),
+    DeleteClusterPolicy(usize),
+    /// A Node's labels change (`nodes` peers follow them).
+    NodeLabels(usize, Labels),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -45,6 +50,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..6usize).prop_map(Op::DeletePolicy),
         2 => (0..6usize, enforcement()).prop_map(|(i, e)| Op::Enforcement(i, e)),
         1 => (0..NAMESPACES.len(), labels_strategy(&["team"], &["a", "b"])).prop_map(|(n, l)| Op::NamespaceLabels(n, l)),
+        2 => (0..4usize).prop_flat_map(cluster_policy).prop_map(Op::UpsertClusterPolicy),
+        1 => (0..4usize).prop_map(Op::DeleteClusterPolicy),
+        1 => (0..2usize, labels_strategy(&["role"], &["a", "b"])).prop_map(|(n, l)| Op::NodeLabels(n, l)),
     ]
 }
 
@@ -137,6 +145,30 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
             model.namespaces.insert(name, ns.clone());
             Change::UpsertNamespace(ns)
         }
+        Op::UpsertClusterPolicy(p) => {
+            model.cluster_policies.retain(|q| q.name != p.name);
+            model.cluster_policies.push(p.clone());
+            model
+                .cluster_policies
+                .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+            Change::UpsertClusterPolicy(p)
+        }
+        Op::DeleteClusterPolicy(i) => {
+            if model.cluster_policies.is_empty() {
+                return None;
+            }
+            let p = model.cluster_policies.remove(i % model.cluster_policies.len());
+            Change::DeleteClusterPolicy { name: p.name }
+        }
+        Op::NodeLabels(i, labels) => {
+            if model.nodes.is_empty() {
+                return None;
+            }
+            let n = model.nodes.len();
+            let node = &mut model.nodes[i % n];
+            node.labels = labels;
+            Change::UpsertNode(node.clone())
+        }
     })
 }
 
@@ -204,7 +236,7 @@ fn incremental_equals_full_compile() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (model_strategy(4), proptest::collection::vec(op(), 1..=8));
+    let strategy = (mixed_model(), proptest::collection::vec(op(), 1..=8));
     runner
         .run(&strategy, |(mut model, ops)| {
             // Half of the pods live on another node.
@@ -253,7 +285,7 @@ fn applied_lists_the_changed_pods() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (model_strategy(4), proptest::collection::vec(op(), 1..=6));
+    let strategy = (mixed_model(), proptest::collection::vec(op(), 1..=6));
     runner
         .run(&strategy, |(mut model, ops)| {
             let mut compiler = Compiler::from_model(&model, NODE, IdentityAllocator::new());

@@ -5,6 +5,10 @@
 //! understood) and flows.
 #![allow(dead_code)]
 
+mod cluster;
+#[allow(unused_imports)]
+pub use cluster::*;
+
 use ipnetwork::IpNetwork;
 use palisade_common::{PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use palisade_policy::{

@@ -157,7 +157,9 @@ fn apply(model: &mut Model, op: Op, added: &mut u8) -> Option<Change> {
             if model.cluster_policies.is_empty() {
                 return None;
             }
-            let p = model.cluster_policies.remove(i % model.cluster_policies.len());
+            let p = model
+                .cluster_policies
+                .remove(i % model.cluster_policies.len());
             Change::DeleteClusterPolicy { name: p.name }
         }
         Op::NodeLabels(i, labels) => {

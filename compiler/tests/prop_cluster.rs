@@ -106,11 +106,7 @@ fn admin_passed(model: &Model, pod: &Pod, dir: Direction, flow: &palisade_policy
     )
 }
 
-fn check_model(
-    model: &Model,
-    flows: &[FlowSpec],
-    cov: &mut Coverage,
-) -> Result<(), TestCaseError> {
+fn check_model(model: &Model, flows: &[FlowSpec], cov: &mut Coverage) -> Result<(), TestCaseError> {
     let mut alloc = IdentityAllocator::new();
     let node = compile(model, NODE, &mut alloc);
     for pod in &model.pods {
@@ -182,7 +178,10 @@ fn networks_peers_cover_pod_addresses() {
         failure_persistence: None,
         ..Config::default()
     });
-    let strategy = (model_strategy(2), proptest::collection::vec(flow_spec(), 12));
+    let strategy = (
+        model_strategy(2),
+        proptest::collection::vec(flow_spec(), 12),
+    );
     runner
         .run(&strategy, |(mut model, flows)| {
             model.cluster_policies = vec![ClusterPolicy {

@@ -87,4 +87,3 @@ pub fn mixed_model() -> impl Strategy<Value = Model> {
             model
         })
 }
-

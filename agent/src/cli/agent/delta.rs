@@ -7,7 +7,7 @@ use palisade_policy::Model;
 use std::collections::HashMap;
 
 /// The changes that turn `prev` into `next`: upserts of new and changed
-/// objects (namespaces and policies first, so that pods meet them), then
+/// objects (namespaces, Nodes and policies first, so that pods meet them), then
 /// deletions (pods first).
 pub fn changes(prev: &Model, next: &Model) -> Vec<Change> {
     let mut up = Vec::new();
@@ -20,6 +20,24 @@ pub fn changes(prev: &Model, next: &Model) -> Vec<Change> {
         &mut down,
         Change::UpsertNamespace,
         |(_, name)| Change::DeleteNamespace { name: name.into() },
+    );
+    diff(
+        prev.nodes.iter(),
+        next.nodes.iter(),
+        |n| ("", n.name.as_str()),
+        &mut up,
+        &mut down,
+        Change::UpsertNode,
+        |(_, name)| Change::DeleteNode { name: name.into() },
+    );
+    diff(
+        prev.cluster_policies.iter(),
+        next.cluster_policies.iter(),
+        |p| ("", p.name.as_str()),
+        &mut up,
+        &mut down,
+        Change::UpsertClusterPolicy,
+        |(_, name)| Change::DeleteClusterPolicy { name: name.into() },
     );
     diff(
         prev.policies.iter(),
@@ -106,8 +124,13 @@ mod tests {
             let ids: BTreeMap<String, _> =
                 d.identities.iter().map(|(id, v)| (key(id), *v)).collect();
             format!(
-                "{} {} {:?} {} {} {ids:?} {:?} {:?} {:?}",
+                "{} {} {} {:x}/{:x}/{:x} {} {:?} {} {} {ids:?} {:?} {:?} {:?}",
                 d.isolated,
+                d.open,
+                d.audit,
+                d.admin,
+                d.deny,
+                d.pass,
                 d.audit,
                 d.isolating,
                 d.any_peer,
@@ -183,24 +206,66 @@ spec:
             // Back to the start.
             CLUSTER.to_string(),
         ];
-        let first = model(&steps[0]);
+        let steps: Vec<Model> = steps.iter().map(|y| model(y)).collect();
+        replay(&steps);
+    }
+
+    /// Applies the changes between consecutive models and compares each
+    /// step with a cold compile.
+    fn replay(steps: &[Model]) {
+        let first = steps[0].clone();
         let mut c = Compiler::from_model(&first, "n1", IdentityAllocator::new());
         let mut prev = first;
-        for yaml in &steps[1..] {
-            let next = model(yaml);
-            let changes = changes(&prev, &next);
+        for next in &steps[1..] {
+            let changes = changes(&prev, next);
             assert!(!changes.is_empty());
             for ch in changes {
                 c.apply(ch);
             }
             let mut alloc = IdentityAllocator::new();
-            let cold = compile(&next, "n1", &mut alloc);
+            let cold = compile(next, "n1", &mut alloc);
             assert_eq!(
                 normalize(c.compiled(), c.allocator()),
                 normalize(&cold, &alloc)
             );
-            prev = next;
+            prev = next.clone();
         }
         assert!(changes(&prev, &prev.clone()).is_empty());
+    }
+
+    /// Cluster policies and Nodes come and go through `changes` too.
+    #[test]
+    fn cluster_policies_and_nodes_through_changes() {
+        use palisade_policy::{Action, ClusterPeer, ClusterPolicy, ClusterRule, Node, Tier};
+        let base = model(CLUSTER);
+        let node = |role: &str| Node {
+            name: "n2".into(),
+            labels: [("role".to_string(), role.to_string())].into(),
+            addresses: vec!["192.168.0.2".parse().unwrap()],
+        };
+        let mut role = palisade_policy::Selector::default();
+        role.match_labels.insert("role".into(), "infra".into());
+        let deny_nodes = ClusterPolicy {
+            name: "no-infra".into(),
+            tier: Tier::Admin,
+            priority: 1,
+            subject: Default::default(),
+            ingress: vec![],
+            egress: vec![ClusterRule {
+                name: None,
+                action: Action::Deny,
+                peers: vec![ClusterPeer::Nodes(role)],
+                ports: None,
+            }],
+            warnings: vec![],
+        };
+        let mut with_policy = base.clone();
+        with_policy.nodes = vec![node("infra")];
+        with_policy.cluster_policies = vec![deny_nodes.clone()];
+        let mut relabelled = with_policy.clone();
+        relabelled.nodes = vec![node("app")];
+        let mut baseline = relabelled.clone();
+        baseline.cluster_policies[0].tier = Tier::Baseline;
+        replay(&[base.clone(), with_policy, relabelled, baseline, base]);
     }
 }

@@ -6,6 +6,7 @@
 //! only walk [`ConformanceTest::walk`]; what a probe means (which address
 //! is dialled, what the expectation is) is decided here once.
 
+pub mod lab;
 mod objects;
 pub mod schema;
 

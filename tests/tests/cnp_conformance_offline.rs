@@ -317,14 +317,13 @@ fn check_probe(
         ));
     }
     // Each agent compiles its node on its own (its own identities).
-    let mut on = |node: &str| {
+    for node in [&p.src_node, &p.dst_node] {
         nodes
-            .entry(node.to_string())
-            .or_insert_with(|| compile(model, node, &mut IdentityAllocator::new()))
-            .clone()
-    };
-    let egress = check(&on(&p.src_node), &flow).egress;
-    let ingress = check(&on(&p.dst_node), &flow).ingress;
+            .entry(node.clone())
+            .or_insert_with(|| compile(model, node, &mut IdentityAllocator::new()));
+    }
+    let egress = check(&nodes[&p.src_node], &flow).egress;
+    let ingress = check(&nodes[&p.dst_node], &flow).ingress;
     if (egress.allows() && ingress.allows()) != want {
         failures.push(format!(
             "{p}: lookup model {} (egress on {} {egress:?}, ingress on {} {ingress:?})",

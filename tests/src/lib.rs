@@ -2,6 +2,7 @@
 pub mod attack;
 pub mod classifier;
 pub mod cluster;
+pub mod cnp_conformance;
 pub mod echo_flow;
 pub mod fault;
 pub mod fixtures;

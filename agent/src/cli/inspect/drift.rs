@@ -80,6 +80,20 @@ pub(super) fn diff_dir(
         pinned.spill_any_peer.to_string(),
         want.spill_any_peer.to_string(),
     );
+    // ClusterNetworkPolicy: what each bit does, and whether what no bit
+    // decides passes.
+    scalar("open", pinned.open.to_string(), want.open.to_string());
+    for (name, p, w) in [
+        ("Admin tier", pinned.admin, want.admin),
+        ("Deny", pinned.deny, want.deny),
+        ("Pass", pinned.pass, want.pass),
+    ] {
+        scalar(
+            &format!("{name} bits"),
+            format!("groups {:?}", groups_of(p)),
+            format!("groups {:?}", groups_of(w)),
+        );
+    }
     diff_map(
         &format!("{d} identity"),
         &pinned.identities,

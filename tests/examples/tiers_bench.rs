@@ -1,0 +1,251 @@
+//! Cost per packet of ClusterNetworkPolicy tiers: the same pod programmed
+//! from a model with a NetworkPolicy alone, and from the same model plus
+//! 100 ClusterNetworkPolicies (Admin and Baseline; ten of them select the
+//! pod, with rules of alternating actions), measured in the same rounds
+//! through BPF_PROG_TEST_RUN. Run as root:
+//! `cargo run --release -p palisade-tests --example tiers_bench`.
+//! Prints; never judges.
+
+use anyhow::{ensure, Result};
+use palisade_policy::{
+    load_str, Action, ClusterPeer, ClusterPolicy, ClusterRule, Model, PodSet, PortMatch, PortSpec,
+    Protocol, Selector, Tier,
+};
+use palisade_tests::classifier::{
+    allow_as_next, compiled::program_pod, packet::Packet, Classifier, Hook, TCX_DROP, TCX_NEXT,
+};
+use std::net::IpAddr;
+
+const REPEAT: u32 = 200_000;
+const ROUNDS: usize = 5;
+const CLUSTER_POLICIES: usize = 100;
+
+const CLUSTER: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop, labels: {app: web}}
+spec: {nodeName: n1}
+status: {podIPs: [{ip: 10.0.0.1}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db, namespace: shop, labels: {app: db}}
+spec: {nodeName: n2}
+status: {podIPs: [{ip: 10.0.0.2}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: other, namespace: shop, labels: {app: other}}
+spec: {nodeName: n2}
+status: {podIPs: [{ip: 10.0.0.3}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress: [{from: [{podSelector: {matchLabels: {app: db}}}], ports: [{port: 8080}]}]
+  egress: [{to: [{podSelector: {matchLabels: {app: db}}}], ports: [{port: 5432}]}]
+";
+
+fn ns(name: &str) -> Selector {
+    let mut s = Selector::default();
+    s.match_labels
+        .insert("kubernetes.io/metadata.name".into(), name.into());
+    s
+}
+
+fn tcp(port: u16) -> Option<Vec<PortSpec>> {
+    Some(vec![PortSpec {
+        protocol: Protocol::Tcp,
+        port: PortMatch::Range { port, end: port },
+    }])
+}
+
+/// Policy `i`: every tenth selects the shop namespace; the others select
+/// namespaces with no pod here. Each denies a network on a port, then
+/// accepts a namespace on another, in both directions.
+fn cluster_policy(i: usize) -> ClusterPolicy {
+    let subject = if i % 10 == 0 {
+        ns("shop")
+    } else {
+        ns(&format!("tenant-{i}"))
+    };
+    let net = format!("203.0.113.{}/32", i % 250).parse().unwrap();
+    let rules = vec![
+        ClusterRule {
+            name: Some(format!("deny-{i}")),
+            action: Action::Deny,
+            peers: vec![ClusterPeer::Networks(vec![net])],
+            ports: tcp(1000 + i as u16),
+        },
+        ClusterRule {
+            name: Some(format!("accept-{i}")),
+            action: Action::Accept,
+            peers: vec![ClusterPeer::Pods(PodSet {
+                namespaces: ns(&format!("monitoring-{i}")),
+                pods: Selector::default(),
+            })],
+            ports: tcp(9000 + i as u16),
+        },
+    ];
+    ClusterPolicy {
+        name: format!("cnp-{i:03}"),
+        tier: if i % 2 == 0 {
+            Tier::Admin
+        } else {
+            Tier::Baseline
+        },
+        priority: i as u32,
+        subject: PodSet {
+            namespaces: subject,
+            pods: Selector::default(),
+        },
+        ingress: rules.clone(),
+        egress: rules,
+        warnings: vec![],
+    }
+}
+
+/// The first selecting Admin policy also denies the metadata address.
+fn metadata_deny() -> ClusterPolicy {
+    ClusterPolicy {
+        name: "no-metadata".into(),
+        tier: Tier::Admin,
+        priority: 0,
+        subject: PodSet::default(),
+        ingress: vec![],
+        egress: vec![ClusterRule {
+            name: None,
+            action: Action::Deny,
+            peers: vec![ClusterPeer::Networks(vec!["169.254.169.254/32"
+                .parse()
+                .unwrap()])],
+            ports: None,
+        }],
+        warnings: vec![],
+    }
+}
+
+fn model(cluster_policies: usize) -> Model {
+    let mut m = load_str(CLUSTER, "bench.yaml");
+    if cluster_policies > 0 {
+        m.cluster_policies = (1..cluster_policies).map(cluster_policy).collect();
+        m.cluster_policies.push(metadata_deny());
+        m.cluster_policies
+            .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    }
+    m
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+struct Case {
+    name: &'static str,
+    hook: Option<Hook>,
+    frame: Vec<u8>,
+    /// Expected verdict with NetworkPolicy alone, and with the tiers.
+    want: [u32; 2],
+}
+
+fn cases() -> Vec<Case> {
+    let (web, db, other) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
+    let established = Packet::tcp(web, db, 40000, 5432).build();
+    let case = |name, hook, frame, want| Case {
+        name,
+        hook,
+        frame,
+        want,
+    };
+    vec![
+        case(
+            "no-op classifier (floor)",
+            None,
+            established.clone(),
+            [TCX_NEXT; 2],
+        ),
+        case(
+            "established TCP (conntrack hit)",
+            Some(Hook::Egress),
+            established,
+            [TCX_NEXT; 2],
+        ),
+        case(
+            "new flow denied by the NetworkPolicy",
+            Some(Hook::Egress),
+            Packet::tcp(web, other, 40001, 443).build(),
+            [TCX_DROP; 2],
+        ),
+        case(
+            "new flow to 169.254.169.254 (Admin Deny)",
+            Some(Hook::Egress),
+            Packet::tcp(web, ip("169.254.169.254"), 40002, 80).build(),
+            [TCX_DROP; 2],
+        ),
+        case(
+            "new flow in, denied at ingress",
+            Some(Hook::Ingress),
+            Packet::tcp(other, web, 40003, 8080).build(),
+            [TCX_DROP; 2],
+        ),
+    ]
+}
+
+fn main() -> Result<()> {
+    let models = [model(0), model(CLUSTER_POLICIES)];
+    let mut harnesses: Vec<Classifier> = Vec::new();
+    for m in &models {
+        let c = program_pod(m, "n1", "shop/web")?;
+        // The established case's flow.
+        let open = Packet::tcp(ip("10.0.0.1"), ip("10.0.0.2"), 40000, 5432).build();
+        ensure!(allow_as_next(c.run(Hook::Egress, &open)?) == TCX_NEXT);
+        harnesses.push(c);
+    }
+    let cases = cases();
+    let mut best = vec![vec![u128::MAX; cases.len()]; 2];
+    for round in 0..ROUNDS {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..cases.len()).collect()
+        } else {
+            (0..cases.len()).rev().collect()
+        };
+        for i in order {
+            let case = &cases[i];
+            for (h, c) in harnesses.iter().enumerate() {
+                let (v, ns) = match case.hook {
+                    Some(hook) => c.run_repeat(hook, &case.frame, REPEAT)?,
+                    None => harnesses[0].run_noop(&case.frame, REPEAT)?,
+                };
+                ensure!(
+                    allow_as_next(v) == case.want[h],
+                    "{}: verdict {v}, expected {}",
+                    case.name,
+                    case.want[h]
+                );
+                best[h][i] = best[h][i].min(ns);
+            }
+        }
+    }
+    let floor = best[0][0].min(best[1][0]);
+    println!(
+        "ns per packet, best of {ROUNDS} x {REPEAT} runs, above the no-op floor ({floor} ns):"
+    );
+    println!(
+        "  {:42} {:>18} {:>22} {:>7}",
+        "case", "NetworkPolicy only", "+ 100 cluster policies", "ratio"
+    );
+    for (i, case) in cases.iter().enumerate().skip(1) {
+        let (a, b) = (
+            best[0][i].saturating_sub(floor),
+            best[1][i].saturating_sub(floor),
+        );
+        println!(
+            "  {:42} {a:>18} {b:>22} {:>7.2}",
+            case.name,
+            (b + best[0][0]) as f64 / (a + best[0][0]).max(1) as f64
+        );
+    }
+    Ok(())
+}

@@ -69,7 +69,7 @@ pub const RECORDED: &[MapLayout] = &[
     ("POLICY_PORT", TYPE_HASH_OF_MAPS, 12, 4),
     ("POLICY_PORT/inner", TYPE_LPM_TRIE, 7, 16),
     ("POLICY_SPILL", TYPE_HASH_OF_MAPS, 12, 4),
-    ("POLICY_SPILL/inner", TYPE_HASH, 12, 1),
+    ("POLICY_SPILL/inner", TYPE_HASH, 12, 8),
     ("RULE_COUNTERS", TYPE_ARRAY, 4, 16),
     ("SERVICES", TYPE_HASH, 20, 4),
 ];
@@ -82,8 +82,9 @@ pub const HISTORY: &[(u32, u64)] = &[
     // `FRAGMENTS_POD`); `FragValue`'s third field became an expiry tick.
     (3, 0x9c94_498c_6388_5198),
     // ClusterNetworkPolicy: `DirPolicy` gained the `admin`, `deny` and
-    // `pass` bit masks and `open`.
-    (4, 0x47a8_eeaf_104b_0ed8),
+    // `pass` bit masks and `open`; the spill table's value became a
+    // `SpillValue` (the first spilled group and its action).
+    (4, 0x9831_a5d3_7211_53df),
 ];
 
 /// FNV-1a over the table's text: a change of any number or name changes it.
@@ -165,7 +166,10 @@ mod tests {
                 (lpm(size::<PortKey>()), size::<RuleBits>()),
             ),
             ("POLICY_SPILL", (size::<PolicyKey>(), 4)),
-            ("POLICY_SPILL/inner", (size::<SpillKey>(), 1)),
+            (
+                "POLICY_SPILL/inner",
+                (size::<SpillKey>(), size::<SpillValue>()),
+            ),
             ("RULE_COUNTERS", (4, size::<RuleCounter>())),
             ("SERVICES", (size::<ServiceKey>(), 4)),
         ];

@@ -146,7 +146,8 @@ pub const SPILL_IDENTITY: u32 = 1;
 pub const SPILL_CIDR_CLASS: u32 = 2;
 
 /// Key of the per-pod spill table, for rule groups beyond [`RULE_BITS`]:
-/// present (value 1) iff (peer, port class) is allowed by a spilled group.
+/// present iff (peer, port class) is matched by a spilled group; the value
+/// ([`SpillValue`]) names the first such group and what it does.
 /// `peer` is the identity (SPILL_IDENTITY), the CIDR trie's class
 /// (SPILL_CIDR_CLASS) or 0 (SPILL_ANY_PEER); `port_class` is the port trie's
 /// class, or the direction's `any_port_class` for an any-port group.
@@ -157,6 +158,28 @@ pub struct SpillKey {
     pub peer: u32,
     pub port_class: u32,
 }
+
+/// Value of the per-pod spill table: of the spilled groups matching the
+/// key, the first (`first`) and the first past the Admin tier
+/// (`after_admin`, what decides after an Admin tier Pass), each
+/// `group << 2 | SPILL_ALLOW | SPILL_DENY | SPILL_PASS`, or
+/// [`SPILL_NONE`]. Encoded so that the lower value is the earlier group:
+/// the first of several matching keys is their minimum.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SpillValue {
+    pub first: u32,
+    pub after_admin: u32,
+}
+
+/// What a spilled group does ([`SpillValue`]'s low two bits): allow
+/// (NetworkPolicy groups, cluster Accept, a Baseline Pass), drop (cluster
+/// Deny), or skip the rest of the Admin tier (an Admin Pass).
+pub const SPILL_ALLOW: u32 = 0;
+pub const SPILL_DENY: u32 = 1;
+pub const SPILL_PASS: u32 = 2;
+/// No spilled group.
+pub const SPILL_NONE: u32 = u32::MAX;
 
 /// Key of the outer (map-of-maps) policy maps: one inner map per endpoint,
 /// direction and generation.
@@ -459,6 +482,7 @@ const _: () = {
     assert!(core::mem::size_of::<ServiceKey>() == 20);
     assert!(core::mem::size_of::<RuleBits>() == 16);
     assert!(core::mem::size_of::<SpillKey>() == 12);
+    assert!(core::mem::size_of::<SpillValue>() == 8);
     assert!(core::mem::size_of::<PolicyKey>() == 12);
     assert!(core::mem::size_of::<DirPolicy>() == 56);
     assert!(core::mem::size_of::<Endpoint>() == 160);
@@ -485,6 +509,7 @@ mod pod_impls {
         ServiceKey,
         RuleBits,
         SpillKey,
+        SpillValue,
         PolicyKey,
         DirPolicy,
         Endpoint,

@@ -7,7 +7,7 @@ use crate::types::{CompiledDirection, CompiledNode, PortPrefix};
 use ipnetwork::IpNetwork;
 use palisade_common::{
     RuleBits, SpillKey, IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, SPILL_ANY_PEER,
-    SPILL_CIDR_CLASS, SPILL_IDENTITY,
+    SPILL_CIDR_CLASS, SPILL_IDENTITY, SPILL_NONE, SPILL_PASS,
 };
 use palisade_policy::{Action, ClusterRuleRef, Direction, Flow, RuleRef};
 use std::net::IpAddr;
@@ -99,42 +99,48 @@ pub fn lookup(node: &CompiledNode, pod: &str, dir: Direction, flow: &Flow) -> Lo
     let rp = port_lpm(d, flow).unwrap_or(zero);
     let mut hit = (d.any_peer | rid.bits | rc.bits) & (d.any_port | rp.bits);
     // An Admin tier Pass as the lowest bit skips the rest of the tier.
+    let mut passed = false;
     if hit & hit.wrapping_neg() & d.pass & d.admin != 0 {
         hit &= !d.admin;
+        passed = true;
     }
     if hit != 0 {
         return allowed(d, hit.trailing_zeros() as usize);
     }
+    // Spilled groups: the first of those matching any key decides.
+    let (mut first, mut after_admin) = (SPILL_NONE, SPILL_NONE);
     for k in [rp.class, d.any_port_class] {
         if k == 0 {
             continue;
         }
         let mut keys = Vec::with_capacity(3);
         if d.spill_any_peer {
-            keys.push(SpillKey {
-                kind: SPILL_ANY_PEER,
-                peer: 0,
-                port_class: k,
-            });
+            keys.push((SPILL_ANY_PEER, 0));
         }
-        keys.push(SpillKey {
-            kind: SPILL_IDENTITY,
-            peer: id,
-            port_class: k,
-        });
+        keys.push((SPILL_IDENTITY, id));
         if rc.class != 0 {
-            keys.push(SpillKey {
-                kind: SPILL_CIDR_CLASS,
-                peer: rc.class,
-                port_class: k,
-            });
+            keys.push((SPILL_CIDR_CLASS, rc.class));
         }
-        for key in keys {
-            if d.spill.contains(&key) {
-                let group = d.spill_groups.get(&key).copied().unwrap_or(u32::MAX);
-                return allowed(d, group as usize);
+        for (kind, peer) in keys {
+            let key = SpillKey {
+                kind,
+                peer,
+                port_class: k,
+            };
+            if let Some(v) = d.spill.get(&key) {
+                first = first.min(v.first);
+                after_admin = after_admin.min(v.after_admin);
             }
         }
+    }
+    // After a Pass (in the bits or spilled) only groups past the Admin
+    // tier count.
+    let mut spilled = if passed { after_admin } else { first };
+    if spilled != SPILL_NONE && spilled & 3 == SPILL_PASS {
+        spilled = after_admin;
+    }
+    if spilled != SPILL_NONE {
+        return allowed(d, (spilled >> 2) as usize);
     }
     // No rule decided: a direction no NetworkPolicy isolates passes; else
     // the endpoint's audit flag turns the drop into a reported pass.

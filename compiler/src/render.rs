@@ -87,12 +87,14 @@ fn dir_json(d: &CompiledDirection, alloc: &IdentityAllocator) -> Value {
     let spill: Vec<Value> = d
         .spill
         .iter()
-        .map(|k| {
+        .map(|(k, v)| {
             json!({
                 "kind": spill_kind(k.kind),
                 "peer": k.peer,
                 "port_class": k.port_class,
                 "group": d.spill_groups.get(k),
+                "first": v.first,
+                "after_admin": v.after_admin,
             })
         })
         .collect();
@@ -264,7 +266,7 @@ fn dir_text(out: &mut String, dir: Direction, d: &CompiledDirection, alloc: &Ide
     for (c, gs) in &d.classes {
         let _ = writeln!(out, "    class {c}: spilled groups {gs:?}");
     }
-    for k in &d.spill {
+    for (k, v) in &d.spill {
         let SpillKey {
             kind,
             peer,
@@ -272,10 +274,24 @@ fn dir_text(out: &mut String, dir: Direction, d: &CompiledDirection, alloc: &Ide
         } = *k;
         let _ = writeln!(
             out,
-            "    spill {} {peer} port-class {port_class}",
-            spill_kind(kind)
+            "    spill {} {peer} port-class {port_class}: first group {}",
+            spill_kind(kind),
+            spill_group_text(v.first)
         );
     }
+}
+
+/// A spill value's group and action (`SpillValue` encoding).
+fn spill_group_text(v: u32) -> String {
+    if v == palisade_common::SPILL_NONE {
+        return "none".into();
+    }
+    let action = match v & 3 {
+        palisade_common::SPILL_DENY => "deny",
+        palisade_common::SPILL_PASS => "pass",
+        _ => "allow",
+    };
+    format!("{} ({action})", v >> 2)
 }
 
 /// The node as text, one block per local pod, then the identity table

@@ -4,7 +4,7 @@
 //! the datapath's lookups.
 
 use ipnetwork::IpNetwork;
-use palisade_common::{RuleBits, SpillKey};
+use palisade_common::{RuleBits, SpillKey, SpillValue};
 use palisade_policy::{Action, ClusterRuleRef, Direction, RuleRef, Tier};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -74,8 +74,9 @@ pub struct CompiledDirection {
     pub cidrs: BTreeMap<IpNetwork, RuleBits>,
     /// Port prefixes -> groups, flattened the same way.
     pub ports: BTreeMap<PortPrefix, RuleBits>,
-    /// Allowed (peer, port class) pairs of the spilled groups.
-    pub spill: BTreeSet<SpillKey>,
+    /// (peer, port class) pairs of the spilled groups, with the first
+    /// group matching each and what it does (`SpillValue`).
+    pub spill: BTreeMap<SpillKey, SpillValue>,
     /// For explanations and metrics only (not written to the kernel): the
     /// lowest spilled group that puts each `spill` key there.
     pub spill_groups: BTreeMap<SpillKey, u32>,

@@ -203,3 +203,74 @@ fn networks_peers_cover_pod_addresses() {
         })
         .unwrap();
 }
+
+/// An Admin policy first in evaluation order whose 70 rules (alternating
+/// Accept and Deny, one port each, ports no flow uses) fill every bit: the
+/// random cluster policies after it spill, and their order must survive
+/// in the spill table's values.
+fn filler() -> ClusterPolicy {
+    let rules = (0..70u16)
+        .map(|i| ClusterRule {
+            name: None,
+            action: if i % 2 == 0 {
+                Action::Accept
+            } else {
+                Action::Deny
+            },
+            peers: vec![ClusterPeer::All],
+            ports: Some(vec![palisade_policy::PortSpec {
+                protocol: palisade_policy::Protocol::Tcp,
+                port: palisade_policy::PortMatch::Range {
+                    port: 30_000 + i,
+                    end: 30_000 + i,
+                },
+            }]),
+        })
+        .collect::<Vec<_>>();
+    ClusterPolicy {
+        name: "aaa-filler".into(),
+        tier: Tier::Admin,
+        priority: 0,
+        subject: PodSet::default(),
+        ingress: rules.clone(),
+        egress: rules,
+        warnings: vec![],
+    }
+}
+
+#[test]
+fn spilled_cluster_groups_keep_their_order() {
+    let mut runner = TestRunner::new(Config {
+        cases: cases(10_000) / 10,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let strategy = (mixed_model(), proptest::collection::vec(flow_spec(), 24));
+    let spilled_decisions = Cell::new(0usize);
+    runner
+        .run(&strategy, |(mut model, flows)| {
+            model.cluster_policies.insert(0, filler());
+            let mut cov = Coverage::default();
+            check_model(&model, &flows, &mut cov)?;
+            let node = compile(&model, NODE, &mut IdentityAllocator::new());
+            for spec in &flows {
+                let flow = to_flow(&model, spec);
+                for pod in model.pods.iter().filter(|p| p.ips.contains(&flow.src)) {
+                    let key = format!("{}/{}", pod.namespace, pod.name);
+                    if let LookupVerdict::Cluster { group, .. } =
+                        lookup(&node, &key, Direction::Egress, &flow)
+                    {
+                        if group >= palisade_common::RULE_BITS as usize {
+                            spilled_decisions.set(spilled_decisions.get() + 1);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert!(
+        spilled_decisions.get() > 0,
+        "no spilled cluster group decided a flow: the test proves nothing"
+    );
+}

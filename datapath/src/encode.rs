@@ -6,11 +6,11 @@
 
 use ipnetwork::IpNetwork;
 use palisade_common::{
-    DirPolicy, Endpoint, IpKey, PortKey, RuleBits, SpillKey, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS,
-    EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6,
+    DirPolicy, Endpoint, IpKey, PortKey, RuleBits, SpillKey, SpillValue, EP_AUDIT_EGRESS,
+    EP_AUDIT_INGRESS, EP_DENY_ALL, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6,
 };
 use palisade_compiler::{CompiledDirection, CompiledPod, PortPrefix};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// An LPM key as stored: (prefix length in bits, data).
@@ -22,7 +22,7 @@ pub struct DirMaps {
     pub identities: BTreeMap<u32, RuleBits>,
     pub cidrs: BTreeMap<Lpm<IpKey>, RuleBits>,
     pub ports: BTreeMap<Lpm<PortKey>, RuleBits>,
-    pub spill: BTreeSet<SpillKey>,
+    pub spill: BTreeMap<SpillKey, SpillValue>,
 }
 
 /// The inner maps of both directions. `None` for a direction that is not

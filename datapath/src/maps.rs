@@ -12,7 +12,7 @@ use aya::maps::{
 };
 use palisade_common::{
     names, Config, Counters, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, RuleCounter, SpillKey,
-    DIR_EGRESS, DIR_INGRESS, RULE_COLS,
+    SpillValue, DIR_EGRESS, DIR_INGRESS, RULE_COLS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -20,7 +20,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 pub type IdentityInner = HashMap<MapData, u32, RuleBits>;
 pub type CidrInner = LpmTrie<MapData, IpKey, RuleBits>;
 pub type PortInner = LpmTrie<MapData, PortKey, RuleBits>;
-pub type SpillInner = HashMap<MapData, SpillKey, u8>;
+pub type SpillInner = HashMap<MapData, SpillKey, SpillValue>;
 
 /// The node's pinned maps the writer programs.
 pub struct NodeMaps {
@@ -297,9 +297,9 @@ impl NodeMaps {
             &format!("pal_spill_{suffix}"),
             Map::HashMap,
         )?;
-        for k in &d.spill {
+        for (k, v) in &d.spill {
             spill
-                .insert(k, 1u8, 0)
+                .insert(k, v, 0)
                 .with_context(|| ctx("spill entries"))?;
         }
         Ok(StagedDir {
@@ -446,8 +446,9 @@ pub fn read_dir(
         let (k, v) = item.with_context(ctx)?;
         out.ports.insert((k.prefix_len(), k.data()), v);
     }
-    for item in spill.keys() {
-        out.spill.insert(item.with_context(ctx)?);
+    for item in spill.iter() {
+        let (k, v) = item.with_context(ctx)?;
+        out.spill.insert(k, v);
     }
     Ok(Some(out))
 }

@@ -15,10 +15,10 @@ use aya_ebpf::{
 };
 use palisade_common::{
     Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
-    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONNTRACK_MAX, CONNTRACK_POD_TEMPLATE,
-    EVENTS_BYTES, FRAGMENTS_POD_TEMPLATE, FRAG_MAX, IDENTITY_TRIE_MAX, INNER_CIDR_MAX,
-    INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX,
-    RULE_COLS, SERVICES_MAX, SLOTS,
+    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, SpillValue, CONNTRACK_MAX,
+    CONNTRACK_POD_TEMPLATE, EVENTS_BYTES, FRAGMENTS_POD_TEMPLATE, FRAG_MAX, IDENTITY_TRIE_MAX,
+    INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, LOCAL_ADDRS_MAX,
+    MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -29,7 +29,7 @@ const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
 pub type IdentityInner = HashMap<u32, RuleBits, { INNER_IDENTITY_MAX as usize }, NO_PREALLOC>;
 pub type CidrInner = LpmTrie<IpKey, RuleBits, { INNER_CIDR_MAX as usize }, NO_PREALLOC>;
 pub type PortInner = LpmTrie<PortKey, RuleBits, { INNER_PORT_MAX as usize }, NO_PREALLOC>;
-pub type SpillInner = HashMap<SpillKey, u8, { INNER_SPILL_MAX as usize }, NO_PREALLOC>;
+pub type SpillInner = HashMap<SpillKey, SpillValue, { INNER_SPILL_MAX as usize }, NO_PREALLOC>;
 
 #[btf_map]
 pub static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }, NO_PREALLOC> =
@@ -138,7 +138,7 @@ pub static SCRATCH: PerCpuArray<crate::scratch::Scratch, 1> = PerCpuArray::new()
 
 /// The key of `SCRATCH`'s one slot, in read-only data rather than on the
 /// stack.
-static ZERO: u32 = 0;
+pub(crate) static ZERO: u32 = 0;
 
 /// The inner map at endpoint slot `slot` of `outer` (an array of maps),
 /// or null. Both keys live in maps, the scratch's in `.rodata` and the

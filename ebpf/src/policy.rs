@@ -5,14 +5,16 @@
 use aya_ebpf::{helpers::bpf_map_lookup_elem, maps::lpm_trie::Key};
 use core::{ffi::c_void, ptr};
 use palisade_common::{
-    DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillKey, DIR_INGRESS, IDENTITY_HOST,
-    IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_DENY_FLAG, RULE_NODE,
-    RULE_NOT_ISOLATED, RULE_SPILLED, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
+    DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, RuleBits, SpillValue, DIR_INGRESS,
+    IDENTITY_HOST, IDENTITY_WORLD, PROTO_SCTP, PROTO_TCP, PROTO_UDP, RULE_BITS, RULE_COL_SPILLED,
+    RULE_DENY_FLAG, RULE_NODE, RULE_NOT_ISOLATED, RULE_SPILLED, SPILL_ANY_PEER, SPILL_CIDR_CLASS,
+    SPILL_DENY, SPILL_IDENTITY, SPILL_NONE, SPILL_PASS,
 };
 
 use crate::maps::{
-    SpillInner, IDENTITIES, POLICY_CIDR, POLICY_IDENTITY, POLICY_PORT, POLICY_SPILL,
+    IDENTITIES, POLICY_CIDR, POLICY_IDENTITY, POLICY_PORT, POLICY_SPILL, SCRATCH, ZERO,
 };
+use crate::scratch::Scratch;
 
 /// LPM prefix lengths of full-length lookups: the family or protocol byte,
 /// then the whole address or port.
@@ -71,17 +73,76 @@ pub fn policy_port(proto: u8, dport: u16) -> u16 {
     }
 }
 
-/// Whether the pod's spill table (the inner map `spill`, looked up once per
-/// check) holds `(kind, peer, port_class)`.
+/// Folds the spill table `table`'s entry for the key in `s.spill`, if
+/// any, into `s.spill_first` (the first spilled group matching so far)
+/// and `s.spill_after` (the first past the Admin tier): `SpillValue`s
+/// order by group, so the first is the minimum.
 #[inline(always)]
-fn spill_has(spill: &SpillInner, kind: u32, peer: u32, port_class: u32) -> bool {
-    let sk = SpillKey {
-        kind,
-        peer,
-        port_class,
+fn spill_fold(table: *mut c_void, s: &mut Scratch) {
+    let v = unsafe { bpf_map_lookup_elem(table, ptr::from_ref(&s.spill).cast()) };
+    let v = v.cast::<SpillValue>();
+    if !v.is_null() {
+        let v = unsafe { ptr::read(v) };
+        s.spill_first = s.spill_first.min(v.first);
+        s.spill_after = s.spill_after.min(v.after_admin);
+    }
+}
+
+/// The peers argument of `spilled`: the identity, then the CIDR class
+/// (class numbers count a pod direction's spilled group sets, far below
+/// 2^31) with bit 31 set when some spilled group has no peers.
+#[inline(always)]
+fn spill_peers(id: u32, cidr_class: u32, any: bool) -> u64 {
+    u64::from(id) << 32 | u64::from(cidr_class) | u64::from(any) << 31
+}
+
+/// `spill_fold` over the peers of `s.spill_peers` with port class
+/// `s.spill_classes[i]` (none when 0).
+#[inline(always)]
+fn fold_class(table: *mut c_void, s: &mut Scratch, i: usize) {
+    let k = s.spill_classes[i];
+    if k == 0 {
+        return;
+    }
+    s.spill.port_class = k;
+    if s.spill_peers[0] != 0 {
+        (s.spill.kind, s.spill.peer) = (SPILL_ANY_PEER, 0);
+        spill_fold(table, s);
+    }
+    (s.spill.kind, s.spill.peer) = (SPILL_IDENTITY, s.spill_peers[2]);
+    spill_fold(table, s);
+    if s.spill_peers[1] != 0 {
+        (s.spill.kind, s.spill.peer) = (SPILL_CIDR_CLASS, s.spill_peers[1]);
+        spill_fold(table, s);
+    }
+}
+
+/// The first spilled group matching, in the spill table `table`: port
+/// classes `classes` (the packet's port class, then the direction's
+/// any-port class) and `peers` (the peer's identity, then the peer's CIDR
+/// class with bit 31 set when some spilled group has no peers, see
+/// `spill_peers`): `first << 32 | after` (see `spill_fold`). Out of line
+/// and with no stack of its own: its key and running results are in the
+/// scratch, and it takes no more arguments than callee-saved registers
+/// can keep across the scratch lookup (the deepest call chain has no
+/// stack to spare). A missing scratch, which cannot happen once loaded,
+/// answers a Deny of the first spilled group.
+#[inline(never)]
+fn spilled(table: *mut c_void, classes: u64, peers: u64) -> u64 {
+    let scratch = ptr::from_ref(&SCRATCH).cast_mut().cast();
+    let s = unsafe { bpf_map_lookup_elem(scratch, ptr::from_ref(&ZERO).cast()) };
+    let Some(s) = (unsafe { s.cast::<Scratch>().as_mut() }) else {
+        let deny = u64::from(RULE_BITS << 2 | SPILL_DENY);
+        return deny << 32 | deny;
     };
-    let map = ptr::from_ref(spill).cast_mut().cast::<c_void>();
-    !unsafe { bpf_map_lookup_elem(map, ptr::from_ref(&sk).cast()) }.is_null()
+    s.spill_first = SPILL_NONE;
+    s.spill_after = SPILL_NONE;
+    s.spill_classes = [(classes >> 32) as u32, classes as u32];
+    let low = peers as u32;
+    s.spill_peers = [low >> 31, low & !(1 << 31), (peers >> 32) as u32];
+    fold_class(table, s, 0);
+    fold_class(table, s, 1);
+    u64::from(s.spill_first) << 32 | u64::from(s.spill_after)
 }
 
 /// True when `hit`'s lowest set bit is also the lowest bit `port_bits`
@@ -173,34 +234,39 @@ pub fn check(
     }
     let rc = read_bits(unsafe { POLICY_CIDR.get_value_ptr_mut(key, ip) });
     hit |= rc.bits & port_bits;
+    // Whether an Admin tier Pass cleared every bit that hit.
+    let mut passed = false;
     if hit != 0 {
-        if let Some(v) = winner(dir, hit, node_ok, Some(id), ip) {
-            return v;
+        match winner(dir, hit, node_ok, Some(id), ip) {
+            Some(v) => return v,
+            None => passed = true,
         }
     }
     if !spill {
         return unmatched(dir, node_ok, Some(id), ip);
     }
-    // No spill table: no spilled group allows anything. Spilled groups
-    // are NetworkPolicy groups only, so the direction is not `open`.
+    // No spill table: no spilled group matches anything.
     let Some(table) = (unsafe { POLICY_SPILL.get(key) }) else {
-        return refused(node_ok, Some(id), ip);
+        return unmatched(dir, node_ok, Some(id), ip);
     };
-    for k in [rp.class, dir.any_port_class] {
-        if k == 0 {
-            continue;
-        }
-        if dir.spill_any_peer != 0 && spill_has(table, SPILL_ANY_PEER, 0, k) {
-            return Some(RULE_SPILLED);
-        }
-        if spill_has(table, SPILL_IDENTITY, id, k) {
-            return Some(RULE_SPILLED);
-        }
-        if rc.class != 0 && spill_has(table, SPILL_CIDR_CLASS, rc.class, k) {
-            return Some(RULE_SPILLED);
-        }
+    let table = ptr::from_ref(table).cast_mut().cast::<c_void>();
+    let classes = u64::from(rp.class) << 32 | u64::from(dir.any_port_class);
+    let peers = spill_peers(id, rc.class, dir.spill_any_peer != 0);
+    let found = spilled(table, classes, peers);
+    let (first, after) = ((found >> 32) as u32, found as u32);
+    // After an Admin Pass (in the bits, or the first spilled group) only
+    // groups past the Admin tier count.
+    let mut v = if passed { after } else { first };
+    if v != SPILL_NONE && v & 3 == SPILL_PASS {
+        v = after;
     }
-    refused(node_ok, Some(id), ip)
+    if v == SPILL_NONE {
+        return unmatched(dir, node_ok, Some(id), ip);
+    }
+    if v & 3 == SPILL_DENY {
+        return Some(refused(node_ok, Some(id), ip).unwrap_or(RULE_DENY_FLAG | RULE_COL_SPILLED));
+    }
+    Some(RULE_SPILLED)
 }
 
 /// `check` for hook `ifindex` in direction `dir` of endpoint `ep`.

@@ -5,7 +5,7 @@
 //! is exclusively this packet's.
 
 use aya_ebpf::{helpers::bpf_skb_load_bytes, maps::lpm_trie::Key, programs::TcContext};
-use palisade_common::{FragKey, IpKey, PortKey, ServiceKey};
+use palisade_common::{FragKey, IpKey, PortKey, ServiceKey, SpillKey};
 
 use crate::{maps::SCRATCH, parse::Packet};
 
@@ -34,6 +34,17 @@ pub struct Scratch {
     /// lookup (`maps::in_slot`): a key on the stack would push the deepest
     /// call chain past its 512 bytes.
     pub table_slot: u32,
+    /// A spill table lookup's key and what the lookups found so far
+    /// (`policy::spilled`), here for the same reason: registers alone
+    /// cannot carry them across the lookups.
+    pub spill: SpillKey,
+    pub spill_first: u32,
+    pub spill_after: u32,
+    /// The port classes `policy::spilled` looks up, and its peers: any
+    /// peer (non-zero when some spilled group has no peers), the CIDR
+    /// class, the identity.
+    pub spill_classes: [u32; 2],
+    pub spill_peers: [u32; 3],
 }
 
 #[inline(always)]

@@ -82,6 +82,7 @@ fn program(c: &mut Classifier) -> Result<()> {
                 peer: 999,
                 port_class: 5,
             }],
+            spill_values: vec![],
         },
     )?;
     // The flows the established cases replay.

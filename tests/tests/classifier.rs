@@ -887,6 +887,7 @@ fn classifier_spilled_groups() -> Result<()> {
                 port_class: 9,
             },
         ],
+        spill_values: vec![],
     };
     c.set_policy(key(DIR_INGRESS, 0), &maps)?;
     let pod = ip(POD4);

@@ -213,6 +213,37 @@ fn kernel_verdicts_equal_the_oracle_across_tiers() -> Result<()> {
     Ok(())
 }
 
+/// An Admin policy first in evaluation order whose 70 rules (alternating
+/// Accept and Deny on ports no probe uses) take every rule bit: the
+/// policies of `cluster_policies` spill, and must decide as before.
+fn filler() -> ClusterPolicy {
+    let mut p = policy("aaa-filler", Tier::Admin, 0);
+    p.ingress = (0..70)
+        .map(|i| {
+            let action = if i % 2 == 0 {
+                Action::Accept
+            } else {
+                Action::Deny
+            };
+            rule(action, vec![ClusterPeer::All], tcp(30_000 + i))
+        })
+        .collect();
+    p.egress = p.ingress.clone();
+    p
+}
+
+#[test]
+fn spilled_cluster_groups_decide_in_order_in_the_kernel() -> Result<()> {
+    for extra in ["", WEB_FROM_DB] {
+        let mut m = model(extra);
+        m.cluster_policies.insert(0, filler());
+        let c = program_pod(&m, "n1", "shop/web")?;
+        let denied = against_oracle(&c, &m)?;
+        assert!(denied > 0, "no probe was denied: the test proves nothing");
+    }
+    Ok(())
+}
+
 #[test]
 fn a_cluster_deny_is_final_in_audit_mode() -> Result<()> {
     // The NetworkPolicy in audit mode: what it refuses passes as would

@@ -104,11 +104,14 @@ fn compiled(identity_bits: u64) -> CompiledNode {
         },
         bits(0b1),
     );
-    ingress.spill.insert(SpillKey {
-        kind: SPILL_IDENTITY,
-        peer: 301,
-        port_class: 1,
-    });
+    ingress.spill.insert(
+        SpillKey {
+            kind: SPILL_IDENTITY,
+            peer: 301,
+            port_class: 1,
+        },
+        palisade_tests::classifier::spill_allow(),
+    );
     let a = CompiledPod {
         namespace: "ns".into(),
         name: "a".into(),

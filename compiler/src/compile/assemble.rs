@@ -8,10 +8,11 @@ use super::ports::port_entries;
 use crate::types::{CompiledDirection, RuleGroup};
 use ipnetwork::IpNetwork;
 use palisade_common::{
-    RuleBits, SpillKey, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
-    RULE_BITS, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_IDENTITY,
+    RuleBits, SpillKey, SpillValue, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX,
+    INNER_SPILL_MAX, RULE_BITS, SPILL_ALLOW, SPILL_ANY_PEER, SPILL_CIDR_CLASS, SPILL_DENY,
+    SPILL_IDENTITY, SPILL_NONE, SPILL_PASS,
 };
-use palisade_policy::Action;
+use palisade_policy::{Action, Tier};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Class numbers of spilled-group sets, unique within one pod direction.
@@ -155,8 +156,15 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
     }
     for &k in &port_classes {
         for g in classes.sets[&k].iter() {
+            let value = spill_value(&groups[g], g);
             let mut add = |key: SpillKey| {
                 out.spill_groups.entry(key).or_insert(g as u32);
+                let v = out.spill.entry(key).or_insert(SpillValue {
+                    first: SPILL_NONE,
+                    after_admin: SPILL_NONE,
+                });
+                v.first = v.first.min(value.first);
+                v.after_admin = v.after_admin.min(value.after_admin);
             };
             if groups[g].peers.any {
                 add(SpillKey {
@@ -183,7 +191,6 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
             }
         }
     }
-    out.spill = out.spill_groups.keys().copied().collect();
     out.classes = classes
         .sets
         .into_iter()
@@ -205,6 +212,23 @@ pub fn assemble(groups: Vec<Group>) -> Result<CompiledDirection, String> {
         .collect();
     check_capacity(&out)?;
     Ok(out)
+}
+
+/// The spill value of spilled group `g` alone: its number and action, and
+/// the same again as `after_admin` unless it is of the Admin tier.
+fn spill_value(group: &Group, g: usize) -> SpillValue {
+    let action = group.cluster.first().map(|r| (r.tier, r.action));
+    let code = match action {
+        Some((_, Action::Deny)) => SPILL_DENY,
+        Some((Tier::Admin, Action::Pass)) => SPILL_PASS,
+        _ => SPILL_ALLOW,
+    };
+    let first = (g as u32) << 2 | code;
+    let admin = matches!(action, Some((Tier::Admin, _)));
+    SpillValue {
+        first,
+        after_admin: if admin { SPILL_NONE } else { first },
+    }
 }
 
 fn check_capacity(d: &CompiledDirection) -> Result<(), String> {

@@ -96,22 +96,12 @@ fn direction_groups(cluster: &Cluster, pod: &Pod, dir: Direction) -> Option<Orde
 }
 
 impl Ordered {
-    /// The map contents. Cluster groups must all have bits (order is their
-    /// meaning; only NetworkPolicy groups, whose order does not matter,
-    /// spill): more is a capacity error, and the pod is programmed deny-all.
+    /// The map contents: the first `RULE_BITS` groups get bits, the rest
+    /// spill (cluster groups too: spill values keep their order).
     fn assemble(self) -> Result<CompiledDirection, String> {
-        let cluster = if self.open {
-            self.groups.len()
-        } else {
-            self.admin
-        };
-        if cluster > RULE_BITS as usize {
-            return Err(format!(
-                "{cluster} ClusterNetworkPolicy rule groups exceed the {RULE_BITS} rule bits"
-            ));
-        }
         let admin = match self.admin {
             0 => 0,
+            n if n >= RULE_BITS as usize => u64::MAX,
             n => u64::MAX >> (RULE_BITS as usize - n),
         };
         assemble(self.groups).map(|compiled| CompiledDirection {

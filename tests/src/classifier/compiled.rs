@@ -60,6 +60,7 @@ fn harness_maps(dm: &encode::DirMaps) -> Result<DirMaps> {
             .iter()
             .map(|((len, k), v)| (k.proto, u16::from_be_bytes(k.port_be), len - 8, *v))
             .collect(),
-        spill: dm.spill.iter().copied().collect(),
+        spill: vec![],
+        spill_values: dm.spill.iter().map(|(k, v)| (*k, *v)).collect(),
     })
 }

@@ -20,9 +20,10 @@ use aya::{
 };
 use palisade_common::{
     names, Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
-    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, CONFIG_EVENTS_DENIED, DIR_EGRESS,
-    DIR_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6, INNER_CIDR_MAX,
-    INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_COLS,
+    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, SpillValue, CONFIG_EVENTS_DENIED,
+    DIR_EGRESS, DIR_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS, FAMILY_V4, FAMILY_V6,
+    INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_BITS, RULE_COLS,
+    SPILL_ALLOW,
 };
 
 /// The flag every inner map template in the object carries.
@@ -142,7 +143,21 @@ pub struct DirMaps {
     pub cidr: Vec<(IpAddr, u32, RuleBits)>,
     /// (protocol, port, number of leading port bits, value)
     pub port: Vec<(u8, u16, u32, RuleBits)>,
+    /// Keys a spilled NetworkPolicy group allows (the first spilled group,
+    /// `RULE_BITS`, allowing).
     pub spill: Vec<SpillKey>,
+    /// Keys with their values as the compiler writes them.
+    pub spill_values: Vec<(SpillKey, SpillValue)>,
+}
+
+/// The spill value of a key only the first spilled group, an allowing
+/// one, matches.
+pub fn spill_allow() -> SpillValue {
+    let first = RULE_BITS << 2 | SPILL_ALLOW;
+    SpillValue {
+        first,
+        after_admin: first,
+    }
 }
 
 pub struct Classifier {
@@ -433,10 +448,13 @@ impl Classifier {
             );
             port.insert(&k, v, 0)?;
         }
-        let mut spill: HashMap<MapData, SpillKey, u8> =
+        let mut spill: HashMap<MapData, SpillKey, SpillValue> =
             HashMap::create(INNER_SPILL_MAX, BPF_F_NO_PREALLOC)?;
         for k in &maps.spill {
-            spill.insert(k, 1, 0)?;
+            spill.insert(k, spill_allow(), 0)?;
+        }
+        for (k, v) in &maps.spill_values {
+            spill.insert(k, v, 0)?;
         }
         self.outer_insert(names::POLICY_IDENTITY, key, &identity)?;
         self.outer_insert(names::POLICY_CIDR, key, &cidr)?;

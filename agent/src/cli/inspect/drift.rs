@@ -118,14 +118,19 @@ pub(super) fn diff_dir(
         bits_text,
         out,
     );
-    for k in pinned.spill.symmetric_difference(&want.spill) {
-        let side = if pinned.spill.contains(k) {
-            "pinned only"
-        } else {
-            "compiled only"
-        };
-        out.push(format!("{d} spill {}: {side}", spill_text(node, k)));
-    }
+    diff_map(
+        &format!("{d} spill"),
+        &pinned.spill,
+        &want.spill,
+        |k| spill_text(node, k),
+        |v| {
+            format!(
+                "first {:#x}, after the Admin tier {:#x}",
+                v.first, v.after_admin
+            )
+        },
+        out,
+    );
 }
 
 /// Everything that differs between the pins and the current compile for

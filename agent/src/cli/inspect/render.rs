@@ -12,7 +12,7 @@ pub(super) fn name_groups(pinned: &mut CompiledDirection, fresh: &CompiledDirect
     pinned.spill_groups = fresh
         .spill_groups
         .iter()
-        .filter(|(k, _)| pinned.spill.contains(k))
+        .filter(|(k, _)| pinned.spill.contains_key(k))
         .map(|(k, g)| (*k, *g))
         .collect();
 }
@@ -142,7 +142,7 @@ pub(super) fn dir_text(node: &Node, dir: Direction, d: &CompiledDirection, out: 
         let _ = writeln!(out, "    {}: {}", port_text(p), bits_text(v));
     }
     let _ = writeln!(out, "  spill entries ({}):", d.spill.len());
-    for k in &d.spill {
+    for k in d.spill.keys() {
         let group = d
             .spill_groups
             .get(k)
@@ -188,11 +188,13 @@ pub(super) fn dir_json(node: &Node, d: &CompiledDirection) -> Value {
             e["len"] = json!(p.len);
             e
         }).collect::<Vec<_>>(),
-        "spill": d.spill.iter().map(|k| json!({
+        "spill": d.spill.iter().map(|(k, v)| json!({
             "kind": k.kind,
             "peer": k.peer,
             "port_class": k.port_class,
             "group": d.spill_groups.get(k),
+            "first": v.first,
+            "after_admin": v.after_admin,
         })).collect::<Vec<_>>(),
     })
 }

@@ -46,6 +46,7 @@
 
 mod build;
 mod cluster;
+pub mod crd;
 mod load;
 mod matrix;
 mod model;
@@ -57,7 +58,7 @@ mod selector;
 /// Per-object validation: what [`build`] does to each object before
 /// [`assemble`] checks them together.
 pub use build::check as convert;
-pub use build::{assemble, build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
+pub use build::{assemble, assemble_cluster, build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
 pub use cluster::*;
 pub use load::{load_paths, load_str};
 pub use matrix::{

@@ -5,11 +5,13 @@
 //! entries skipped); a file named on its own is read whatever its
 //! extension. Files hold one or more YAML documents or JSON values; a
 //! `List` (or `PodList`, ...) contributes its items. Namespaces, Pods,
-//! Services and networking.k8s.io/v1 NetworkPolicies are kept, every other
-//! kind is ignored. A document or object that cannot be read becomes an
+//! Services, Nodes, networking.k8s.io/v1 NetworkPolicies and
+//! policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicies are kept,
+//! every other kind is ignored. A document or object that cannot be read becomes an
 //! `InputError` and everything else still loads.
 
 use crate::build::{build_sourced, check, Sourced};
+use crate::cluster::ClusterPolicy;
 use crate::model::{InputError, Model, Policy};
 use k8s_openapi::api::core::v1 as core;
 use serde::de::DeserializeOwned;
@@ -25,6 +27,10 @@ struct Objects {
     /// a policy (not understood), never dropped.
     policies: Vec<Sourced<Result<Policy, InputError>>>,
     services: Vec<Sourced<core::Service>>,
+    /// Converted as they are read, like NetworkPolicies: a rule that does
+    /// not deserialize is read fail closed, not the whole object lost.
+    cluster_policies: Vec<Sourced<Result<ClusterPolicy, InputError>>>,
+    nodes: Vec<Sourced<core::Node>>,
     errors: Vec<InputError>,
 }
 
@@ -50,6 +56,8 @@ pub fn load_paths(paths: &[PathBuf]) -> Model {
         objects.pods,
         objects.policies,
         objects.services,
+        objects.cluster_policies,
+        objects.nodes,
         objects.errors,
     )
 }
@@ -63,6 +71,8 @@ pub fn load_str(text: &str, source: &str) -> Model {
         objects.pods,
         objects.policies,
         objects.services,
+        objects.cluster_policies,
+        objects.nodes,
         objects.errors,
     )
 }
@@ -267,6 +277,15 @@ impl Objects {
             ("networking.k8s.io/v1", "NetworkPolicy") => {
                 let object = check::policy_json(&value);
                 self.policies.push(Sourced { source, object });
+            }
+            ("policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy") => {
+                let object = check::cluster_policy_json(&value);
+                self.cluster_policies.push(Sourced { source, object });
+            }
+            ("v1", "Node") => {
+                if let Some(object) = self.typed(value, file, "Node") {
+                    self.nodes.push(Sourced { source, object });
+                }
             }
             _ => {} // other kinds play no part in policy
         }

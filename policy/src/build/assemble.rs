@@ -5,6 +5,7 @@
 //! end here, so the two cannot judge a cluster differently.
 
 use super::{FieldError, Sourced, NAMESPACE_NAME_LABEL};
+use crate::cluster::{ClusterPolicy, Node};
 use crate::model::{InputError, Labels, Model, Namespace, Pod, Policy, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -287,6 +288,76 @@ pub(crate) fn assemble_sourced(
             .insert(name.clone(), Namespace { name, labels });
     }
     model
+}
+
+/// Adds ClusterNetworkPolicies and Nodes, each converted on its own (by
+/// [`crate::convert`]), to a model [`assemble`] built: the first of two
+/// objects with one name wins, the policies end up in evaluation order
+/// ([`ClusterPolicy::order_key`]) and the nodes by name. A policy's
+/// fail-closed readings are reported in `Model::warnings`.
+pub fn assemble_cluster(
+    model: &mut Model,
+    cluster_policies: impl IntoIterator<Item = Result<ClusterPolicy, InputError>>,
+    nodes: impl IntoIterator<Item = Result<Node, InputError>>,
+) {
+    fn unsourced<T>(object: T) -> Sourced<T> {
+        Sourced {
+            source: None,
+            object,
+        }
+    }
+    cluster_sourced(
+        model,
+        cluster_policies.into_iter().map(unsourced),
+        nodes.into_iter().map(unsourced),
+    )
+}
+
+pub(crate) fn cluster_sourced(
+    model: &mut Model,
+    cluster_policies: impl IntoIterator<Item = Sourced<Result<ClusterPolicy, InputError>>>,
+    nodes: impl IntoIterator<Item = Sourced<Result<Node, InputError>>>,
+) {
+    let mut seen = Seen::default();
+    for Sourced { source, object } in cluster_policies {
+        let p = match object {
+            Ok(p) => p,
+            Err(e) => {
+                sourced(&mut model.errors, &source, e);
+                continue;
+            }
+        };
+        let what = format!("ClusterNetworkPolicy {}", p.name);
+        if let Err(m) = seen.claim("ClusterNetworkPolicy", p.name.clone(), &source) {
+            let e = FieldError::new("metadata.name", m);
+            report(&mut model.errors, &source, what, e);
+            continue;
+        }
+        for w in &p.warnings {
+            let e = FieldError::new(&w.field, &w.message);
+            report(&mut model.warnings, &source, what.clone(), e);
+        }
+        model.cluster_policies.push(p);
+    }
+    for Sourced { source, object } in nodes {
+        let node = match object {
+            Ok(n) => n,
+            Err(e) => {
+                sourced(&mut model.errors, &source, e);
+                continue;
+            }
+        };
+        if let Err(m) = seen.claim("Node", node.name.clone(), &source) {
+            let e = FieldError::new("metadata.name", m);
+            report(&mut model.errors, &source, format!("Node {}", node.name), e);
+            continue;
+        }
+        model.nodes.push(node);
+    }
+    model
+        .cluster_policies
+        .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+    model.nodes.sort_by(|a, b| a.name.cmp(&b.name));
 }
 
 #[cfg(test)]

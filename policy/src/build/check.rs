@@ -2,8 +2,11 @@
 //! and field: the part of [`super::build`] that depends on one object only,
 //! so a watcher can run it once per event instead of once per round.
 
+use super::cluster::BrokenRules;
 use super::meta::object_name;
-use super::{broken, namespace, pod, policy, service, FieldError};
+use super::{broken, cluster, namespace, node, pod, policy, service, FieldError};
+use crate::cluster::{Action, ClusterPolicy, Node};
+use crate::crd::ClusterNetworkPolicy;
 use crate::model::{FieldIssue, InputError, Namespace, Pod, Policy, Service};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
@@ -59,7 +62,7 @@ pub fn unreadable_policy(value: &Value, issue: FieldIssue) -> Result<Policy, Inp
 /// The error for an object of `kind` whose JSON does not have the shape of
 /// its type (`issue` says where); `meta` is what [`rough_meta`] read of it.
 pub fn undeserializable(kind: &str, meta: &ObjectMeta, issue: FieldIssue) -> InputError {
-    let namespaced = kind != "Namespace";
+    let namespaced = !matches!(kind, "Namespace" | "Node" | "ClusterNetworkPolicy");
     InputError {
         source: None,
         object: object_name(kind, meta, namespaced),
@@ -71,4 +74,66 @@ pub fn undeserializable(kind: &str, meta: &ObjectMeta, issue: FieldIssue) -> Inp
 /// A Service as the model holds it.
 pub fn service(svc: &core::Service) -> Result<Service, InputError> {
     service::convert(svc).map_err(|e| error("Service", &svc.metadata, true, e))
+}
+
+/// A ClusterNetworkPolicy as the model holds it, its rules read fail
+/// closed where they cannot be understood (see `build/cluster.rs`); an
+/// error when its name, tier, priority or subject cannot be read.
+pub fn cluster_policy(cnp: &ClusterNetworkPolicy) -> Result<ClusterPolicy, InputError> {
+    cluster::convert(cnp, &BrokenRules::new())
+        .map_err(|e| error("ClusterNetworkPolicy", &cnp.metadata, false, e))
+}
+
+/// A ClusterNetworkPolicy from its JSON: as [`cluster_policy`] when it has
+/// the shape of its type; a rule that does not (an unknown action, a
+/// string where a list belongs) is read fail closed on its own, and
+/// anything else that does not is an error naming the field.
+pub fn cluster_policy_json(value: &Value) -> Result<ClusterPolicy, InputError> {
+    let mut value = std::borrow::Cow::Borrowed(value);
+    let mut broken = BrokenRules::new();
+    // Each pass sets one more rule aside: bounded by the number of rules.
+    loop {
+        let issue = match deserialize::<_, ClusterNetworkPolicy>(value.as_ref()) {
+            Ok(cnp) => {
+                return cluster::convert(&cnp, &broken)
+                    .map_err(|e| error("ClusterNetworkPolicy", &cnp.metadata, false, e))
+            }
+            Err(issue) => issue,
+        };
+        let failed = rule_of(&issue.field).filter(|k| !broken.contains_key(k));
+        let Some((dir, i)) = failed else {
+            return Err(undeserializable(
+                "ClusterNetworkPolicy",
+                &rough_meta(&value),
+                issue,
+            ));
+        };
+        let rule = &mut value.to_mut()["spec"][dir][i];
+        let action = match rule.get("action").and_then(Value::as_str) {
+            Some("Accept") => Some(Action::Accept),
+            Some("Deny") => Some(Action::Deny),
+            Some("Pass") => Some(Action::Pass),
+            _ => None,
+        };
+        let peers = if dir == "ingress" { "from" } else { "to" };
+        // A stand-in that deserializes; `broken` decides what it means.
+        *rule = serde_json::json!({"action": "Deny", peers: []});
+        broken.insert((dir, i), (action, issue));
+    }
+}
+
+/// The rule a field path is in: `spec.ingress[3].from[0]` is (ingress, 3).
+fn rule_of(field: &str) -> Option<(&'static str, usize)> {
+    let (dir, rest) = if let Some(r) = field.strip_prefix("spec.ingress[") {
+        ("ingress", r)
+    } else {
+        ("egress", field.strip_prefix("spec.egress[")?)
+    };
+    let (index, _) = rest.split_once(']')?;
+    Some((dir, index.parse().ok()?))
+}
+
+/// A Node as the model holds it: name, labels, addresses.
+pub fn node(n: &core::Node) -> Result<Node, InputError> {
+    node::convert(n).map_err(|e| error("Node", &n.metadata, false, e))
 }

@@ -9,19 +9,22 @@
 mod assemble;
 mod broken;
 pub mod check;
+mod cluster;
 mod meta;
 mod namespace;
+mod node;
 mod pod;
 mod policy;
 mod selector;
 mod service;
 
+use crate::cluster::ClusterPolicy;
 use crate::model::{InputError, Model, Policy};
-use assemble::assemble_sourced;
+use assemble::{assemble_sourced, cluster_sourced};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 
-pub use assemble::assemble;
+pub use assemble::{assemble, assemble_cluster};
 pub use namespace::NAMESPACE_NAME_LABEL;
 pub use policy::ENFORCEMENT_ANNOTATION;
 
@@ -81,6 +84,8 @@ pub fn build(
         unsourced(policies),
         unsourced(services),
         Vec::new(),
+        Vec::new(),
+        Vec::new(),
     )
 }
 
@@ -91,6 +96,8 @@ pub(crate) fn build_sourced(
     pods: Vec<Sourced<core::Pod>>,
     policies: Vec<Sourced<Result<Policy, InputError>>>,
     services: Vec<Sourced<core::Service>>,
+    cluster_policies: Vec<Sourced<Result<ClusterPolicy, InputError>>>,
+    nodes: Vec<Sourced<core::Node>>,
     errors: Vec<InputError>,
 ) -> Model {
     fn each<'a, K, T>(
@@ -105,13 +112,15 @@ pub(crate) fn build_sourced(
             object: check(&o.object),
         })
     }
-    assemble_sourced(
+    let mut model = assemble_sourced(
         each(&namespaces, check::namespace),
         each(&pods, check::pod),
         policies,
         each(&services, check::service),
         errors,
-    )
+    );
+    cluster_sourced(&mut model, cluster_policies, each(&nodes, check::node));
+    model
 }
 
 /// A `protocol` field: TCP when absent; otherwise exactly `TCP`, `UDP` or

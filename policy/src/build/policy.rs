@@ -187,7 +187,7 @@ fn peer(p: &net::NetworkPolicyPeer, field: &str) -> FieldResult<Peer> {
 /// `10.0.0.0/24`), as older API servers stored such values unchanged and
 /// every implementation reads them as the network; a bare address without
 /// a prefix length is rejected.
-fn cidr(s: &str, field: &str) -> FieldResult<IpNetwork> {
+pub(super) fn cidr(s: &str, field: &str) -> FieldResult<IpNetwork> {
     let bad = || {
         FieldError::new(
             field,

@@ -78,7 +78,7 @@ pub fn check_name(kind: Kind, name: &str) -> Result<(), ApiError> {
     let (max, dots, rule) = match kind {
         Kind::Namespace => (63, false, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"),
         Kind::Service => (63, false, "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character"),
-        Kind::Pod | Kind::NetworkPolicy => (253, true, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
+        Kind::Pod | Kind::NetworkPolicy | Kind::Node | Kind::ClusterNetworkPolicy => (253, true, "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"),
     };
     let first_ok = |c: char| {
         if kind == Kind::Service {

@@ -172,7 +172,14 @@ mod tests {
             .iter()
             .map(|g| g["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["networking.k8s.io", "events.k8s.io"]);
+        assert_eq!(
+            names,
+            [
+                "networking.k8s.io",
+                "policy.networking.k8s.io",
+                "events.k8s.io"
+            ]
+        );
         assert!(resource_list("networking.k8s.io", "v2").is_none());
         assert!(route("/apis/nope", "h").is_none());
     }

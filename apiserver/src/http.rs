@@ -111,7 +111,8 @@ async fn handle(
             return Ok(answer);
         }
     }
-    let Some(target) = Target::parse(&path) else {
+    let served = Target::parse(&path).filter(|t| state.serves(t.kind));
+    let Some(target) = served else {
         return Ok(full(
             StatusCode::NOT_FOUND,
             status(404, "NotFound", format!("the server could not find {path}")),

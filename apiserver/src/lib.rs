@@ -178,6 +178,13 @@ impl FakeApiServer {
     /// A slow API server: every request (lists, watches, writes) is
     /// answered `delay` late, until set back to zero. Requests already
     /// waiting keep the delay they started with.
+    /// Installs or removes the ClusterNetworkPolicy CRD: while removed,
+    /// its list, watch and object paths answer 404 as an API server
+    /// without the CRD does.
+    pub fn set_crd_installed(&self, installed: bool) {
+        self.state.set_crd_installed(installed);
+    }
+
     pub fn set_delay(&self, delay: std::time::Duration) {
         self.state.set_delay(delay);
     }

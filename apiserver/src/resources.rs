@@ -11,23 +11,29 @@ pub const VERBS: [&str; 7] = [
 ];
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
         Kind::NetworkPolicy,
+        Kind::Node,
+        Kind::ClusterNetworkPolicy,
     ];
 
     /// The API group; "" for the core group.
     pub fn group(self) -> &'static str {
         match self {
             Kind::NetworkPolicy => "networking.k8s.io",
-            Kind::Namespace | Kind::Pod | Kind::Service => "",
+            Kind::ClusterNetworkPolicy => "policy.networking.k8s.io",
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::Node => "",
         }
     }
 
     pub fn version(self) -> &'static str {
-        "v1"
+        match self {
+            Kind::ClusterNetworkPolicy => "v1alpha2",
+            _ => "v1",
+        }
     }
 
     /// The resource name in paths.
@@ -37,6 +43,8 @@ impl Kind {
             Kind::Pod => "pods",
             Kind::Service => "services",
             Kind::NetworkPolicy => "networkpolicies",
+            Kind::Node => "nodes",
+            Kind::ClusterNetworkPolicy => "clusternetworkpolicies",
         }
     }
 
@@ -46,6 +54,8 @@ impl Kind {
             Kind::Pod => "pod",
             Kind::Service => "service",
             Kind::NetworkPolicy => "networkpolicy",
+            Kind::Node => "node",
+            Kind::ClusterNetworkPolicy => "clusternetworkpolicy",
         }
     }
 
@@ -55,6 +65,8 @@ impl Kind {
             Kind::Pod => &["po"],
             Kind::Service => &["svc"],
             Kind::NetworkPolicy => &["netpol"],
+            Kind::Node => &["no"],
+            Kind::ClusterNetworkPolicy => &["cnp"],
         }
     }
 
@@ -62,7 +74,7 @@ impl Kind {
     pub fn categories(self) -> &'static [&'static str] {
         match self {
             Kind::Pod | Kind::Service => &["all"],
-            Kind::Namespace | Kind::NetworkPolicy => &[],
+            Kind::Namespace | Kind::NetworkPolicy | Kind::Node | Kind::ClusterNetworkPolicy => &[],
         }
     }
 

@@ -15,6 +15,8 @@ pub enum Kind {
     Pod,
     NetworkPolicy,
     Service,
+    Node,
+    ClusterNetworkPolicy,
 }
 
 impl Kind {
@@ -24,6 +26,8 @@ impl Kind {
             "Pod" => Some(Kind::Pod),
             "NetworkPolicy" => Some(Kind::NetworkPolicy),
             "Service" => Some(Kind::Service),
+            "Node" => Some(Kind::Node),
+            "ClusterNetworkPolicy" => Some(Kind::ClusterNetworkPolicy),
             _ => None,
         }
     }
@@ -35,6 +39,10 @@ impl Kind {
             "/api/v1/pods" => Some(Kind::Pod),
             "/apis/networking.k8s.io/v1/networkpolicies" => Some(Kind::NetworkPolicy),
             "/api/v1/services" => Some(Kind::Service),
+            "/api/v1/nodes" => Some(Kind::Node),
+            "/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies" => {
+                Some(Kind::ClusterNetworkPolicy)
+            }
             _ => None,
         }
     }
@@ -45,18 +53,24 @@ impl Kind {
             Kind::Pod => "Pod",
             Kind::NetworkPolicy => "NetworkPolicy",
             Kind::Service => "Service",
+            Kind::Node => "Node",
+            Kind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::Namespace | Kind::Pod | Kind::Service => "v1",
+            Kind::Namespace | Kind::Pod | Kind::Service | Kind::Node => "v1",
             Kind::NetworkPolicy => "networking.k8s.io/v1",
+            Kind::ClusterNetworkPolicy => "policy.networking.k8s.io/v1alpha2",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        self != Kind::Namespace
+        !matches!(
+            self,
+            Kind::Namespace | Kind::Node | Kind::ClusterNetworkPolicy
+        )
     }
 }
 
@@ -148,6 +162,8 @@ pub struct State {
     pub inject: tokio::sync::watch::Sender<(u64, bytes::Bytes)>,
     /// Every request waits this many milliseconds before it is served.
     delay_ms: AtomicU64,
+    /// ClusterNetworkPolicy's CRD is not installed: its paths are 404.
+    no_crd: AtomicBool,
 }
 
 /// What a watch from some revision gets.
@@ -173,6 +189,7 @@ impl State {
             drops: tokio::sync::watch::channel((0, DropMode::Reset)).0,
             inject: tokio::sync::watch::channel((0, bytes::Bytes::new())).0,
             delay_ms: AtomicU64::new(0),
+            no_crd: AtomicBool::new(false),
         }
     }
 
@@ -331,6 +348,16 @@ impl State {
 
     pub fn delay(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.delay_ms.load(Ordering::SeqCst))
+    }
+
+    /// Installs or removes ClusterNetworkPolicy's CRD (its objects stay).
+    pub fn set_crd_installed(&self, installed: bool) {
+        self.no_crd.store(!installed, Ordering::SeqCst);
+    }
+
+    /// Whether `kind` is served (a CRD kind only while installed).
+    pub fn serves(&self, kind: Kind) -> bool {
+        kind != Kind::ClusterNetworkPolicy || !self.no_crd.load(Ordering::SeqCst)
     }
 
     pub fn is_down(&self) -> bool {

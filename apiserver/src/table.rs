@@ -82,6 +82,18 @@ fn columns(kind: Kind) -> &'static [(&'static str, u8, &'static str)] {
             ("IP", 1, "The pod's IP address."),
             ("Node", 1, "The node the pod runs on."),
         ],
+        Kind::Node => &[
+            NAME,
+            ("Status", 0, "Whether the node is Ready."),
+            AGE,
+            ("Internal-IP", 1, "The node's internal address."),
+        ],
+        Kind::ClusterNetworkPolicy => &[
+            NAME,
+            ("Tier", 0, "Admin or Baseline."),
+            ("Priority", 0, "Lower first within the tier."),
+            AGE,
+        ],
         Kind::Service => &[
             NAME,
             ("Type", 0, "How the service is exposed."),
@@ -133,6 +145,27 @@ fn cells(kind: Kind, o: &Value, now: i64) -> Vec<Value> {
                 text(&spec["nodeName"], "<none>"),
             ]
         }
+        Kind::Node => {
+            let conditions = status["conditions"].as_array().cloned().unwrap_or_default();
+            let ready = conditions
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            let internal = status["addresses"]
+                .as_array()
+                .and_then(|a| a.iter().find(|a| a["type"] == "InternalIP"))
+                .map(|a| text(&a["address"], "<none>"))
+                .unwrap_or_else(|| "<none>".to_string());
+            let ready = if ready { "Ready" } else { "NotReady" };
+            vec![name, ready.to_string(), age, internal]
+        }
+        Kind::ClusterNetworkPolicy => vec![
+            name,
+            text(&spec["tier"], ""),
+            spec["priority"]
+                .as_i64()
+                .map_or(String::new(), |p| p.to_string()),
+            age,
+        ],
         Kind::Service => vec![
             name,
             text(&spec["type"], "ClusterIP"),

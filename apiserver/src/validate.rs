@@ -11,8 +11,9 @@
 
 use crate::reply::ApiError;
 use crate::state::Kind;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use palisade_policy::crd::ClusterNetworkPolicy;
 use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -143,6 +144,8 @@ pub fn check(
         Kind::Pod => round_trip::<Pod>(kind, &object),
         Kind::Service => round_trip::<Service>(kind, &object),
         Kind::NetworkPolicy => round_trip::<NetworkPolicy>(kind, &object),
+        Kind::Node => round_trip::<Node>(kind, &object),
+        Kind::ClusterNetworkPolicy => round_trip::<ClusterNetworkPolicy>(kind, &object),
     }?;
     let mut problems: Vec<String> = duplicates
         .iter()

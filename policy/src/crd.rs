@@ -10,7 +10,9 @@
 //! closed on instead of skipping.
 //!
 //! What the schema derive cannot say (exactly one field of a peer, the CEL
-//! rules, `listType: set`) is added by [`definition`].
+//! rules, list and map types, the newtypes' string constraints) is added
+//! by [`definition`], and what it says that the API does not (`nullable`
+//! on every optional field, a default on `namespaceSelector`) is removed.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -157,7 +159,7 @@ pub struct EgressPeer {
 /// A CIDR string (its syntax is checked by conversion and by the CRD's CEL).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(transparent)]
-pub struct Cidr(#[schemars(length(max = 43))] pub String);
+pub struct Cidr(pub String);
 
 /// A domain name, optionally with a leading `*.` wildcard.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -219,7 +221,14 @@ pub fn definition() -> CustomResourceDefinition {
     let schema = crd
         .pointer_mut("/spec/versions/0/schema/openAPIV3Schema")
         .expect("the derive writes a schema");
-    schema["required"] = json!(["metadata", "spec"]);
+    normalize(schema);
+    let root = schema.as_object_mut().expect("an object schema");
+    root.remove("title");
+    root.insert("required".into(), json!(["metadata", "spec"]));
+    let props = &mut schema["properties"];
+    props["apiVersion"] = json!({"type": "string"});
+    props["kind"] = json!({"type": "string"});
+    props["metadata"] = json!({"type": "object"});
     let spec = &mut schema["properties"]["spec"];
     one_of(&mut spec["properties"]["subject"]);
     for (rules, peers) in [("ingress", "from"), ("egress", "to")] {
@@ -230,8 +239,11 @@ pub fn definition() -> CustomResourceDefinition {
             let props = &mut peer["properties"];
             props["networks"]["x-kubernetes-list-type"] = json!("set");
             props["domainNames"]["x-kubernetes-list-type"] = json!("set");
-            props["networks"]["items"]["x-kubernetes-validations"] =
+            let network = &mut props["networks"]["items"];
+            network["maxLength"] = json!(43);
+            network["x-kubernetes-validations"] =
                 json!([{"rule": "isCIDR(self)", "message": "Invalid CIDR format provided"}]);
+            props["domainNames"]["items"]["pattern"] = json!(DOMAIN_NAME_PATTERN);
             rule["x-kubernetes-validations"] = json!([{
                 "rule": "!(self.to.exists(peer, has(peer.networks) || has(peer.nodes) || has(peer.domainNames)) && has(self.protocols) && self.protocols.exists(protocol, has(protocol.destinationNamedPort)))",
                 "message": "networks/nodes/domainNames peer cannot be set with namedPorts since there are no namedPorts for networks/nodes/domainNames"
@@ -255,7 +267,66 @@ pub fn definition() -> CustomResourceDefinition {
     let conditions = &mut status["properties"]["conditions"];
     conditions["x-kubernetes-list-type"] = json!("map");
     conditions["x-kubernetes-list-map-keys"] = json!(["type"]);
+    condition(&mut conditions["items"]["properties"]);
+    let names = &mut crd["spec"]["names"];
+    names["listKind"] = json!("ClusterNetworkPolicyList");
+    names.as_object_mut().expect("names").remove("categories");
     serde_json::from_value(crd).expect("the patched CRD is still a CRD")
+}
+
+/// A domain name, optionally under a `*.` wildcard (the API's pattern,
+/// `A-z` ranges and all).
+const DOMAIN_NAME_PATTERN: &str = r"^(\*\.)?([a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.)+[a-zA-z0-9]([-a-zA-Z0-9_]*[a-zA-Z0-9])?\.?$";
+
+/// Removes what the derive adds that the API does not have (`nullable`,
+/// defaults), writes whole-number bounds as integers, and marks label
+/// selectors atomic as Kubernetes' own schema does.
+fn normalize(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            map.remove("nullable");
+            map.remove("default");
+            for key in ["minimum", "maximum"] {
+                if let Some(n) = map.get(key).and_then(Value::as_f64) {
+                    map.insert(key.into(), json!(n as i64));
+                }
+            }
+            let props = map.get("properties");
+            let selector = props.is_some_and(|p| {
+                p.get("matchLabels").is_some() && p.get("matchExpressions").is_some()
+            });
+            if selector {
+                map.insert("x-kubernetes-map-type".into(), json!("atomic"));
+                let exprs = &mut map["properties"]["matchExpressions"];
+                exprs["x-kubernetes-list-type"] = json!("atomic");
+                exprs["items"]["properties"]["values"]["x-kubernetes-list-type"] = json!("atomic");
+            }
+            for (key, v) in map.iter_mut() {
+                // Enum values and required lists are data, not schemas.
+                if key != "enum" && key != "required" {
+                    normalize(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(normalize),
+        _ => {}
+    }
+}
+
+/// The checks the API server's own schema puts on `metav1.Condition`.
+fn condition(props: &mut Value) {
+    props["message"]["maxLength"] = json!(32768);
+    props["observedGeneration"]["minimum"] = json!(0);
+    let reason = &mut props["reason"];
+    reason["minLength"] = json!(1);
+    reason["maxLength"] = json!(1024);
+    reason["pattern"] = json!("^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$");
+    props["status"]["enum"] = json!(["True", "False", "Unknown"]);
+    let kind = &mut props["type"];
+    kind["maxLength"] = json!(316);
+    kind["pattern"] = json!(
+        r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+    );
 }
 
 /// Exactly one property set.
@@ -263,6 +334,9 @@ fn one_of(schema: &mut Value) {
     schema["minProperties"] = json!(1);
     schema["maxProperties"] = json!(1);
 }
+
+/// Where [`definition_yaml`] is committed, from the workspace root.
+pub const DEFINITION_PATH: &str = "deploy/crd/clusternetworkpolicies.yaml";
 
 /// [`definition`] as the YAML committed in `deploy/`.
 pub fn definition_yaml() -> String {

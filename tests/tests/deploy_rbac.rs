@@ -59,6 +59,19 @@ fn deploy_rbac_grants_exactly_what_the_agent_requests() {
     }))
     .unwrap();
     api.apply(policy("10.0.0.0/8")).unwrap();
+    api.apply(json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "to-nodes"},
+        "spec": {"tier": "Baseline", "priority": 5, "subject": {"namespaces": {}},
+                 "egress": [{"action": "Deny", "to": [{"nodes": {}}]}]},
+    }))
+    .unwrap();
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "node1", "labels": {"role": "worker"}},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.7.1"}]},
+    }))
+    .unwrap();
     add_pod_iface("web0", "10.73.0.2");
     let agent = Agent::start(
         &s,

@@ -782,3 +782,174 @@ fn kube_source_services_follow_the_api() {
         agent.log()
     );
 }
+
+/// A ClusterNetworkPolicy denying egress to `peer` (one `to` entry).
+fn cluster_policy(name: &str, priority: i64, peer: Value) -> Value {
+    json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {"tier": "Admin", "priority": priority,
+                 "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "web"}}}},
+                 "egress": [{"name": "no-control-plane", "action": "Deny", "to": [peer]}]},
+    })
+}
+
+fn node(name: &str, role: &str, ip: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"role": role}},
+        "status": {"addresses": [{"type": "InternalIP", "address": ip},
+                                 {"type": "Hostname", "address": name}],
+                   "conditions": [{"type": "Ready", "status": "True"}]},
+    })
+}
+
+/// The API source's model once it satisfies `check` (polled as the agent
+/// loop polls it, bounded by `LIMIT`).
+fn model_until(
+    src: &mut palisade::source::api::ApiSource,
+    what: &str,
+    check: impl Fn(&palisade_policy::Model) -> bool,
+) -> palisade_policy::Model {
+    use palisade::source::Source;
+    let end = Instant::now() + LIMIT;
+    let mut last = None;
+    while Instant::now() < end {
+        if src.changed() {
+            if let Some(m) = src.snapshot() {
+                if check(&m) {
+                    return m;
+                }
+                last = Some(m);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what}: not seen within {LIMIT:?}; last model: {last:#?}");
+}
+
+/// ClusterNetworkPolicies and Nodes created, updated and deleted through
+/// the API reach the model the agent's API source assembles; one the
+/// model cannot take is reported with its field.
+#[test]
+fn kube_source_cluster_policies_and_nodes_follow_the_api() {
+    use palisade::source::api::{ApiSource, Connection, WatchMetrics};
+    use palisade_policy::{Action, ClusterPeer, Selector};
+    let (_ns, _s, api, kubeconfig) = setup("kcnp");
+    api.apply(pod("web", "web", "node1", "10.79.0.2")).unwrap();
+    let mut src = ApiSource::start(Connection::Kubeconfig(kubeconfig), WatchMetrics::default())
+        .expect("the API source starts");
+    model_until(&mut src, "the first sync", |m| m.pods.len() == 1);
+
+    let role = |r: &str| Selector {
+        match_labels: [("role".to_string(), r.to_string())].into(),
+        match_expressions: vec![],
+    };
+    api.apply(cluster_policy(
+        "cp",
+        5,
+        json!({"nodes": {"matchLabels": {"role": "control"}}}),
+    ))
+    .unwrap();
+    api.apply(node("cp-1", "control", "192.168.9.1")).unwrap();
+    let m = model_until(&mut src, "the policy and the node", |m| {
+        m.cluster_policies.len() == 1 && m.nodes.len() == 1
+    });
+    let p = &m.cluster_policies[0];
+    assert_eq!((p.name.as_str(), p.priority), ("cp", 5));
+    assert_eq!(p.egress[0].action, Action::Deny);
+    assert_eq!(p.egress[0].peers, [ClusterPeer::Nodes(role("control"))]);
+    assert_eq!(m.nodes[0].name, "cp-1");
+    assert_eq!(
+        m.nodes[0].addresses,
+        ["192.168.9.1".parse::<IpAddr>().unwrap()]
+    );
+
+    // Updates of both.
+    api.apply(cluster_policy(
+        "cp",
+        7,
+        json!({"networks": ["192.168.9.0/24"]}),
+    ))
+    .unwrap();
+    api.apply(node("cp-1", "worker", "192.168.9.2")).unwrap();
+    let m = model_until(&mut src, "the updates", |m| {
+        m.cluster_policies.first().is_some_and(|p| p.priority == 7)
+            && m.nodes
+                .first()
+                .is_some_and(|n| n.labels["role"] == "worker")
+    });
+    assert_eq!(
+        m.cluster_policies[0].egress[0].peers,
+        [ClusterPeer::Networks(vec!["192.168.9.0/24"
+            .parse()
+            .unwrap()])]
+    );
+    assert_eq!(
+        m.nodes[0].addresses,
+        ["192.168.9.2".parse::<IpAddr>().unwrap()]
+    );
+
+    // One the model cannot take: skipped and reported, the other kept.
+    api.apply(cluster_policy("bad", 2000, json!({"nodes": {}})))
+        .unwrap();
+    let m = model_until(&mut src, "the invalid policy's error", |m| {
+        !m.errors.is_empty()
+    });
+    let e = &m.errors[0];
+    assert_eq!(
+        (e.object.as_str(), e.field.as_str()),
+        ("ClusterNetworkPolicy bad", "spec.priority")
+    );
+    assert_eq!(m.cluster_policies.len(), 1);
+
+    api.delete(Kind::ClusterNetworkPolicy, "", "cp").unwrap();
+    api.delete(Kind::ClusterNetworkPolicy, "", "bad").unwrap();
+    api.delete(Kind::Node, "", "cp-1").unwrap();
+    let m = model_until(&mut src, "the deletions", |m| {
+        m.cluster_policies.is_empty() && m.nodes.is_empty() && m.errors.is_empty()
+    });
+    assert_eq!(m.pods.len(), 1, "the rest stays");
+}
+
+/// Without the ClusterNetworkPolicy CRD (404 on its list) the agent still
+/// syncs and enforces everything else, says so once, and picks the kind
+/// up when the CRD appears.
+#[test]
+fn kube_source_without_the_cluster_network_policy_crd() {
+    let (_ns, s, api, kubeconfig) = setup("kcrd");
+    api.set_crd_installed(false);
+    api.apply(pod("web", "web", "node1", "10.80.0.2")).unwrap();
+    api.apply(policy("web", "web", false)).unwrap();
+    let web = add_pod_iface("web0", "10.80.0.2");
+    let agent = start_agent(&s, &kubeconfig, free_port());
+    wait_for(&agent, "the first round", LIMIT, || rounds(&s) >= 1);
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS));
+
+    let cnp_lists = || {
+        api.requests()
+            .iter()
+            .filter(|r| {
+                r.starts_with("GET /apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies?")
+            })
+            .count()
+    };
+    wait_for(&agent, "a retried list", LIMIT, || cnp_lists() >= 3);
+    let log = agent.log();
+    assert_eq!(
+        log.matches("not served by the API server").count(),
+        1,
+        "said once: {log}"
+    );
+
+    api.set_crd_installed(true);
+    api.apply(cluster_policy("cp", 5, json!({"nodes": {}})))
+        .unwrap();
+    wait_for(&agent, "the kind listed", Duration::from_secs(60), || {
+        agent
+            .log()
+            .lines()
+            .any(|l| l.contains("listed") && l.contains("clusternetworkpolicies"))
+    });
+    assert_eq!(flags(&s, web), Some(EP_ISOLATED_INGRESS));
+}

@@ -39,6 +39,9 @@ enum Command {
     Test(run::TestArgs),
     /// Run the benchmarks.
     Bench(run::BenchArgs),
+    /// Write the ClusterNetworkPolicy CRD, generated from its Rust types,
+    /// to deploy/crd/ (a test checks the committed file is current).
+    Crd,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -64,6 +67,14 @@ fn main() -> anyhow::Result<()> {
             bootstrap::run()?;
             build::all()?;
             run::test(args)
+        }
+        Command::Crd => {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let path = root.join(palisade_policy::crd::DEFINITION_PATH);
+            std::fs::create_dir_all(path.parent().expect("a directory"))?;
+            std::fs::write(&path, palisade_policy::crd::definition_yaml())?;
+            println!("wrote {}", palisade_policy::crd::DEFINITION_PATH);
+            Ok(())
         }
         Command::Bench(args) => {
             bootstrap::run()?;

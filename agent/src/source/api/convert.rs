@@ -19,7 +19,10 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::networking::v1 as net;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
-use palisade_policy::{convert, FieldIssue, InputError, Namespace, Pod, Policy, Service};
+use palisade_policy::crd::ClusterNetworkPolicy;
+use palisade_policy::{
+    convert, ClusterPolicy, FieldIssue, InputError, Namespace, Node, Pod, Policy, Service,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -220,6 +223,35 @@ impl Kind for net::NetworkPolicy {
             uid: b.meta.uid.clone(),
             policy: convert::unreadable_policy(json, b.issue.clone()),
         }
+    }
+}
+
+/// A Node: only its name, labels and IP addresses are kept (for
+/// ClusterNetworkPolicy `nodes` peers); its status heartbeats, images and
+/// conditions never reach the store, and updates of them cost no round.
+impl Kind for core::Node {
+    type Entry = Result<Node, Box<Rejected>>;
+    fn convert(&self) -> Self::Entry {
+        rejected::<Self, _>(&self.metadata, convert::node(self))
+    }
+    fn broken(b: &Broken) -> Self::Entry {
+        Err(b.rejected::<Self>())
+    }
+}
+
+/// A ClusterNetworkPolicy, its rules read fail closed where they cannot be
+/// understood. One that does not deserialize keeps its JSON: a rule that
+/// does not is set aside on its own (`convert::cluster_policy_json`); an
+/// object whose tier, priority or subject cannot be read is left out.
+impl Kind for ClusterNetworkPolicy {
+    type Entry = Result<ClusterPolicy, Box<Rejected>>;
+    const KEEP_JSON: bool = true;
+    fn convert(&self) -> Self::Entry {
+        rejected::<Self, _>(&self.metadata, convert::cluster_policy(self))
+    }
+    fn broken(b: &Broken) -> Self::Entry {
+        let json = b.json.as_ref().unwrap_or(&Value::Null);
+        rejected::<Self, _>(&b.meta, convert::cluster_policy_json(json))
     }
 }
 

@@ -52,6 +52,7 @@ impl Publish {
         let (kind, namespace, name, uid) = &self.regarding;
         let api_version = match kind.as_str() {
             "NetworkPolicy" => "networking.k8s.io/v1",
+            "ClusterNetworkPolicy" => "policy.networking.k8s.io/v1alpha2",
             _ => "v1",
         };
         ObjectReference {

@@ -1,7 +1,8 @@
 //! The Kubernetes API source: kube-rs watchers on Namespaces, Pods (every
-//! node's: policies select peers cluster-wide), NetworkPolicies and
+//! node's: policies select peers cluster-wide), NetworkPolicies,
 //! Services (every ClusterIP: the datapath decides egress to them after
-//! DNAT), each feeding a [`store::Store`] of objects converted into the
+//! DNAT), ClusterNetworkPolicies and Nodes (their labels and addresses,
+//! for `nodes` peers), each feeding a [`store::Store`] of objects converted into the
 //! model's form as their events arrive (`convert.rs`): a round assembles
 //! the model from them with the checks across objects only.
 //!
@@ -16,6 +17,9 @@
 //!   (exponential, 0.8 s up to 30 s); the stores keep their contents;
 //! - 410 Gone: the watcher lists again and the store swaps the new list in
 //!   whole (see `store.rs`), then the round diffs as any other.
+//! - ClusterNetworkPolicy's CRD not installed (404 on its list): logged
+//!   once, its store counts as listed and empty so everything else is
+//!   enforced, and the watcher keeps retrying with the same backoff;
 //! - a watcher that ends or panics is recorded (`liveness.rs`) and fails
 //!   the agent's liveness probe: its store would never change again.
 //!
@@ -37,10 +41,11 @@ use super::Source;
 use convert::{Kind, Lenient, Rejected};
 use events::InputEvents;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use palisade_policy::crd::ClusterNetworkPolicy;
 use palisade_policy::Model;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -72,6 +77,13 @@ struct Stores {
     pods: Store<Pod>,
     policies: Store<NetworkPolicy>,
     services: Store<Service>,
+    cluster_policies: Store<ClusterNetworkPolicy>,
+    /// Always watched, though only `nodes` peers read them: a Node is
+    /// kept as its name, labels and addresses, and watching them only
+    /// while some policy has a `nodes` peer would make the round that
+    /// first needs them wait for a fresh list (or enforce the peer as
+    /// matching no node meanwhile).
+    nodes: Store<Node>,
     /// When the oldest change not yet read by a snapshot arrived.
     unread_since: Option<Instant>,
 }
@@ -82,6 +94,8 @@ impl Stores {
             && self.pods.synced()
             && self.policies.synced()
             && self.services.synced()
+            && self.cluster_policies.synced()
+            && self.nodes.synced()
     }
 }
 
@@ -202,7 +216,7 @@ impl Source for ApiSource {
     }
 
     fn snapshot(&mut self) -> Option<Model> {
-        let (namespaces, pods, policies, services, uids) = {
+        let (namespaces, pods, policies, services, cluster, uids) = {
             let mut stores = self.shared.stores();
             if !stores.synced() {
                 return None;
@@ -221,11 +235,13 @@ impl Source for ApiSource {
                 stores.pods.entries(),
                 stores.policies.entries(),
                 stores.services.entries(),
+                (stores.cluster_policies.entries(), stores.nodes.entries()),
                 uids,
             )
         };
+        let (cluster_policies, nodes) = cluster;
         self.pending = None;
-        let model = palisade_policy::assemble(
+        let mut model = palisade_policy::assemble(
             namespaces
                 .iter()
                 .map(|e| (**e).clone().map_err(|r| r.error)),
@@ -233,10 +249,19 @@ impl Source for ApiSource {
             policies.iter().map(|e| e.policy.clone()),
             services.iter().map(|e| (**e).clone().map_err(|r| r.error)),
         );
+        palisade_policy::assemble_cluster(
+            &mut model,
+            cluster_policies
+                .iter()
+                .map(|e| (**e).clone().map_err(|r| r.error)),
+            nodes.iter().map(|e| (**e).clone().map_err(|r| r.error)),
+        );
         if let (Some(events), Some(uids)) = (self.events.as_mut(), uids) {
             let rejected = rejected(&namespaces)
                 .chain(rejected(&pods))
-                .chain(rejected(&services));
+                .chain(rejected(&services))
+                .chain(rejected(&cluster_policies))
+                .chain(rejected(&nodes));
             events.report(events::problems(&model, &uids, rejected));
         }
         Some(model)
@@ -286,9 +311,23 @@ async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics
             &metrics
         ),
         watch::<Service>(
-            Api::all(client),
+            Api::all(client.clone()),
             "services",
             |s| &mut s.services,
+            &shared,
+            &metrics
+        ),
+        watch::<ClusterNetworkPolicy>(
+            Api::all(client.clone()),
+            "clusternetworkpolicies",
+            |s| &mut s.cluster_policies,
+            &shared,
+            &metrics
+        ),
+        watch::<Node>(
+            Api::all(client),
+            "nodes",
+            |s| &mut s.nodes,
             &shared,
             &metrics
         ),
@@ -308,6 +347,7 @@ async fn watch<K: Kind>(
     let label = [("resource", resource)];
     let _running = WatcherLiveness::running(&shared.liveness, resource);
     let mut listed = false;
+    let mut absent_logged = false;
     // Each object is converted by the store and dropped: nothing of the
     // API object outlives its event.
     let stream = watcher(api, watcher::Config::default()).default_backoff();
@@ -315,6 +355,21 @@ async fn watch<K: Kind>(
     while let Some(item) = stream.next().await {
         let event = match item {
             Ok(event) => event,
+            Err(e) if not_served(&e) => {
+                // A CRD kind its cluster does not have: the other kinds
+                // are enforced, and the backoff keeps trying.
+                metrics.restarts.get_or_create(&label).inc();
+                if !absent_logged {
+                    tracing::warn!(resource, error = %e, "not served by the API server (CRD not installed?): enforcing the other kinds, retrying with backoff");
+                    absent_logged = true;
+                }
+                let mut stores = shared.stores();
+                if store(&mut stores).mark_absent() {
+                    stores.unread_since.get_or_insert_with(Instant::now);
+                    shared.version.fetch_add(1, Ordering::AcqRel);
+                }
+                continue;
+            }
             Err(e) => {
                 // The backoff delays the watcher's next attempt.
                 metrics.restarts.get_or_create(&label).inc();
@@ -332,6 +387,7 @@ async fn watch<K: Kind>(
             watcher::Event::InitDone => {
                 tracing::info!(resource, "listed");
                 listed = true;
+                absent_logged = false;
             }
             _ => {}
         }
@@ -341,6 +397,14 @@ async fn watch<K: Kind>(
             shared.version.fetch_add(1, Ordering::AcqRel);
         }
     }
+}
+
+/// A 404 on the list: the resource does not exist on this server.
+fn not_served(e: &watcher::Error) -> bool {
+    matches!(
+        e,
+        watcher::Error::InitialListFailed(kube::Error::Api(r)) if r.code == 404
+    )
 }
 
 #[cfg(test)]
@@ -405,6 +469,13 @@ mod tests {
             |s| &mut s.services,
             vec![Event::Init, Event::InitDone],
         );
+        feed(
+            &shared,
+            |s| &mut s.nodes,
+            vec![Event::Init, Event::InitDone],
+        );
+        // ClusterNetworkPolicy's CRD not installed: listed as empty.
+        shared.stores().cluster_policies.mark_absent();
         assert!(!src.synced());
         assert!(!src.changed());
         assert!(src.snapshot().is_none(), "no policies listed yet");
@@ -459,6 +530,16 @@ mod tests {
         feed(
             &shared,
             |s| &mut s.policies,
+            vec![Event::Init, Event::InitDone],
+        );
+        feed(
+            &shared,
+            |s| &mut s.nodes,
+            vec![Event::Init, Event::InitDone],
+        );
+        feed(
+            &shared,
+            |s| &mut s.cluster_policies,
             vec![Event::Init, Event::InitDone],
         );
         assert!(settle(&mut src));

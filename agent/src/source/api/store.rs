@@ -98,6 +98,17 @@ impl<K: Kind> Store<K> {
         self.synced
     }
 
+    /// The API server does not serve the kind (its CRD is not installed):
+    /// a store never listed counts as listed and empty, so that the other
+    /// kinds are enforced; one that was listed keeps what it holds (the
+    /// CRD removed, or a passing 404) until a list succeeds. True when
+    /// this made the store synced.
+    pub fn mark_absent(&mut self) -> bool {
+        let first = !self.synced;
+        self.synced = true;
+        first
+    }
+
     pub fn len(&self) -> usize {
         self.live.len()
     }

@@ -1,7 +1,8 @@
 //! Names of everything the lab creates.
 //!
 //! Network namespaces are global, so they carry the lab id:
-//! `pl-<id>-n` for the node and `pl-<id>-p<k>` for pod `k`, where `<id>` is
+//! `pl-<id>-n` for the node, `pl-<id>-p<k>` for pod `k` and `pl-<id>-o`
+//! for a host outside the cluster behind the node, where `<id>` is
 //! six random hex digits. Interfaces live inside those namespaces and only
 //! need to be unique there; the host side of a pod's veth is named the way
 //! Calico names it (`cali` + 11 hex digits of a hash of the pod), which is
@@ -21,12 +22,18 @@ pub fn pod_netns(id: &str, index: usize) -> String {
     format!("{NETNS_PREFIX}{id}-p{index}")
 }
 
-/// The lab id of a namespace name made by [`node_netns`] or [`pod_netns`];
+pub fn outside_netns(id: &str) -> String {
+    format!("{NETNS_PREFIX}{id}-o")
+}
+
+/// The lab id of a namespace name made by [`node_netns`], [`pod_netns`]
+/// or [`outside_netns`];
 /// `None` for anything else (namespaces of other tools are never touched).
 pub fn lab_id_of_netns(name: &str) -> Option<&str> {
     let rest = name.strip_prefix(NETNS_PREFIX)?;
     let (id, tail) = rest.split_once('-')?;
     let well_formed_tail = tail == "n"
+        || tail == "o"
         || tail
             .strip_prefix('p')
             .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()));
@@ -66,6 +73,7 @@ mod tests {
     fn netns_names_round_trip() {
         assert_eq!(lab_id_of_netns(&node_netns("0a1b2c")), Some("0a1b2c"));
         assert_eq!(lab_id_of_netns(&pod_netns("0a1b2c", 12)), Some("0a1b2c"));
+        assert_eq!(lab_id_of_netns(&outside_netns("0a1b2c")), Some("0a1b2c"));
         assert_eq!(lab_id_of_netns("pl-0a1b2c-x"), None);
         assert_eq!(lab_id_of_netns("pl-0a1b2c-p"), None);
         assert_eq!(lab_id_of_netns("pl-agent-n"), None);

@@ -62,7 +62,8 @@ pub use build::{assemble, assemble_cluster, build, ENFORCEMENT_ANNOTATION, NAMES
 pub use cluster::*;
 pub use load::{load_paths, load_str};
 pub use matrix::{
-    matrix, matrix_cells, render_cells, render_table, MatrixCell, MatrixEntry, ProbePort,
+    matrix, matrix_cells, render_cells, render_legend, render_table, MatrixCell, MatrixEntry,
+    ProbePort, MARKS,
 };
 pub use model::*;
 pub use oracle::{

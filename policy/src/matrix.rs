@@ -2,7 +2,8 @@
 //! distinct pods and every probed port, in the shape the lab compares its
 //! measurements against.
 
-use crate::model::{Flow, Model, Protocol};
+use crate::cluster::{Action, ClusterRuleRef, Tier};
+use crate::model::{DirVerdict, Flow, Model, Protocol, Verdict};
 use crate::oracle::evaluate;
 use crate::query::Family;
 use std::fmt;
@@ -83,11 +84,76 @@ mod protocol_name {
 
 /// A matrix entry with its audit mark: `would_deny` when the packet
 /// passes only because the isolation it meets is audit-only (see
-/// `Verdict::would_deny`).
+/// `Verdict::would_deny`), and the oracle's verdict it was read from
+/// (`None` for a measured entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MatrixCell {
     pub entry: MatrixEntry,
     pub would_deny: bool,
+    pub verdict: Option<Verdict>,
+}
+
+impl MatrixCell {
+    /// The ClusterNetworkPolicy rules that decided the cell: for a denied
+    /// cell the refusing side's Deny (egress first: a packet its source
+    /// refuses never reaches the destination), for an allowed one every
+    /// side a cluster Accept allowed. Empty when NetworkPolicy (or no
+    /// policy) decided.
+    pub fn cluster_rules(&self) -> Vec<&ClusterRuleRef> {
+        let Some(v) = &self.verdict else {
+            return Vec::new();
+        };
+        let sides = [&v.egress, &v.ingress];
+        if !self.entry.allowed {
+            return match sides.into_iter().find(|s| !s.allows()) {
+                Some(DirVerdict::Cluster(r)) => vec![r],
+                _ => Vec::new(),
+            };
+        }
+        sides
+            .into_iter()
+            .filter_map(|s| match s {
+                DirVerdict::Cluster(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The cell's mark in a table (see [`MARKS`]).
+    pub fn mark(&self) -> char {
+        let cluster = self.cluster_rules();
+        let by = |tier, action| cluster.iter().any(|r| r.tier == tier && r.action == action);
+        match (self.entry.allowed, self.would_deny) {
+            (true, true) => '~',
+            (true, false) if by(Tier::Admin, Action::Accept) => '+',
+            (true, false) => '.',
+            (false, _) if by(Tier::Admin, Action::Deny) => 'D',
+            (false, _) if by(Tier::Baseline, Action::Deny) => 'B',
+            (false, _) => 'X',
+        }
+    }
+}
+
+/// What each mark of a table means, in the order the legend lists them.
+pub const MARKS: [(char, &str); 7] = [
+    ('.', "allowed"),
+    (
+        '+',
+        "allowed, a side of it by an Admin ClusterNetworkPolicy Accept (whatever NetworkPolicy says)",
+    ),
+    ('~', "allowed only because the isolation is in audit mode (would deny)"),
+    ('X', "denied by NetworkPolicy (isolated, no rule allows it)"),
+    ('D', "denied by an Admin ClusterNetworkPolicy Deny"),
+    ('B', "denied by a Baseline ClusterNetworkPolicy Deny"),
+    ('-', "a pod and itself (not probed)"),
+];
+
+/// The legend of [`render_cells`]' marks, one line each.
+pub fn render_legend() -> String {
+    MARKS
+        .iter()
+        .map(|(m, what)| format!("{m} {what}\n"))
+        .collect()
 }
 
 /// Every ordered pair of distinct pods having an address of `family`
@@ -131,6 +197,7 @@ pub fn matrix_cells(model: &Model, ports: &[ProbePort], family: Family) -> Vec<M
                         allowed: verdict.allowed(),
                     },
                     would_deny: verdict.would_deny(),
+                    verdict: Some(verdict),
                 });
             }
         }
@@ -147,14 +214,16 @@ pub fn render_table(entries: &[MatrixEntry]) -> String {
         .map(|e| MatrixCell {
             entry: e.clone(),
             would_deny: false,
+            verdict: None,
         })
         .collect();
     render_cells(&cells)
 }
 
-/// [`render_table`] with audit marks: `~` for a packet that passes only
-/// because audit-mode isolation does not drop (it would be denied if the
-/// audit policies were enforced).
+/// [`render_table`] with the oracle's marks: `~` for a packet that passes
+/// only because audit-mode isolation does not drop (it would be denied if
+/// the audit policies were enforced), and the marks of the
+/// ClusterNetworkPolicy tiers ([`MARKS`]).
 pub fn render_cells(cells: &[MatrixCell]) -> String {
     let mut probes: Vec<ProbePort> = Vec::new();
     let mut pods: Vec<&str> = Vec::new();
@@ -195,11 +264,7 @@ pub fn render_cells(cells: &[MatrixCell]) -> String {
                             && e.port == probe.port
                             && e.protocol == probe.protocol
                     })
-                    .map_or("-", |c| match (c.entry.allowed, c.would_deny) {
-                        (true, true) => "~",
-                        (true, false) => ".",
-                        (false, _) => "X",
-                    });
+                    .map_or('-', MatrixCell::mark);
                 // Centre the mark under its column's name.
                 let w = to.len();
                 let left = (w - 1) / 2;

@@ -5,7 +5,8 @@
 //! Needs the binary: `cargo build -p palisade-agent` (or set PALISADE_BIN).
 
 use palisade_policy::{
-    evaluate, load_paths, matrix, render_table, Family, Flow, MatrixEntry, Model, ProbePort,
+    evaluate, load_paths, matrix, matrix_cells, render_cells, render_legend, render_table, Family,
+    Flow, MatrixEntry, Model, ProbePort,
 };
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -162,8 +163,12 @@ fn matrix_table_is_the_rendered_oracle() {
     ]);
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     let model = load_paths(&[examples]);
+    let cells = matrix_cells(&model, &probes("443/TCP,53/UDP"), Family::V4);
+    // The examples hold a ClusterNetworkPolicy: the legend follows.
+    assert_eq!(run.stdout, render_cells(&cells) + &render_legend());
+    // Where no cluster rule decided, the marks are those of the plain table.
     let entries = matrix(&model, &probes("443/TCP,53/UDP"), Family::V4);
-    assert_eq!(run.stdout, render_table(&entries));
+    assert!(run.stdout.starts_with(&render_table(&entries)));
     assert!(run.stdout.starts_with("443/TCP\n"), "{}", run.stdout);
     assert!(run.stdout.contains("\n53/UDP\n"), "{}", run.stdout);
 }
@@ -236,7 +241,8 @@ fn check_names_the_deciding_policies_and_rules() {
     assert_eq!(
         run.stdout,
         "DENY data/postgres-0 (10.244.2.10) -> shop/frontend-0 (10.244.1.10) 80/TCP\n  \
-         egress of data/postgres-0: not isolated (no policy selects it for egress): allowed\n  \
+         egress of data/postgres-0: not isolated (no NetworkPolicy selects it for egress, \
+         no ClusterNetworkPolicy rule decides it): allowed\n  \
          ingress of shop/frontend-0: denied: no ingress rule allows it (isolated by \
          shop/allow-from-monitoring, shop/default-deny-ingress, shop/frontend-ingress)\n"
     );
@@ -443,7 +449,8 @@ fn family_6_uses_the_ipv6_addresses() {
         run.stdout,
         "DENY shop/frontend-0 (fd00:10:244::1:10) -> monitoring/prometheus-0 (fd00:10:244::3:10) 9090/TCP\n  \
          egress of shop/frontend-0: denied: no egress rule allows it (isolated by shop/frontend-egress)\n  \
-         ingress of monitoring/prometheus-0: not isolated (no policy selects it for ingress): allowed\n"
+         ingress of monitoring/prometheus-0: not isolated (no NetworkPolicy selects it for \
+         ingress, no ClusterNetworkPolicy rule decides it): allowed\n"
     );
     assert!(!oracle_allows(
         &model,
@@ -1002,4 +1009,196 @@ fn check_and_matrix_name_a_policy_not_understood() {
         "80/TCP\n-   x/a x/b y/c\nx/a  -   .   .\nx/b  X   -   X\ny/c  X   .   -\n"
     );
     assert_eq!(run.stderr.lines().count(), 2, "{}", run.stderr);
+}
+
+/// `check` on a flow of `tests/cluster-tiers.yaml`: its stdout.
+fn check_tiers(from: &str, to: &str, port: &str, json: bool) -> String {
+    let tiers = repo("tests/cluster-tiers.yaml");
+    let mut args = vec![
+        "check",
+        "--manifests",
+        path_str(&tiers),
+        "--from",
+        from,
+        "--to",
+        to,
+        "--port",
+        port,
+    ];
+    if json {
+        args.extend(["--output", "json"]);
+    }
+    let run = palisade(&args);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stderr, "", "the fixture loads cleanly");
+    run.stdout
+}
+
+#[test]
+fn check_and_matrix_name_the_tiers() {
+    let guard = "ClusterNetworkPolicy cluster-guard (Admin tier, priority 10)";
+    // One flow per tier: the answer line, and the deciding side's line.
+    for (from, to, port, first, side) in [
+        (
+            "mon/prom",
+            "db/pg",
+            "9187",
+            "ALLOW mon/prom (10.0.3.1) -> db/pg (10.0.2.1) 9187/TCP",
+            format!("ingress of db/pg: allowed by {guard}, ingress rule 0 (allow-scrape): Accept"),
+        ),
+        (
+            "web/fe",
+            "169.254.169.254",
+            "80",
+            "DENY web/fe (10.0.1.1) -> 169.254.169.254 80/TCP",
+            format!("egress of web/fe: denied by {guard}, egress rule 0 (deny-metadata): Deny"),
+        ),
+        (
+            "web/fe",
+            "db/pg",
+            "5432",
+            "DENY web/fe (10.0.1.1) -> db/pg (10.0.2.1) 5432/TCP",
+            format!(
+                "ingress of db/pg: Admin tier passed by {guard}, ingress rule 1 \
+                 (delegate-postgres): Pass, then: denied: no ingress rule allows it \
+                 (isolated by db/default-deny)"
+            ),
+        ),
+        (
+            "db/pg",
+            "web/fe",
+            "80",
+            "DENY db/pg (10.0.2.1) -> web/fe (10.0.1.1) 80/TCP",
+            "ingress of web/fe: denied by ClusterNetworkPolicy web-baseline (Baseline tier, \
+             priority 5), ingress rule 0 (no-db): Deny"
+                .to_string(),
+        ),
+        (
+            "mon/prom",
+            "web/fe",
+            "80",
+            "ALLOW mon/prom (10.0.3.1) -> web/fe (10.0.1.1) 80/TCP",
+            "ingress of web/fe: allowed by ClusterNetworkPolicy web-baseline (Baseline tier, \
+             priority 5), ingress rule 1 (monitoring): Accept"
+                .to_string(),
+        ),
+        (
+            "web/other",
+            "web/fe",
+            "8080",
+            "ALLOW web/other (10.0.1.2) -> web/fe (10.0.1.1) 8080/TCP",
+            "ingress of web/fe: not isolated (no NetworkPolicy selects it for ingress, \
+             no ClusterNetworkPolicy rule decides it): allowed"
+                .to_string(),
+        ),
+    ] {
+        let out = check_tiers(from, to, port, false);
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines.len(), 3, "{out}");
+        assert_eq!(lines[0], first, "{out}");
+        assert!(lines.contains(&side.as_str()), "{out}\nexpected: {side}");
+
+        // The JSON says the same, and its verdict is the oracle's.
+        let json: serde_json::Value =
+            serde_json::from_str(&check_tiers(from, to, port, true)).unwrap();
+        assert_eq!(json["allowed"], first.starts_with("ALLOW"), "{json}");
+    }
+
+    let json: serde_json::Value =
+        serde_json::from_str(&check_tiers("web/fe", "mon/prom", "9090", true)).unwrap();
+    assert_eq!(
+        json["ingress"],
+        serde_json::json!({"Cluster": {"tier": "Admin", "priority": 20,
+            "policy": "protect-monitoring", "direction": "Ingress", "rule": 0,
+            "name": null, "action": "Deny"}})
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&check_tiers("db/pg", "web/fe", "5432", true)).unwrap();
+    assert_eq!(json["allowed"], false);
+    assert_eq!(json["ingress"]["Cluster"]["tier"], "Baseline");
+    assert_eq!(json["passed"]["ingress"][0]["action"], "Pass");
+    assert_eq!(json["passed"]["ingress"][0]["policy"], "cluster-guard");
+
+    // The matrix: each tier's mark, the legend, and the rules in JSON.
+    let tiers = repo("tests/cluster-tiers.yaml");
+    let run = palisade(&[
+        "matrix",
+        "--manifests",
+        path_str(&tiers),
+        "--ports",
+        "9187/TCP",
+    ]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stdout.starts_with(
+            "9187/TCP\n\
+             -         db/pg mon/prom web/fe web/other\n\
+             db/pg       -      .       B        B\n\
+             mon/prom    +      -       +        +\n\
+             web/fe      X      D       -        .\n\
+             web/other   X      D       .        -\n"
+        ),
+        "{}",
+        run.stdout
+    );
+    for legend in [
+        "+ allowed, a side of it by an Admin ClusterNetworkPolicy Accept",
+        "X denied by NetworkPolicy",
+        "D denied by an Admin ClusterNetworkPolicy Deny",
+        "B denied by a Baseline ClusterNetworkPolicy Deny",
+    ] {
+        assert!(run.stdout.contains(legend), "{}", run.stdout);
+    }
+    let run = palisade(&[
+        "matrix",
+        "--manifests",
+        path_str(&tiers),
+        "--ports",
+        "9187/TCP",
+        "--output",
+        "json",
+    ]);
+    let cells: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
+    let deciding: Vec<(String, String, String, String)> = cells
+        .iter()
+        .filter_map(|c| {
+            let r = c.get("cluster")?.get(0)?;
+            Some((
+                format!("{} -> {}", c["from"].as_str()?, c["to"].as_str()?),
+                r["tier"].as_str()?.to_string(),
+                r["action"].as_str()?.to_string(),
+                r["policy"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let row = |f: &str, t: &str, tier: &str, action: &str, policy: &str| {
+        (
+            format!("{f} -> {t}"),
+            tier.to_string(),
+            action.to_string(),
+            policy.to_string(),
+        )
+    };
+    assert_eq!(
+        deciding,
+        [
+            row("db/pg", "web/fe", "Baseline", "Deny", "web-baseline"),
+            row("db/pg", "web/other", "Baseline", "Deny", "web-baseline"),
+            row("mon/prom", "db/pg", "Admin", "Accept", "cluster-guard"),
+            row("mon/prom", "web/fe", "Admin", "Accept", "cluster-guard"),
+            row("mon/prom", "web/other", "Admin", "Accept", "cluster-guard"),
+            row("web/fe", "mon/prom", "Admin", "Deny", "protect-monitoring"),
+            row(
+                "web/other",
+                "mon/prom",
+                "Admin",
+                "Deny",
+                "protect-monitoring"
+            ),
+        ]
+    );
+    // The cells still read as the lab's measured matrix does.
+    let entries: Vec<MatrixEntry> = serde_json::from_str(&run.stdout).unwrap();
+    let model = load_paths(&[tiers]);
+    assert_eq!(entries, matrix(&model, &probes("9187/TCP"), Family::V4));
 }

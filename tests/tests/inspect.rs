@@ -236,3 +236,107 @@ fn inspect_reads_back_the_pinned_policy_and_reports_drift() {
         r.stderr
     );
 }
+
+/// An Admin policy on every pod: no far pod may reach shop/web (Deny, two
+/// rules sharing one group), the client always may on 8080 (Accept), and
+/// 169.254.169.254 is out of reach (Deny, egress).
+const ADMIN: &str = r#"
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: guard}
+spec:
+  tier: Admin
+  priority: 5
+  subject: {namespaces: {}}
+  ingress:
+  - {name: no-far, action: Deny, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: far}}}}]}
+  - {name: client-8080, action: Accept, from: [{pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: client}}}}], protocols: [{tcp: {destinationPort: {number: 8080}}}]}
+  egress:
+  - {name: no-metadata, action: Deny, to: [{networks: [169.254.169.254/32]}]}
+"#;
+
+#[test]
+fn explain_names_the_cluster_group_and_the_oracles_rule() {
+    let _ns = NetNs::enter("inspcnp");
+    let s = Scratch::new("inspcnp");
+    std::fs::write(s.manifests().join("pods.yaml"), shop_pods("10.78")).unwrap();
+    std::fs::write(s.manifests().join("policy.yaml"), policy(80)).unwrap();
+    std::fs::write(s.manifests().join("admin.yaml"), ADMIN).unwrap();
+    add_pod_iface("web0", "10.78.0.2");
+    add_pod_iface("cli0", "10.78.0.3");
+    let manifests = s.manifests().display().to_string();
+    let mut agent = Agent::start(
+        &s,
+        &["--manifests", &manifests, "--node", "node1", "--once"],
+        &[],
+    );
+    let st = agent.wait(Duration::from_secs(30)).expect("--once exits");
+    assert!(st.success(), "agent --once failed:\n{}", agent.log());
+
+    let guard = "ClusterNetworkPolicy guard (Admin tier, priority 5)";
+    for (from, to, port, word, line) in [
+        (
+            "shop/far",
+            "shop/web",
+            "80/TCP",
+            "DENY",
+            format!(
+                "ingress of shop/web: denied by rule group 0 (Admin tier, Deny): {guard}, \
+                 ingress rule 0 (no-far): Deny; the oracle's rule: ingress rule 0 of guard"
+            ),
+        ),
+        (
+            "shop/client",
+            "shop/web",
+            "8080/TCP",
+            "ALLOW",
+            format!(
+                "ingress of shop/web: allowed by rule group 1 (Admin tier, Accept): {guard}, \
+                 ingress rule 1 (client-8080): Accept; the oracle's rule: ingress rule 1 of guard"
+            ),
+        ),
+        (
+            "shop/web",
+            "169.254.169.254",
+            "80/TCP",
+            "DENY",
+            format!(
+                "egress of shop/web: denied by rule group 0 (Admin tier, Deny): {guard}, \
+                 egress rule 0 (no-metadata): Deny; the oracle's rule: egress rule 0 of guard"
+            ),
+        ),
+        (
+            "shop/web",
+            "shop/client",
+            "80/TCP",
+            "ALLOW",
+            "egress of shop/web: no cluster rule group decides it and no NetworkPolicy \
+             isolates it: allowed"
+                .to_string(),
+        ),
+    ] {
+        let r = explain(&s, from, to, port);
+        assert_eq!(
+            r.code, 0,
+            "{from} -> {to} {port}:\n{}{}",
+            r.stdout, r.stderr
+        );
+        assert!(
+            r.stdout
+                .starts_with(&format!("kernel (pinned maps of node node1): {word} ")),
+            "{}",
+            r.stdout
+        );
+        assert!(
+            r.stdout.contains(&line),
+            "missing {line:?} in:\n{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("\nagree: "), "{}", r.stdout);
+        assert_eq!(
+            check_word(&s, from, to, port),
+            word,
+            "{from} -> {to} {port}"
+        );
+    }
+}

@@ -5,8 +5,11 @@
 //! agent, starts one `palisade agent` per node, measures again, and
 //! compares with the oracle's matrix (`palisade_policy::matrix`). Exits
 //! non-zero, listing the differences, when the measured matrix is not the
-//! expected one.
+//! expected one. With ClusterNetworkPolicies in the manifests (IPv4), it
+//! also probes a cloud metadata server behind every node and shows what
+//! the Admin tier decided (`demo_tiers`).
 
+use crate::demo_tiers as tiers;
 use crate::options::{LabOptions, Plan};
 use crate::running::Running;
 use anyhow::{bail, Result};
@@ -63,6 +66,12 @@ pub fn run(args: DemoArgs, agent_bin: &Path) -> Result<()> {
     }
 
     let mut lab = Running::up(&plan, "xtask-demo")?;
+    let with_tiers = family == Family::V4 && !plan.model.cluster_policies.is_empty();
+    let metadata = if with_tiers {
+        tiers::serve_metadata(&lab)?
+    } else {
+        Vec::new()
+    };
     eprintln!("demo: measuring before enforcement");
     let before = lab.measure(&plan.ports, family)?;
     let title = match plan.cni {
@@ -70,6 +79,18 @@ pub fn run(args: DemoArgs, agent_bin: &Path) -> Result<()> {
         _ => "Before (no agent): every pod held pending by palisade-cni",
     };
     show(args.output, title, &before);
+    if with_tiers {
+        let probes = tiers::probe_metadata(&lab)?;
+        say(
+            args.output,
+            &format!(
+                "Cloud metadata {} {} (a host behind each node), before: {}\n",
+                tiers::METADATA,
+                tiers::METADATA_PORT,
+                tiers::reached_text(&probes)
+            ),
+        );
+    }
 
     lab.start_agents(agent_bin)?;
     eprintln!("demo: measuring with the policies enforced");
@@ -82,13 +103,95 @@ pub fn run(args: DemoArgs, agent_bin: &Path) -> Result<()> {
     if nodes.len() > 1 {
         report_crossing(&plan, &after);
     }
+    let mut tier_differences = Vec::new();
+    if with_tiers {
+        let probes = tiers::probe_metadata(&lab)?;
+        tier_differences = tiers::metadata_differences(&plan.model, &probes);
+        say(
+            args.output,
+            &tier_report(&plan, &probes, &after, family, agent_bin),
+        );
+    }
     if args.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&after)?);
     }
     let expected = palisade_policy::matrix(&plan.model, &plan.ports, family);
     // The lab goes before the verdict, so a failing demo leaves nothing.
+    drop(metadata);
     lab.teardown()?;
-    compare(&after, &expected)
+    compare(&after, &expected)?;
+    if !tier_differences.is_empty() {
+        bail!(
+            "demo: metadata probes differ from the oracle:\n  {}",
+            tier_differences.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// What the Admin tier did: the metadata probes after enforcement with
+/// `palisade check` naming the Deny, and a cell an Admin Accept allows
+/// although a NetworkPolicy isolates its destination.
+fn tier_report(
+    plan: &Plan,
+    probes: &[(String, bool)],
+    after: &[MatrixEntry],
+    family: Family,
+    bin: &Path,
+) -> String {
+    let mut out = format!(
+        "Cloud metadata {} {}, after: {}\n",
+        tiers::METADATA,
+        tiers::METADATA_PORT,
+        tiers::reached_text(probes)
+    );
+    let pods: Vec<String> = probes.iter().map(|(k, _)| k.clone()).collect();
+    if let Some(pod) = tiers::metadata_denied_pod(&plan.model, &pods) {
+        out += &tiers::check(
+            bin,
+            &plan.manifests,
+            &pod,
+            &tiers::metadata_addr().to_string(),
+            &tiers::METADATA_PORT.to_string(),
+        );
+    }
+    if let Some(cell) = tiers::accept_over_network_policy(&plan.model, &plan.ports, family) {
+        let e = &cell.entry;
+        let measured = after
+            .iter()
+            .find(|m| {
+                m.from == e.from && m.to == e.to && m.port == e.port && m.protocol == e.protocol
+            })
+            .map_or(
+                "not probed",
+                |m| if m.allowed { "allowed" } else { "denied" },
+            );
+        out += &format!(
+            "Allowed by an Admin Accept although a NetworkPolicy isolates {}: {} -> {} {}/{}: measured {measured}\n",
+            e.to,
+            e.from,
+            e.to,
+            e.port,
+            e.protocol.name()
+        );
+        out += &tiers::check(
+            bin,
+            &plan.manifests,
+            &e.from,
+            &e.to,
+            &format!("{}/{}", e.port, e.protocol.name()),
+        );
+    }
+    out
+}
+
+/// A paragraph beside the tables: stdout in table mode, stderr in JSON
+/// mode.
+fn say(output: Output, text: &str) {
+    match output {
+        Output::Table => println!("{text}"),
+        Output::Json => eprintln!("{text}"),
+    }
 }
 
 fn wiring(layout: CniLayout) -> String {

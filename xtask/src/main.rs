@@ -6,6 +6,7 @@ mod build;
 mod cni_scratch;
 mod demo;
 mod demo_cluster;
+mod demo_tiers;
 mod lab_cmd;
 mod objects;
 mod one_node;

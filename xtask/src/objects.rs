@@ -12,13 +12,26 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Kinds the agents read.
-const KINDS: [&str; 4] = ["Namespace", "Pod", "NetworkPolicy", "Service"];
+const KINDS: [&str; 6] = [
+    "Namespace",
+    "Pod",
+    "NetworkPolicy",
+    "Service",
+    "Node",
+    "ClusterNetworkPolicy",
+];
+
+/// The kinds of `KINDS` that have no namespace.
+fn cluster_scoped(kind: &str) -> bool {
+    matches!(kind, "Namespace" | "Node" | "ClusterNetworkPolicy")
+}
 
 /// `(kind, namespace, name)`: an object's identity on the API server
 /// (cluster-scoped kinds have an empty namespace).
 pub type ObjectKey = (String, String, String);
 
-/// The Namespaces, Pods, NetworkPolicies and Services of the manifests, as
+/// The Namespaces, Pods, NetworkPolicies, Services, Nodes and
+/// ClusterNetworkPolicies of the manifests, as
 /// JSON, in file order (directories: `*.yaml`, `*.yml`, `*.json`, sorted,
 /// hidden entries skipped; `*List` documents contribute their items). A
 /// namespaced object without a namespace gets `default`, as `kubectl
@@ -40,7 +53,7 @@ pub fn read_objects(paths: &[PathBuf]) -> Result<Vec<Value>> {
                 let Some(kind) = o["kind"].as_str().filter(|k| KINDS.contains(k)) else {
                     continue;
                 };
-                if kind != "Namespace" && o["metadata"]["namespace"].as_str().is_none() {
+                if !cluster_scoped(kind) && o["metadata"]["namespace"].as_str().is_none() {
                     o["metadata"]["namespace"] = Value::from("default");
                 }
                 out.push(o);
@@ -58,7 +71,7 @@ pub fn by_key(objects: Vec<Value>) -> BTreeMap<ObjectKey, Value> {
 
 pub fn object_key(o: &Value) -> ObjectKey {
     let kind = o["kind"].as_str().unwrap_or_default().to_string();
-    let namespace = if kind == "Namespace" {
+    let namespace = if cluster_scoped(&kind) {
         String::new()
     } else {
         o["metadata"]["namespace"]
@@ -234,6 +247,31 @@ mod tests {
         assert_eq!(pod("x", "a")["spec"]["nodeName"], "n2");
         assert_eq!(pod("default", "b")["spec"]["nodeName"], "n1");
         assert!(objects.contains_key(&("NetworkPolicy".into(), "x".into(), "deny".into())));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn cluster_scoped_kinds_get_no_namespace() {
+        let d = scratch("cluster");
+        std::fs::write(
+            d.join("src/cnp.yaml"),
+            "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+             metadata: {name: guard}\nspec: {tier: Admin, priority: 1, subject: {namespaces: {}}}\n---\n\
+             apiVersion: v1\nkind: Node\nmetadata: {name: n1}\n",
+        )
+        .unwrap();
+        let objects = by_key(read_objects(&[d.join("src")]).unwrap());
+        let keys: Vec<&ObjectKey> = objects.keys().collect();
+        assert_eq!(
+            keys,
+            [
+                &("ClusterNetworkPolicy".into(), String::new(), "guard".into()),
+                &("Node".into(), String::new(), "n1".into())
+            ]
+        );
+        assert!(objects
+            .values()
+            .all(|o| o["metadata"].get("namespace").is_none()));
         let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -5,6 +5,7 @@ mod compile;
 mod inspect;
 mod monitor;
 mod offline;
+mod tiers;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;

@@ -4,7 +4,7 @@
 //! wanted, and prints what arrives: as text for people, or as the decoded
 //! events' JSON for tools.
 
-use crate::monitor::event::{AllowedBy, DecodedEvent, Verdict};
+use crate::monitor::event::{AllowedBy, ClusterGroup, DecodedEvent, Verdict};
 use crate::monitor::protocol::{Request, ServerLine, VerdictFilter, DEFAULT_SOCKET};
 use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -137,6 +137,9 @@ pub fn text_line(e: &DecodedEvent) -> String {
                     .collect();
                 format!("allowed by {}", names.join(", "))
             }
+            (Verdict::Allowed, Some(AllowedBy::ClusterRules(g))) => {
+                format!("allowed by {}", cluster_text(g, &e.direction))
+            }
             (Verdict::Allowed, Some(AllowedBy::NotIsolated)) => "not isolated".into(),
             (Verdict::Allowed, Some(AllowedBy::Node)) => "node traffic (always allowed)".into(),
             (Verdict::Allowed, Some(AllowedBy::Service)) => {
@@ -146,6 +149,11 @@ pub fn text_line(e: &DecodedEvent) -> String {
                 format!("allowed by a spilled rule group of {}", policies.join(", "))
             }
             (Verdict::Allowed, None) => String::new(),
+            (_, _) if e.denied_by.is_some() => {
+                let g = e.denied_by.as_ref().expect("checked");
+                let reason = e.reason.as_deref().unwrap_or("policy");
+                format!("{reason}: denied by {}", cluster_text(g, &e.direction))
+            }
             (_, _) => {
                 let reason = e.reason.as_deref().unwrap_or("policy");
                 if e.isolated_by.is_empty() {
@@ -163,6 +171,27 @@ pub fn text_line(e: &DecodedEvent) -> String {
         e.direction,
         e.pod
     )
+}
+
+/// `Admin ClusterNetworkPolicy NAME (priority P) DIR[I] (RULE NAME), ...:
+/// ACTION`: the rules of one cluster group.
+fn cluster_text(g: &ClusterGroup, direction: &str) -> String {
+    let rules: Vec<String> = g
+        .rules
+        .iter()
+        .map(|r| {
+            let name = r
+                .name
+                .as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            format!(
+                "{} ClusterNetworkPolicy {} (priority {}) {direction}[{}]{name}",
+                g.tier, r.policy, r.priority, r.rule
+            )
+        })
+        .collect();
+    format!("{}: {}", rules.join(", "), g.action)
 }
 
 fn bracket(ip: &std::net::IpAddr) -> String {
@@ -193,6 +222,7 @@ mod tests {
             reason: Some("policy".into()),
             allowed_by: None,
             isolated_by: vec!["shop/deny".into()],
+            denied_by: None,
             generation: 0,
             stale: false,
         }
@@ -218,6 +248,45 @@ mod tests {
         assert!(
             text_line(&a).ends_with(
                 "-> shop/client UDP 10.0.0.3:5000 > 10.0.0.2:80 allowed by shop/web egress[1]"
+            ),
+            "{}",
+            text_line(&a)
+        );
+    }
+
+    #[test]
+    fn text_lines_name_cluster_rules() {
+        use crate::monitor::event::ClusterRuleName;
+        let group = |tier: &str, action: &str| ClusterGroup {
+            group: 0,
+            tier: tier.into(),
+            action: action.into(),
+            rules: vec![ClusterRuleName {
+                policy: "guard".into(),
+                priority: 10,
+                rule: 0,
+                name: Some("deny-metadata".into()),
+            }],
+        };
+        let mut d = event();
+        d.direction = "egress".into();
+        d.isolated_by = vec![];
+        d.denied_by = Some(group("Admin", "Deny"));
+        assert!(
+            text_line(&d).ends_with(
+                "policy: denied by Admin ClusterNetworkPolicy guard (priority 10) egress[0] (deny-metadata): Deny"
+            ),
+            "{}",
+            text_line(&d)
+        );
+        let mut a = event();
+        a.verdict = Verdict::Allowed;
+        a.reason = None;
+        a.isolated_by = vec![];
+        a.allowed_by = Some(AllowedBy::ClusterRules(group("Baseline", "Accept")));
+        assert!(
+            text_line(&a).ends_with(
+                "allowed by Baseline ClusterNetworkPolicy guard (priority 10) ingress[0] (deny-metadata): Accept"
             ),
             "{}",
             text_line(&a)

@@ -5,12 +5,17 @@
 //! Audit mode shows as such: a flow that passes only because the isolation
 //! it meets is audit-only is `ALLOW ... (audit: would deny)` in `check`,
 //! `~` in the matrix table and `"would_deny": true` in the matrix JSON.
+//! So do the ClusterNetworkPolicy tiers: `check` names the deciding
+//! cluster rule and any Pass on the way, the matrix marks what an Admin
+//! or Baseline rule decided (`MARKS`) and its JSON names the rules.
 
+use super::tiers::{cluster_selected, pass_prefix, passes};
 use super::ManifestArgs;
 use palisade_common::{PROTO_ICMP, PROTO_ICMPV6};
 use palisade_policy::{
-    evaluate, load_paths, matrix_cells, render_cells, Action, ClusterRuleRef, DirVerdict,
-    Direction, Family, Flow, MatrixCell, MatrixEntry, Model, ProbePort, RuleRef, Verdict,
+    evaluate, load_paths, matrix_cells, render_cells, render_legend, Action, ClusterRuleRef,
+    DirVerdict, Direction, Family, Flow, MatrixCell, MatrixEntry, Model, ProbePort, RuleRef,
+    Verdict,
 };
 use std::net::IpAddr;
 use std::process::ExitCode;
@@ -158,6 +163,11 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
                 );
             }
             print!("{}", render_cells(&cells));
+            // The tiers' marks need a key; without cluster policies the
+            // tables read as they always have.
+            if !model.cluster_policies.is_empty() && !cells.is_empty() {
+                print!("{}", render_legend());
+            }
         }
     }
     Ok(exit(failed))
@@ -165,14 +175,17 @@ pub fn matrix(args: MatrixArgs) -> anyhow::Result<ExitCode> {
 
 /// A matrix cell as JSON: the entry as `MatrixEntry` serializes it (same
 /// keys, same order), plus `"would_deny": true` on cells allowed only by
-/// audit mode (left out elsewhere, so output without audit policies keeps
-/// its shape).
+/// audit mode and `"cluster": [rules]` on cells a ClusterNetworkPolicy
+/// rule decided (each left out elsewhere, so output without audit or
+/// cluster policies keeps its shape).
 #[derive(serde::Serialize)]
 struct JsonCell<'a> {
     #[serde(flatten)]
     entry: &'a MatrixEntry,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     would_deny: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cluster: Vec<&'a ClusterRuleRef>,
 }
 
 fn matrix_json(cells: &[MatrixCell]) -> serde_json::Result<String> {
@@ -181,6 +194,7 @@ fn matrix_json(cells: &[MatrixCell]) -> serde_json::Result<String> {
         .map(|c| JsonCell {
             entry: &c.entry,
             would_deny: c.would_deny,
+            cluster: c.cluster_rules(),
         })
         .collect();
     serde_json::to_string(&out)
@@ -305,43 +319,21 @@ impl Query {
             (Direction::Ingress, self.flow.dst, &verdict.ingress),
         ];
         for (dir, addr, v) in sides {
-            let dir_name = match dir {
-                Direction::Egress => "egress",
-                Direction::Ingress => "ingress",
-            };
-            let line = match (model.pod_by_ip(addr), v) {
-                (None, _) => format!("{dir_name}: {addr} is not a pod address: nothing to check"),
-                (Some(p), DirVerdict::NotIsolated) => format!(
-                    "{dir_name} of {}: not isolated (no policy selects it for {dir_name}): allowed",
-                    p.key()
+            let line = match model.pod_by_ip(addr) {
+                None => format!(
+                    "{}: {addr} is not a pod address: nothing to check",
+                    dir_word(dir)
                 ),
-                (Some(p), DirVerdict::Allowed(rules)) => format!(
-                    "{dir_name} of {}: allowed by {}",
-                    p.key(),
-                    rules
-                        .iter()
-                        .map(describe_rule)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                (Some(p), DirVerdict::Denied(policies)) => format!(
-                    "{dir_name} of {}: denied: no {dir_name} rule allows it (isolated by {}){}",
-                    p.key(),
-                    policies.join(", "),
-                    not_understood(model, policies)
-                ),
-                (Some(p), DirVerdict::WouldDeny(policies)) => format!(
-                    "{dir_name} of {}: allowed (audit: would deny by {}): no {dir_name} rule allows it, and only audit policies isolate it{}",
-                    p.key(),
-                    policies.join(", "),
-                    not_understood(model, policies)
-                ),
-                (Some(p), DirVerdict::Cluster(r)) => format!(
-                    "{dir_name} of {}: {} by {}",
-                    p.key(),
-                    if r.action == Action::Accept { "allowed" } else { "denied" },
-                    describe_cluster_rule(r)
-                ),
+                Some(pod) => {
+                    let passed = passes(model, pod, dir, &self.flow, v);
+                    format!(
+                        "{} of {}: {}{}",
+                        dir_word(dir),
+                        pod.key(),
+                        pass_prefix(&passed),
+                        side_text(model, pod, dir, v)
+                    )
+                }
             };
             out.push_str(&format!("  {line}\n"));
         }
@@ -361,6 +353,22 @@ impl Query {
             "egress": verdict.egress,
             "ingress": verdict.ingress,
         });
+        // Pass rules the verdicts went through, only when there are some.
+        let mut passed = serde_json::Map::new();
+        for (dir, addr, v) in [
+            (Direction::Egress, self.flow.src, &verdict.egress),
+            (Direction::Ingress, self.flow.dst, &verdict.ingress),
+        ] {
+            if let Some(pod) = model.pod_by_ip(addr) {
+                let p = passes(model, pod, dir, &self.flow, v);
+                if !p.is_empty() {
+                    passed.insert(dir_word(dir).to_string(), serde_json::json!(p));
+                }
+            }
+        }
+        if !passed.is_empty() {
+            out["passed"] = passed.into();
+        }
         // Only when a deciding policy was not understood, so that other
         // answers keep their shape.
         let mut named = Vec::new();
@@ -389,26 +397,54 @@ pub(super) fn describe_rule(r: &RuleRef) -> String {
     format!("{} ({dir} rule {})", r.policy, r.rule)
 }
 
-/// A ClusterNetworkPolicy rule: `ClusterNetworkPolicy NAME (TIER tier,
-/// priority P), DIR rule I (NAME): ACTION`.
-pub(super) fn describe_cluster_rule(r: &ClusterRuleRef) -> String {
-    let dir = match r.direction {
-        Direction::Ingress => "ingress",
+pub(super) use super::tiers::describe_cluster_rule;
+
+fn dir_word(dir: Direction) -> &'static str {
+    match dir {
         Direction::Egress => "egress",
-    };
-    let name = r
-        .name
-        .as_deref()
-        .map(|n| format!(" ({n})"))
-        .unwrap_or_default();
-    format!(
-        "ClusterNetworkPolicy {} ({} tier, priority {}), {dir} rule {}{name}: {}",
-        r.policy,
-        r.tier.name(),
-        r.priority,
-        r.rule,
-        r.action.name()
-    )
+        Direction::Ingress => "ingress",
+    }
+}
+
+/// What decided one side of a pod, after any Pass: a cluster rule,
+/// NetworkPolicy, or nothing (the default allows).
+fn side_text(model: &Model, pod: &palisade_policy::Pod, dir: Direction, v: &DirVerdict) -> String {
+    let d = dir_word(dir);
+    match v {
+        DirVerdict::NotIsolated if cluster_selected(model, pod) => format!(
+            "not isolated (no NetworkPolicy selects it for {d}, no ClusterNetworkPolicy rule decides it): allowed"
+        ),
+        DirVerdict::NotIsolated => {
+            format!("not isolated (no policy selects it for {d}): allowed")
+        }
+        DirVerdict::Allowed(rules) => format!(
+            "allowed by {}",
+            rules
+                .iter()
+                .map(describe_rule)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DirVerdict::Denied(policies) => format!(
+            "denied: no {d} rule allows it (isolated by {}){}",
+            policies.join(", "),
+            not_understood(model, policies)
+        ),
+        DirVerdict::WouldDeny(policies) => format!(
+            "allowed (audit: would deny by {}): no {d} rule allows it, and only audit policies isolate it{}",
+            policies.join(", "),
+            not_understood(model, policies)
+        ),
+        DirVerdict::Cluster(r) => format!(
+            "{} by {}",
+            if r.action == Action::Accept {
+                "allowed"
+            } else {
+                "denied"
+            },
+            describe_cluster_rule(r)
+        ),
+    }
 }
 
 /// The address an endpoint stands for and how to print it.
@@ -614,6 +650,168 @@ spec: {podSelector: {matchLabels: {pod: c}}, policyTypes: [Egress]}
             .map(|e| (e["from"].as_str().unwrap(), e["to"].as_str().unwrap()))
             .collect();
         assert_eq!(marked, [("x/c", "x/a")]);
+    }
+
+    fn tiers() -> Model {
+        let m = load_paths(&[repo("tests/cluster-tiers.yaml")]);
+        assert!(m.errors.is_empty() && m.warnings.is_empty(), "{m:#?}");
+        m
+    }
+
+    /// The line of one side (`egress of ...` / `ingress of ...`).
+    fn side<'a>(text: &'a str, prefix: &str) -> &'a str {
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} line in {text}"))
+    }
+
+    #[test]
+    fn check_names_the_tier_that_decided() {
+        let m = tiers();
+        let guard = "ClusterNetworkPolicy cluster-guard (Admin tier, priority 10)";
+        let open = "not isolated (no NetworkPolicy selects it for egress, \
+                    no ClusterNetworkPolicy rule decides it): allowed";
+        for (from, to, port, allowed, prefix, line) in [
+            (
+                "mon/prom",
+                "db/pg",
+                "9187",
+                true,
+                "ingress of db/pg",
+                format!("allowed by {guard}, ingress rule 0 (allow-scrape): Accept"),
+            ),
+            (
+                "web/fe",
+                "169.254.169.254",
+                "80",
+                false,
+                "egress of web/fe",
+                format!("denied by {guard}, egress rule 0 (deny-metadata): Deny"),
+            ),
+            (
+                "web/fe",
+                "mon/prom",
+                "9090",
+                false,
+                "ingress of mon/prom",
+                "denied by ClusterNetworkPolicy protect-monitoring (Admin tier, priority 20), \
+                 ingress rule 0: Deny"
+                    .into(),
+            ),
+            (
+                "web/fe",
+                "db/pg",
+                "5432",
+                false,
+                "ingress of db/pg",
+                format!(
+                    "Admin tier passed by {guard}, ingress rule 1 (delegate-postgres): Pass, \
+                     then: denied: no ingress rule allows it (isolated by db/default-deny)"
+                ),
+            ),
+            (
+                "db/pg",
+                "web/fe",
+                "5432",
+                false,
+                "ingress of web/fe",
+                format!(
+                    "Admin tier passed by {guard}, ingress rule 1 (delegate-postgres): Pass, \
+                     then: denied by ClusterNetworkPolicy web-baseline (Baseline tier, \
+                     priority 5), ingress rule 0 (no-db): Deny"
+                ),
+            ),
+            (
+                "mon/prom",
+                "web/fe",
+                "80",
+                true,
+                "ingress of web/fe",
+                "allowed by ClusterNetworkPolicy web-baseline (Baseline tier, priority 5), \
+                 ingress rule 1 (monitoring): Accept"
+                    .into(),
+            ),
+            (
+                "web/other",
+                "web/fe",
+                "8080",
+                true,
+                "egress of web/other",
+                open.into(),
+            ),
+        ] {
+            let (ok, text) = run_check(&m, &args(from, to, port, None));
+            assert_eq!(ok, allowed, "{text}");
+            assert_eq!(
+                side(&text, prefix),
+                format!("{prefix}: {line}"),
+                "{from} -> {to} {port}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_json_names_the_cluster_rule_and_the_pass() {
+        let m = tiers();
+        let json = |from, to, port| {
+            let q = Query::resolve(&m, &args(from, to, port, None)).unwrap();
+            q.json(&m, &evaluate(&m, &q.flow))
+        };
+        let j = json("web/fe", "169.254.169.254", "80");
+        assert_eq!(j["allowed"], false);
+        assert_eq!(
+            j["egress"],
+            serde_json::json!({"Cluster": {"tier": "Admin", "priority": 10,
+                "policy": "cluster-guard", "direction": "Egress", "rule": 0,
+                "name": "deny-metadata", "action": "Deny"}})
+        );
+        assert!(j.get("passed").is_none(), "{j}");
+        let j = json("web/fe", "db/pg", "5432");
+        assert_eq!(
+            j["ingress"],
+            serde_json::json!({"Denied": ["db/default-deny"]})
+        );
+        assert_eq!(
+            j["passed"],
+            serde_json::json!({"ingress": [{"tier": "Admin", "priority": 10,
+                "policy": "cluster-guard", "direction": "Ingress", "rule": 1,
+                "name": "delegate-postgres", "action": "Pass"}]})
+        );
+    }
+
+    #[test]
+    fn matrix_marks_each_tier() {
+        let m = tiers();
+        let cells = matrix_cells(&m, &["9187/TCP".parse().unwrap()], Family::V4);
+        assert_eq!(
+            render_cells(&cells),
+            "9187/TCP\n\
+             -         db/pg mon/prom web/fe web/other\n\
+             db/pg       -      .       B        B\n\
+             mon/prom    +      -       +        +\n\
+             web/fe      X      D       -        .\n\
+             web/other   X      D       .        -\n"
+        );
+        let json: serde_json::Value = serde_json::from_str(&matrix_json(&cells).unwrap()).unwrap();
+        let cell = |from: &str, to: &str| {
+            json.as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["from"] == from && c["to"] == to)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(cell("web/fe", "mon/prom")["cluster"][0]["action"], "Deny");
+        assert_eq!(cell("web/fe", "mon/prom")["cluster"][0]["tier"], "Admin");
+        assert_eq!(cell("db/pg", "web/fe")["cluster"][0]["tier"], "Baseline");
+        assert_eq!(
+            cell("mon/prom", "db/pg")["cluster"][0]["name"],
+            "allow-scrape"
+        );
+        // NetworkPolicy's own verdicts keep their shape.
+        assert!(cell("web/fe", "db/pg").get("cluster").is_none());
+        assert!(render_legend().contains("D denied by an Admin ClusterNetworkPolicy Deny\n"));
     }
 
     #[test]

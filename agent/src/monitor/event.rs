@@ -7,10 +7,11 @@ use super::view::NodeView;
 use palisade_common::{
     Event, IpKey, DIR_EGRESS, FAMILY_V4, FAMILY_V6, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP,
     PROTO_TCP, PROTO_UDP, REASON_ENCAP, REASON_FRAGMENT, REASON_MALFORMED, REASON_PENDING,
-    REASON_POLICY, REASON_SPOOF, RULE_BITS, RULE_NODE, RULE_NOT_ISOLATED, RULE_SERVICE,
-    RULE_SPILLED, RULE_WOULD_DENY, VERDICT_ALLOWED, VERDICT_DENIED, VERDICT_WOULD_DENY,
+    REASON_POLICY, REASON_SPOOF, RULE_BITS, RULE_DENY_FLAG, RULE_NODE, RULE_NOT_ISOLATED,
+    RULE_SERVICE, RULE_SPILLED, RULE_WOULD_DENY, VERDICT_ALLOWED, VERDICT_DENIED,
+    VERDICT_WOULD_DENY,
 };
-use palisade_policy::{Direction, RuleRef};
+use palisade_policy::{ClusterRuleRef, Direction, RuleRef};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
@@ -42,6 +43,8 @@ pub enum AllowedBy {
     Rules { group: u32, rules: Vec<RuleName> },
     /// The direction is not isolated: no policy applies.
     NotIsolated,
+    /// A ClusterNetworkPolicy Accept group (one rule bit).
+    ClusterRules(ClusterGroup),
     /// A rule group beyond the rule bits (the datapath does not say which).
     SpilledGroup { policies: Vec<String> },
     /// Traffic between the pod and its own node: always allowed.
@@ -64,6 +67,50 @@ impl From<&RuleRef> for RuleName {
         RuleName {
             policy: r.policy.clone(),
             rule: r.rule,
+        }
+    }
+}
+
+/// A ClusterNetworkPolicy rule group: one rule bit, the rules of one
+/// tier and action that share it, any of which decided the packet.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterGroup {
+    pub group: u32,
+    /// `Admin` or `Baseline`.
+    pub tier: String,
+    /// `Accept` or `Deny` (`Pass` never decides a packet).
+    pub action: String,
+    pub rules: Vec<ClusterRuleName>,
+}
+
+/// A ClusterNetworkPolicy rule: the policy, its priority, the rule's
+/// index in the policy's `ingress` or `egress` list (the event's
+/// direction) and its name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRuleName {
+    pub policy: String,
+    pub priority: u32,
+    pub rule: usize,
+    pub name: Option<String>,
+}
+
+impl ClusterGroup {
+    /// Group `bit` of `rules` (non-empty, one tier and action).
+    pub fn of(bit: u32, rules: &[ClusterRuleRef]) -> ClusterGroup {
+        let first = &rules[0];
+        ClusterGroup {
+            group: bit,
+            tier: first.tier.name().into(),
+            action: first.action.name().into(),
+            rules: rules
+                .iter()
+                .map(|r| ClusterRuleName {
+                    policy: r.policy.clone(),
+                    priority: r.priority,
+                    rule: r.rule,
+                    name: r.name.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -96,6 +143,9 @@ pub struct DecodedEvent {
     /// For a denied or would-deny packet refused by policy: the policies
     /// (`namespace/name`) isolating the pod in this direction.
     pub isolated_by: Vec<String>,
+    /// For a packet a ClusterNetworkPolicy Deny refused: its rule group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<ClusterGroup>,
     /// Generation of the pod's policy the packet was decided with.
     pub generation: u32,
     /// The pod's policy changed between the decision and the decoding:
@@ -181,6 +231,7 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
         reason: reason_name(e.reason),
         allowed_by: None,
         isolated_by: Vec::new(),
+        denied_by: None,
         generation: e.generation,
         stale: false,
     };
@@ -212,6 +263,10 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
                         .collect(),
                 },
                 bit => match d.groups.get(bit as usize) {
+                    Some(_) if bit < RULE_BITS && d.cluster_group(bit as usize).is_some() => {
+                        let rules = d.cluster_group(bit as usize).unwrap_or_default();
+                        AllowedBy::ClusterRules(ClusterGroup::of(bit, rules))
+                    }
                     Some(rules) if bit < RULE_BITS => AllowedBy::Rules {
                         group: bit,
                         rules: rules.iter().map(RuleName::from).collect(),
@@ -224,6 +279,17 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
                     }
                 },
             });
+        }
+        // A cluster Deny names its rule bit, resolved like an allowed
+        // flow's: with the groups of the generation it was decided under.
+        Verdict::Denied if e.rule & !0xff == RULE_DENY_FLAG => {
+            let bit = e.rule & 0xff;
+            match d.cluster_group(bit as usize) {
+                Some(rules) if bit < RULE_BITS => {
+                    out.denied_by = Some(ClusterGroup::of(bit, rules));
+                }
+                _ => out.stale = true,
+            }
         }
         Verdict::Denied | Verdict::WouldDeny => {
             if e.reason == REASON_POLICY || e.rule == RULE_WOULD_DENY {
@@ -239,6 +305,7 @@ mod tests {
     use super::*;
     use crate::monitor::view::{DirView, PodView};
     use palisade_common::{DIR_INGRESS, RULE_NONE};
+    use palisade_policy::{Action, Tier};
 
     fn key(ip: [u8; 4]) -> IpKey {
         let mut addr = [0u8; 16];
@@ -274,6 +341,7 @@ mod tests {
                         vec![rule("shop/b", 1), rule("shop/c", 0)],
                     ],
                     isolating: vec!["shop/a".into(), "shop/b".into(), "shop/c".into()],
+                    cluster: Vec::new(),
                 },
                 egress: DirView::default(),
             },
@@ -303,6 +371,112 @@ mod tests {
             dst: key([10, 0, 0, 2]),
             _pad: [0; 4],
         }
+    }
+
+    fn cluster_rule(policy: &str, tier: Tier, action: Action, i: usize) -> ClusterRuleRef {
+        ClusterRuleRef {
+            tier,
+            priority: 10,
+            policy: policy.into(),
+            direction: Direction::Ingress,
+            rule: i,
+            name: Some(format!("r{i}")),
+            action,
+        }
+    }
+
+    /// shop/web's ingress under cluster rules: group 0 an Admin Deny,
+    /// group 1 a NetworkPolicy group, group 2 an Admin Accept of two
+    /// rules, group 3 a Baseline Deny.
+    fn cluster_view() -> NodeView {
+        let mut v = view();
+        let d = &mut v.pods.get_mut(&7).unwrap().ingress;
+        d.groups = vec![vec![], vec![rule("shop/a", 0)], vec![], vec![]];
+        d.cluster = vec![
+            vec![cluster_rule("guard", Tier::Admin, Action::Deny, 0)],
+            vec![],
+            vec![
+                cluster_rule("guard", Tier::Admin, Action::Accept, 1),
+                cluster_rule("scrape", Tier::Admin, Action::Accept, 0),
+            ],
+            vec![cluster_rule("base", Tier::Baseline, Action::Deny, 2)],
+        ];
+        v
+    }
+
+    #[test]
+    fn a_cluster_deny_names_its_group_of_that_generation() {
+        let v = cluster_view();
+        let d = decode(&event(VERDICT_DENIED, RULE_DENY_FLAG, 1, 7), &v, "t".into()).unwrap();
+        let g = d.denied_by.clone().expect("a cluster group");
+        assert_eq!(
+            (g.group, g.tier.as_str(), g.action.as_str()),
+            (0, "Admin", "Deny")
+        );
+        assert_eq!(
+            g.rules,
+            [ClusterRuleName {
+                policy: "guard".into(),
+                priority: 10,
+                rule: 0,
+                name: Some("r0".into())
+            }]
+        );
+        assert!(d.isolated_by.is_empty() && !d.stale, "{d:?}");
+        let b = decode(
+            &event(VERDICT_DENIED, 3 | RULE_DENY_FLAG, 1, 7),
+            &v,
+            "t".into(),
+        )
+        .unwrap();
+        assert_eq!(b.denied_by.unwrap().tier, "Baseline");
+        // Another generation, or a bit that is no cluster group of the live
+        // one: not guessed.
+        for e in [
+            event(VERDICT_DENIED, RULE_DENY_FLAG, 0, 7),
+            event(VERDICT_DENIED, 1 | RULE_DENY_FLAG, 1, 7),
+            event(VERDICT_DENIED, 9 | RULE_DENY_FLAG, 1, 7),
+        ] {
+            let d = decode(&e, &v, "t".into()).unwrap();
+            assert!(d.stale && d.denied_by.is_none(), "{d:?}");
+        }
+        // The isolation's own refusal still names the isolating policies.
+        let d = decode(&event(VERDICT_DENIED, RULE_NONE, 1, 7), &v, "t".into()).unwrap();
+        assert!(d.denied_by.is_none());
+        assert_eq!(d.isolated_by, ["shop/a", "shop/b", "shop/c"]);
+    }
+
+    #[test]
+    fn a_cluster_accept_names_its_group() {
+        let v = cluster_view();
+        let d = decode(&event(VERDICT_ALLOWED, 2, 1, 7), &v, "t".into()).unwrap();
+        let Some(AllowedBy::ClusterRules(g)) = &d.allowed_by else {
+            panic!("{d:?}")
+        };
+        assert_eq!(
+            (g.group, g.tier.as_str(), g.action.as_str()),
+            (2, "Admin", "Accept")
+        );
+        let names: Vec<(&str, usize)> = g
+            .rules
+            .iter()
+            .map(|r| (r.policy.as_str(), r.rule))
+            .collect();
+        assert_eq!(names, [("guard", 1), ("scrape", 0)]);
+        // A NetworkPolicy group beside them is named as before.
+        let n = decode(&event(VERDICT_ALLOWED, 1, 1, 7), &v, "t".into()).unwrap();
+        assert!(
+            matches!(n.allowed_by, Some(AllowedBy::Rules { group: 1, .. })),
+            "{n:?}"
+        );
+        let line = serde_json::to_string(&d).unwrap();
+        assert!(
+            line.contains(r#""kind":"cluster_rules","group":2,"tier":"Admin","action":"Accept""#),
+            "{line}"
+        );
+        assert_eq!(serde_json::from_str::<DecodedEvent>(&line).unwrap(), d);
+        // Events without a cluster Deny keep their wire form.
+        assert!(!line.contains("denied_by"), "{line}");
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
             reason: None,
             allowed_by: None,
             isolated_by: vec![],
+            denied_by: None,
             generation: 0,
             stale: false,
         })

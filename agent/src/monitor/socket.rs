@@ -272,6 +272,7 @@ mod tests {
             reason: Some("policy".into()),
             allowed_by: None,
             isolated_by: vec![],
+            denied_by: None,
             generation: 0,
             stale: false,
         })

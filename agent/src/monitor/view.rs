@@ -11,7 +11,7 @@ use palisade_common::{
     Endpoint, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS,
 };
 use palisade_compiler::{CompiledDirection, CompiledNode};
-use palisade_policy::{Direction, Model, RuleRef};
+use palisade_policy::{ClusterRuleRef, Direction, Model, RuleRef};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -24,12 +24,24 @@ pub struct DirView {
     pub audit: bool,
     /// Group `i` (bit `i` below `RULE_BITS`, spilled beyond): its rules.
     pub groups: Vec<Vec<RuleRef>>,
+    /// Group `i`'s ClusterNetworkPolicy rules (one tier and action), empty
+    /// for a NetworkPolicy group; as long as `groups` (or empty when no
+    /// cluster rule applies to the direction).
+    pub cluster: Vec<Vec<ClusterRuleRef>>,
     /// Policies (`namespace/name`, sorted) deciding the direction: the
     /// enforced ones isolating it, else the audit ones (the compiler's).
     pub isolating: Vec<String>,
 }
 
 impl DirView {
+    /// The cluster rules of group `i`, when it is a cluster group.
+    pub fn cluster_group(&self, i: usize) -> Option<&[ClusterRuleRef]> {
+        self.cluster
+            .get(i)
+            .filter(|rules| !rules.is_empty())
+            .map(Vec::as_slice)
+    }
+
     /// The distinct policies of the groups from `first` on (sorted).
     pub fn policies_of_groups(&self, range: std::ops::Range<usize>) -> Vec<&str> {
         let mut out: Vec<&str> = self
@@ -89,6 +101,11 @@ fn dir_view(c: &CompiledDirection, flags: u32, isolated_bit: u32, audit_bit: u32
         isolated: c.isolated || flags & isolated_bit != 0,
         audit: c.audit || flags & audit_bit != 0,
         groups: c.groups.iter().map(|g| g.rules.clone()).collect(),
+        cluster: if c.groups.iter().any(|g| !g.cluster.is_empty()) {
+            c.groups.iter().map(|g| g.cluster.clone()).collect()
+        } else {
+            Vec::new()
+        },
         isolating: c.isolating.clone(),
     }
 }
@@ -235,5 +252,45 @@ spec:
         assert!(web.ingress.policies_of_groups(64..usize::MAX).is_empty());
         assert_eq!(view.pending[&9], "interface cali9 (no pod)");
         assert_eq!(view.peers[&"10.0.1.2".parse().unwrap()], "obs/far");
+        // Without cluster policies no group is a cluster group.
+        assert!(web.ingress.cluster.is_empty());
+        assert!(web.ingress.cluster_group(0).is_none());
+    }
+
+    #[test]
+    fn cluster_groups_keep_their_rules_beside_the_bits() {
+        let text = format!(
+            "{MODEL}---
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {{name: guard}}
+spec:
+  tier: Admin
+  priority: 3
+  subject: {{namespaces: {{}}}}
+  ingress:
+  - {{name: no-far, action: Deny, from: [{{pods: {{namespaceSelector: {{}}, podSelector: {{matchLabels: {{app: far}}}}}}}}]}}
+"
+        );
+        let model = palisade_policy::load_str(&text, "m.yaml");
+        assert!(model.errors.is_empty(), "{:?}", model.errors);
+        let mut alloc = palisade_compiler::IdentityAllocator::new();
+        let compiled = palisade_compiler::compile(&model, "n1", &mut alloc);
+        let mut ifaces = Interfaces::default();
+        ifaces.pods.insert("obs/web".into(), 5);
+        let view = NodeView::build(&compiled, Some(&model), &ifaces, |_| {
+            Some(Endpoint::default())
+        });
+        let d = &view.pods[&5].ingress;
+        assert_eq!(d.cluster.len(), d.groups.len());
+        let first = d.cluster_group(0).expect("the Admin group comes first");
+        assert_eq!(
+            (first[0].policy.as_str(), first[0].name.as_deref()),
+            ("guard", Some("no-far"))
+        );
+        assert!(d.groups[0].is_empty());
+        // The NetworkPolicy group follows, with its rules and no cluster ones.
+        assert!(d.cluster_group(1).is_none());
+        assert_eq!(d.groups[1][0].policy, "obs/web");
     }
 }

@@ -2,7 +2,7 @@
 //! bytes per pod and verdict, per policy, lost events, and how full the
 //! node's maps are.
 
-use super::rules::RuleTotals;
+use super::rules::{ClusterKey, RuleTotals};
 use crate::datapath::load::PinLayout;
 use crate::datapath::telemetry::{self, MapSize, Telemetry};
 use crate::monitor::view::{NodeView, SharedView};
@@ -10,6 +10,7 @@ use palisade_common::{DIR_EGRESS, DIR_INGRESS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -76,6 +77,8 @@ fn split(key: &str) -> (&str, &str) {
 }
 
 type Labels = Vec<(&'static str, String)>;
+/// One labelled value of a family.
+type Rows = Vec<(Labels, u64)>;
 
 fn counter_family(
     encoder: &mut DescriptorEncoder,
@@ -102,6 +105,38 @@ fn gauge_family(
         m.encode_family(labels)?.encode_gauge(v)?;
     }
     Ok(())
+}
+
+fn dir_label(dir: palisade_policy::Direction) -> String {
+    match dir {
+        palisade_policy::Direction::Ingress => "ingress".into(),
+        palisade_policy::Direction::Egress => "egress".into(),
+    }
+}
+
+/// The per-rule series of the ClusterNetworkPolicy groups: (packets,
+/// bytes) rows labelled with the policy, its tier and priority, the rule's
+/// index, name (empty when it has none) and action, the pod and the
+/// direction.
+fn cluster_rows(totals: &BTreeMap<ClusterKey, (u64, u64)>) -> (Rows, Rows) {
+    let (mut packets, mut bytes) = (Vec::new(), Vec::new());
+    for ((r, pod, dir), (p, b)) in totals {
+        let (pod_ns, pod_name) = split(pod);
+        let labels: Labels = vec![
+            ("policy", r.policy.clone()),
+            ("tier", r.tier.name().into()),
+            ("priority", r.priority.to_string()),
+            ("rule", r.rule.to_string()),
+            ("rule_name", r.name.clone().unwrap_or_default()),
+            ("action", r.action.name().into()),
+            ("pod_namespace", pod_ns.into()),
+            ("pod", pod_name.into()),
+            ("direction", dir_label(*dir)),
+        ];
+        packets.push((labels.clone(), *p));
+        bytes.push((labels, *b));
+    }
+    (packets, bytes)
 }
 
 impl Collector for Scrape {
@@ -181,6 +216,20 @@ impl Collector for Scrape {
             &pbytes,
         )?;
 
+        let (cpackets, cbytes) = cluster_rows(&lock(&dm.rules).cluster);
+        counter_family(
+            &mut encoder,
+            "cluster_rule_packets",
+            "Packets a ClusterNetworkPolicy rule decided for a pod (every packet of an accepted flow; each denied packet), by the rule's action; a rule group of several rules counts for each of them",
+            &cpackets,
+        )?;
+        counter_family(
+            &mut encoder,
+            "cluster_rule_bytes",
+            "Bytes of the packets counted by palisade_cluster_rule_packets_total",
+            &cbytes,
+        )?;
+
         let lost = lock(&dm.telemetry).events_lost().ok();
         if let Some((sampled, full)) = lost {
             counter_family(
@@ -216,5 +265,42 @@ impl Collector for Scrape {
             &capacity,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use palisade_policy::{Action, ClusterRuleRef, Direction, Tier};
+
+    #[test]
+    fn cluster_rule_series_carry_policy_tier_rule_and_action() {
+        let rule = ClusterRuleRef {
+            tier: Tier::Admin,
+            priority: 10,
+            policy: "cluster-guard".into(),
+            direction: Direction::Egress,
+            rule: 0,
+            name: Some("deny-cloud-metadata".into()),
+            action: Action::Deny,
+        };
+        let totals = BTreeMap::from([(
+            (rule, "shop/api-0".to_string(), Direction::Egress),
+            (3, 222),
+        )]);
+        let (packets, bytes) = cluster_rows(&totals);
+        let expected: Labels = vec![
+            ("policy", "cluster-guard".into()),
+            ("tier", "Admin".into()),
+            ("priority", "10".into()),
+            ("rule", "0".into()),
+            ("rule_name", "deny-cloud-metadata".into()),
+            ("action", "Deny".into()),
+            ("pod_namespace", "shop".into()),
+            ("pod", "api-0".into()),
+            ("direction", "egress".into()),
+        ];
+        assert_eq!(packets, [(expected.clone(), 3)]);
+        assert_eq!(bytes, [(expected, 222)]);
     }
 }

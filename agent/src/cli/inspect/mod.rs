@@ -294,7 +294,18 @@ fn list<T: Display>(items: &[T]) -> String {
 
 // ---------------------------------------------------------------- explain
 
-fn kernel_line(node: &Node, dir: Direction, addr: IpAddr, v: &LookupVerdict) -> String {
+/// One direction as the pinned maps decide it; `oracle` is the oracle's
+/// verdict of the same direction, whose exact rule a cluster group's line
+/// names beside the group's rules (a group holds every rule of one tier
+/// and action sharing its port set; the oracle knows which one matched).
+fn kernel_line(
+    node: &Node,
+    pinned: &CompiledNode,
+    dir: Direction,
+    addr: IpAddr,
+    v: &LookupVerdict,
+    oracle: &DirVerdict,
+) -> String {
     let d = dir_name(dir);
     let local = node
         .compiled
@@ -310,7 +321,17 @@ fn kernel_line(node: &Node, dir: Direction, addr: IpAddr, v: &LookupVerdict) -> 
     };
     match v {
         LookupVerdict::NotIsolated => {
-            format!("{d} of {pod}: not isolated (or not programmed): allowed")
+            let open = pinned
+                .pods
+                .get(pod)
+                .is_some_and(|p| p.direction(dir).isolated && p.direction(dir).open);
+            if open {
+                format!(
+                    "{d} of {pod}: no cluster rule group decides it and no NetworkPolicy isolates it: allowed"
+                )
+            } else {
+                format!("{d} of {pod}: not isolated (or not programmed): allowed")
+            }
         }
         LookupVerdict::Denied => format!("{d} of {pod}: denied by the pinned maps"),
         LookupVerdict::WouldDeny => format!(
@@ -333,9 +354,31 @@ fn kernel_line(node: &Node, dir: Direction, addr: IpAddr, v: &LookupVerdict) -> 
             rules,
             action,
         } => {
-            let word = if *action == Action::Deny { "denied" } else { "allowed" };
+            let word = if *action == Action::Deny {
+                "denied"
+            } else {
+                "allowed"
+            };
+            let tier = rules.first().map_or("", |r| r.tier.name());
             let names: Vec<String> = rules.iter().map(offline::describe_cluster_rule).collect();
-            format!("{d} of {pod}: {word} by rule group {group}: {}", names.join(", "))
+            let exact = match oracle {
+                DirVerdict::Cluster(r) if rules.contains(r) => format!(
+                    "; the oracle's rule: {} rule {} of {}",
+                    dir_name(r.direction),
+                    r.rule,
+                    r.policy
+                ),
+                DirVerdict::Cluster(r) => format!(
+                    "; the oracle decides by another rule: {}",
+                    offline::describe_cluster_rule(r)
+                ),
+                _ => "; the oracle decides without a cluster rule".to_string(),
+            };
+            format!(
+                "{d} of {pod}: {word} by rule group {group} ({tier} tier, {}): {}{exact}",
+                action.name(),
+                names.join(", ")
+            )
         }
     }
 }
@@ -382,10 +425,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
                 "{}: pinned maps {}, oracle {}",
                 dir_name(dir),
                 word(k.allows()),
-                word(matches!(
-                    o,
-                    DirVerdict::NotIsolated | DirVerdict::Allowed(_)
-                ))
+                word(o.allows())
             ));
         }
     }
@@ -397,11 +437,21 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         query.to,
         query.port
     );
-    for (dir, addr, v) in [
-        (Direction::Egress, query.flow.src, &kernel.egress),
-        (Direction::Ingress, query.flow.dst, &kernel.ingress),
+    for (dir, addr, v, o) in [
+        (
+            Direction::Egress,
+            query.flow.src,
+            &kernel.egress,
+            &oracle.egress,
+        ),
+        (
+            Direction::Ingress,
+            query.flow.dst,
+            &kernel.ingress,
+            &oracle.ingress,
+        ),
     ] {
-        let _ = writeln!(out, "  {}", kernel_line(&node, dir, addr, v));
+        let _ = writeln!(out, "  {}", kernel_line(&node, &pinned, dir, addr, v, o));
     }
     let _ = write!(
         out,

@@ -288,6 +288,9 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
                 Some(rules) if bit < RULE_BITS => {
                     out.denied_by = Some(ClusterGroup::of(bit, rules));
                 }
+                // A Deny group beyond the rule bits: the datapath does
+                // not say which.
+                _ if bit == RULE_BITS => {}
                 _ => out.stale = true,
             }
         }

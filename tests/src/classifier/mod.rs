@@ -150,6 +150,30 @@ pub struct DirMaps {
     pub spill_values: Vec<(SpillKey, SpillValue)>,
 }
 
+/// An endpoint record in the layout of version 3, before the
+/// ClusterNetworkPolicy masks: flags, generation, each direction's
+/// `any_peer`, `any_port`, `any_port_class`, `spill_any_peer`, then the
+/// addresses, slot and epoch.
+fn endpoint_v3(ep: &Endpoint) -> [u8; 96] {
+    let mut out = [0u8; 96];
+    out[0..4].copy_from_slice(&ep.flags.to_ne_bytes());
+    out[4..8].copy_from_slice(&ep.generation.to_ne_bytes());
+    for (at, d) in [(8, &ep.ingress), (32, &ep.egress)] {
+        out[at..at + 8].copy_from_slice(&d.any_peer.to_ne_bytes());
+        out[at + 8..at + 16].copy_from_slice(&d.any_port.to_ne_bytes());
+        out[at + 16..at + 20].copy_from_slice(&d.any_port_class.to_ne_bytes());
+        out[at + 20..at + 24].copy_from_slice(&d.spill_any_peer.to_ne_bytes());
+    }
+    for (i, a) in ep.addrs.iter().enumerate() {
+        let at = 56 + 17 * i;
+        out[at] = a.family;
+        out[at + 1..at + 17].copy_from_slice(&a.addr);
+    }
+    out[90..92].copy_from_slice(&ep.slot.to_ne_bytes());
+    out[92..96].copy_from_slice(&ep.epoch.to_ne_bytes());
+    out
+}
+
 /// The spill value of a key only the first spilled group, an allowing
 /// one, matches.
 pub fn spill_allow() -> SpillValue {
@@ -378,9 +402,14 @@ impl Classifier {
     }
 
     pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
-        let mut m: HashMap<_, u32, Endpoint> =
-            HashMap::try_from(self.ebpf.map_mut(names::ENDPOINTS).context("ENDPOINTS")?)?;
-        m.insert(ifindex, ep, 0)?;
+        let map = self.ebpf.map_mut(names::ENDPOINTS).context("ENDPOINTS")?;
+        match HashMap::<_, u32, Endpoint>::try_from(&mut *map) {
+            Ok(mut m) => m.insert(ifindex, ep, 0)?,
+            // An object of layout version 3 (a benchmark's baseline).
+            Err(_) => {
+                HashMap::<_, u32, [u8; 96]>::try_from(map)?.insert(ifindex, endpoint_v3(ep), 0)?
+            }
+        }
         Ok(())
     }
 
@@ -459,8 +488,25 @@ impl Classifier {
         self.outer_insert(names::POLICY_IDENTITY, key, &identity)?;
         self.outer_insert(names::POLICY_CIDR, key, &cidr)?;
         self.outer_insert(names::POLICY_PORT, key, &port)?;
-        self.outer_insert(names::POLICY_SPILL, key, &spill)?;
+        if self.outer_insert(names::POLICY_SPILL, key, &spill).is_err() {
+            self.set_spill_v3(key, maps)?;
+        }
         Ok(())
+    }
+
+    /// The spill table of an object of layout version 3 (a baseline the
+    /// benchmarks measure against): presence only, a `u8` 1.
+    fn set_spill_v3(&mut self, key: PolicyKey, maps: &DirMaps) -> Result<()> {
+        let mut spill: HashMap<MapData, SpillKey, u8> =
+            HashMap::create(INNER_SPILL_MAX, BPF_F_NO_PREALLOC)?;
+        for k in maps
+            .spill
+            .iter()
+            .chain(maps.spill_values.iter().map(|(k, _)| k))
+        {
+            spill.insert(k, 1, 0)?;
+        }
+        self.outer_insert(names::POLICY_SPILL, key, &spill)
     }
 
     fn outer_insert<V: aya::maps::InnerMap>(

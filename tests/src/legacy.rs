@@ -48,9 +48,10 @@ fn build(root: &Path, dir: &Path, bin: &Path) -> Result<()> {
         Command::new("sh").args(["-c", &unpack]),
         "unpack the legacy sources",
     )?;
-    let object = std::env::var_os("PALISADE_EBPF_OBJECT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("ebpf/target/bpfel-unknown-none/release/palisade-ebpf"));
+    // The legacy agent embeds the classifiers of its own commit: today's
+    // have another layout (version 4 grew the endpoint record), which
+    // the legacy agent rightly refuses to pin.
+    let object = build_ebpf(&src.join("ebpf"), &target)?;
     run(
         Command::new("cargo")
             .args(["build", "-p", "palisade-agent", "--bin", "palisade"])
@@ -67,6 +68,43 @@ fn build(root: &Path, dir: &Path, bin: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&target);
     let _ = std::fs::remove_dir_all(&src);
     Ok(())
+}
+
+/// Builds the legacy classifiers (nightly, `bpfel-unknown-none`, BTF, as
+/// `cargo xtask build-ebpf` does) into `target`; returns the object.
+fn build_ebpf(ebpf: &Path, target: &Path) -> Result<PathBuf> {
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .unwrap_or_default()
+        .join("bin");
+    let path = format!(
+        "{}:{}",
+        cargo_bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let target = target.join("ebpf");
+    run(
+        Command::new("cargo")
+            .args([
+                "+nightly",
+                "build",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+            ])
+            .args(["-Z", "build-std=core"])
+            .current_dir(ebpf)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("RUSTFLAGS", "-C debuginfo=2 -C link-arg=--btf")
+            .env("PATH", path)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("RUSTC")
+            .env_remove("RUSTC_WRAPPER"),
+        "build the legacy classifiers",
+    )?;
+    Ok(target.join("bpfel-unknown-none/release/palisade-ebpf"))
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The agent of the last release with unversioned pins (layout version 1,
 //! `palisade_common::layout::LEGACY`), for upgrade tests: built once from
-//! that commit's sources (`git archive`, so no worktree is added) and
-//! cached at `target/legacy-v1/palisade`. `$PALISADE_LEGACY_BIN` names a
+//! that commit's sources, classifiers included (`git archive`, so no
+//! worktree is added) and cached at `target/legacy-v1/palisade`. `$PALISADE_LEGACY_BIN` names a
 //! binary to use instead. The first build takes minutes.
 
 use anyhow::{bail, Context, Result};

@@ -301,6 +301,16 @@ pub enum Direction {
     Egress,
 }
 
+impl Direction {
+    /// `ingress` or `egress`, as the tools print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
 /// A packet's identity for a verdict: addresses, L4 protocol number and
 /// destination port (0 for protocols without ports).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

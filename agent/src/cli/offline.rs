@@ -322,13 +322,13 @@ impl Query {
             let line = match model.pod_by_ip(addr) {
                 None => format!(
                     "{}: {addr} is not a pod address: nothing to check",
-                    dir_word(dir)
+                    dir.name()
                 ),
                 Some(pod) => {
                     let passed = passes(model, pod, dir, &self.flow, v);
                     format!(
                         "{} of {}: {}{}",
-                        dir_word(dir),
+                        dir.name(),
                         pod.key(),
                         pass_prefix(&passed),
                         side_text(model, pod, dir, v)
@@ -362,7 +362,7 @@ impl Query {
             if let Some(pod) = model.pod_by_ip(addr) {
                 let p = passes(model, pod, dir, &self.flow, v);
                 if !p.is_empty() {
-                    passed.insert(dir_word(dir).to_string(), serde_json::json!(p));
+                    passed.insert(dir.name().to_string(), serde_json::json!(p));
                 }
             }
         }
@@ -390,26 +390,15 @@ impl Query {
 }
 
 pub(super) fn describe_rule(r: &RuleRef) -> String {
-    let dir = match r.direction {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
-    };
-    format!("{} ({dir} rule {})", r.policy, r.rule)
+    format!("{} ({} rule {})", r.policy, r.direction.name(), r.rule)
 }
 
 pub(super) use super::tiers::describe_cluster_rule;
 
-fn dir_word(dir: Direction) -> &'static str {
-    match dir {
-        Direction::Egress => "egress",
-        Direction::Ingress => "ingress",
-    }
-}
-
 /// What decided one side of a pod, after any Pass: a cluster rule,
 /// NetworkPolicy, or nothing (the default allows).
 fn side_text(model: &Model, pod: &palisade_policy::Pod, dir: Direction, v: &DirVerdict) -> String {
-    let d = dir_word(dir);
+    let d = dir.name();
     match v {
         DirVerdict::NotIsolated if cluster_selected(model, pod) => format!(
             "not isolated (no NetworkPolicy selects it for {d}, no ClusterNetworkPolicy rule decides it): allowed"

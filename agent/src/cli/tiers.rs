@@ -44,10 +44,7 @@ pub fn cluster_selected(model: &Model, pod: &Pod) -> bool {
 /// `ClusterNetworkPolicy NAME (TIER tier, priority P), DIR rule I (NAME):
 /// ACTION`.
 pub fn describe_cluster_rule(r: &ClusterRuleRef) -> String {
-    let dir = match r.direction {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
-    };
+    let dir = r.direction.name();
     let name = r
         .name
         .as_deref()

@@ -216,10 +216,7 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
     let mut out = DecodedEvent {
         time,
         verdict,
-        direction: match dir {
-            Direction::Ingress => "ingress".into(),
-            Direction::Egress => "egress".into(),
-        },
+        direction: dir.name().into(),
         pod: String::new(),
         ifindex: e.ifindex,
         peer: view.peers.get(&peer_ip).cloned(),

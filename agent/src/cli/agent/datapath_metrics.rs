@@ -108,10 +108,7 @@ fn gauge_family(
 }
 
 fn dir_label(dir: palisade_policy::Direction) -> String {
-    match dir {
-        palisade_policy::Direction::Ingress => "ingress".into(),
-        palisade_policy::Direction::Egress => "egress".into(),
-    }
+    dir.name().into()
 }
 
 /// The per-rule series of the ClusterNetworkPolicy groups: (packets,
@@ -192,13 +189,7 @@ impl Collector for Scrape {
                 ("policy", name.into()),
                 ("pod_namespace", pod_ns.into()),
                 ("pod", pod_name.into()),
-                (
-                    "direction",
-                    match dir {
-                        palisade_policy::Direction::Ingress => "ingress".into(),
-                        palisade_policy::Direction::Egress => "egress".into(),
-                    },
-                ),
+                ("direction", dir_label(*dir)),
             ];
             ppackets.push((labels.clone(), *p));
             pbytes.push((labels, *b));

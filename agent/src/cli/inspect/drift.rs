@@ -34,7 +34,7 @@ pub(super) fn diff_dir(
     want: &CompiledDirection,
     out: &mut Vec<String>,
 ) {
-    let d = dir_name(dir);
+    let d = dir.name();
     if pinned.isolated != want.isolated {
         let word = |i: bool| if i { "isolated" } else { "not isolated" };
         out.push(format!(

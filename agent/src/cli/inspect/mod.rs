@@ -306,7 +306,7 @@ fn kernel_line(
     v: &LookupVerdict,
     oracle: &DirVerdict,
 ) -> String {
-    let d = dir_name(dir);
+    let d = dir.name();
     let local = node
         .compiled
         .pods
@@ -364,7 +364,7 @@ fn kernel_line(
             let exact = match oracle {
                 DirVerdict::Cluster(r) if rules.contains(r) => format!(
                     "; the oracle's rule: {} rule {} of {}",
-                    dir_name(r.direction),
+                    r.direction.name(),
                     r.rule,
                     r.policy
                 ),
@@ -423,7 +423,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         if k.allows() != o.allows() {
             disagree.push(format!(
                 "{}: pinned maps {}, oracle {}",
-                dir_name(dir),
+                dir.name(),
                 word(k.allows()),
                 word(o.allows())
             ));

@@ -60,13 +60,6 @@ pub(super) fn spill_text(node: &Node, k: &SpillKey) -> String {
     format!("{peer}, port class {}", k.port_class)
 }
 
-pub(super) fn dir_name(dir: Direction) -> &'static str {
-    match dir {
-        Direction::Ingress => "ingress",
-        Direction::Egress => "egress",
-    }
-}
-
 pub(super) fn rule_names(g: &palisade_compiler::RuleGroup) -> String {
     g.rules
         .iter()
@@ -97,7 +90,7 @@ pub(super) fn hex(bytes: &[u8]) -> String {
 }
 
 pub(super) fn dir_text(node: &Node, dir: Direction, d: &CompiledDirection, out: &mut String) {
-    let name = dir_name(dir);
+    let name = dir.name();
     if !d.isolated {
         let _ = writeln!(out, "{name}: not isolated (everything allowed)");
         return;

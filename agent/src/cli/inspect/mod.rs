@@ -402,7 +402,9 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
     let is_local = |addr: IpAddr| node.compiled.pods.values().any(|p| p.ips.contains(&addr));
     let mut disagree = Vec::new();
     let mut kernel_allows = true;
-    for (dir, addr, k, o) in [
+    // Each side: direction, the pod's address, the kernel's verdict and the
+    // oracle's.
+    let sides = [
         (
             Direction::Egress,
             query.flow.src,
@@ -415,7 +417,8 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
             &kernel.ingress,
             &oracle.ingress,
         ),
-    ] {
+    ];
+    for (dir, addr, k, o) in sides {
         if !is_local(addr) {
             continue;
         }
@@ -437,20 +440,7 @@ pub fn explain(args: ExplainArgs) -> Result<ExitCode> {
         query.to,
         query.port
     );
-    for (dir, addr, v, o) in [
-        (
-            Direction::Egress,
-            query.flow.src,
-            &kernel.egress,
-            &oracle.egress,
-        ),
-        (
-            Direction::Ingress,
-            query.flow.dst,
-            &kernel.ingress,
-            &oracle.ingress,
-        ),
-    ] {
+    for (dir, addr, v, o) in sides {
         let _ = writeln!(out, "  {}", kernel_line(&node, &pinned, dir, addr, v, o));
     }
     let _ = write!(

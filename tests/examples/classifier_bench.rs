@@ -19,6 +19,7 @@ use std::net::IpAddr;
 use anyhow::{ensure, Result};
 use aya::VerifierLogLevel;
 use palisade_common::*;
+use palisade_tests::classifier::bench::{measure, Case};
 use palisade_tests::classifier::{
     allow_as_next, bits, class, ip_key, packet::arp, packet::Packet, Classifier, DirMaps, Hook,
     IFINDEX, TCX_DROP, TCX_NEXT,
@@ -111,14 +112,6 @@ fn sizes(c: &Classifier, label: &str) -> Result<()> {
     Ok(())
 }
 
-/// One measured case: `None` runs the `noop` program.
-struct Case {
-    name: &'static str,
-    hook: Option<Hook>,
-    frame: Vec<u8>,
-    want: u32,
-}
-
 fn cases() -> Vec<Case> {
     let (pod, peer, other) = (ip(POD4), ip(PEER4), ip("10.0.0.3"));
     let case = |name, hook, frame, want| Case {
@@ -167,38 +160,6 @@ fn cases() -> Vec<Case> {
             TCX_DROP,
         ),
     ]
-}
-
-/// Best ns per packet of every case, rounds interleaved across harnesses so
-/// that drift hits them alike.
-fn measure(harnesses: &[&Classifier], cases: &[Case]) -> Result<Vec<Vec<u128>>> {
-    let mut best = vec![vec![u128::MAX; cases.len()]; harnesses.len()];
-    for round in 0..ROUNDS {
-        // Reverse the order every other round.
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..cases.len()).collect()
-        } else {
-            (0..cases.len()).rev().collect()
-        };
-        for i in order {
-            let case = &cases[i];
-            for (h, c) in harnesses.iter().enumerate() {
-                let (v, ns) = match case.hook {
-                    Some(hook) => c.run_repeat(hook, &case.frame, REPEAT)?,
-                    // The floor: always the current object's `noop`.
-                    None => harnesses[0].run_noop(&case.frame, REPEAT)?,
-                };
-                ensure!(
-                    allow_as_next(v) == case.want,
-                    "{}: verdict {v}, expected {}",
-                    case.name,
-                    case.want
-                );
-                best[h][i] = best[h][i].min(ns);
-            }
-        }
-    }
-    Ok(best)
 }
 
 /// Denied packets with deny events on (`loud`) and off (`quiet`), best of
@@ -264,7 +225,7 @@ fn main() -> Result<()> {
     let cases = cases();
     let mut harnesses = vec![&c];
     harnesses.extend(base.as_ref());
-    let best = measure(&harnesses, &cases)?;
+    let best = measure(&harnesses, &cases, ROUNDS, REPEAT)?;
     let floor = best[0][0];
     println!("ns per packet, best of {ROUNDS} x {REPEAT} runs (above floor):");
     for (i, case) in cases.iter().enumerate() {

@@ -12,12 +12,13 @@
 
 use anyhow::{ensure, Result};
 use palisade_policy::{
-    load_str, Action, ClusterPeer, ClusterPolicy, ClusterRule, Model, PodSet, PortMatch, PortSpec,
-    Protocol, Selector, Tier,
+    load_str, Action, ClusterPeer, ClusterPolicy, ClusterRule, Model, PodSet, Selector, Tier,
 };
+use palisade_tests::classifier::bench::{measure, Case};
 use palisade_tests::classifier::{
     allow_as_next, compiled::program_pod, packet::Packet, Classifier, Hook, TCX_DROP, TCX_NEXT,
 };
+use palisade_tests::tiers::{ns, policy, rule, tcp};
 use std::net::IpAddr;
 
 const REPEAT: u32 = 200_000;
@@ -52,20 +53,6 @@ spec:
   egress: [{to: [{podSelector: {matchLabels: {app: db}}}], ports: [{port: 5432}]}]
 ";
 
-fn ns(name: &str) -> Selector {
-    let mut s = Selector::default();
-    s.match_labels
-        .insert("kubernetes.io/metadata.name".into(), name.into());
-    s
-}
-
-fn tcp(port: u16) -> Option<Vec<PortSpec>> {
-    Some(vec![PortSpec {
-        protocol: Protocol::Tcp,
-        port: PortMatch::Range { port, end: port },
-    }])
-}
-
 /// Policy `i`: every tenth selects the shop namespace; the others select
 /// namespaces with no pod here. Each denies a network on a port, then
 /// accepts a namespace on another, in both directions.
@@ -76,59 +63,50 @@ fn cluster_policy(i: usize) -> ClusterPolicy {
         ns(&format!("tenant-{i}"))
     };
     let net = format!("203.0.113.{}/32", i % 250).parse().unwrap();
+    let monitoring = PodSet {
+        namespaces: ns(&format!("monitoring-{i}")),
+        pods: Selector::default(),
+    };
     let rules = vec![
         ClusterRule {
             name: Some(format!("deny-{i}")),
-            action: Action::Deny,
-            peers: vec![ClusterPeer::Networks(vec![net])],
-            ports: tcp(1000 + i as u16),
+            ..rule(
+                Action::Deny,
+                vec![ClusterPeer::Networks(vec![net])],
+                tcp(1000 + i as u16),
+            )
         },
         ClusterRule {
             name: Some(format!("accept-{i}")),
-            action: Action::Accept,
-            peers: vec![ClusterPeer::Pods(PodSet {
-                namespaces: ns(&format!("monitoring-{i}")),
-                pods: Selector::default(),
-            })],
-            ports: tcp(9000 + i as u16),
+            ..rule(
+                Action::Accept,
+                vec![ClusterPeer::Pods(monitoring)],
+                tcp(9000 + i as u16),
+            )
         },
     ];
-    ClusterPolicy {
-        name: format!("cnp-{i:03}"),
-        tier: if i.is_multiple_of(2) {
-            Tier::Admin
-        } else {
-            Tier::Baseline
-        },
-        priority: i as u32,
-        subject: PodSet {
-            namespaces: subject,
-            pods: Selector::default(),
-        },
-        ingress: rules.clone(),
-        egress: rules,
-        warnings: vec![],
-    }
+    let tier = if i.is_multiple_of(2) {
+        Tier::Admin
+    } else {
+        Tier::Baseline
+    };
+    let mut p = policy(&format!("cnp-{i:03}"), tier, i as u32);
+    p.subject.namespaces = subject;
+    p.ingress = rules.clone();
+    p.egress = rules;
+    p
 }
 
 /// The first selecting Admin policy also denies the metadata address.
 fn metadata_deny() -> ClusterPolicy {
-    ClusterPolicy {
-        name: "no-metadata".into(),
-        tier: Tier::Admin,
-        priority: 0,
-        subject: PodSet::default(),
-        ingress: vec![],
-        egress: vec![ClusterRule {
-            name: None,
-            action: Action::Deny,
-            peers: vec![ClusterPeer::Networks(vec!["169.254.169.254/32"
-                .parse()
-                .unwrap()])],
-            ports: None,
-        }],
-        warnings: vec![],
-    }
+    let mut p = policy("no-metadata", Tier::Admin, 0);
+    let metadata = "169.254.169.254/32".parse().unwrap();
+    p.egress = vec![rule(
+        Action::Deny,
+        vec![ClusterPeer::Networks(vec![metadata])],
+        None,
+    )];
+    p
 }
 
 fn model(cluster_policies: usize) -> Model {
@@ -146,17 +124,10 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-struct Case {
-    name: &'static str,
-    hook: Option<Hook>,
-    frame: Vec<u8>,
-    /// Expected verdict with NetworkPolicy alone, and with the tiers.
-    want: [u32; 3],
-}
-
 fn cases() -> Vec<Case> {
     let (web, db, other) = (ip("10.0.0.1"), ip("10.0.0.2"), ip("10.0.0.3"));
     let established = Packet::tcp(web, db, 40000, 5432).build();
+    // Every harness gives the same verdict.
     let case = |name, hook, frame, want| Case {
         name,
         hook,
@@ -168,31 +139,31 @@ fn cases() -> Vec<Case> {
             "no-op classifier (floor)",
             None,
             established.clone(),
-            [TCX_NEXT; 3],
+            TCX_NEXT,
         ),
         case(
             "established TCP (conntrack hit)",
             Some(Hook::Egress),
             established,
-            [TCX_NEXT; 3],
+            TCX_NEXT,
         ),
         case(
             "new flow denied by the NetworkPolicy",
             Some(Hook::Egress),
             Packet::tcp(web, other, 40001, 443).build(),
-            [TCX_DROP; 3],
+            TCX_DROP,
         ),
         case(
             "new flow to 169.254.169.254 (Admin Deny)",
             Some(Hook::Egress),
             Packet::tcp(web, ip("169.254.169.254"), 40002, 80).build(),
-            [TCX_DROP; 3],
+            TCX_DROP,
         ),
         case(
             "new flow in, denied at ingress",
             Some(Hook::Ingress),
             Packet::tcp(other, web, 40003, 8080).build(),
-            [TCX_DROP; 3],
+            TCX_DROP,
         ),
     ]
 }
@@ -208,30 +179,12 @@ fn main() -> Result<()> {
         harnesses.push(c);
     }
     let cases = cases();
-    let mut best = vec![vec![u128::MAX; cases.len()]; models.len()];
-    for round in 0..ROUNDS {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..cases.len()).collect()
-        } else {
-            (0..cases.len()).rev().collect()
-        };
-        for i in order {
-            let case = &cases[i];
-            for (h, c) in harnesses.iter().enumerate() {
-                let (v, ns) = match case.hook {
-                    Some(hook) => c.run_repeat(hook, &case.frame, REPEAT)?,
-                    None => harnesses[0].run_noop(&case.frame, REPEAT)?,
-                };
-                ensure!(
-                    allow_as_next(v) == case.want[h],
-                    "{}: verdict {v}, expected {}",
-                    case.name,
-                    case.want[h]
-                );
-                best[h][i] = best[h][i].min(ns);
-            }
-        }
-    }
+    let best = measure(
+        &harnesses.iter().collect::<Vec<_>>(),
+        &cases,
+        ROUNDS,
+        REPEAT,
+    )?;
     let floor = best.iter().map(|b| b[0]).min().unwrap_or(0);
     println!(
         "ns per packet, best of {ROUNDS} x {REPEAT} runs, above the no-op floor ({floor} ns); \

@@ -16,3 +16,4 @@ pub mod rbac;
 pub mod revocation;
 pub mod services;
 pub mod sweep;
+pub mod tiers;

@@ -7,12 +7,13 @@
 use anyhow::Result;
 use palisade_common::{PROTO_TCP, PROTO_UDP};
 use palisade_policy::{
-    evaluate_direction, load_str, Action, ClusterPeer, ClusterPolicy, ClusterRule, Direction, Flow,
-    Model, PodSet, PortMatch, PortSpec, Protocol, Selector, Tier,
+    evaluate_direction, load_str, Action, ClusterPeer, ClusterPolicy, Direction, Flow, Model,
+    PodSet, Selector, Tier,
 };
 use palisade_tests::classifier::{
     compiled::program_pod, packet::Packet, Classifier, Hook, TCX_DROP, TCX_NEXT,
 };
+use palisade_tests::tiers::{ns, policy, rule, tcp};
 use std::net::IpAddr;
 
 const CLUSTER: &str = "
@@ -60,41 +61,6 @@ const DB: &str = "10.0.0.2";
 const PROM: &str = "10.0.1.1";
 const METADATA: &str = "169.254.169.254";
 const WORLD: &str = "198.51.100.7";
-
-fn ns(name: &str) -> Selector {
-    let mut s = Selector::default();
-    s.match_labels
-        .insert("kubernetes.io/metadata.name".into(), name.into());
-    s
-}
-
-fn tcp(port: u16) -> Option<Vec<PortSpec>> {
-    Some(vec![PortSpec {
-        protocol: Protocol::Tcp,
-        port: PortMatch::Range { port, end: port },
-    }])
-}
-
-fn rule(action: Action, peers: Vec<ClusterPeer>, ports: Option<Vec<PortSpec>>) -> ClusterRule {
-    ClusterRule {
-        name: None,
-        action,
-        peers,
-        ports,
-    }
-}
-
-fn policy(name: &str, tier: Tier, priority: u32) -> ClusterPolicy {
-    ClusterPolicy {
-        name: name.into(),
-        tier,
-        priority,
-        subject: PodSet::default(),
-        ingress: vec![],
-        egress: vec![],
-        warnings: vec![],
-    }
-}
 
 /// Admin: scraping from monitoring on 9090 always allowed; the metadata
 /// address never; shop's own traffic passed to NetworkPolicy. Baseline:

@@ -3,6 +3,7 @@
 //! maps directly, and runs crafted frames through BPF_PROG_TEST_RUN. Every
 //! harness owns its maps, so tests using separate harnesses never interfere.
 
+pub mod bench;
 pub mod compiled;
 pub mod netns;
 pub mod packet;

@@ -1,0 +1,52 @@
+//! The measuring loop of the classifier benchmarks: each case run with
+//! `repeat` through BPF_PROG_TEST_RUN on every harness, rounds interleaved
+//! across harnesses and reversed every other round, so that drift hits
+//! them alike.
+
+use super::{allow_as_next, Classifier, Hook};
+use anyhow::{ensure, Result};
+
+/// One measured case: `None` runs the `noop` program (the floor).
+pub struct Case {
+    pub name: &'static str,
+    pub hook: Option<Hook>,
+    pub frame: Vec<u8>,
+    /// The verdict every harness must give.
+    pub want: u32,
+}
+
+/// Best ns per packet of every case on every harness
+/// (`best[harness][case]`). The floor is always the first harness's
+/// `noop`.
+pub fn measure(
+    harnesses: &[&Classifier],
+    cases: &[Case],
+    rounds: usize,
+    repeat: u32,
+) -> Result<Vec<Vec<u128>>> {
+    let mut best = vec![vec![u128::MAX; cases.len()]; harnesses.len()];
+    for round in 0..rounds {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..cases.len()).collect()
+        } else {
+            (0..cases.len()).rev().collect()
+        };
+        for i in order {
+            let case = &cases[i];
+            for (h, c) in harnesses.iter().enumerate() {
+                let (v, ns) = match case.hook {
+                    Some(hook) => c.run_repeat(hook, &case.frame, repeat)?,
+                    None => harnesses[0].run_noop(&case.frame, repeat)?,
+                };
+                ensure!(
+                    allow_as_next(v) == case.want,
+                    "{}: verdict {v}, expected {}",
+                    case.name,
+                    case.want
+                );
+                best[h][i] = best[h][i].min(ns);
+            }
+        }
+    }
+    Ok(best)
+}

@@ -114,7 +114,7 @@ fn list(
     let (current, items, remaining) = state.list_page(of, after, limit);
     let at = token.as_ref().map_or(current, |t| t.revision);
     let mut metadata = json!({"resourceVersion": at.to_string()});
-    if remaining > 0 {
+    if let Some(remaining) = remaining {
         if let Some(last) = items.last() {
             let next = ContinueToken {
                 revision: at,
@@ -128,7 +128,9 @@ fn list(
                     .to_string(),
             };
             metadata["continue"] = json!(next.encode());
-            metadata["remainingItemCount"] = json!(remaining);
+            if of.selector.is_empty() {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
         }
     }
     if let Some(include) = form {

@@ -66,6 +66,11 @@ impl Selector {
         Ok(Selector { labels, fields })
     }
 
+    /// Whether it selects every object.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_empty()
+    }
+
     pub fn selects(&self, object: &Value) -> bool {
         let labels = &object["metadata"]["labels"];
         self.labels

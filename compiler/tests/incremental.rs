@@ -291,6 +291,10 @@ fn applied_lists_the_changed_pods() {
     runner
         .run(&strategy, |(mut model, ops)| {
             let mut compiler = Compiler::from_model(&model, NODE, IdentityAllocator::new());
+            prop_assert!(
+                compiler.take_identity_changes().is_none(),
+                "a cold build names no addresses: every one is new"
+            );
             let mut added = 0;
             for op in ops {
                 let before = compiler.compiled().clone();
@@ -317,6 +321,18 @@ fn applied_lists_the_changed_pods() {
                 }
                 if before.identities != after.identities {
                     prop_assert!(applied.identities, "identity trie changed but not reported");
+                }
+                // The journal the writer patches the kernel's trie from.
+                let journal = compiler.take_identity_changes().unwrap_or_default();
+                let after = compiler.compiled();
+                let addrs = before.identities.keys().chain(after.identities.keys());
+                for ip in addrs {
+                    if before.identities.get(ip) != after.identities.get(ip) {
+                        prop_assert!(
+                            journal.contains(ip),
+                            "{ip} changed but is not in the journal"
+                        );
+                    }
                 }
             }
             Ok(())

@@ -64,6 +64,13 @@ pub struct Datapath {
     /// The node's own addresses as last read (`node_addrs`), kept when a
     /// read fails.
     node_addrs: BTreeSet<std::net::IpAddr>,
+    /// The addresses whose identity may have changed since the trie was
+    /// last written whole or in part (`note_identity_changes`); `None`:
+    /// any, so the next round compares them all.
+    identity_scope: Option<BTreeSet<std::net::IpAddr>>,
+    /// Whether the caller told this round's changes: one that does not
+    /// gets every address compared.
+    identity_noted: bool,
     /// The interfaces the CNI plugin holds right now (its records).
     recorded: Option<RecordedFn>,
     adopted: bool,
@@ -135,6 +142,8 @@ impl Datapath {
             uplink_spec: uplink::UplinkSpec::Auto,
             uplinks,
             node_addrs: BTreeSet::new(),
+            identity_scope: None,
+            identity_noted: false,
             recorded: None,
             adopted: loaded.adopted,
             _lock: loaded.lock,
@@ -252,6 +261,19 @@ impl Datapath {
             uplink::detach(&self.layout, *ifindex);
             self.uplinks.remove(ifindex);
         }
+    }
+
+    /// Tells the next [`Datapath::program`] which addresses' identities
+    /// may have changed since the last one (the compiler's journal), so
+    /// that it compares only those with the kernel's trie; `None` (a cold
+    /// build) has it compare every address. Journals add up until a round
+    /// writes them all.
+    pub fn note_identity_changes(&mut self, changed: Option<BTreeSet<std::net::IpAddr>>) {
+        match (&mut self.identity_scope, changed) {
+            (Some(scope), Some(c)) => scope.extend(c),
+            (scope, _) => *scope = None,
+        }
+        self.identity_noted = true;
     }
 
     /// The node's own addresses, programmed as `IDENTITY_HOST`.

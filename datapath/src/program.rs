@@ -35,6 +35,9 @@ impl Datapath {
     /// report; `Err` only when the pin directory cannot be read.
     pub fn program(&mut self, node: &CompiledNode, ifaces: &Interfaces) -> Result<ProgramReport> {
         let mut report = ProgramReport::default();
+        if !std::mem::take(&mut self.identity_noted) {
+            self.identity_scope = None;
+        }
         let desired = desired(node, ifaces, &mut report);
         // Pins of an older layout version: they enforce until every pod is
         // programmed here, then their links move (`migrate.rs`).
@@ -141,10 +144,16 @@ impl Datapath {
             Ok(addrs) => self.node_addrs = addrs,
             Err(e) => node_error(report, "node addresses", e),
         }
-        let r = self
-            .writer
-            .add_identities(&node.identities, &self.node_addrs, &mut report.write);
+        let scope = self.identity_scope.as_ref();
+        let r = self.writer.add_identities(
+            &node.identities,
+            &self.node_addrs,
+            scope,
+            &mut report.write,
+        );
         if let Err(e) = r {
+            // Compared whole next round: what this one missed is not known.
+            self.identity_scope = None;
             node_error(report, "IDENTITIES", e);
         }
         // Before the records: a client whose record is live is always
@@ -165,13 +174,21 @@ impl Datapath {
         services: &BTreeMap<ServiceKey, u32>,
         report: &mut ProgramReport,
     ) {
+        let failed = report.node_errors.iter().any(|(s, _)| *s == "IDENTITIES");
         let r = self.writer.remove_stale_identities(
             &node.identities,
             &self.node_addrs,
+            self.identity_scope.as_ref(),
             &mut report.write,
         );
-        if let Err(e) = r {
-            node_error(report, "IDENTITIES", e);
+        match r {
+            Err(e) => {
+                self.identity_scope = None;
+                node_error(report, "IDENTITIES", e);
+            }
+            // Written: the next round compares only what changes by then.
+            Ok(()) if !failed => self.identity_scope = Some(BTreeSet::new()),
+            Ok(()) => {}
         }
         if let Err(e) = self.local_addrs.remove_stale(local) {
             node_error(report, "LOCAL_ADDRS", e);

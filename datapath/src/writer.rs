@@ -115,6 +115,8 @@ pub struct Writer {
     conntrack: PodTables,
     cache: BTreeMap<u32, Programmed>,
     identities: BTreeMap<Lpm<IpKey>, u32>,
+    /// The node's own addresses as the trie last held them.
+    host: BTreeSet<IpAddr>,
     /// Counter slot of each interface with a record (`Endpoint::slot`).
     slots: BTreeMap<u32, u16>,
     /// Generation flips staged by `program`, finished by `commit`.
@@ -207,6 +209,7 @@ impl Writer {
             conntrack,
             cache,
             identities,
+            host: BTreeSet::new(),
             identities_moved: false,
         })
     }
@@ -232,21 +235,32 @@ impl Writer {
     /// Adds and updates identities (before pods, so that a new pod's peers
     /// resolve as soon as its policy is live). The node's own addresses
     /// (`node`) are `IDENTITY_HOST`, over any pod identity claiming them.
+    ///
+    /// `scope`: the only addresses whose identity may have changed since
+    /// the last round that wrote the trie (the compiler's journal); `None`
+    /// compares every address. The node's own addresses, and those that
+    /// were, are always compared.
     pub fn add_identities(
         &mut self,
         desired: &BTreeMap<IpAddr, u32>,
         node: &BTreeSet<IpAddr>,
+        scope: Option<&BTreeSet<IpAddr>>,
         report: &mut WriteReport,
     ) -> Result<()> {
-        let pods = desired.iter().filter(|(ip, _)| !node.contains(ip));
-        let host = node.iter().map(|ip| (ip, &IDENTITY_HOST));
+        let host = node.iter().map(|ip| (*ip, IDENTITY_HOST));
+        let pod = |ip: &IpAddr| desired.get(ip).map(|id| (*ip, *id));
+        let pods: Vec<(IpAddr, u32)> = match scope {
+            None => desired.iter().map(|(ip, id)| (*ip, *id)).collect(),
+            Some(s) => s.iter().chain(&self.host).filter_map(pod).collect(),
+        };
+        let pods = pods.into_iter().filter(|(ip, _)| !node.contains(ip));
         for (ip, id) in pods.chain(host) {
-            let key = encode::host_key(*ip);
+            let key = encode::host_key(ip);
             let was = self.identities.get(&key).copied();
-            if was != Some(*id) {
+            if was != Some(id) {
                 self.identities_moved |= was.is_some();
-                self.maps.set_identity(key, *id)?;
-                self.identities.insert(key, *id);
+                self.maps.set_identity(key, id)?;
+                self.identities.insert(key, id);
                 report.identities_set += 1;
             }
         }
@@ -254,30 +268,40 @@ impl Writer {
     }
 
     /// Removes identities of addresses no longer in the cluster (after pods,
-    /// so a policy never points at an identity that just vanished).
+    /// so a policy never points at an identity that just vanished); `scope`
+    /// as for [`Writer::add_identities`]. The trie then holds the node's
+    /// addresses as they are now.
     pub fn remove_stale_identities(
         &mut self,
         desired: &BTreeMap<IpAddr, u32>,
         node: &BTreeSet<IpAddr>,
+        scope: Option<&BTreeSet<IpAddr>>,
         report: &mut WriteReport,
     ) -> Result<()> {
-        let want: BTreeSet<Lpm<IpKey>> = desired
-            .keys()
-            .chain(node)
-            .map(|ip| encode::host_key(*ip))
-            .collect();
-        let stale: Vec<Lpm<IpKey>> = self
-            .identities
-            .keys()
-            .filter(|k| !want.contains(k))
-            .copied()
-            .collect();
+        let wanted = |k: &Lpm<IpKey>| {
+            encode::host_ip(*k).is_some_and(|ip| desired.contains_key(&ip) || node.contains(&ip))
+        };
+        let stale: Vec<Lpm<IpKey>> = match scope {
+            None => self
+                .identities
+                .keys()
+                .filter(|k| !wanted(k))
+                .copied()
+                .collect(),
+            Some(s) => s
+                .iter()
+                .chain(&self.host)
+                .map(|ip| encode::host_key(*ip))
+                .filter(|k| self.identities.contains_key(k) && !wanted(k))
+                .collect(),
+        };
         for key in stale {
             self.identities_moved = true;
             self.maps.remove_identity(key)?;
             self.identities.remove(&key);
             report.identities_removed += 1;
         }
+        self.host = node.clone();
         Ok(())
     }
 

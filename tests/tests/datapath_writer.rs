@@ -316,6 +316,39 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let report = dp.program(&node, &ifaces).expect("settled");
     assert_eq!(report.write.unchanged, 2, "{report:?}");
 
+    // Told which addresses changed (the compiler's journal), a round
+    // compares only those with the trie...
+    let (a, b) = (ip("10.99.0.8"), ip("10.99.0.9"));
+    node.identities.insert(a, 305);
+    node.identities.insert(b, 306);
+    dp.note_identity_changes(Some([a].into()));
+    let report = dp.program(&node, &ifaces).expect("journal of one address");
+    assert_eq!(report.write.identities_set, 1, "{report:?}");
+    assert_eq!(dp.identities().get(&a), Some(&305));
+    assert_eq!(dp.identities().get(&b), None, "outside the journal");
+    // ... journals add up until a round writes them ...
+    node.identities.remove(&a);
+    dp.note_identity_changes(Some([a].into()));
+    dp.note_identity_changes(Some(BTreeSet::new()));
+    let report = dp.program(&node, &ifaces).expect("journal of a removal");
+    assert_eq!(report.write.identities_removed, 1, "{report:?}");
+    assert_eq!(dp.identities().get(&a), None);
+    // ... and a round told nothing compares every address.
+    let report = dp.program(&node, &ifaces).expect("no journal");
+    assert_eq!(report.write.identities_set, 1, "{report:?}");
+    assert_eq!(dp.identities().get(&b), Some(&306));
+    let pinned: BTreeSet<IpAddr> = dp.identities().keys().copied().collect();
+    let want: BTreeSet<IpAddr> = node
+        .identities
+        .keys()
+        .chain(dp.node_addrs())
+        .copied()
+        .collect();
+    assert_eq!(pinned, want);
+    node.identities.remove(&b);
+    dp.program(&node, &ifaces)
+        .expect("back to the settled node");
+
     // An interface whose pod is unknown is held pending.
     let c_if = add_pod_iface("pc", "10.77.0.9");
     let ifaces = pod_interfaces(&node);

@@ -62,6 +62,10 @@ pub struct Compiler {
     pub(super) out: CompiledNode,
     pub(super) peer_index: HashMap<String, PeerIndex>,
     pub(super) services: ServiceIps,
+    /// Addresses whose entry in the identity trie changed since the last
+    /// [`Compiler::take_identity_changes`]; `None`: any may have (a cold
+    /// build), so the writer compares them all.
+    identity_changes: Option<BTreeSet<IpAddr>>,
 }
 
 impl Compiler {
@@ -81,6 +85,7 @@ impl Compiler {
             out: CompiledNode::default(),
             peer_index: HashMap::new(),
             services: ServiceIps::default(),
+            identity_changes: None,
         }
     }
 
@@ -151,6 +156,29 @@ impl Compiler {
 
     pub fn allocator(&self) -> &IdentityAllocator {
         &self.cluster.alloc
+    }
+
+    /// The addresses whose identity entry may have changed since the last
+    /// call (`None`: any, after a cold build), so that writing the trie
+    /// costs what changed. Starts a new journal.
+    pub fn take_identity_changes(&mut self) -> Option<BTreeSet<IpAddr>> {
+        self.identity_changes.replace(BTreeSet::new())
+    }
+
+    /// The pod (`namespace/name`) whose address `ip` is in the trie.
+    pub fn pod_at(&self, ip: &IpAddr) -> Option<&Arc<str>> {
+        self.ip_owner.get(ip)
+    }
+
+    /// Every address in the trie with its pod.
+    pub fn pod_addresses(&self) -> impl Iterator<Item = (&IpAddr, &Arc<str>)> {
+        self.ip_owner.iter()
+    }
+
+    fn identity_changed(&mut self, ip: IpAddr) {
+        if let Some(s) = &mut self.identity_changes {
+            s.insert(ip);
+        }
     }
 
     pub fn into_parts(self) -> (CompiledNode, IdentityAllocator) {
@@ -433,6 +461,7 @@ impl Compiler {
         for ip in &pod.ips {
             self.out.identities.insert(*ip, id);
             self.ip_owner.insert(*ip, key.clone());
+            self.identity_changed(*ip);
         }
         if pod.node.as_deref() == Some(self.node.as_str()) {
             self.local.insert(key.to_string(), pod.clone());
@@ -446,6 +475,7 @@ impl Compiler {
             if self.ip_owner.get(ip).is_some_and(|o| &**o == key) {
                 self.ip_owner.remove(ip);
                 self.out.identities.remove(ip);
+                self.identity_changed(*ip);
             }
         }
         self.local.remove(key);

@@ -15,10 +15,8 @@
 
 mod attachments;
 mod datapath_metrics;
-mod delta;
 mod health;
 mod http;
-mod input;
 mod latency;
 mod metrics;
 mod rules;
@@ -29,16 +27,17 @@ use crate::datapath::watch::RouteEvents;
 use crate::datapath::{self, load::DEFAULT_BPFFS_ROOT, Datapath, ProgramReport};
 use crate::monitor::access::MonitorGroup;
 use crate::monitor::protocol::DEFAULT_SOCKET;
-use crate::monitor::view::{NodeView, SharedView};
+use crate::monitor::view::{NodeView, PeerNames, SharedView};
 use crate::monitor::Monitor;
 use crate::source::api::{ApiSource, Connection};
+use crate::source::delta;
+use crate::source::input::{self, Verdict};
 use crate::source::manifests::ManifestSource;
 use crate::source::Source;
 use anyhow::{Context, Result};
 use datapath_metrics::DatapathMetrics;
 use health::Health;
 use http::MetricsAddr;
-use input::Verdict;
 use latency::Latency;
 use metrics::{Metrics, StepLabel};
 use palisade_compiler::{CompiledNode, Compiler, IdentityAllocator};
@@ -165,7 +164,8 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             Some(path) => Connection::Kubeconfig(path.clone()),
             None => Connection::InCluster,
         };
-        let api = ApiSource::start(conn, metrics.watch.clone())?;
+        let mut api = ApiSource::start(conn, metrics.watch.clone())?;
+        api.set_audit(args.audit);
         health.watch(api.liveness());
         Box::new(api)
     };
@@ -391,6 +391,8 @@ struct Agent {
     audit: bool,
     /// What the event decoder and the counter metrics know of the node.
     view: SharedView,
+    /// The name of every pod address, shared by the views.
+    peer_names: PeerNames,
     counters: Option<Arc<DatapathMetrics>>,
     /// The input's warnings already logged.
     warnings: input::WarningLog,
@@ -422,6 +424,7 @@ impl Agent {
             latency: Latency::default(),
             audit: args.audit,
             view: SharedView::default(),
+            peer_names: PeerNames::default(),
             counters: None,
             warnings: input::WarningLog::default(),
         }
@@ -430,6 +433,20 @@ impl Agent {
     /// One programming round. Ok(true) when everything was programmed,
     /// Ok(false) when some pod or interface needs a retry.
     fn round(&mut self, dp: &mut Datapath) -> Result<bool> {
+        if let (Some(compiler), Some(model)) = (self.compiler.as_mut(), self.last_model.as_mut()) {
+            // A source that patches the model in place: the round costs
+            // what changed.
+            if let Some(changes) = self.source.update(model) {
+                let started = Instant::now();
+                for change in changes {
+                    compiler.apply(change);
+                }
+                let took = started.elapsed();
+                self.note_input();
+                self.metrics.compile_seconds.observe(took.as_secs_f64());
+                return self.program(dp);
+            }
+        }
         let Some(mut model) = self.source.snapshot() else {
             // Not synced (cannot happen after `wait_synced`; a source never
             // loses its first sync): nothing to program yet.
@@ -441,15 +458,7 @@ impl Agent {
         if let Some(at) = self.source.learned() {
             self.latency.learned(at);
         }
-        for e in &model.errors {
-            tracing::error!(error = %e, "invalid input skipped");
-        }
-        self.warnings.log(&model.warnings);
-        self.metrics.invalid_objects.set(model.errors.len() as i64);
-        let not_understood = model.policies.iter().filter(|p| p.unreadable.is_some());
-        self.metrics
-            .policies_not_understood
-            .set(not_understood.count() as i64);
+        log_input(&model, &mut self.warnings, &self.metrics);
         match input::reconcile(model, self.last_model.as_ref()) {
             Verdict::Use(model) => self.program_model(dp, model),
             Verdict::Hold(errors, partial) => {
@@ -474,6 +483,17 @@ impl Agent {
                 );
                 self.program(dp)
             }
+        }
+    }
+
+    /// Logs and counts what the patched model holds of bad input.
+    fn note_input(&mut self) {
+        if let Some(at) = self.source.learned() {
+            self.latency.learned(at);
+        }
+        if let Some(model) = &self.last_model {
+            log_input(model, &mut self.warnings, &self.metrics);
+            self.metrics.policies.set(model.policies.len() as i64);
         }
     }
 
@@ -525,13 +545,38 @@ impl Agent {
             .collect()
     }
 
+    /// Hands the compiler's journal of changed addresses to the datapath
+    /// and patches the peer names with it.
+    fn note_identities(&mut self, dp: &mut Datapath) {
+        let compiler = self
+            .compiler
+            .as_mut()
+            .expect("a model is compiled before any programming");
+        let journal = compiler.take_identity_changes();
+        match &journal {
+            Some(ips) => {
+                for ip in ips {
+                    self.peer_names.set(*ip, compiler.pod_at(ip).cloned());
+                }
+            }
+            None => self.peer_names.replace(
+                compiler
+                    .pod_addresses()
+                    .map(|(ip, pod)| (*ip, Arc::clone(pod)))
+                    .collect(),
+            ),
+        }
+        dp.note_identity_changes(journal);
+    }
+
     /// Programs what the compiler holds (the last good model's node).
     fn program(&mut self, dp: &mut Datapath) -> Result<bool> {
-        let compiled = self
+        self.note_identities(dp);
+        let compiler = self
             .compiler
             .as_ref()
-            .expect("a model is compiled before any programming")
-            .compiled();
+            .expect("a model is compiled before any programming");
+        let compiled = compiler.compiled();
         self.routes = iface::host_routes()?;
         self.attachments = attachments::read(&self.cni_state_dir);
         let devices = iface::PodDevices::scan();
@@ -555,7 +600,7 @@ impl Agent {
         let report = dp.program(compiled, &ifaces);
         let took = started.elapsed();
         // Whatever the round managed to write is what the kernel runs now.
-        let mut view = NodeView::build(compiled, self.last_model.as_ref(), &ifaces, |i| {
+        let mut view = NodeView::build(compiled, self.peer_names.clone(), &ifaces, |i| {
             dp.endpoint(i)
         });
         view.name_node(dp.node_addrs());
@@ -571,8 +616,9 @@ impl Agent {
             &self.metrics.time_to_enforce,
             &self.metrics.pending_window,
         );
-        let ids: BTreeSet<u32> = compiled.identities.values().copied().collect();
-        self.metrics.identities.set(ids.len() as i64);
+        self.metrics
+            .identities
+            .set(compiler.allocator().len() as i64);
         self.metrics.pods.set(report.pods as i64);
         // Over a capacity (compiled as deny-all) or not written.
         let over = ifaces
@@ -598,6 +644,19 @@ impl Agent {
         }
         Ok(report.clean())
     }
+}
+
+/// Logs the input's errors and new warnings, and counts them.
+fn log_input(model: &Model, warnings: &mut input::WarningLog, metrics: &Metrics) {
+    for e in &model.errors {
+        tracing::error!(error = %e, "invalid input skipped");
+    }
+    warnings.log(&model.warnings);
+    metrics.invalid_objects.set(model.errors.len() as i64);
+    let not_understood = model.policies.iter().filter(|p| p.unreadable.is_some());
+    metrics
+        .policies_not_understood
+        .set(not_understood.count() as i64);
 }
 
 fn log_report(round: u64, r: &ProgramReport) {

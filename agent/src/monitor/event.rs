@@ -219,7 +219,7 @@ pub fn decode(e: &Event, view: &NodeView, time: String) -> Option<DecodedEvent> 
         direction: dir.name().into(),
         pod: String::new(),
         ifindex: e.ifindex,
-        peer: view.peers.get(&peer_ip).cloned(),
+        peer: view.peer(&peer_ip),
         protocol: protocol_name(e.proto),
         src,
         sport: e.sport,
@@ -348,7 +348,7 @@ mod tests {
         );
         v.pending.insert(9, "interface x (no pod)".into());
         v.peers
-            .insert("10.0.0.3".parse().unwrap(), "shop/client".into());
+            .set("10.0.0.3".parse().unwrap(), Some("shop/client".into()));
         v
     }
 

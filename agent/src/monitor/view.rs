@@ -12,7 +12,7 @@ use palisade_common::{
 };
 use palisade_compiler::{CompiledDirection, CompiledNode};
 use palisade_policy::{ClusterRuleRef, Direction, Model, RuleRef};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -93,7 +93,50 @@ pub struct NodeView {
     /// Interfaces held pending (no pod known yet), with a label for them.
     pub pending: BTreeMap<u32, String>,
     /// Every pod address of the cluster -> `namespace/name`.
-    pub peers: HashMap<IpAddr, String>,
+    pub peers: PeerNames,
+    /// The node's own addresses: the peer `node`, over any pod's name.
+    pub node: BTreeSet<IpAddr>,
+}
+
+/// Every pod address of the cluster -> `namespace/name`: one map shared
+/// by every view and patched by the agent as addresses change hands
+/// (rebuilt whole for each view, it cost a string per pod of the cluster
+/// every round). A view may so name a peer by a newer owner than its
+/// round knew: names are for reading, never for deciding.
+#[derive(Clone, Debug, Default)]
+pub struct PeerNames(Arc<RwLock<HashMap<IpAddr, Arc<str>>>>);
+
+impl PeerNames {
+    pub fn get(&self, ip: &IpAddr) -> Option<Arc<str>> {
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ip)
+            .cloned()
+    }
+
+    /// Names `ip` (or forgets it).
+    pub fn set(&self, ip: IpAddr, name: Option<Arc<str>>) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        match name {
+            Some(n) => map.insert(ip, n),
+            None => map.remove(&ip),
+        };
+    }
+
+    /// Replaces every name.
+    pub fn replace(&self, names: HashMap<IpAddr, Arc<str>>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = names;
+    }
+
+    /// The names of a model's pods (the last of two sharing an address).
+    pub fn of_model(model: &Model) -> PeerNames {
+        let names = model.pods.iter().flat_map(|p| {
+            let name: Arc<str> = Arc::from(format!("{}/{}", p.namespace, p.name));
+            p.ips.iter().map(move |ip| (*ip, Arc::clone(&name)))
+        });
+        PeerNames(Arc::new(RwLock::new(names.collect())))
+    }
 }
 
 fn dir_view(c: &CompiledDirection, flags: u32, isolated_bit: u32, audit_bit: u32) -> DirView {
@@ -115,11 +158,14 @@ impl NodeView {
     /// `endpoint` reads the record the writer left for an interface.
     pub fn build(
         compiled: &CompiledNode,
-        model: Option<&Model>,
+        peers: PeerNames,
         ifaces: &Interfaces,
         endpoint: impl Fn(u32) -> Option<Endpoint>,
     ) -> NodeView {
-        let mut view = NodeView::default();
+        let mut view = NodeView {
+            peers,
+            ..NodeView::default()
+        };
         for (key, ifindex) in &ifaces.pods {
             let Some(pod) = compiled.pods.get(key) else {
                 view.pending
@@ -153,23 +199,22 @@ impl NodeView {
                 .entry(*ifindex)
                 .or_insert_with(|| format!("interface {ifname} (no pod)"));
         }
-        if let Some(model) = model {
-            for p in &model.pods {
-                for ip in &p.ips {
-                    view.peers
-                        .insert(*ip, format!("{}/{}", p.namespace, p.name));
-                }
-            }
-        }
         view
+    }
+
+    /// The name of a peer address: `node` for the node's own, else the
+    /// pod's `namespace/name`.
+    pub fn peer(&self, ip: &IpAddr) -> Option<String> {
+        if self.node.contains(ip) {
+            return Some(NODE_PEER.to_string());
+        }
+        self.peers.get(ip).map(|n| n.to_string())
     }
 
     /// Names the node's own addresses as the peer `node` (over any pod
     /// claiming one: the datapath treats them as the node too).
-    pub fn name_node(&mut self, addrs: &std::collections::BTreeSet<IpAddr>) {
-        for ip in addrs {
-            self.peers.insert(*ip, NODE_PEER.to_string());
-        }
+    pub fn name_node(&mut self, addrs: &BTreeSet<IpAddr>) {
+        self.node = addrs.clone();
     }
 }
 
@@ -229,7 +274,7 @@ spec:
         let mut ifaces = Interfaces::default();
         ifaces.pods.insert("obs/web".into(), 5);
         ifaces.unknown.insert(9, "cali9".into());
-        let view = NodeView::build(&compiled, Some(&model), &ifaces, |i| {
+        let view = NodeView::build(&compiled, PeerNames::of_model(&model), &ifaces, |i| {
             (i == 5).then(|| Endpoint {
                 flags: EP_ISOLATED_INGRESS,
                 generation: 1,
@@ -251,7 +296,7 @@ spec:
         assert_eq!(web.ingress.policies_of_groups(0..1), ["obs/web"]);
         assert!(web.ingress.policies_of_groups(64..usize::MAX).is_empty());
         assert_eq!(view.pending[&9], "interface cali9 (no pod)");
-        assert_eq!(view.peers[&"10.0.1.2".parse().unwrap()], "obs/far");
+        assert_eq!(view.peer(&"10.0.1.2".parse().unwrap()).unwrap(), "obs/far");
         // Without cluster policies no group is a cluster group.
         assert!(web.ingress.cluster.is_empty());
         assert!(web.ingress.cluster_group(0).is_none());
@@ -278,7 +323,7 @@ spec:
         let compiled = palisade_compiler::compile(&model, "n1", &mut alloc);
         let mut ifaces = Interfaces::default();
         ifaces.pods.insert("obs/web".into(), 5);
-        let view = NodeView::build(&compiled, Some(&model), &ifaces, |_| {
+        let view = NodeView::build(&compiled, PeerNames::of_model(&model), &ifaces, |_| {
             Some(Endpoint::default())
         });
         let d = &view.pods[&5].ingress;

@@ -10,6 +10,14 @@ use std::collections::HashMap;
 /// objects (namespaces, Nodes and policies first, so that pods meet them), then
 /// deletions (pods first).
 pub fn changes(prev: &Model, next: &Model) -> Vec<Change> {
+    let (mut up, down) = split(prev, next);
+    up.extend(down);
+    up
+}
+
+/// [`changes`] as its two halves: the upserts, and the deletions in the
+/// order they are to be applied (pods first).
+pub fn split(prev: &Model, next: &Model) -> (Vec<Change>, Vec<Change>) {
     let mut up = Vec::new();
     let mut down = Vec::new();
     diff(
@@ -77,8 +85,7 @@ pub fn changes(prev: &Model, next: &Model) -> Vec<Change> {
     );
     // Deletions were added namespaces first: pods go first instead.
     down.reverse();
-    up.extend(down);
-    up
+    (up, down)
 }
 
 /// An object's namespace (empty for namespaces) and name, borrowed: at

@@ -16,6 +16,8 @@ pub enum ErrorObject {
     Pod(String, String),
     Policy(String, String),
     Service(String, String),
+    ClusterPolicy(String),
+    Node(String),
 }
 
 /// Parses `InputError::object` (`Kind namespace/name` or `Namespace name`).
@@ -30,6 +32,8 @@ pub fn error_object(e: &InputError) -> Option<ErrorObject> {
         "Pod" => namespaced(rest).map(|(ns, n)| ErrorObject::Pod(ns, n)),
         "NetworkPolicy" => namespaced(rest).map(|(ns, n)| ErrorObject::Policy(ns, n)),
         "Service" => namespaced(rest).map(|(ns, n)| ErrorObject::Service(ns, n)),
+        "ClusterNetworkPolicy" => Some(ErrorObject::ClusterPolicy(rest.to_string())),
+        "Node" => Some(ErrorObject::Node(rest.to_string())),
         _ => None,
     }
 }
@@ -126,6 +130,26 @@ pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
                     {
                         model.services.push(s.clone());
                     }
+                }
+            }
+            // Dropping an Admin Deny would open what it closes.
+            Some(ErrorObject::ClusterPolicy(name)) => {
+                let present = model.cluster_policies.iter().any(|p| p.name == name);
+                if let (false, Some(p)) = (
+                    present,
+                    prev.cluster_policies.iter().find(|p| p.name == name),
+                ) {
+                    model.cluster_policies.push(p.clone());
+                    model
+                        .cluster_policies
+                        .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
+                }
+            }
+            Some(ErrorObject::Node(name)) => {
+                let present = model.nodes.iter().any(|n| n.name == name);
+                if let (false, Some(n)) = (present, prev.nodes.iter().find(|n| n.name == name)) {
+                    model.nodes.push(n.clone());
+                    model.nodes.sort_by(|a, b| a.name.cmp(&b.name));
                 }
             }
             None => {}

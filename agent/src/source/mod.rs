@@ -4,8 +4,11 @@
 //! both.
 
 pub mod api;
+pub mod delta;
+pub mod input;
 pub mod manifests;
 
+use palisade_compiler::Change;
 use palisade_policy::Model;
 use std::time::Instant;
 
@@ -20,6 +23,15 @@ pub trait Source {
     /// cluster once (the API before its first full list): programming a
     /// partial view would unprogram what is enforced.
     fn snapshot(&mut self) -> Option<Model>;
+
+    /// Brings `model`, what this source's last [`Source::snapshot`] or
+    /// `update` gave, to the current input in place, and returns the
+    /// changes in the compiler's terms, already under the last-good rule.
+    /// `None` when the source cannot patch (files: read them whole with
+    /// [`Source::snapshot`]) or is not synced.
+    fn update(&mut self, _model: &mut Model) -> Option<Vec<Change>> {
+        None
+    }
 
     /// Whether [`Source::snapshot`] can give a model now.
     fn synced(&self) -> bool;

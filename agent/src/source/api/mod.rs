@@ -31,6 +31,7 @@
 mod connect;
 pub mod convert;
 pub mod events;
+mod live;
 mod liveness;
 pub mod store;
 
@@ -45,6 +46,8 @@ use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
+use live::Live;
+use palisade_compiler::Change;
 use palisade_policy::crd::ClusterNetworkPolicy;
 use palisade_policy::Model;
 use prometheus_client::metrics::counter::Counter;
@@ -97,6 +100,16 @@ impl Stores {
             && self.cluster_policies.synced()
             && self.nodes.synced()
     }
+
+    /// Forgets every journal: the reader took the stores whole.
+    fn clear_changes(&mut self) {
+        self.namespaces.clear_changes();
+        self.pods.clear_changes();
+        self.policies.clear_changes();
+        self.services.clear_changes();
+        self.cluster_policies.clear_changes();
+        self.nodes.clear_changes();
+    }
 }
 
 #[derive(Default)]
@@ -126,6 +139,8 @@ pub struct ApiSource {
     learned: Option<Instant>,
     /// None in unit tests that have no API server.
     events: Option<InputEvents>,
+    /// Patches the model the last snapshot gave, key by key.
+    live: Live,
 }
 
 impl ApiSource {
@@ -179,7 +194,37 @@ impl ApiSource {
             pending: None,
             learned: None,
             events: None,
+            live: Live::default(),
         }
+    }
+
+    /// Every policy in audit mode (`palisade agent --audit`), from the
+    /// next snapshot on.
+    pub fn set_audit(&mut self, audit: bool) {
+        self.live.audit = audit;
+    }
+
+    /// Publishes the Events of the problems in `model` and of the objects
+    /// left out.
+    fn report(&mut self, stores: &Stores, model: &Model) {
+        let Some(events) = self.events.as_mut() else {
+            return;
+        };
+        let uids = events::uids(stores.policies.iter());
+        let pods = self.live.rejected_pods(&stores.pods);
+        let rejected = rejected_in(&stores.namespaces)
+            .chain(rejected(&pods))
+            .chain(rejected_in(&stores.services))
+            .chain(rejected_in(&stores.cluster_policies))
+            .chain(rejected_in(&stores.nodes));
+        events.report(events::problems(model, &uids, rejected));
+    }
+
+    /// Marks the stores read: what the last snapshot or update contains.
+    fn read(&mut self, stores: &mut Stores) {
+        self.seen = self.shared.version.load(Ordering::Acquire);
+        self.learned = stores.unread_since.take();
+        self.pending = None;
     }
 
     /// Which watchers still run (for the liveness probe).
@@ -216,55 +261,28 @@ impl Source for ApiSource {
     }
 
     fn snapshot(&mut self) -> Option<Model> {
-        let (namespaces, pods, policies, services, cluster, uids) = {
-            let mut stores = self.shared.stores();
-            if !stores.synced() {
-                return None;
-            }
-            // Read under the lock: the version and the contents agree.
-            // Taking the entries is a reference count each; the model is
-            // put together after the watchers have the lock back.
-            self.seen = self.shared.version.load(Ordering::Acquire);
-            self.learned = stores.unread_since.take();
-            let uids = self
-                .events
-                .as_ref()
-                .map(|_| events::uids(stores.policies.iter()));
-            (
-                stores.namespaces.entries(),
-                stores.pods.entries(),
-                stores.policies.entries(),
-                stores.services.entries(),
-                (stores.cluster_policies.entries(), stores.nodes.entries()),
-                uids,
-            )
-        };
-        let (cluster_policies, nodes) = cluster;
-        self.pending = None;
-        let mut model = palisade_policy::assemble(
-            namespaces
-                .iter()
-                .map(|e| (**e).clone().map_err(|r| r.error)),
-            pods.iter().map(|e| (**e).clone().map_err(|r| r.error)),
-            policies.iter().map(|e| e.policy.clone()),
-            services.iter().map(|e| (**e).clone().map_err(|r| r.error)),
-        );
-        palisade_policy::assemble_cluster(
-            &mut model,
-            cluster_policies
-                .iter()
-                .map(|e| (**e).clone().map_err(|r| r.error)),
-            nodes.iter().map(|e| (**e).clone().map_err(|r| r.error)),
-        );
-        if let (Some(events), Some(uids)) = (self.events.as_mut(), uids) {
-            let rejected = rejected(&namespaces)
-                .chain(rejected(&pods))
-                .chain(rejected(&services))
-                .chain(rejected(&cluster_policies))
-                .chain(rejected(&nodes));
-            events.report(events::problems(&model, &uids, rejected));
+        let shared = Arc::clone(&self.shared);
+        let mut stores = shared.stores();
+        if !stores.synced() {
+            return None;
         }
+        // Under the lock: the version, the journals and the contents agree.
+        self.read(&mut stores);
+        let model = self.live.load(&mut stores);
+        self.report(&stores, &model);
         Some(model)
+    }
+
+    fn update(&mut self, model: &mut Model) -> Option<Vec<Change>> {
+        let shared = Arc::clone(&self.shared);
+        let mut stores = shared.stores();
+        if !stores.synced() {
+            return None;
+        }
+        self.read(&mut stores);
+        let changes = self.live.update(&mut stores, model);
+        self.report(&stores, model);
+        Some(changes)
     }
 
     fn learned(&self) -> Option<Instant> {
@@ -280,11 +298,20 @@ impl Source for ApiSource {
     }
 }
 
-/// The objects left out among a store's entries.
+/// The objects left out among entries.
 fn rejected<T>(entries: &[Arc<Result<T, Box<Rejected>>>]) -> impl Iterator<Item = &Rejected> {
     entries
         .iter()
         .filter_map(|e| e.as_ref().as_ref().err().map(|r| &**r))
+}
+
+/// The objects left out in a store.
+fn rejected_in<K: Kind<Entry = Result<T, Box<Rejected>>>, T>(
+    store: &Store<K>,
+) -> impl Iterator<Item = &Rejected> {
+    store
+        .iter()
+        .filter_map(|(_, e)| e.as_ref().err().map(|r| &**r))
 }
 
 async fn run_watchers(client: Client, shared: Arc<Shared>, metrics: WatchMetrics) {

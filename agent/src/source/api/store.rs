@@ -22,8 +22,15 @@ pub type Key = (String, String);
 
 type Entries<K> = BTreeMap<Key, Arc<<K as Kind>::Entry>>;
 
+/// What a key held at the last [`Store::take_changes`], and what it holds
+/// now (`None`: absent).
+pub type Changed<E> = (Key, Option<Arc<E>>, Option<Arc<E>>);
+
 pub struct Store<K: Kind> {
     live: Entries<K>,
+    /// Keys changed since the last [`Store::take_changes`], with what they
+    /// held then: the model is patched key by key from these.
+    before: BTreeMap<Key, Option<Arc<K::Entry>>>,
     /// The list being collected since the last `Init`.
     relist: Option<Entries<K>>,
     /// Whether one full list has been swapped in.
@@ -34,6 +41,7 @@ impl<K: Kind> Default for Store<K> {
     fn default() -> Self {
         Store {
             live: BTreeMap::new(),
+            before: BTreeMap::new(),
             relist: None,
             synced: false,
         }
@@ -78,6 +86,9 @@ impl<K: Kind> Store<K> {
                 let first = !self.synced;
                 self.synced = true;
                 let changed = listed != self.live;
+                if changed {
+                    self.journal_relist(&listed);
+                }
                 self.live = listed;
                 first || changed
             }
@@ -87,11 +98,62 @@ impl<K: Kind> Store<K> {
                 if self.live.get(&k).is_some_and(|live| **live == entry) {
                     return false;
                 }
-                self.live.insert(k, Arc::new(entry));
+                let was = self.live.insert(k.clone(), Arc::new(entry));
+                self.before.entry(k).or_insert(was);
                 true
             }
-            Event::Delete(obj) => self.live.remove(&key(&obj)).is_some(),
+            Event::Delete(obj) => {
+                let k = key(&obj);
+                let Some(was) = self.live.remove(&k) else {
+                    return false;
+                };
+                self.before.entry(k).or_insert(Some(was));
+                true
+            }
         }
+    }
+
+    /// Records the keys a relist changes before it is swapped in.
+    fn journal_relist(&mut self, listed: &Entries<K>) {
+        for (k, was) in &self.live {
+            if listed.get(k).is_none_or(|now| !Arc::ptr_eq(now, was)) {
+                self.before
+                    .entry(k.clone())
+                    .or_insert(Some(Arc::clone(was)));
+            }
+        }
+        for k in listed.keys().filter(|k| !self.live.contains_key(*k)) {
+            self.before.entry(k.clone()).or_insert(None);
+        }
+    }
+
+    /// The keys changed since the last call, each with what it held then
+    /// and what it holds now; keys that came back to what they held are
+    /// left out. Clears the journal.
+    pub fn take_changes(&mut self) -> Vec<Changed<K::Entry>> {
+        let before = std::mem::take(&mut self.before);
+        before
+            .into_iter()
+            .map(|(k, was)| {
+                let now = self.live.get(&k).cloned();
+                (k, was, now)
+            })
+            .filter(|(_, was, now)| match (was, now) {
+                (Some(a), Some(b)) => **a != **b,
+                (None, None) => false,
+                _ => true,
+            })
+            .collect()
+    }
+
+    /// Forgets the journal: the caller read the whole store.
+    pub fn clear_changes(&mut self) {
+        self.before.clear();
+    }
+
+    /// The live entry of `key`.
+    pub fn get(&self, key: &Key) -> Option<&Arc<K::Entry>> {
+        self.live.get(key)
     }
 
     pub fn synced(&self) -> bool {
@@ -120,6 +182,11 @@ impl<K: Kind> Store<K> {
     /// The live entries in key order (so rounds are reproducible), shared.
     pub fn entries(&self) -> Vec<Arc<K::Entry>> {
         self.live.values().cloned().collect()
+    }
+
+    /// The live entries with their keys, in key order, shared.
+    pub fn iter_shared(&self) -> impl Iterator<Item = (&Key, &Arc<K::Entry>)> {
+        self.live.iter()
     }
 
     /// The live entries with their keys, in key order.

@@ -47,6 +47,7 @@
 mod build;
 mod cluster;
 pub mod crd;
+mod labels;
 mod load;
 mod matrix;
 mod model;

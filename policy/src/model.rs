@@ -13,7 +13,7 @@ use ipnetwork::IpNetwork;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-pub type Labels = BTreeMap<String, String>;
+pub use crate::labels::Labels;
 
 /// L4 protocols a NetworkPolicy port can name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]

@@ -252,7 +252,7 @@ fn an_egress_accept_leaves_the_destination_its_ingress() {
 fn nodes_peers_match_node_addresses_only() {
     let mut m = model("", vec![]);
     let node_ip: IpAddr = "192.168.0.7".parse().unwrap();
-    let mut labels = std::collections::BTreeMap::new();
+    let mut labels = palisade_policy::Labels::new();
     labels.insert("role".to_string(), "infra".to_string());
     m.nodes = vec![Node {
         name: "n1".into(),

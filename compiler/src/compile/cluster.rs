@@ -100,7 +100,7 @@ impl Cluster {
 
     /// Labels of a pod entry (those of its identity).
     pub fn labels_of(&self, entry: &PodEntry) -> &Labels {
-        static NONE: Labels = Labels::new();
+        static NONE: std::sync::LazyLock<Labels> = std::sync::LazyLock::new(Labels::new);
         self.alloc.key(entry.identity).map_or(&NONE, |k| &k.labels)
     }
 

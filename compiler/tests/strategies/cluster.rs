@@ -3,7 +3,6 @@
 
 use super::*;
 use palisade_policy::{Action, ClusterPeer, ClusterPolicy, ClusterRule, Node, PodSet, Tier};
-use std::collections::BTreeMap;
 
 pub fn action() -> impl Strategy<Value = Action> {
     prop_oneof![Just(Action::Accept), Just(Action::Deny), Just(Action::Pass)]
@@ -56,7 +55,7 @@ pub fn cluster_policy(index: usize) -> impl Strategy<Value = ClusterPolicy> {
 
 /// Nodes on outside addresses the flows use, one labelled `role`.
 pub fn nodes() -> Vec<Node> {
-    let labels = |role: &str| BTreeMap::from([("role".to_string(), role.to_string())]);
+    let labels = |role: &str| Labels::from([("role".to_string(), role.to_string())]);
     vec![
         Node {
             name: "n1".into(),

@@ -47,6 +47,7 @@ pub fn labels_strategy(
         proptest::sample::select(values).prop_map(str::to_string),
         0..=2,
     )
+    .prop_map(Labels::from)
 }
 
 pub fn protocol() -> impl Strategy<Value = Protocol> {
@@ -161,7 +162,7 @@ pub fn selector(keys: &'static [&'static str]) -> impl Strategy<Value = Selector
         proptest::collection::vec(requirement(keys), 0..=1),
     )
         .prop_map(|(match_labels, match_expressions)| Selector {
-            match_labels,
+            match_labels: match_labels.into(),
             match_expressions,
         })
 }

@@ -46,11 +46,11 @@ pub fn checked_name(meta: &ObjectMeta, namespaced: bool) -> FieldResult<(String,
 /// The object's labels, each key and value checked (selectors compare
 /// them verbatim, so a malformed one is a mistake worth reporting).
 pub fn checked_labels(meta: &ObjectMeta) -> FieldResult<Labels> {
-    let labels: Labels = meta.labels.clone().unwrap_or_default();
+    let labels = meta.labels.clone().unwrap_or_default();
     for (k, v) in &labels {
         let field = format!("metadata.labels[{k:?}]");
         names::check_label_key(k).map_err(|m| FieldError::new(&field, m))?;
         names::check_label_value(v).map_err(|m| FieldError::new(&field, m))?;
     }
-    Ok(labels)
+    Ok(Labels::from(labels).interned())
 }

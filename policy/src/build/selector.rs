@@ -61,7 +61,7 @@ pub fn convert(sel: &LabelSelector, field: &str) -> FieldResult<Selector> {
     }
 
     Ok(Selector {
-        match_labels,
+        match_labels: match_labels.into(),
         match_expressions,
     })
 }

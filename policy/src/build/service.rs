@@ -7,6 +7,7 @@ use crate::model::{Labels, Service, ServicePort, TargetPort};
 use crate::names;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 /// The ClusterIP value of a headless Service.
@@ -151,11 +152,11 @@ fn port(p: &core::ServicePort, i: usize) -> FieldResult<ServicePort> {
 
 /// A Service selector is a plain label map: keys and values are checked
 /// as labels, since they are compared with pod labels verbatim.
-fn selector(sel: &Labels) -> FieldResult<Labels> {
+fn selector(sel: &BTreeMap<String, String>) -> FieldResult<Labels> {
     for (k, v) in sel {
         let field = format!("spec.selector[{k:?}]");
         names::check_label_key(k).map_err(|m| FieldError::new(&field, m))?;
         names::check_label_value(v).map_err(|m| FieldError::new(&field, m))?;
     }
-    Ok(sel.clone())
+    Ok(Labels::from(sel.clone()))
 }

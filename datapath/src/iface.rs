@@ -31,7 +31,21 @@ pub struct HostRoute {
 
 /// Host routes of the main table, by destination address.
 pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
-    let mut out = BTreeMap::new();
+    Ok(routes()?.hosts)
+}
+
+/// What a round reads of the main routing table, in one dump per family.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Routes {
+    /// Host routes, by destination address.
+    pub hosts: BTreeMap<IpAddr, HostRoute>,
+    /// The devices of the default routes (the uplinks, with `--uplink auto`).
+    pub default_devs: BTreeSet<String>,
+}
+
+/// The main table's host routes and default route devices.
+pub fn routes() -> Result<Routes> {
+    let mut out = Routes::default();
     for family in ["-4", "-6"] {
         let output = super::command::output(
             Command::new("ip").args(["-j", family, "route", "show", "table", "main"]),
@@ -43,6 +57,7 @@ pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
             );
         }
         let routes = route_entries(&output.stdout)?;
+        out.default_devs.extend(default_devs(&routes));
         let gateways = gateway_devs(&routes);
         for (ip, ifname) in host_routes_of(&routes) {
             // A device that routes to a gateway is an uplink or a tunnel:
@@ -56,7 +71,7 @@ pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
             let Some(ifindex) = super::sys::ifindex(&ifname) else {
                 continue;
             };
-            out.insert(
+            out.hosts.insert(
                 ip,
                 HostRoute {
                     ip,
@@ -67,6 +82,15 @@ pub fn host_routes() -> Result<BTreeMap<IpAddr, HostRoute>> {
         }
     }
     Ok(out)
+}
+
+/// The devices of the default routes among `routes`.
+pub fn default_devs(routes: &[serde_json::Value]) -> BTreeSet<String> {
+    routes
+        .iter()
+        .filter(|r| r.get("dst").and_then(|d| d.as_str()) == Some("default"))
+        .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
+        .collect()
 }
 
 /// The entries of `ip -j route` output, parsed once for both readers below
@@ -282,28 +306,40 @@ impl PodDevices {
 /// a pod's host side has. The answer is cached per index and name: an
 /// interface does not change kind, and this runs every round.
 pub fn is_pod_kind(ifindex: u32, ifname: &str) -> bool {
-    static KINDS: std::sync::Mutex<BTreeMap<(u32, String), bool>> =
+    // Unknown now (the device may be going away): not a pod's.
+    kind_of(ifindex, ifname).is_some_and(|k| matches!(k.as_str(), "veth" | "netkit"))
+}
+
+/// The link kind of `ifname` (index `ifindex`), cached per index and name:
+/// an interface does not change kind, and rounds ask every time. `None`
+/// when unreadable (not remembered: a later round asks again).
+pub fn kind_of(ifindex: u32, ifname: &str) -> Option<String> {
+    static KINDS: std::sync::Mutex<BTreeMap<(u32, String), String>> =
         std::sync::Mutex::new(BTreeMap::new());
     let key = (ifindex, ifname.to_string());
     if let Some(v) = KINDS.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-        return *v;
+        return Some(v.clone());
     }
-    let Some(kind) = link_kind(ifname) else {
-        // Unknown now (the device may be going away): not a pod's, and not
-        // remembered, so a later round asks again.
-        return false;
-    };
-    let pod = matches!(kind.as_str(), "veth" | "netkit");
+    let kind = link_kind(ifname)?;
     KINDS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(key, pod);
-    pod
+        .insert(key, kind.clone());
+    Some(kind)
 }
 
+/// Kinds whose driver has the kind's name: asked of ethtool, a new pod
+/// interface costs no subprocess.
+const DRIVER_KINDS: [&str; 4] = ["veth", "netkit", "vxlan", "geneve"];
+
 /// The link kind (`veth`, `bridge`, `vxlan`, ...; empty for a physical
-/// device) of `ifname`, from `ip -j -d link show`; `None` when unreadable.
+/// device) of `ifname`: its driver when that names one of
+/// [`DRIVER_KINDS`], else from `ip -j -d link show`; `None` when
+/// unreadable.
 fn link_kind(ifname: &str) -> Option<String> {
+    if let Some(d) = super::sys::driver(ifname).filter(|d| DRIVER_KINDS.contains(&d.as_str())) {
+        return Some(d);
+    }
     let out = super::command::output(
         Command::new("ip").args(["-j", "-d", "link", "show", "dev", ifname]),
     )
@@ -424,5 +460,42 @@ mod tests {
         assert_eq!(parse_link_kind(b"[]"), None);
         // This namespace's loopback is no pod device.
         assert!(!is_pod_kind(1, "lo"));
+    }
+
+    /// In a network namespace of its own (removed before any assertion).
+    #[test]
+    fn drivers_name_the_kinds_of_pod_devices() {
+        let ns = format!("palisade-drv-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        assert!(ip(&["netns", "add", &ns]).status.success());
+        let made = ip(&[
+            "-n", &ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+        ]);
+        let bridge = ip(&["-n", &ns, "link", "add", "b0", "type", "bridge"]);
+        let path = format!("/run/netns/{ns}");
+        let seen = std::thread::spawn(move || {
+            let f = std::fs::File::open(path).unwrap();
+            // SAFETY: setns of this thread only, with a valid netns fd.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0);
+            (
+                super::super::sys::driver("v0"),
+                super::super::sys::driver("b0"),
+                link_kind("v0"),
+            )
+        })
+        .join();
+        ip(&["netns", "del", &ns]);
+        assert!(made.status.success() && bridge.status.success());
+        let (veth, bridge, kind) = seen.unwrap();
+        assert_eq!(veth.as_deref(), Some("veth"));
+        assert_eq!(bridge.as_deref(), Some("bridge"));
+        assert_eq!(kind.as_deref(), Some("veth"));
     }
 }

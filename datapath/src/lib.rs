@@ -68,6 +68,9 @@ pub struct Datapath {
     /// last written whole or in part (`note_identity_changes`); `None`:
     /// any, so the next round compares them all.
     identity_scope: Option<BTreeSet<std::net::IpAddr>>,
+    /// The devices of the default routes, when the caller read the routes
+    /// for this round (`note_routes`); taken by the round.
+    default_devs: Option<BTreeSet<String>>,
     /// Whether the caller told this round's changes: one that does not
     /// gets every address compared.
     identity_noted: bool,
@@ -88,6 +91,8 @@ pub struct ProgramReport {
     pub write: WriteReport,
     /// Interfaces newly attached.
     pub attached: usize,
+    /// When the round had attached them (the first step of a round).
+    pub attached_at: Option<std::time::Instant>,
     /// Links of an older layout version moved to this one (`migrate.rs`).
     pub migrated: usize,
     /// Interfaces detached and forgotten.
@@ -144,6 +149,7 @@ impl Datapath {
             node_addrs: BTreeSet::new(),
             identity_scope: None,
             identity_noted: false,
+            default_devs: None,
             recorded: None,
             adopted: loaded.adopted,
             _lock: loaded.lock,
@@ -238,7 +244,8 @@ impl Datapath {
     /// Attaches `node_egress` to the uplinks the spec names now, and
     /// detaches it from those it no longer names.
     pub(crate) fn program_uplinks(&mut self, report: &mut ProgramReport) {
-        let want = match uplink::resolve(&self.uplink_spec) {
+        let defaults = self.default_devs.take();
+        let want = match uplink::resolve(&self.uplink_spec, defaults.as_ref()) {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot find the uplinks");
@@ -261,6 +268,12 @@ impl Datapath {
             uplink::detach(&self.layout, *ifindex);
             self.uplinks.remove(ifindex);
         }
+    }
+
+    /// Hands the next [`Datapath::program`] the routes the caller read for
+    /// it, so that finding the uplinks reads them no second time.
+    pub fn note_routes(&mut self, routes: &iface::Routes) {
+        self.default_devs = Some(routes.default_devs.clone());
     }
 
     /// Tells the next [`Datapath::program`] which addresses' identities

@@ -43,6 +43,9 @@ impl Datapath {
         // programmed here, then their links move (`migrate.rs`).
         let older = versions::older(&self.layout)?;
         self.attach_all(&desired, &older, &mut report);
+        if report.attached > 0 {
+            report.attached_at = Some(std::time::Instant::now());
+        }
 
         let local = local_addrs(node, ifaces);
         let services: BTreeMap<ServiceKey, u32> = node

@@ -13,7 +13,6 @@ use aya::programs::TcAttachType;
 use aya::Ebpf;
 use palisade_common::names;
 use std::collections::BTreeSet;
-use std::process::Command;
 
 /// Which devices are uplinks.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,34 +47,22 @@ impl std::str::FromStr for UplinkSpec {
     }
 }
 
-/// The devices of `ip -j route show default` output.
-pub fn parse_default_devs(json: &[u8]) -> Result<BTreeSet<String>> {
-    Ok(super::iface::route_entries(json)?
-        .iter()
-        .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
-        .collect())
-}
-
-/// The interface indexes `spec` names now.
-pub fn resolve(spec: &UplinkSpec) -> Result<BTreeSet<u32>> {
+/// The interface indexes `spec` names now. `default_devs`: the devices
+/// of the default routes when the caller has just read the routing table
+/// (else read here).
+pub fn resolve(
+    spec: &UplinkSpec,
+    default_devs: Option<&BTreeSet<String>>,
+) -> Result<BTreeSet<u32>> {
     let names: BTreeSet<String> = match spec {
         UplinkSpec::Off => return Ok(BTreeSet::new()),
         UplinkSpec::Names(n) => n.iter().cloned().collect(),
         UplinkSpec::Auto => {
-            let mut devs = BTreeSet::new();
-            for family in ["-4", "-6"] {
-                let out = super::command::output(
-                    Command::new("ip").args(["-j", family, "route", "show", "default"]),
-                )?;
-                if !out.status.success() {
-                    bail!(
-                        "`ip -j {family} route show default` failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    );
-                }
-                devs.extend(parse_default_devs(&out.stdout)?);
-            }
-            devs.extend(overlay_devs()?);
+            let mut devs = match default_devs {
+                Some(d) => d.clone(),
+                None => super::iface::routes()?.default_devs,
+            };
+            devs.extend(overlay_devs());
             devs
         }
     };
@@ -87,34 +74,16 @@ pub fn resolve(spec: &UplinkSpec) -> Result<BTreeSet<u32>> {
 /// `node_egress` does not parse: `docs/ebpf.md` says what that leaves.
 const OVERLAY_KINDS: [&str; 2] = ["vxlan", "geneve"];
 
-/// The overlay devices of this network namespace.
-fn overlay_devs() -> Result<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
-    for kind in OVERLAY_KINDS {
-        let o =
-            super::command::output(Command::new("ip").args(["-j", "link", "show", "type", kind]))?;
-        if !o.status.success() {
-            bail!(
-                "`ip -j link show type {kind}` failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            );
-        }
-        out.extend(parse_link_names(&o.stdout)?);
-    }
-    Ok(out)
-}
-
-/// The `ifname`s of `ip -j link show` output.
-pub fn parse_link_names(json: &[u8]) -> Result<BTreeSet<String>> {
-    if json.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(BTreeSet::new());
-    }
-    let links: Vec<serde_json::Value> =
-        serde_json::from_slice(json).context("parse `ip -j link show` output")?;
-    Ok(links
-        .iter()
-        .filter_map(|l| l.get("ifname")?.as_str().map(str::to_string))
-        .collect())
+/// The overlay devices of this network namespace (kinds cached per
+/// interface: a round asks without running a command).
+fn overlay_devs() -> BTreeSet<String> {
+    sys::interfaces()
+        .into_iter()
+        .filter(|(i, name)| {
+            super::iface::kind_of(*i, name).is_some_and(|k| OVERLAY_KINDS.contains(&k.as_str()))
+        })
+        .map(|(_, name)| name)
+        .collect()
 }
 
 fn pinned(layout: &PinLayout) -> Result<BTreeSet<u32>> {
@@ -196,23 +165,14 @@ mod tests {
     }
 
     #[test]
-    fn default_route_devices() {
+    fn default_route_devices_come_from_the_main_table() {
+        use crate::iface::{default_devs, route_entries};
         let json = br#"[{"dst":"default","gateway":"10.0.0.1","dev":"eth0","flags":[]},
-                        {"dst":"default","gateway":"10.0.1.1","dev":"eth1","metric":200}]"#;
-        let devs = parse_default_devs(json).unwrap();
+                        {"dst":"default","gateway":"10.0.1.1","dev":"eth1","metric":200},
+                        {"dst":"10.0.0.0/24","dev":"eth2","scope":"link"},
+                        {"dst":"10.32.0.5","dev":"veth1","scope":"link"}]"#;
+        let devs = default_devs(&route_entries(json).unwrap());
         assert_eq!(devs.into_iter().collect::<Vec<_>>(), ["eth0", "eth1"]);
-        assert!(parse_default_devs(b"\n").unwrap().is_empty());
-    }
-
-    #[test]
-    fn link_names() {
-        let json = br#"[{"ifindex":7,"ifname":"flannel.1","flags":["UP"]},
-                        {"ifindex":9,"ifname":"vxlan.calico"}]"#;
-        let names = parse_link_names(json).unwrap();
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            ["flannel.1", "vxlan.calico"]
-        );
-        assert!(parse_link_names(b"").unwrap().is_empty());
+        assert!(default_devs(&route_entries(b"\n").unwrap()).is_empty());
     }
 }

@@ -8,7 +8,7 @@
 //! (ENOBUFS: events lost) says the same.
 
 use anyhow::{Context, Result};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
 /// A netlink socket subscribed to link and route changes of the network
@@ -53,17 +53,32 @@ impl RouteEvents {
     }
 
     /// Waits up to `timeout` for events; true when some arrived (they are
-    /// drained, so the next call waits for new ones).
-    pub fn wait(&self, timeout: Duration) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+    /// drained, so the next call waits for new ones). `wake`: another
+    /// descriptor (an eventfd) that ends the wait early when readable; it
+    /// is drained too, and the call returns false unless routes changed.
+    pub fn wait(&self, timeout: Duration, wake: Option<RawFd>) -> bool {
+        let mut pfds = [
+            libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: wake.unwrap_or(-1),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // SAFETY: one valid pollfd.
-        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: two valid pollfds (a negative fd is ignored by poll).
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), 2, ms) };
         if n <= 0 {
+            return false;
+        }
+        if pfds[1].revents & libc::POLLIN != 0 {
+            drain_eventfd(pfds[1].fd);
+        }
+        if pfds[0].revents & libc::POLLIN == 0 {
             return false;
         }
         self.drain();
@@ -89,4 +104,41 @@ impl RouteEvents {
             }
         }
     }
+}
+
+/// A non-blocking eventfd: one thread `signal`s it, another's wait on it
+/// ends (`RouteEvents::wait`).
+pub struct Wake {
+    fd: OwnedFd,
+}
+
+impl Wake {
+    pub fn new() -> Result<Self> {
+        // SAFETY: plain eventfd creation; the fd is owned right away.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(std::io::Error::last_os_error()).context("create an eventfd");
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        Ok(Wake {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    pub fn signal(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a u64; a full counter (EAGAIN) still
+        // leaves it readable, which is all a signal needs.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+fn drain_eventfd(fd: RawFd) {
+    let mut v: u64 = 0;
+    // SAFETY: reads 8 bytes into a u64 from a non-blocking eventfd.
+    unsafe { libc::read(fd, (&mut v as *mut u64).cast(), 8) };
 }

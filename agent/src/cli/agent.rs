@@ -268,7 +268,7 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
             break;
         }
         let inputs_changed = agent.source.changed();
-        let routes = match iface::host_routes() {
+        let routes = match iface::routes() {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "cannot read routes");
@@ -278,16 +278,20 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         let attached = attachments::read(&agent.cni_state_dir);
         // An interface re-created under its old index reads the same in
         // the routes; only its dead links tell.
-        let routes_changed = routes != agent.routes
+        let routes_changed = routes.hosts != agent.routes
             || attached != agent.attachments
             || !dp.defunct_links().is_empty();
         if routes_changed {
             // An interface appeared or went: timed from now.
-            agent.latency.learned(Instant::now());
+            let now = Instant::now();
+            agent.latency.learned(now);
+            agent.latency.interfaces_changed(now);
         }
         let retry = !clean && last_try.elapsed() >= backoff.delay();
         if inputs_changed || routes_changed || retry {
             last_try = Instant::now();
+            // The round programs with the routes just read.
+            agent.fresh_routes = Some(routes);
             clean = match agent.round(&mut dp) {
                 Ok(clean) => clean,
                 Err(e) => {
@@ -337,8 +341,8 @@ fn wait_for_change(
     total: Duration,
     health: &Health,
 ) {
-    // The source is asked this often: with its debounce, what bounds how
-    // long a change waits before its round.
+    // The source is asked this often, and every millisecond while a
+    // change settles; its wake descriptor ends a wait as soon as it changes.
     let step = Duration::from_millis(10);
     let end = Instant::now() + total;
     while !stop.load(Ordering::Relaxed) {
@@ -350,10 +354,15 @@ fn wait_for_change(
         if source.notify() || records.changed() {
             return;
         }
+        let step = if source.settling() {
+            Duration::from_millis(1)
+        } else {
+            step
+        };
         let slice = step.min(end - now);
         match events {
             Some(ev) => {
-                if ev.wait(slice) {
+                if ev.wait(slice, source.wake_fd()) {
                     return;
                 }
             }
@@ -380,6 +389,9 @@ struct Agent {
     pinned_identities: Option<BTreeMap<IpAddr, u32>>,
     last_model: Option<Model>,
     routes: BTreeMap<IpAddr, HostRoute>,
+    /// Routes the loop read for the next round, so that it reads them
+    /// no second time.
+    fresh_routes: Option<iface::Routes>,
     /// The CNI plugin's records, as last read from `cni_state_dir`.
     attachments: Vec<Attachment>,
     cni_state_dir: PathBuf,
@@ -415,6 +427,7 @@ impl Agent {
             pinned_identities: Some(pinned),
             last_model: None,
             routes: BTreeMap::new(),
+            fresh_routes: None,
             attachments: Vec::new(),
             cni_state_dir: args.cni_state_dir.clone(),
             bpffs_root: args.bpffs_root.clone(),
@@ -577,7 +590,12 @@ impl Agent {
             .as_ref()
             .expect("a model is compiled before any programming");
         let compiled = compiler.compiled();
-        self.routes = iface::host_routes()?;
+        let routes = match self.fresh_routes.take() {
+            Some(r) => r,
+            None => iface::routes()?,
+        };
+        dp.note_routes(&routes);
+        self.routes = routes.hosts;
         self.attachments = attachments::read(&self.cni_state_dir);
         let devices = iface::PodDevices::scan();
         let elsewhere = self.left_to_others(compiled);
@@ -610,6 +628,8 @@ impl Agent {
         self.view.set(view);
         let report = report?;
         self.metrics.program_seconds.observe(took.as_secs_f64());
+        self.latency
+            .attached(report.attached_at, &self.metrics.time_to_attach);
         self.latency.programmed(
             &ifaces,
             Instant::now(),

@@ -10,6 +10,7 @@ pub mod manifests;
 
 use palisade_compiler::Change;
 use palisade_policy::Model;
+use std::os::fd::RawFd;
 use std::time::Instant;
 
 /// An input of the agent loop.
@@ -41,6 +42,18 @@ pub trait Source {
     /// are only polled (files) keep the default.
     fn notify(&mut self) -> bool {
         false
+    }
+
+    /// Whether a change is waiting for its burst to settle: the loop then
+    /// asks again within a millisecond rather than at its next step.
+    fn settling(&self) -> bool {
+        false
+    }
+
+    /// A descriptor that becomes readable when the input changes, to end
+    /// the loop's wait at once (the API watchers signal it).
+    fn wake_fd(&self) -> Option<RawFd> {
+        None
     }
 
     /// When the agent first learned of the oldest change the last

@@ -13,6 +13,9 @@ pub struct Latency {
     unenforced_since: Option<Instant>,
     /// Interfaces programmed pending, and when that was first done.
     pending_since: BTreeMap<u32, Instant>,
+    /// When routes or links last changed, until a round attached what
+    /// they brought.
+    interfaces_changed: Option<Instant>,
 }
 
 impl Latency {
@@ -21,6 +24,22 @@ impl Latency {
     pub fn learned(&mut self, at: Instant) {
         if self.unenforced_since.is_none_or(|t| at < t) {
             self.unenforced_since = Some(at);
+        }
+    }
+
+    /// Routes or links changed at `at` (a new interface, maybe).
+    pub fn interfaces_changed(&mut self, at: Instant) {
+        self.interfaces_changed.get_or_insert(at);
+    }
+
+    /// A round attached classifiers to new interfaces at `at` (`None`: it
+    /// attached none): the time from the change that brought them.
+    pub fn attached(&mut self, at: Option<Instant>, time_to_attach: &Histogram) {
+        let Some(seen) = self.interfaces_changed.take() else {
+            return;
+        };
+        if let Some(at) = at {
+            time_to_attach.observe(at.saturating_duration_since(seen).as_secs_f64());
         }
     }
 

@@ -27,6 +27,9 @@ pub struct Metrics {
     pub program_seconds: Histogram,
     /// From learning of a change to the end of the round that enforced it.
     pub time_to_enforce: Histogram,
+    /// From a link or route event to the classifiers of the new
+    /// interfaces it brought being attached.
+    pub time_to_attach: Histogram,
     /// How long interfaces were held pending before their state was known.
     pub pending_window: Histogram,
     pub rounds: Counter,
@@ -62,6 +65,8 @@ impl Metrics {
             program_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
             // 5 ms to about 80 s: debounce and retries included.
             time_to_enforce: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
+            // 0.5 ms to about 8 s.
+            time_to_attach: Histogram::new(exponential_buckets(0.0005, 2.0, 15)),
             pending_window: Histogram::new(exponential_buckets(0.005, 2.0, 15)),
             rounds: Counter::default(),
             round_errors: Counter::default(),
@@ -114,6 +119,11 @@ impl Metrics {
             "time_to_enforce_seconds",
             "Time from learning of a change (API event, manifest edit, interface seen) to the end of the round that programmed it",
             m.time_to_enforce.clone(),
+        );
+        reg.register(
+            "time_to_attach_seconds",
+            "Time from seeing a new interface's route or link to its classifiers being attached (held pending or programmed)",
+            m.time_to_attach.clone(),
         );
         reg.register(
             "pending_window_seconds",
@@ -195,6 +205,7 @@ mod tests {
             "# TYPE palisade_program_seconds histogram",
             "# TYPE palisade_time_to_enforce_seconds histogram",
             "# TYPE palisade_pending_window_seconds histogram",
+            "# TYPE palisade_time_to_attach_seconds histogram",
             "# TYPE palisade_policies gauge",
             "# TYPE palisade_pods_failed_closed gauge",
             "# TYPE palisade_identities gauge",

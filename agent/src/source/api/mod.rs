@@ -39,6 +39,7 @@ pub use connect::Connection;
 pub use liveness::WatcherLiveness;
 
 use super::Source;
+use crate::datapath::watch::Wake;
 use convert::{Kind, Lenient, Rejected};
 use events::InputEvents;
 use futures::StreamExt;
@@ -52,13 +53,16 @@ use palisade_policy::crd::ClusterNetworkPolicy;
 use palisade_policy::Model;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use store::Store;
 
-/// Quiet time after the last event before the model is read again.
-pub const DEBOUNCE: Duration = Duration::from_millis(20);
+/// Quiet time after the last event before the model is read again. A
+/// round costs what changed, so little is gained by waiting longer: events
+/// arriving during a round are read together by the next one.
+pub const DEBOUNCE: Duration = Duration::from_millis(5);
 /// Longest a change waits under a constant stream of events.
 pub const MAX_DELAY: Duration = Duration::from_secs(1);
 
@@ -117,10 +121,20 @@ struct Shared {
     stores: Mutex<Stores>,
     /// Bumped on every change of the live stores.
     version: AtomicU64,
+    /// Signalled with every bump, so that the agent loop wakes at once.
+    wake: Option<Wake>,
     liveness: Arc<WatcherLiveness>,
 }
 
 impl Shared {
+    /// Records a change of the live stores.
+    fn bump(&self) {
+        self.version.fetch_add(1, Ordering::AcqRel);
+        if let Some(w) = &self.wake {
+            w.signal();
+        }
+    }
+
     fn stores(&self) -> std::sync::MutexGuard<'_, Stores> {
         // A watcher that panicked mid-update cannot leave a store half
         // written (every update is one map operation): keep going.
@@ -147,7 +161,11 @@ impl ApiSource {
     /// Connects (kubeconfig or in-cluster) and starts the watchers. Fails
     /// only on configuration errors; an unreachable API server is retried.
     pub fn start(conn: Connection, metrics: WatchMetrics) -> anyhow::Result<Self> {
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            // Without it the loop notices changes at its next step.
+            wake: Wake::new().ok(),
+            ..Shared::default()
+        });
         let (tx, rx) = std::sync::mpsc::channel();
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let inner = Arc::clone(&shared);
@@ -296,6 +314,14 @@ impl Source for ApiSource {
     fn notify(&mut self) -> bool {
         self.changed()
     }
+
+    fn settling(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn wake_fd(&self) -> Option<RawFd> {
+        self.shared.wake.as_ref().map(Wake::raw)
+    }
 }
 
 /// The objects left out among entries.
@@ -393,7 +419,7 @@ async fn watch<K: Kind>(
                 let mut stores = shared.stores();
                 if store(&mut stores).mark_absent() {
                     stores.unread_since.get_or_insert_with(Instant::now);
-                    shared.version.fetch_add(1, Ordering::AcqRel);
+                    shared.bump();
                 }
                 continue;
             }
@@ -421,7 +447,7 @@ async fn watch<K: Kind>(
         let mut stores = shared.stores();
         if store(&mut stores).apply(event) {
             stores.unread_since.get_or_insert_with(Instant::now);
-            shared.version.fetch_add(1, Ordering::AcqRel);
+            shared.bump();
         }
     }
 }

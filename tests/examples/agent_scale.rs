@@ -25,13 +25,20 @@
 //!   counter of its ready file, polled every millisecond), for a new local
 //!   pod (its interface already there, held pending, until its Pod object
 //!   appears) and for a policy change on the local pods; and the agent's
-//!   own `palisade_time_to_enforce_seconds` mean over the same period.
+//!   own `palisade_time_to_enforce_seconds` mean over the same period;
+//! - a route-only change: a pod whose Pod object is known gets its
+//!   interface and host route (the lab wires it as a point-to-point CNI
+//!   does); timed from the start of the wiring to the end of the round,
+//!   and by the agent itself from its seeing the route to the end of the
+//!   round (`palisade_time_to_enforce_seconds` over those samples).
 //!
 //! A measurement, not a test: nothing here asserts a duration. Needs root.
 
 use anyhow::{bail, Context, Result};
 use palisade_fake_apiserver::FakeApiServer;
-use palisade_lab::{AgentOptions, AgentProcess, Family, Lab, LabSpec, ProbePort, Protocol};
+use palisade_lab::{
+    AgentOptions, AgentProcess, Family, Lab, LabSpec, PodSpec, ProbePort, Protocol,
+};
 use palisade_tests::memcg::MemCgroup;
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -225,6 +232,79 @@ fn metric(lab: &Lab, name: &str) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// What `route_only` measured.
+struct RouteOnly {
+    /// From the start of the wiring to the end of the round programming it.
+    enforced: Vec<Duration>,
+    /// The lab's wiring alone.
+    wiring: Vec<Duration>,
+    /// The agent's own means: from its seeing the route to the classifiers
+    /// attached, and to the end of the round.
+    attach_mean: Option<f64>,
+    enforce_mean: Option<f64>,
+}
+
+/// `samples` pods whose Pod objects are known before their interfaces:
+/// each is wired in turn and timed until the round that programs it ends.
+fn route_only(
+    lab: &mut Lab,
+    api: &FakeApiServer,
+    agent: &AgentProcess,
+    samples: u16,
+) -> Result<RouteOnly> {
+    const NAMES: [&str; 2] = [
+        "palisade_time_to_attach_seconds",
+        "palisade_time_to_enforce_seconds",
+    ];
+    let hist = |lab: &Lab| {
+        NAMES.map(|name| {
+            (
+                metric(lab, &format!("{name}_sum")).unwrap_or(0.0),
+                metric(lab, &format!("{name}_count")).unwrap_or(0.0),
+            )
+        })
+    };
+    let mut out = RouteOnly {
+        enforced: Vec::new(),
+        wiring: Vec::new(),
+        attach_mean: None,
+        enforce_mean: None,
+    };
+    let mut totals = [(0.0, 0.0); 2];
+    for s in 0..samples {
+        let k = LOCAL_PODS + samples + s;
+        let name = format!("wired-{s}");
+        api.apply(local_pod(&name, k))?;
+        quiet(agent, Duration::from_secs(300))?;
+        let pod = PodSpec {
+            namespace: "local".into(),
+            name,
+            ips: vec![local_ip(k).into()],
+            ports: vec![ProbePort {
+                port: 80,
+                protocol: Protocol::Tcp,
+            }],
+        };
+        let before = hist(lab);
+        let mut wired = Duration::ZERO;
+        out.enforced.push(time_to_enforce(agent, || {
+            let t = Instant::now();
+            lab.add_pod(&pod).expect("wire a pod");
+            wired = t.elapsed();
+        })?);
+        out.wiring.push(wired);
+        quiet(agent, Duration::from_secs(300))?;
+        for (i, ((s0, c0), (s1, c1))) in before.iter().zip(hist(lab)).enumerate() {
+            totals[i].0 += s1 - s0;
+            totals[i].1 += c1 - c0;
+        }
+    }
+    let mean = |(sum, count): (f64, f64)| (count > 0.0).then(|| sum / count);
+    out.attach_mean = mean(totals[0]);
+    out.enforce_mean = mean(totals[1]);
+    Ok(out)
+}
+
 fn main() -> Result<()> {
     let a = args()?;
     let nns = namespaces(a.pods);
@@ -242,7 +322,7 @@ fn main() -> Result<()> {
         };
         spec = spec.pod("local", &name, &[local_ip(k).into()], &port);
     }
-    let lab = Lab::up(&spec)?;
+    let mut lab = Lab::up(&spec)?;
     let api =
         lab.run_in_node(|| FakeApiServer::start_at(SocketAddr::from(([127, 0, 0, 1], 0))))??;
     let kubeconfig = api.write_kubeconfig(&lab.dir().join("kubeconfig"))?;
@@ -301,10 +381,10 @@ fn main() -> Result<()> {
         hwm / 1024,
         rss / 1024
     );
-    let hist = |name: &str| {
+    let hist = |lab: &Lab, name: &str| {
         (
-            metric(&lab, &format!("{name}_sum")).unwrap_or(0.0),
-            metric(&lab, &format!("{name}_count")).unwrap_or(0.0),
+            metric(lab, &format!("{name}_sum")).unwrap_or(0.0),
+            metric(lab, &format!("{name}_count")).unwrap_or(0.0),
         )
     };
     const HISTOGRAMS: [(&str, &str); 3] = [
@@ -312,7 +392,7 @@ fn main() -> Result<()> {
         ("palisade_compile_seconds", "compile per round"),
         ("palisade_program_seconds", "kernel programming per round"),
     ];
-    let at_start: Vec<(f64, f64)> = HISTOGRAMS.iter().map(|(n, _)| hist(n)).collect();
+    let at_start: Vec<(f64, f64)> = HISTOGRAMS.iter().map(|(n, _)| hist(&lab, n)).collect();
 
     let mut new_pod = Vec::new();
     for s in 0..late {
@@ -329,12 +409,13 @@ fn main() -> Result<()> {
             api.apply(local_policy(port)).expect("apply a policy");
         })?);
     }
+    let routed = route_only(&mut lab, &api, &agent, late)?;
     quiet(&agent, Duration::from_secs(300))?;
     let enforced = metric(&lab, "palisade_pods_enforced").unwrap_or(-1.0);
-    if enforced != f64::from(LOCAL_PODS + late) {
+    let want = LOCAL_PODS + 2 * late;
+    if enforced != f64::from(want) {
         bail!(
-            "the agent enforces {enforced} pods, expected {}; log:\n{}",
-            LOCAL_PODS + late,
+            "the agent enforces {enforced} pods, expected {want}; log:\n{}",
             lab.log(&agent.process)
         );
     }
@@ -363,9 +444,22 @@ fn main() -> Result<()> {
     if !policy.is_empty() {
         summary("policy change", policy);
     }
+    if !routed.enforced.is_empty() {
+        summary(
+            "route-only change, from the start of the wiring",
+            routed.enforced,
+        );
+        summary("(the lab's wiring of one pod alone)", routed.wiring);
+        let ms = |m: Option<f64>| m.map_or("-".to_string(), |m| format!("{:.1} ms", m * 1e3));
+        println!(
+            "agent's own, route-only samples (from its seeing the route): classifiers attached mean {}, enforced mean {}",
+            ms(routed.attach_mean),
+            ms(routed.enforce_mean)
+        );
+    }
     // The agent's own view over the same period (means of its histograms).
     for ((name, what), (sum0, count0)) in HISTOGRAMS.iter().zip(at_start) {
-        let (sum1, count1) = hist(name);
+        let (sum1, count1) = hist(&lab, name);
         if count1 > count0 {
             println!(
                 "agent's {name} ({what}) over the samples: mean {:.1} ms ({} observations)",

@@ -7,16 +7,16 @@
 //! - host routes: a local pod's host-side interface is the device of the
 //!   host route (/32 or /128, no gateway) to the pod's address in the main
 //!   table of the agent's network namespace. Point-to-point CNIs and Calico
-//!   install exactly such routes. We read them with `ip -j route`
-//!   (iproute2's stable JSON output), which keeps netlink parsing out of
-//!   the agent.
+//!   install exactly such routes. Every round reads them with a netlink
+//!   dump (`route_dump.rs`): two `ip -j route` processes per round were
+//!   most of the time from a new pod's route to its classifiers.
 //!
 //! A route's device is taken only when it is a veth or netkit device: an
 //! uplink with a gateway-less host route (GCE's `10.128.0.1 dev ens4`), a
 //! bridge, a tunnel or a dummy device is never a pod's, and holding it
 //! pending would cut the node off.
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::process::Command;
@@ -43,32 +43,33 @@ pub struct Routes {
     pub default_devs: BTreeSet<String>,
 }
 
-/// The main table's host routes and default route devices.
+/// The main table's gateway-less unicast host routes and its default
+/// route devices, read over netlink (`route_dump.rs`).
 pub fn routes() -> Result<Routes> {
     let mut out = Routes::default();
-    for family in ["-4", "-6"] {
-        let output = super::command::output(
-            Command::new("ip").args(["-j", family, "route", "show", "table", "main"]),
-        )?;
-        if !output.status.success() {
-            bail!(
-                "`ip -j {family} route show table main` failed: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        let routes = route_entries(&output.stdout)?;
-        out.default_devs.extend(default_devs(&routes));
-        let gateways = gateway_devs(&routes);
-        for (ip, ifname) in host_routes_of(&routes) {
-            // A device that routes to a gateway is an uplink or a tunnel:
-            // its gateway-less host routes (GCE's `10.128.0.1 dev ens4`)
-            // lead to routers, never to pods.
-            if gateways.contains(&ifname) {
+    for family in [libc::AF_INET, libc::AF_INET6] {
+        let table = super::route_dump::main_table(family as u8)?;
+        // A device that routes to a gateway (or is a default route's) is
+        // an uplink or a tunnel: its gateway-less host routes (GCE's
+        // `10.128.0.1 dev ens4`) lead to routers, never to pods.
+        let gateways: BTreeSet<u32> = table
+            .iter()
+            .filter(|r| r.gateway || r.dst.is_none())
+            .filter_map(|r| r.oif)
+            .collect();
+        let defaults = table.iter().filter(|r| r.dst.is_none());
+        out.default_devs
+            .extend(defaults.filter_map(|r| super::sys::ifname(r.oif?)));
+        for r in &table {
+            let (Some(ip), Some(ifindex)) = (r.host(), r.oif) else {
+                continue;
+            };
+            if gateways.contains(&ifindex) {
                 continue;
             }
-            // The name can vanish between the route dump and this lookup:
-            // such an interface is simply not there yet on the next poll.
-            let Some(ifindex) = super::sys::ifindex(&ifname) else {
+            // An interface gone since the dump is simply not there yet on
+            // the next look.
+            let Some(ifname) = super::sys::ifname(ifindex) else {
                 continue;
             };
             out.hosts.insert(
@@ -82,80 +83,6 @@ pub fn routes() -> Result<Routes> {
         }
     }
     Ok(out)
-}
-
-/// The devices of the default routes among `routes`.
-pub fn default_devs(routes: &[serde_json::Value]) -> BTreeSet<String> {
-    routes
-        .iter()
-        .filter(|r| r.get("dst").and_then(|d| d.as_str()) == Some("default"))
-        .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
-        .collect()
-}
-
-/// The entries of `ip -j route` output, parsed once for both readers below
-/// (and the uplinks'). Empty output is no routes.
-pub fn route_entries(json: &[u8]) -> Result<Vec<serde_json::Value>> {
-    if json.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(Vec::new());
-    }
-    serde_json::from_slice(json).context("parse `ip -j route` output")
-}
-
-/// (address, device) of the unicast host routes without a gateway.
-pub fn host_routes_of(routes: &[serde_json::Value]) -> Vec<(IpAddr, String)> {
-    let mut out = Vec::new();
-    for r in routes {
-        let (Some(dst), Some(dev)) = (
-            r.get("dst").and_then(|v| v.as_str()),
-            r.get("dev").and_then(|v| v.as_str()),
-        ) else {
-            continue;
-        };
-        if r.get("gateway").is_some() || r.get("via").is_some() {
-            continue;
-        }
-        if let Some(t) = r.get("type").and_then(|v| v.as_str()) {
-            if t != "unicast" {
-                continue;
-            }
-        }
-        // iproute2 prints host routes without their prefix length.
-        let ip = match dst.split_once('/') {
-            None => dst.parse::<IpAddr>().ok(),
-            Some((addr, len)) => {
-                let ip = addr.parse::<IpAddr>().ok();
-                let full = match ip {
-                    Some(IpAddr::V4(_)) => "32",
-                    Some(IpAddr::V6(_)) => "128",
-                    None => continue,
-                };
-                if len == full {
-                    ip
-                } else {
-                    None
-                }
-            }
-        };
-        if let Some(ip) = ip {
-            out.push((ip, dev.to_string()));
-        }
-    }
-    out
-}
-
-/// The devices of routes through a gateway, and of default routes (with a
-/// gateway or not).
-pub fn gateway_devs(routes: &[serde_json::Value]) -> BTreeSet<String> {
-    routes
-        .iter()
-        .filter(|r| {
-            r.get("gateway").is_some()
-                || r.get("via").is_some()
-                || r.get("dst").and_then(|d| d.as_str()) == Some("default")
-        })
-        .filter_map(|r| r.get("dev")?.as_str().map(str::to_string))
-        .collect()
 }
 
 /// The interfaces the agent manages, found from the routes.
@@ -367,45 +294,83 @@ fn parse_link_kind(json: &[u8]) -> Option<String> {
 mod tests {
     use super::*;
 
-    const V4: &str = r#"[
-        {"dst":"default","gateway":"192.168.1.1","dev":"eth0","flags":[]},
-        {"dst":"10.0.0.5","dev":"veth1","scope":"link","flags":[]},
-        {"dst":"10.0.0.6/32","dev":"veth2","scope":"link","flags":[]},
-        {"dst":"10.0.0.0/24","dev":"eth0","proto":"kernel","scope":"link","prefsrc":"10.0.0.1","flags":[]},
-        {"type":"blackhole","dst":"10.0.0.9","flags":[]},
-        {"dst":"10.0.0.7","gateway":"10.0.0.254","dev":"eth0","flags":[]}
-    ]"#;
+    /// Runs `setup` (ip commands, `-n` added) in a network namespace of
+    /// its own, then `f` on a thread inside it; the namespace is removed
+    /// before the result is looked at.
+    fn in_netns<R: Send + 'static>(
+        tag: &str,
+        setup: &[&str],
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> R {
+        let ns = format!("palisade-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        assert!(ip(&["netns", "add", &ns]).status.success());
+        let failed: Vec<String> = setup
+            .iter()
+            .filter_map(|line| {
+                let mut args = vec!["-n", ns.as_str()];
+                args.extend(line.split_whitespace());
+                let out = ip(&args);
+                (!out.status.success()).then(|| format!("{line}: {out:?}"))
+            })
+            .collect();
+        let path = format!("/run/netns/{ns}");
+        let got = std::thread::spawn(move || {
+            let f_ns = std::fs::File::open(path).unwrap();
+            // SAFETY: setns of this thread only, with a valid netns fd.
+            let rc =
+                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f_ns), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0);
+            f()
+        })
+        .join();
+        ip(&["netns", "del", &ns]);
+        assert!(failed.is_empty(), "{failed:?}");
+        got.unwrap()
+    }
 
     #[test]
-    fn only_gatewayless_host_routes_count() {
-        let got = host_routes_of(&route_entries(V4.as_bytes()).unwrap());
+    fn only_gatewayless_host_routes_of_pod_devices_count() {
+        let setup = [
+            "link add e0 type veth peer name e0p",
+            "link add v1 type veth peer name v1p",
+            "link add v2 type veth peer name v2p",
+            "link set e0 up",
+            "link set v1 up",
+            "link set v2 up",
+            "addr add 10.0.0.1/24 dev e0",
+            "-6 addr add fd00::1/64 dev e0 nodad",
+            "route add default via 10.0.0.254 dev e0",
+            "route add 10.0.0.5/32 dev v1",
+            "route add 10.0.0.6/32 dev v2",
+            // Through a gateway, or gateway-less on the uplink: routers.
+            "route add 10.0.0.7/32 via 10.0.0.254 dev e0",
+            "route add 10.0.0.8/32 dev e0",
+            "route add blackhole 10.0.0.9/32",
+            // Not a host route.
+            "route add 10.1.0.0/24 dev v2",
+            "-6 route add fd00:1::5/128 dev v1",
+        ];
+        let got = in_netns("routes", &setup, routes).unwrap();
+        let hosts: Vec<(String, &str)> = got
+            .hosts
+            .values()
+            .map(|r| (r.ip.to_string(), r.ifname.as_str()))
+            .collect();
         assert_eq!(
-            got,
-            vec![
-                ("10.0.0.5".parse().unwrap(), "veth1".to_string()),
-                ("10.0.0.6".parse().unwrap(), "veth2".to_string())
+            hosts,
+            [
+                ("10.0.0.5".to_string(), "v1"),
+                ("10.0.0.6".to_string(), "v2"),
+                ("fd00:1::5".to_string(), "v1")
             ]
         );
-    }
-
-    #[test]
-    fn devices_routing_to_a_gateway() {
-        let got = gateway_devs(&route_entries(V4.as_bytes()).unwrap());
-        assert_eq!(got.into_iter().collect::<Vec<_>>(), ["eth0"]);
-        assert!(gateway_devs(&route_entries(b"").unwrap()).is_empty());
-    }
-
-    #[test]
-    fn ipv6_host_routes_and_empty_output() {
-        let got = host_routes_of(
-            &route_entries(
-                br#"[{"dst":"fd00::5","dev":"veth1","metric":1024,"flags":[],"pref":"medium"},
-            {"dst":"fd00::/64","dev":"eth0","flags":[]}]"#,
-            )
-            .unwrap(),
-        );
-        assert_eq!(got, vec![("fd00::5".parse().unwrap(), "veth1".to_string())]);
-        assert!(route_entries(b"\n").unwrap().is_empty());
+        assert_eq!(got.default_devs.into_iter().collect::<Vec<_>>(), ["e0"]);
     }
 
     #[test]

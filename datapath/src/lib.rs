@@ -22,6 +22,7 @@ pub mod others;
 pub mod pod_tables;
 mod program;
 pub mod readback;
+mod route_dump;
 pub mod sys;
 pub mod telemetry;
 pub mod uplink;

@@ -163,16 +163,4 @@ mod tests {
             .parse::<UplinkSpec>()
             .is_err());
     }
-
-    #[test]
-    fn default_route_devices_come_from_the_main_table() {
-        use crate::iface::{default_devs, route_entries};
-        let json = br#"[{"dst":"default","gateway":"10.0.0.1","dev":"eth0","flags":[]},
-                        {"dst":"default","gateway":"10.0.1.1","dev":"eth1","metric":200},
-                        {"dst":"10.0.0.0/24","dev":"eth2","scope":"link"},
-                        {"dst":"10.32.0.5","dev":"veth1","scope":"link"}]"#;
-        let devs = default_devs(&route_entries(json).unwrap());
-        assert_eq!(devs.into_iter().collect::<Vec<_>>(), ["eth0", "eth1"]);
-        assert!(default_devs(&route_entries(b"\n").unwrap()).is_empty());
-    }
 }

@@ -5,7 +5,10 @@
 //! watchers retry, and fails for good when a watcher dies.
 //!
 //! The hanging `ip` is a wrapper script first in the agent's `PATH` that
-//! runs the real `ip`, after a sleep while a file exists. The dead watcher
+//! runs the real `ip`, after a sleep while a file exists. Rounds read the
+//! routes over netlink and ask ethtool the kinds of pod devices, so what
+//! still runs `ip` is the kind of a device ethtool does not name: a host
+//! route over a bridge, added by the test. The dead watcher
 //! is the debug build's `PALISADE_TEST_WATCHER_PANIC` fault
 //! (`agent/src/source/api/liveness.rs`). Each test runs in a network
 //! namespace of its own with a private bpffs (guards clean up on failure).
@@ -60,6 +63,30 @@ fn slow_ip(s: &Scratch, secs: u32) -> (String, PathBuf) {
         std::env::var("PATH").unwrap_or_default()
     );
     (path, trigger)
+}
+
+/// A bridge `dev` routing to `addr`: the next round asks `ip` its kind.
+fn route_over_a_bridge(dev: &str, addr: &str) {
+    for args in [
+        format!("link add {dev} type bridge"),
+        format!("link set {dev} up"),
+        format!("route add {addr}/32 dev {dev}"),
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(args.split_whitespace())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip {args}: {out:?}");
+    }
+}
+
+/// Another host route over `dev`: a round, which asks its kind again.
+fn another_route(dev: &str, addr: &str) {
+    let out = std::process::Command::new("ip")
+        .args(["route", "add", &format!("{addr}/32"), "dev", dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// The agent for node1 on the scratch directory's manifests (the shop pods,
@@ -119,26 +146,29 @@ fn agent_health_fails_while_a_child_command_hangs() {
             "60",
         ],
     );
-    // Every look at the routes (each poll) now hangs; each is killed after
-    // the second: the loop goes on, the probe names the command.
+    // Asking `ip` a device's kind now hangs; it is killed after the
+    // second: the loop goes on, the probe names the command.
     std::fs::write(&hang, "").unwrap();
+    route_over_a_bridge("brh", "10.76.9.1");
     let body = unhealthy(&agent, LIMIT);
     assert!(
         body.starts_with(
-            "unhealthy: child command hung: `ip -j -4 route show table main` killed after 1s"
+            "unhealthy: child command hung: `ip -j -d link show dev brh` killed after 1s"
         ),
         "{body}"
     );
     assert!(
         agent.log().contains(
-            "ip -j -4 route show table main: no answer within 1s (the command timeout); killed"
+            "ip -j -d link show dev brh: no answer within 1s (the command timeout); killed"
         ),
         "{}",
         agent.log()
     );
     assert_eq!(http_get(metrics(), "/readyz").map(|(c, _)| c), Some(200));
-    // The next run that completes clears it.
+    // The next run that completes clears it (the kind is asked again: an
+    // unanswered question is not remembered).
     std::fs::remove_file(&hang).unwrap();
+    another_route("brh", "10.76.9.2");
     assert_healthy(&agent);
 }
 
@@ -163,6 +193,7 @@ fn agent_health_fails_while_the_loop_stalls() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(healthz().map(|(c, _)| c), Some(200));
     std::fs::write(&hang, "").unwrap();
+    route_over_a_bridge("brs", "10.76.9.3");
     let body = unhealthy(&agent, Duration::from_secs(6));
     assert!(
         body.starts_with("unhealthy: agent loop stalled: no round or idle tick for "),

@@ -427,38 +427,19 @@ mod tests {
         assert!(!is_pod_kind(1, "lo"));
     }
 
-    /// In a network namespace of its own (removed before any assertion).
     #[test]
     fn drivers_name_the_kinds_of_pod_devices() {
-        let ns = format!("palisade-drv-{}", std::process::id());
-        let ip = |args: &[&str]| {
-            std::process::Command::new("ip")
-                .args(args)
-                .output()
-                .unwrap()
-        };
-        assert!(ip(&["netns", "add", &ns]).status.success());
-        let made = ip(&[
-            "-n", &ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-        ]);
-        let bridge = ip(&["-n", &ns, "link", "add", "b0", "type", "bridge"]);
-        let path = format!("/run/netns/{ns}");
-        let seen = std::thread::spawn(move || {
-            let f = std::fs::File::open(path).unwrap();
-            // SAFETY: setns of this thread only, with a valid netns fd.
-            let rc =
-                unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0);
+        let setup = [
+            "link add v0 type veth peer name v1",
+            "link add b0 type bridge",
+        ];
+        let (veth, bridge, kind) = in_netns("drv", &setup, || {
             (
                 super::super::sys::driver("v0"),
                 super::super::sys::driver("b0"),
                 link_kind("v0"),
             )
-        })
-        .join();
-        ip(&["netns", "del", &ns]);
-        assert!(made.status.success() && bridge.status.success());
-        let (veth, bridge, kind) = seen.unwrap();
+        });
         assert_eq!(veth.as_deref(), Some("veth"));
         assert_eq!(bridge.as_deref(), Some("bridge"));
         assert_eq!(kind.as_deref(), Some("veth"));

@@ -1,6 +1,8 @@
 //! `palisade agent`: run the node agent from manifests or the Kubernetes API.
 //!
-//! Each round takes the model from the source, compiles it for the node,
+//! Each round brings the model up to the source (the API source patches
+//! it from its watch events and names the changes; manifests are read
+//! whole and diffed), has the incremental compiler apply the changes,
 //! finds the pod interfaces and has the datapath apply the difference.
 //! Rounds run at start, when the input changes (polled fingerprint of the
 //! manifests, or settled watch events of the API) and when the host routes

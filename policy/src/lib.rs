@@ -59,7 +59,9 @@ mod selector;
 /// Per-object validation: what [`build`] does to each object before
 /// [`assemble`] checks them together.
 pub use build::check as convert;
-pub use build::{assemble, assemble_cluster, build, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL};
+pub use build::{
+    assemble, assemble_cluster, build, warnings_of, ENFORCEMENT_ANNOTATION, NAMESPACE_NAME_LABEL,
+};
 pub use cluster::*;
 pub use load::{load_paths, load_str};
 pub use matrix::{

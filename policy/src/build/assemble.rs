@@ -55,6 +55,14 @@ fn sourced(errors: &mut Vec<InputError>, source: &Option<String>, mut e: InputEr
     errors.push(e)
 }
 
+/// The warnings [`assemble`] reports for a policy it keeps (none for most).
+pub fn warnings_of(p: &Policy) -> Vec<InputError> {
+    let mut out = Vec::new();
+    let key = namespaced(&p.namespace, &p.name);
+    policy_warnings(&mut out, &None, &key, p);
+    out
+}
+
 /// The warnings of a policy the model keeps: not understood (with what
 /// it does instead), and problems read past.
 fn policy_warnings(out: &mut Vec<InputError>, source: &Option<String>, key: &str, p: &Policy) {

@@ -24,7 +24,7 @@ use assemble::{assemble_sourced, cluster_sourced};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::api::networking::v1 as net;
 
-pub use assemble::{assemble, assemble_cluster};
+pub use assemble::{assemble, assemble_cluster, warnings_of};
 pub use namespace::NAMESPACE_NAME_LABEL;
 pub use policy::ENFORCEMENT_ANNOTATION;
 

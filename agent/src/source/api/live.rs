@@ -11,9 +11,12 @@
 //!   any invalid pod does. A change re-judges only the pods linked to it
 //!   by shared addresses (its component), which decides them exactly as a
 //!   whole-cluster pass in key order would;
-//! - every other kind (namespaces, policies, Services, cluster policies,
-//!   Nodes: thousands where pods are a hundred thousand) is assembled
-//!   whole from its store when one of its objects changed, then diffed.
+//! - NetworkPolicies are patched key by key too (they claim nothing; a
+//!   policy in a namespace nobody declared falls back to the whole pass
+//!   below, which makes up the namespace);
+//! - every other kind (namespaces, Services, cluster policies, Nodes:
+//!   thousands where pods are a hundred thousand) is assembled whole from
+//!   its store when one of its objects changed, then diffed.
 //!
 //! The model also has a namespace for every namespace a pod of it lives
 //! in, declared or not (the cold build leaves one out when only a pod
@@ -48,9 +51,14 @@ pub struct Live {
     pod_namespaces: HashMap<String, usize>,
     /// Errors of pods: invalid, or an address another pod owns.
     pod_errors: BTreeMap<Key, InputError>,
-    /// Errors of namespaces, then of the other kinds (model order).
+    /// Errors of namespaces, of policies, then of the other kinds (model
+    /// order).
     ns_errors: Vec<InputError>,
+    policy_errors: BTreeMap<Key, InputError>,
     other_errors: Vec<InputError>,
+    /// Warnings of policies, then of cluster policies (model order).
+    policy_warnings: BTreeMap<Key, Vec<InputError>>,
+    cluster_warnings: Vec<InputError>,
     /// Every policy in audit mode (`palisade agent --audit`).
     pub audit: bool,
 }
@@ -66,6 +74,12 @@ fn claimed(entry: Option<&Arc<PodEntry>>) -> &[IpAddr] {
         Some(Ok(Some(pod))) => &pod.ips,
         _ => &[],
     }
+}
+
+/// The key of `namespace/name` as an error names a policy.
+fn policy_key(key: &str) -> Key {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    (ns.to_string(), name.to_string())
 }
 
 fn pod_key(p: &Pod) -> (&str, &str) {
@@ -112,22 +126,93 @@ impl Live {
         let pods = stores.pods.take_changes();
         let crossed = self.patch_pods(pods, &stores.pods, model, &mut up, &mut down);
         let others = stores.namespaces.take_changes().len()
-            + stores.policies.take_changes().len()
             + stores.services.take_changes().len()
             + stores.cluster_policies.take_changes().len()
             + stores.nodes.take_changes().len();
-        if others > 0 || crossed {
+        let policies = stores.policies.take_changes();
+        let whole = others > 0 || crossed || !self.patchable(&policies, stores, model);
+        if !whole {
+            let mut pol_up = Vec::new();
+            self.patch_policies(policies, model, &mut pol_up, &mut down);
+            pol_up.append(&mut up);
+            up = pol_up;
+            self.set_errors(model);
+        } else {
             let (mut sec_up, sec_down) = (Vec::new(), Vec::new());
             let mut sec_down = sec_down;
             self.patch_sections(stores, model, &mut sec_up, &mut sec_down);
             sec_up.append(&mut up);
             up = sec_up;
             down.append(&mut sec_down);
-        } else {
-            self.set_errors(model);
         }
         up.append(&mut down);
         up
+    }
+
+    /// Whether policy changes can be patched key by key: every policy
+    /// they add or remove lives in a declared namespace (else the whole
+    /// pass makes up or drops the namespace).
+    fn patchable(
+        &self,
+        changes: &[Changed<super::convert::PolicyEntry>],
+        stores: &Stores,
+        model: &Model,
+    ) -> bool {
+        changes.iter().all(|(k, _, _)| {
+            let declared = stores.namespaces.get(&(String::new(), k.0.clone()));
+            declared.is_some_and(|e| e.is_ok()) && model.namespaces.contains_key(&k.0)
+        })
+    }
+
+    /// Puts changed policies in the model: no claims, no last-good rule
+    /// (a policy that cannot be understood is in the model as it is).
+    fn patch_policies(
+        &mut self,
+        changes: Vec<Changed<super::convert::PolicyEntry>>,
+        model: &mut Model,
+        up: &mut Vec<Change>,
+        down: &mut Vec<Change>,
+    ) {
+        for (k, _, now) in changes {
+            let at = model
+                .policies
+                .binary_search_by(|p| (p.namespace.as_str(), p.name.as_str()).cmp(&(&k.0, &k.1)));
+            self.policy_errors.remove(&k);
+            self.policy_warnings.remove(&k);
+            let policy = match now.map(|e| e.policy.clone()) {
+                Some(Ok(p)) => Some(p),
+                Some(Err(e)) => {
+                    self.policy_errors.insert(k.clone(), e);
+                    None
+                }
+                None => None,
+            };
+            match (policy, at) {
+                (Some(mut p), at) => {
+                    if self.audit {
+                        p.enforcement = palisade_policy::Enforcement::Audit;
+                    }
+                    let warnings = palisade_policy::warnings_of(&p);
+                    if !warnings.is_empty() {
+                        self.policy_warnings.insert(k.clone(), warnings);
+                    }
+                    match at {
+                        Ok(i) if model.policies[i] == p => continue,
+                        Ok(i) => model.policies[i] = p.clone(),
+                        Err(i) => model.policies.insert(i, p.clone()),
+                    }
+                    up.push(Change::UpsertPolicy(p));
+                }
+                (None, Ok(i)) => {
+                    model.policies.remove(i);
+                    down.push(Change::DeletePolicy {
+                        namespace: k.0.clone(),
+                        name: k.1.clone(),
+                    });
+                }
+                (None, Err(_)) => {}
+            }
+        }
     }
 
     /// The rejected pods, for their Events.
@@ -353,13 +438,30 @@ impl Live {
         let (u, d) = delta::split(&prev, &next);
         up.extend(u);
         down.extend(d);
-        let (ns_errors, other_errors) = next
-            .errors
-            .into_iter()
-            .partition(|e| e.object.starts_with("Namespace "));
-        self.ns_errors = ns_errors;
-        self.other_errors = other_errors;
-        model.warnings = next.warnings;
+        self.ns_errors.clear();
+        self.policy_errors.clear();
+        self.other_errors.clear();
+        for e in next.errors {
+            match e.object.split_once(' ') {
+                Some(("Namespace", _)) => self.ns_errors.push(e),
+                Some(("NetworkPolicy", key)) => {
+                    self.policy_errors.insert(policy_key(key), e);
+                }
+                _ => self.other_errors.push(e),
+            }
+        }
+        self.policy_warnings.clear();
+        self.cluster_warnings.clear();
+        for w in next.warnings {
+            match w.object.split_once(' ') {
+                Some(("NetworkPolicy", key)) => self
+                    .policy_warnings
+                    .entry(policy_key(key))
+                    .or_default()
+                    .push(w),
+                _ => self.cluster_warnings.push(w),
+            }
+        }
         model.namespaces = next.namespaces;
         model.policies = next.policies;
         model.services = next.services;
@@ -368,13 +470,22 @@ impl Live {
         self.set_errors(model);
     }
 
-    /// The model's errors in the order a cold build gives them.
+    /// The model's errors and warnings in the order a cold build gives
+    /// them.
     fn set_errors(&self, model: &mut Model) {
         model.errors = self
             .ns_errors
             .iter()
             .chain(self.pod_errors.values())
+            .chain(self.policy_errors.values())
             .chain(&self.other_errors)
+            .cloned()
+            .collect();
+        model.warnings = self
+            .policy_warnings
+            .values()
+            .flatten()
+            .chain(&self.cluster_warnings)
             .cloned()
             .collect();
     }

@@ -18,10 +18,10 @@
 //!   thousands where pods are a hundred thousand) is assembled whole from
 //!   its store when one of its objects changed, then diffed.
 //!
-//! The model also has a namespace for every namespace a pod of it lives
-//! in, declared or not (the cold build leaves one out when only a pod
-//! kept by the last-good rule lives there; the compiler reads a missing
-//! namespace as one with only its name label, which is what it gets).
+//! As in the cold build, a namespace nobody declared is made up for the
+//! accepted pods living in it, not for a pod kept only by the last-good
+//! rule (the compiler reads a missing namespace as one with only its name
+//! label, which is what a made-up one has).
 
 use super::convert::Rejected;
 use super::store::{Changed, Key, Store};
@@ -47,7 +47,7 @@ struct Claim(Vec<(Key, bool)>);
 #[derive(Default)]
 pub struct Live {
     claims: HashMap<IpAddr, Claim>,
-    /// Pods in the model per namespace.
+    /// Accepted pods per namespace (a pod in the model with no error).
     pod_namespaces: HashMap<String, usize>,
     /// Errors of pods: invalid, or an address another pod owns.
     pod_errors: BTreeMap<Key, InputError>,
@@ -322,7 +322,7 @@ impl Live {
     }
 
     /// Puts one pod key's judgement in the model. True when its namespace
-    /// gained its first pod or lost its last one.
+    /// gained its first accepted pod or lost its last one.
     fn set_pod(
         &mut self,
         k: &Key,
@@ -334,10 +334,11 @@ impl Live {
         let at = model
             .pods
             .binary_search_by(|p| pod_key(p).cmp(&(k.0.as_str(), k.1.as_str())));
+        let was_accepted = at.is_ok() && !self.pod_errors.contains_key(k);
+        let accepted = matches!(judged, Judged::Accepted(_));
         match (judged, at) {
             (Judged::Invalid(e), _) => {
                 self.pod_errors.insert(k.clone(), e);
-                false
             }
             (Judged::Accepted(pod), Ok(i)) => {
                 self.pod_errors.remove(k);
@@ -345,13 +346,11 @@ impl Live {
                     model.pods[i] = pod.clone();
                     up.push(Change::UpsertPod(pod.clone()));
                 }
-                false
             }
             (Judged::Accepted(pod), Err(i)) => {
                 self.pod_errors.remove(k);
                 model.pods.insert(i, pod.clone());
                 up.push(Change::UpsertPod(pod.clone()));
-                self.count(&k.0, true)
             }
             (Judged::Gone, Ok(i)) => {
                 self.pod_errors.remove(k);
@@ -360,13 +359,12 @@ impl Live {
                     namespace: k.0.clone(),
                     name: k.1.clone(),
                 });
-                self.count(&k.0, false)
             }
             (Judged::Gone, Err(_)) => {
                 self.pod_errors.remove(k);
-                false
             }
         }
+        was_accepted != accepted && self.count(&k.0, accepted)
     }
 
     /// Counts a pod in or out of its namespace; true when the namespace

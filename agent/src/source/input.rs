@@ -6,7 +6,7 @@
 //! what is enforced never depends on what this agent happened to see
 //! before (a restarted agent enforces the same).
 
-use palisade_policy::{InputError, Model};
+use palisade_policy::{ClusterPolicy, InputError, Model, Node, Pod, Service};
 use std::collections::BTreeSet;
 
 /// The object an error is about, when it names one.
@@ -100,55 +100,29 @@ pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
                 }
             }
             Some(ErrorObject::Pod(ns, name)) => {
-                let present = model
-                    .pods
-                    .iter()
-                    .any(|p| p.namespace == ns && p.name == name);
-                if !present {
-                    if let Some(p) = prev
-                        .pods
-                        .iter()
-                        .find(|p| p.namespace == ns && p.name == name)
-                    {
-                        model.pods.push(p.clone());
-                    }
-                }
+                let is = |p: &Pod| p.namespace == ns && p.name == name;
+                keep_last(&mut model.pods, &prev.pods, is);
             }
             // A policy error is a name the API server would not accept or
             // a duplicate: never an earlier version of a listed policy.
             Some(ErrorObject::Policy(..)) => {}
             Some(ErrorObject::Service(ns, name)) => {
-                let present = model
-                    .services
-                    .iter()
-                    .any(|s| s.namespace == ns && s.name == name);
-                if !present {
-                    if let Some(s) = prev
-                        .services
-                        .iter()
-                        .find(|s| s.namespace == ns && s.name == name)
-                    {
-                        model.services.push(s.clone());
-                    }
-                }
+                let is = |s: &Service| s.namespace == ns && s.name == name;
+                keep_last(&mut model.services, &prev.services, is);
             }
             // Dropping an Admin Deny would open what it closes.
             Some(ErrorObject::ClusterPolicy(name)) => {
-                let present = model.cluster_policies.iter().any(|p| p.name == name);
-                if let (false, Some(p)) = (
-                    present,
-                    prev.cluster_policies.iter().find(|p| p.name == name),
-                ) {
-                    model.cluster_policies.push(p.clone());
+                let is = |p: &ClusterPolicy| p.name == name;
+                let back = keep_last(&mut model.cluster_policies, &prev.cluster_policies, is);
+                if back {
                     model
                         .cluster_policies
                         .sort_by(|a, b| a.order_key().cmp(&b.order_key()));
                 }
             }
             Some(ErrorObject::Node(name)) => {
-                let present = model.nodes.iter().any(|n| n.name == name);
-                if let (false, Some(n)) = (present, prev.nodes.iter().find(|n| n.name == name)) {
-                    model.nodes.push(n.clone());
+                let back = keep_last(&mut model.nodes, &prev.nodes, |n: &Node| n.name == name);
+                if back {
                     model.nodes.sort_by(|a, b| a.name.cmp(&b.name));
                 }
             }
@@ -156,6 +130,19 @@ pub fn reconcile(mut model: Model, prev: Option<&Model>) -> Verdict {
         }
     }
     Verdict::Use(model)
+}
+
+/// Puts back the previous version of the object `is` picks when `now`
+/// lacks it; true when it did.
+fn keep_last<T: Clone>(now: &mut Vec<T>, prev: &[T], is: impl Fn(&T) -> bool) -> bool {
+    if now.iter().any(&is) {
+        return false;
+    }
+    let Some(last) = prev.iter().find(|o| is(o)) else {
+        return false;
+    };
+    now.push(last.clone());
+    true
 }
 
 #[cfg(test)]
@@ -265,6 +252,36 @@ mod tests {
             panic!("an invalid Service must not hold the enforced state back")
         };
         assert_eq!(m.services, prev.services);
+    }
+
+    #[test]
+    fn an_invalid_cluster_policy_keeps_its_last_good_version_in_order() {
+        let cnp = |name: &str, priority: &str| {
+            format!(
+                "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\n\
+                 metadata: {{name: {name}}}\nspec: {{tier: Admin, priority: {priority}, \
+                 subject: {{namespaces: {{}}}}, ingress: [{{action: Deny, from: [{{networks: [10.0.0.0/8]}}]}}]}}\n"
+            )
+        };
+        let prev = palisade_policy::load_str(
+            &format!("{}---\n{}", cnp("a", "5"), cnp("b", "1")),
+            "c.yaml",
+        );
+        assert!(prev.errors.is_empty(), "{:?}", prev.errors);
+        let now = palisade_policy::load_str(
+            &format!("{}---\n{}", cnp("a", "5"), cnp("b", "-1")),
+            "c.yaml",
+        );
+        assert_eq!(
+            error_object(&now.errors[0]),
+            Some(ErrorObject::ClusterPolicy("b".into()))
+        );
+        let Verdict::Use(m) = reconcile(now, Some(&prev)) else {
+            panic!("an invalid cluster policy must not hold the enforced state back")
+        };
+        // b (priority 1) is back, ahead of a (priority 5).
+        let names: Vec<&str> = m.cluster_policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"]);
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Lookups on the model shared by the oracle, the compiler and the CLI.
 
-use crate::build::NAMESPACE_NAME_LABEL;
 use crate::model::{
     Backend, Direction, Enforcement, Labels, Model, Namespace, Peer, Pod, Policy, Protocol, Rule,
     Service, ServicePort, TargetPort,
@@ -194,10 +193,7 @@ impl Model {
     pub fn namespace_labels(&self, name: &str) -> Cow<'_, Labels> {
         match self.namespaces.get(name) {
             Some(ns) => Cow::Borrowed(&ns.labels),
-            None => Cow::Owned(Labels::from([(
-                NAMESPACE_NAME_LABEL.to_string(),
-                name.to_string(),
-            )])),
+            None => Cow::Owned(Namespace::undeclared(name).labels),
         }
     }
 

@@ -11,7 +11,6 @@ use crate::identity::{IdentityAllocator, IdentityKey};
 use ipnetwork::IpNetwork;
 use palisade_policy::{
     ClusterPolicy, Labels, NamedPort, Namespace, Node, Peer, Pod, Policy, Selector,
-    NAMESPACE_NAME_LABEL,
 };
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -67,10 +66,7 @@ impl Cluster {
     pub fn ns_labels(&self, ns: &str) -> Cow<'_, Labels> {
         match self.namespaces.get(ns) {
             Some(n) => Cow::Borrowed(&n.labels),
-            None => Cow::Owned(Labels::from([(
-                NAMESPACE_NAME_LABEL.to_string(),
-                ns.to_string(),
-            )])),
+            None => Cow::Owned(Namespace::undeclared(ns).labels),
         }
     }
 

@@ -4,9 +4,9 @@
 //! [`super::build`] and watchers that convert each object as it arrives
 //! end here, so the two cannot judge a cluster differently.
 
-use super::{FieldError, Sourced, NAMESPACE_NAME_LABEL};
+use super::{FieldError, Sourced};
 use crate::cluster::{ClusterPolicy, Node};
-use crate::model::{InputError, Labels, Model, Namespace, Pod, Policy, Service};
+use crate::model::{InputError, Model, Namespace, Pod, Policy, Service};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -290,10 +290,8 @@ pub(crate) fn assemble_sourced(
     undeclared_in(services, declared, &mut undeclared);
     let undeclared: Vec<String> = undeclared.into_iter().map(str::to_string).collect();
     for name in undeclared {
-        let labels = Labels::from([(NAMESPACE_NAME_LABEL.to_string(), name.clone())]);
-        model
-            .namespaces
-            .insert(name.clone(), Namespace { name, labels });
+        let ns = Namespace::undeclared(&name);
+        model.namespaces.insert(name, ns);
     }
     model
 }

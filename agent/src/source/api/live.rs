@@ -30,7 +30,7 @@ use crate::source::delta;
 use crate::source::input::{self, Verdict};
 use k8s_openapi::api::core::v1::Pod as PodObject;
 use palisade_compiler::Change;
-use palisade_policy::{InputError, Labels, Model, Namespace, Pod, NAMESPACE_NAME_LABEL};
+use palisade_policy::{InputError, Model, Namespace, Pod};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -131,22 +131,19 @@ impl Live {
             + stores.nodes.take_changes().len();
         let policies = stores.policies.take_changes();
         let whole = others > 0 || crossed || !self.patchable(&policies, stores, model);
-        if !whole {
-            let mut pol_up = Vec::new();
-            self.patch_policies(policies, model, &mut pol_up, &mut down);
-            pol_up.append(&mut up);
-            up = pol_up;
-            self.set_errors(model);
+        // Namespaces, Nodes and policies are upserted before pods meet
+        // them, and deleted after the pods.
+        let (mut first, mut last) = (Vec::new(), Vec::new());
+        if whole {
+            self.patch_sections(stores, model, &mut first, &mut last);
         } else {
-            let (mut sec_up, sec_down) = (Vec::new(), Vec::new());
-            let mut sec_down = sec_down;
-            self.patch_sections(stores, model, &mut sec_up, &mut sec_down);
-            sec_up.append(&mut up);
-            up = sec_up;
-            down.append(&mut sec_down);
+            self.patch_policies(policies, model, &mut first, &mut last);
+            self.set_errors(model);
         }
-        up.append(&mut down);
-        up
+        first.append(&mut up);
+        first.append(&mut down);
+        first.append(&mut last);
+        first
     }
 
     /// Whether policy changes can be patched key by key: every policy
@@ -413,25 +410,17 @@ impl Live {
         }
         for ns in self.pod_namespaces.keys() {
             if !part.namespaces.contains_key(ns) {
-                let labels = Labels::from([(NAMESPACE_NAME_LABEL.to_string(), ns.clone())]);
-                let name = ns.clone();
                 part.namespaces
-                    .insert(name.clone(), Namespace { name, labels });
+                    .insert(ns.clone(), Namespace::undeclared(ns));
             }
         }
-        let prev = Model {
-            namespaces: std::mem::take(&mut model.namespaces),
-            policies: std::mem::take(&mut model.policies),
-            services: std::mem::take(&mut model.services),
-            cluster_policies: std::mem::take(&mut model.cluster_policies),
-            nodes: std::mem::take(&mut model.nodes),
-            ..Model::default()
-        };
-        let next = match input::reconcile(part, Some(&prev)) {
+        let prev = take_sections(model);
+        let mut next = match input::reconcile(part, Some(&prev)) {
             Verdict::Use(next) => next,
             // Every error of the API source names its object, so this is
-            // not reached; were it, the enforced sections stay.
-            Verdict::Hold(..) => prev.clone_sections(),
+            // not reached; were it, the enforced sections stay, errors
+            // and all.
+            Verdict::Hold(..) => return put_sections(model, prev),
         };
         let (u, d) = delta::split(&prev, &next);
         up.extend(u);
@@ -439,7 +428,7 @@ impl Live {
         self.ns_errors.clear();
         self.policy_errors.clear();
         self.other_errors.clear();
-        for e in next.errors {
+        for e in std::mem::take(&mut next.errors) {
             match e.object.split_once(' ') {
                 Some(("Namespace", _)) => self.ns_errors.push(e),
                 Some(("NetworkPolicy", key)) => {
@@ -450,7 +439,7 @@ impl Live {
         }
         self.policy_warnings.clear();
         self.cluster_warnings.clear();
-        for w in next.warnings {
+        for w in std::mem::take(&mut next.warnings) {
             match w.object.split_once(' ') {
                 Some(("NetworkPolicy", key)) => self
                     .policy_warnings
@@ -460,11 +449,7 @@ impl Live {
                 _ => self.cluster_warnings.push(w),
             }
         }
-        model.namespaces = next.namespaces;
-        model.policies = next.policies;
-        model.services = next.services;
-        model.cluster_policies = next.cluster_policies;
-        model.nodes = next.nodes;
+        put_sections(model, next);
         self.set_errors(model);
     }
 
@@ -489,21 +474,25 @@ impl Live {
     }
 }
 
-trait CloneSections {
-    fn clone_sections(&self) -> Model;
+/// The sections of `model` other than pods (and errors), taken out.
+fn take_sections(model: &mut Model) -> Model {
+    Model {
+        namespaces: std::mem::take(&mut model.namespaces),
+        policies: std::mem::take(&mut model.policies),
+        services: std::mem::take(&mut model.services),
+        cluster_policies: std::mem::take(&mut model.cluster_policies),
+        nodes: std::mem::take(&mut model.nodes),
+        ..Model::default()
+    }
 }
 
-impl CloneSections for Model {
-    fn clone_sections(&self) -> Model {
-        Model {
-            namespaces: self.namespaces.clone(),
-            policies: self.policies.clone(),
-            services: self.services.clone(),
-            cluster_policies: self.cluster_policies.clone(),
-            nodes: self.nodes.clone(),
-            ..Model::default()
-        }
-    }
+/// Puts the sections [`take_sections`] takes into `model`.
+fn put_sections(model: &mut Model, from: Model) {
+    model.namespaces = from.namespaces;
+    model.policies = from.policies;
+    model.services = from.services;
+    model.cluster_policies = from.cluster_policies;
+    model.nodes = from.nodes;
 }
 
 #[cfg(test)]

@@ -92,6 +92,22 @@ fn apply<K: crate::source::api::convert::Kind>(
     });
 }
 
+/// Applies the event and records what the store then holds for `key`.
+fn apply_held<K: crate::source::api::convert::Kind, I: Ord>(
+    store: &mut Store<K>,
+    held: &mut BTreeMap<I, Lenient<K>>,
+    key: I,
+    obj: Lenient<K>,
+    present: bool,
+) {
+    apply(store, obj.clone(), present);
+    if present {
+        held.insert(key, obj);
+    } else {
+        held.remove(&key);
+    }
+}
+
 /// Lists a store again with what it holds (a 410 Gone that found the
 /// same objects, entries converted anew).
 fn relist<K: crate::source::api::convert::Kind>(store: &mut Store<K>, objects: &[Lenient<K>]) {
@@ -179,35 +195,25 @@ fn step(stores: &mut Stores, held: &mut Held, op: &Op) {
     match op.clone() {
         Op::Namespace(n, v) => {
             let o = namespace(n, v.unwrap_or(0));
-            apply(&mut stores.namespaces, o.clone(), v.is_some());
-            match v {
-                Some(_) => held.namespaces.insert(n, o),
-                None => held.namespaces.remove(&n),
-            };
+            apply_held(
+                &mut stores.namespaces,
+                &mut held.namespaces,
+                n,
+                o,
+                v.is_some(),
+            );
         }
         Op::Pod(n, p, v) => {
             let o = pod(n, p, v.unwrap_or((0, 0, 0)));
-            apply(&mut stores.pods, o.clone(), v.is_some());
-            match v {
-                Some(_) => held.pods.insert((n, p), o),
-                None => held.pods.remove(&(n, p)),
-            };
+            apply_held(&mut stores.pods, &mut held.pods, (n, p), o, v.is_some());
         }
         Op::Policy(n, v) => {
             let o = policy(n, v.unwrap_or(0));
-            apply(&mut stores.policies, o.clone(), v.is_some());
-            match v {
-                Some(_) => held.policies.insert(n, o),
-                None => held.policies.remove(&n),
-            };
+            apply_held(&mut stores.policies, &mut held.policies, n, o, v.is_some());
         }
         Op::Service(n, v) => {
             let o = service(n, v.unwrap_or(0));
-            apply(&mut stores.services, o.clone(), v.is_some());
-            match v {
-                Some(_) => held.services.insert(n, o),
-                None => held.services.remove(&n),
-            };
+            apply_held(&mut stores.services, &mut held.services, n, o, v.is_some());
         }
         Op::Relist => {
             relist(

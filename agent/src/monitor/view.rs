@@ -11,7 +11,7 @@ use palisade_common::{
     Endpoint, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_ISOLATED_EGRESS, EP_ISOLATED_INGRESS,
 };
 use palisade_compiler::{CompiledDirection, CompiledNode};
-use palisade_policy::{ClusterRuleRef, Direction, Model, RuleRef};
+use palisade_policy::{ClusterRuleRef, Direction, RuleRef};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
@@ -128,15 +128,6 @@ impl PeerNames {
     pub fn replace(&self, names: HashMap<IpAddr, Arc<str>>) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = names;
     }
-
-    /// The names of a model's pods (the last of two sharing an address).
-    pub fn of_model(model: &Model) -> PeerNames {
-        let names = model.pods.iter().flat_map(|p| {
-            let name: Arc<str> = Arc::from(format!("{}/{}", p.namespace, p.name));
-            p.ips.iter().map(move |ip| (*ip, Arc::clone(&name)))
-        });
-        PeerNames(Arc::new(RwLock::new(names.collect())))
-    }
 }
 
 fn dir_view(c: &CompiledDirection, flags: u32, isolated_bit: u32, audit_bit: u32) -> DirView {
@@ -238,6 +229,19 @@ impl SharedView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use palisade_policy::Model;
+
+    /// The names of a model's pods, as the agent patches them in.
+    fn names(model: &Model) -> PeerNames {
+        let names = PeerNames::default();
+        for p in &model.pods {
+            let name: Arc<str> = Arc::from(format!("{}/{}", p.namespace, p.name));
+            for ip in &p.ips {
+                names.set(*ip, Some(Arc::clone(&name)));
+            }
+        }
+        names
+    }
 
     const MODEL: &str = r#"
 apiVersion: v1
@@ -274,7 +278,7 @@ spec:
         let mut ifaces = Interfaces::default();
         ifaces.pods.insert("obs/web".into(), 5);
         ifaces.unknown.insert(9, "cali9".into());
-        let view = NodeView::build(&compiled, PeerNames::of_model(&model), &ifaces, |i| {
+        let view = NodeView::build(&compiled, names(&model), &ifaces, |i| {
             (i == 5).then(|| Endpoint {
                 flags: EP_ISOLATED_INGRESS,
                 generation: 1,
@@ -323,7 +327,7 @@ spec:
         let compiled = palisade_compiler::compile(&model, "n1", &mut alloc);
         let mut ifaces = Interfaces::default();
         ifaces.pods.insert("obs/web".into(), 5);
-        let view = NodeView::build(&compiled, PeerNames::of_model(&model), &ifaces, |_| {
+        let view = NodeView::build(&compiled, names(&model), &ifaces, |_| {
             Some(Endpoint::default())
         });
         let d = &view.pods[&5].ingress;

@@ -292,8 +292,8 @@ pub fn run(args: AgentArgs) -> Result<ExitCode> {
         let retry = !clean && last_try.elapsed() >= backoff.delay();
         if inputs_changed || routes_changed || retry {
             last_try = Instant::now();
-            // The round programs with the routes just read.
-            agent.fresh_routes = Some(routes);
+            // The round programs with the routes and records just read.
+            agent.fresh = Some((routes, attached));
             clean = match agent.round(&mut dp) {
                 Ok(clean) => clean,
                 Err(e) => {
@@ -391,9 +391,9 @@ struct Agent {
     pinned_identities: Option<BTreeMap<IpAddr, u32>>,
     last_model: Option<Model>,
     routes: BTreeMap<IpAddr, HostRoute>,
-    /// Routes the loop read for the next round, so that it reads them
-    /// no second time.
-    fresh_routes: Option<iface::Routes>,
+    /// Routes and CNI records the loop read for the next round, so that
+    /// it reads them no second time.
+    fresh: Option<(iface::Routes, Vec<Attachment>)>,
     /// The CNI plugin's records, as last read from `cni_state_dir`.
     attachments: Vec<Attachment>,
     cni_state_dir: PathBuf,
@@ -429,7 +429,7 @@ impl Agent {
             pinned_identities: Some(pinned),
             last_model: None,
             routes: BTreeMap::new(),
-            fresh_routes: None,
+            fresh: None,
             attachments: Vec::new(),
             cni_state_dir: args.cni_state_dir.clone(),
             bpffs_root: args.bpffs_root.clone(),
@@ -592,13 +592,13 @@ impl Agent {
             .as_ref()
             .expect("a model is compiled before any programming");
         let compiled = compiler.compiled();
-        let routes = match self.fresh_routes.take() {
-            Some(r) => r,
-            None => iface::routes()?,
+        let (routes, attached) = match self.fresh.take() {
+            Some(read) => read,
+            None => (iface::routes()?, attachments::read(&self.cni_state_dir)),
         };
         dp.note_routes(&routes);
         self.routes = routes.hosts;
-        self.attachments = attachments::read(&self.cni_state_dir);
+        self.attachments = attached;
         let devices = iface::PodDevices::scan();
         let elsewhere = self.left_to_others(compiled);
         let ifaces: Interfaces = iface::match_all(

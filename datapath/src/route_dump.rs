@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
@@ -48,7 +48,7 @@ impl Route {
 /// The routes of the main table of this network namespace, one family
 /// (`libc::AF_INET` or `libc::AF_INET6`).
 pub fn main_table(family: u8) -> Result<Vec<Route>> {
-    let sock = open()?;
+    let sock = super::sys::netlink_route(0)?;
     let mut req = [0u8; NLMSG_HDR + RTMSG];
     req[0..4].copy_from_slice(&((NLMSG_HDR + RTMSG) as u32).to_ne_bytes());
     req[4..6].copy_from_slice(&RTM_GETROUTE.to_ne_bytes());
@@ -72,22 +72,6 @@ pub fn main_table(family: u8) -> Result<Vec<Route>> {
             return Ok(out);
         }
     }
-}
-
-fn open() -> Result<OwnedFd> {
-    // SAFETY: plain socket creation; the fd is owned right away.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(std::io::Error::last_os_error()).context("open a netlink route socket");
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
 }
 
 fn u16_at(b: &[u8], at: usize) -> u16 {

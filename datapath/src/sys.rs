@@ -215,6 +215,24 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..len]).into_owned())
 }
 
+/// A netlink route socket of the current network namespace (`flags`:
+/// extra socket flags such as `SOCK_NONBLOCK`).
+pub fn netlink_route(flags: libc::c_int) -> Result<OwnedFd> {
+    // SAFETY: plain socket creation; the fd is owned right away.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | flags,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(std::io::Error::last_os_error()).context("open a netlink route socket");
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 /// Every interface of the current network namespace: (ifindex, name).
 pub fn interfaces() -> Vec<(u32, String)> {
     // SAFETY: if_nameindex returns an array ended by a zero entry, or

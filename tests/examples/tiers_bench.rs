@@ -133,6 +133,7 @@ fn cases() -> Vec<Case> {
         hook,
         frame,
         want,
+        forwarded_from: 0,
     };
     vec![
         case(

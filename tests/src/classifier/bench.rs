@@ -13,6 +13,23 @@ pub struct Case {
     pub frame: Vec<u8>,
     /// The verdict every harness must give.
     pub want: u32,
+    /// `__sk_buff.ingress_ifindex`: the device the frame came in on before
+    /// it was forwarded, 0 for a frame the host sent.
+    pub forwarded_from: u32,
+}
+
+impl Case {
+    /// Runs the case's classifier `repeat` times on `c`: its verdict and
+    /// the average ns per run. The floor case (no hook) runs `noop`.
+    pub fn run(&self, c: &Classifier, repeat: u32) -> Result<(u32, u128)> {
+        match self.hook {
+            Some(hook) if self.forwarded_from != 0 => {
+                c.run_forwarded_repeat(hook, &self.frame, self.forwarded_from, repeat)
+            }
+            Some(hook) => c.run_repeat(hook, &self.frame, repeat),
+            None => c.run_noop(&self.frame, repeat),
+        }
+    }
 }
 
 /// Best ns per packet of every case on every harness
@@ -35,7 +52,7 @@ pub fn measure(
             let case = &cases[i];
             for (h, c) in harnesses.iter().enumerate() {
                 let (v, ns) = match case.hook {
-                    Some(hook) => c.run_repeat(hook, &case.frame, repeat)?,
+                    Some(_) => case.run(c, repeat)?,
                     None => harnesses[0].run_noop(&case.frame, repeat)?,
                 };
                 ensure!(

@@ -325,10 +325,24 @@ impl Classifier {
     /// forwarded (`__sk_buff.ingress_ifindex`); `run` leaves it 0, which is
     /// what a packet the host itself sent has.
     pub fn run_forwarded(&self, hook: Hook, frame: &[u8], ingress_ifindex: u32) -> Result<u32> {
+        Ok(self
+            .run_forwarded_repeat(hook, frame, ingress_ifindex, 1)?
+            .0)
+    }
+
+    /// `run_forwarded` `repeat` times; returns the verdict and the
+    /// kernel's average time per run in nanoseconds.
+    pub fn run_forwarded_repeat(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        ingress_ifindex: u32,
+        repeat: u32,
+    ) -> Result<(u32, u128)> {
         let mut ctx = [0u8; SKB_IFINDEX_OFFSET + 8];
         ctx[SKB_INGRESS_IFINDEX_OFFSET..SKB_INGRESS_IFINDEX_OFFSET + 4]
             .copy_from_slice(&ingress_ifindex.to_ne_bytes());
-        Ok(self.run_ctx(hook, frame, 1, Some(&ctx))?.0)
+        self.run_ctx(hook, frame, repeat, Some(&ctx))
     }
 
     fn run_full(

@@ -27,7 +27,7 @@ use super::convert::Rejected;
 use super::store::{Changed, Key, Store};
 use super::Stores;
 use crate::source::delta;
-use crate::source::input::{self, Verdict};
+use crate::source::input::{self, ErrorObject, Verdict};
 use k8s_openapi::api::core::v1::Pod as PodObject;
 use palisade_compiler::Change;
 use palisade_policy::{InputError, Model, Namespace, Pod};
@@ -74,12 +74,6 @@ fn claimed(entry: Option<&Arc<PodEntry>>) -> &[IpAddr] {
         Some(Ok(Some(pod))) => &pod.ips,
         _ => &[],
     }
-}
-
-/// The key of `namespace/name` as an error names a policy.
-fn policy_key(key: &str) -> Key {
-    let (ns, name) = key.split_once('/').unwrap_or(("", key));
-    (ns.to_string(), name.to_string())
 }
 
 fn pod_key(p: &Pod) -> (&str, &str) {
@@ -429,10 +423,10 @@ impl Live {
         self.policy_errors.clear();
         self.other_errors.clear();
         for e in std::mem::take(&mut next.errors) {
-            match e.object.split_once(' ') {
-                Some(("Namespace", _)) => self.ns_errors.push(e),
-                Some(("NetworkPolicy", key)) => {
-                    self.policy_errors.insert(policy_key(key), e);
+            match input::error_object(&e) {
+                Some(ErrorObject::Namespace(_)) => self.ns_errors.push(e),
+                Some(ErrorObject::Policy(ns, name)) => {
+                    self.policy_errors.insert((ns, name), e);
                 }
                 _ => self.other_errors.push(e),
             }
@@ -440,12 +434,10 @@ impl Live {
         self.policy_warnings.clear();
         self.cluster_warnings.clear();
         for w in std::mem::take(&mut next.warnings) {
-            match w.object.split_once(' ') {
-                Some(("NetworkPolicy", key)) => self
-                    .policy_warnings
-                    .entry(policy_key(key))
-                    .or_default()
-                    .push(w),
+            match input::error_object(&w) {
+                Some(ErrorObject::Policy(ns, name)) => {
+                    self.policy_warnings.entry((ns, name)).or_default().push(w)
+                }
                 _ => self.cluster_warnings.push(w),
             }
         }

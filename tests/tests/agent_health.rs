@@ -15,7 +15,7 @@
 
 use palisade_tests::cluster::http_get;
 use palisade_tests::fixtures::{shop_api, shop_pod, shop_pods};
-use palisade_tests::kernel::{add_pod_iface, rounds, wait_for, Agent, NetNs, Scratch};
+use palisade_tests::kernel::{add_pod_iface, rounds, run, wait_for, Agent, NetNs, Scratch};
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -67,26 +67,14 @@ fn slow_ip(s: &Scratch, secs: u32) -> (String, PathBuf) {
 
 /// A bridge `dev` routing to `addr`: the next round asks `ip` its kind.
 fn route_over_a_bridge(dev: &str, addr: &str) {
-    for args in [
-        format!("link add {dev} type bridge"),
-        format!("link set {dev} up"),
-        format!("route add {addr}/32 dev {dev}"),
-    ] {
-        let out = std::process::Command::new("ip")
-            .args(args.split_whitespace())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "ip {args}: {out:?}");
-    }
+    run("ip", &["link", "add", dev, "type", "bridge"]);
+    run("ip", &["link", "set", dev, "up"]);
+    another_route(dev, addr);
 }
 
 /// Another host route over `dev`: a round, which asks its kind again.
 fn another_route(dev: &str, addr: &str) {
-    let out = std::process::Command::new("ip")
-        .args(["route", "add", &format!("{addr}/32"), "dev", dev])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    run("ip", &["route", "add", &format!("{addr}/32"), "dev", dev]);
 }
 
 /// The agent for node1 on the scratch directory's manifests (the shop pods,

@@ -232,6 +232,14 @@ fn metric(lab: &Lab, name: &str) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
+/// The sum and count of the agent's histogram `name` (0 when unread).
+fn histogram(lab: &Lab, name: &str) -> (f64, f64) {
+    (
+        metric(lab, &format!("{name}_sum")).unwrap_or(0.0),
+        metric(lab, &format!("{name}_count")).unwrap_or(0.0),
+    )
+}
+
 /// What `route_only` measured.
 struct RouteOnly {
     /// From the start of the wiring to the end of the round programming it.
@@ -256,14 +264,7 @@ fn route_only(
         "palisade_time_to_attach_seconds",
         "palisade_time_to_enforce_seconds",
     ];
-    let hist = |lab: &Lab| {
-        NAMES.map(|name| {
-            (
-                metric(lab, &format!("{name}_sum")).unwrap_or(0.0),
-                metric(lab, &format!("{name}_count")).unwrap_or(0.0),
-            )
-        })
-    };
+    let hist = |lab: &Lab| NAMES.map(|name| histogram(lab, name));
     let mut out = RouteOnly {
         enforced: Vec::new(),
         wiring: Vec::new(),
@@ -412,18 +413,12 @@ fn main() -> Result<()> {
         hwm / 1024,
         rss / 1024
     );
-    let hist = |lab: &Lab, name: &str| {
-        (
-            metric(lab, &format!("{name}_sum")).unwrap_or(0.0),
-            metric(lab, &format!("{name}_count")).unwrap_or(0.0),
-        )
-    };
     const HISTOGRAMS: [(&str, &str); 3] = [
         ("palisade_time_to_enforce_seconds", "time to enforce"),
         ("palisade_compile_seconds", "compile per round"),
         ("palisade_program_seconds", "kernel programming per round"),
     ];
-    let at_start: Vec<(f64, f64)> = HISTOGRAMS.iter().map(|(n, _)| hist(&lab, n)).collect();
+    let at_start: Vec<(f64, f64)> = HISTOGRAMS.iter().map(|(n, _)| histogram(&lab, n)).collect();
     // Only the first round so far: what of its time was the agent's own.
     println!(
         "first round: compile {:.2} s, kernel programming {:.2} s (the rest: listing the cluster and the agent's start)",
@@ -495,7 +490,7 @@ fn main() -> Result<()> {
     }
     // The agent's own view over the same period (means of its histograms).
     for ((name, what), (sum0, count0)) in HISTOGRAMS.iter().zip(at_start) {
-        let (sum1, count1) = hist(&lab, name);
+        let (sum1, count1) = histogram(&lab, name);
         if count1 > count0 {
             println!(
                 "agent's {name} ({what}) over the samples: mean {:.1} ms ({} observations)",

@@ -51,10 +51,9 @@ pub fn measure(
         for i in order {
             let case = &cases[i];
             for (h, c) in harnesses.iter().enumerate() {
-                let (v, ns) = match case.hook {
-                    Some(_) => case.run(c, repeat)?,
-                    None => harnesses[0].run_noop(&case.frame, repeat)?,
-                };
+                // The floor is the first harness's `noop` for all.
+                let on = if case.hook.is_some() { c } else { harnesses[0] };
+                let (v, ns) = case.run(on, repeat)?;
                 ensure!(
                     allow_as_next(v) == case.want,
                     "{}: verdict {v}, expected {}",

@@ -20,7 +20,7 @@
 //! shape replaces them.
 
 /// The layout this binary reads and writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Pins without a version: the maps directly in `<bpffs-root>/<node>/`,
 /// as releases before versioned pins made them. Their maps have the shapes
@@ -55,6 +55,8 @@ pub const RECORDED: &[MapLayout] = &[
     ("CONNTRACK_POD/inner", TYPE_LRU_HASH, 44, 16),
     ("COUNTERS", TYPE_PERCPU_ARRAY, 4, 48),
     ("ENDPOINTS", TYPE_HASH, 4, 160),
+    ("ENDPOINT_CELLS", TYPE_ARRAY_OF_MAPS, 4, 4),
+    ("ENDPOINT_CELLS/inner", TYPE_ARRAY, 4, 168),
     ("EVENTS", TYPE_RINGBUF, 0, 0),
     ("EVENTS_LOST", TYPE_PERCPU_ARRAY, 4, 8),
     ("FRAGMENTS", TYPE_LRU_HASH, 44, 8),
@@ -85,6 +87,9 @@ pub const HISTORY: &[(u32, u64)] = &[
     // `pass` bit masks and `open`; the spill table's value became a
     // `SpillValue` (the first spilled group and its action).
     (4, 0x9831_a5d3_7211_53df),
+    // `ENDPOINT_CELLS`: a copy of each endpoint record that the
+    // classifiers find without a hash lookup.
+    (5, 0x166e_ea02_0b7d_771a),
 ];
 
 /// FNV-1a over the table's text: a change of any number or name changes it.
@@ -144,6 +149,8 @@ mod tests {
             ("CONNTRACK_POD/inner", (size::<CtKey>(), size::<CtValue>())),
             ("COUNTERS", (4, size::<Counters>())),
             ("ENDPOINTS", (4, size::<Endpoint>())),
+            ("ENDPOINT_CELLS", (4, 4)),
+            ("ENDPOINT_CELLS/inner", (4, size::<EndpointCell>())),
             ("EVENTS_LOST", (4, 8)),
             ("FRAGMENTS", (size::<FragKey>(), size::<FragValue>())),
             ("FRAGMENTS_POD", (4, 4)),

@@ -246,6 +246,26 @@ pub struct Endpoint {
     pub epoch: u32,
 }
 
+/// Cells of `ENDPOINT_CELLS`: the classifiers find the record of interface
+/// `ifindex` in cell `ifindex & (ENDPOINT_CELLS_MAX - 1)`, two array
+/// lookups the verifier inlines, where `ENDPOINTS` costs a hash lookup.
+/// Interface indexes grow with every interface a node creates, so the
+/// cells are a ring: two live interfaces may share a cell, and the one
+/// without it is found in `ENDPOINTS`.
+pub const ENDPOINT_CELLS_MAX: u32 = 65_536;
+
+/// The value of a one-entry inner map of `ENDPOINT_CELLS`: a copy of the
+/// record of interface `ifindex` in `ENDPOINTS`. Never written after it is
+/// linked: the writer links a new inner map for every change, so a
+/// classifier never reads a half-written record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct EndpointCell {
+    pub ifindex: u32,
+    pub _pad: u32,
+    pub endpoint: Endpoint,
+}
+
 /// Counter slot of packets seen on an interface without an endpoint record.
 pub const SLOT_UNKNOWN: u32 = MAX_ENDPOINTS;
 /// Slots in `COUNTERS` and the event budget: one per endpoint, plus
@@ -438,6 +458,9 @@ pub struct Event {
 /// under the bpffs root.
 pub mod names {
     pub const ENDPOINTS: &str = "ENDPOINTS";
+    /// Array of maps by `ifindex & (ENDPOINT_CELLS_MAX - 1)`: one-entry
+    /// arrays holding an [`EndpointCell`](super::EndpointCell).
+    pub const ENDPOINT_CELLS: &str = "ENDPOINT_CELLS";
     pub const IDENTITIES: &str = "IDENTITIES";
     pub const POLICY_IDENTITY: &str = "POLICY_IDENTITY";
     pub const POLICY_CIDR: &str = "POLICY_CIDR";
@@ -486,6 +509,7 @@ const _: () = {
     assert!(core::mem::size_of::<PolicyKey>() == 12);
     assert!(core::mem::size_of::<DirPolicy>() == 56);
     assert!(core::mem::size_of::<Endpoint>() == 160);
+    assert!(core::mem::size_of::<EndpointCell>() == 168);
     assert!(core::mem::size_of::<CtKey>() == 44);
     assert!(core::mem::size_of::<CtValue>() == 16);
     assert!(core::mem::size_of::<FragKey>() == 44);
@@ -513,6 +537,7 @@ mod pod_impls {
         PolicyKey,
         DirPolicy,
         Endpoint,
+        EndpointCell,
         CtKey,
         CtValue,
         FragKey,

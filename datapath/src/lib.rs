@@ -9,6 +9,7 @@
 pub mod addrs;
 pub mod attach;
 mod batch;
+pub mod cells;
 pub mod command;
 pub mod crash;
 pub mod encode;

@@ -3,6 +3,7 @@
 //! writes the writer sequences.
 
 use super::batch;
+use super::cells::EndpointCells;
 use super::encode::{DirMaps, Lpm};
 use super::load::{InnerShapes, Loaded, MapShape};
 use anyhow::{Context, Result};
@@ -25,6 +26,8 @@ pub type SpillInner = HashMap<MapData, SpillKey, SpillValue>;
 /// The node's pinned maps the writer programs.
 pub struct NodeMaps {
     endpoints: HashMap<MapData, u32, Endpoint>,
+    /// The classifiers' copies of `endpoints` (`cells.rs`).
+    cells: EndpointCells,
     identities: LpmTrie<MapData, IpKey, u32>,
     policy_identity: HashOfMaps<MapData, PolicyKey, IdentityInner>,
     policy_cidr: HashOfMaps<MapData, PolicyKey, CidrInner>,
@@ -160,8 +163,13 @@ impl NodeMaps {
                 })?
             };
         }
-        Ok(NodeMaps {
+        let cells = EndpointCells::new(
+            typed!(names::ENDPOINT_CELLS),
+            open_pinned(loaded, names::ENDPOINT_CELLS)?,
+        );
+        let mut maps = NodeMaps {
             endpoints: typed!(names::ENDPOINTS),
+            cells,
             identities: typed!(names::IDENTITIES),
             policy_identity: typed!(names::POLICY_IDENTITY),
             policy_cidr: typed!(names::POLICY_CIDR),
@@ -172,7 +180,11 @@ impl NodeMaps {
             config: typed!(names::CONFIG),
             outer: open_outer(loaded)?,
             inner: loaded.inner.clone(),
-        })
+        };
+        // Before any write: the cells must hold the records pinned now.
+        let records = maps.read_endpoints()?;
+        maps.cells.sync(&records)?;
+        Ok(maps)
     }
 
     /// Zeroes the counters of a pod slot before it is given to a new
@@ -212,13 +224,18 @@ impl NodeMaps {
         Ok(out)
     }
 
+    /// Writes the record of `ifindex`, then its cell: until the cell
+    /// follows, the classifiers read the record it held before.
     pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
         self.endpoints
             .insert(ifindex, ep, 0)
-            .with_context(|| format!("write ENDPOINTS[{ifindex}]"))
+            .with_context(|| format!("write ENDPOINTS[{ifindex}]"))?;
+        self.cells.set(ifindex, ep)
     }
 
+    /// Empties the cell of `ifindex`, then removes its record.
     pub fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
+        self.cells.remove(ifindex)?;
         ignore_missing(self.endpoints.remove(&ifindex))
             .with_context(|| format!("delete ENDPOINTS[{ifindex}]"))
     }

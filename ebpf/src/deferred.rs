@@ -21,7 +21,7 @@ use crate::{
     conntrack,
     events::{self, Source},
     hook,
-    maps::{ENDPOINTS, LOCAL_ADDRS, SERVICES},
+    maps::{endpoint, LOCAL_ADDRS, SERVICES},
     policy,
 };
 
@@ -53,17 +53,16 @@ pub struct Client {
 /// a pod of this node asks, and a second lookup cost it about 25 ns.
 #[inline(always)]
 pub fn client(ingress_ifindex: u32, addr: &IpKey, hook_ifindex: u32) -> Option<Client> {
-    let (ifindex, ep) = match ENDPOINTS.get_ptr(ingress_ifindex) {
+    let (ifindex, ep) = match endpoint(ingress_ifindex) {
         Some(ep) => (ingress_ifindex, ep),
         None => {
             let ifindex = *unsafe { LOCAL_ADDRS.get(addr) }?;
-            (ifindex, ENDPOINTS.get_ptr(ifindex)?)
+            (ifindex, endpoint(ifindex)?)
         }
     };
     if ifindex == hook_ifindex {
         return None;
     }
-    let ep = unsafe { &*ep };
     let flags = ep.flags;
     if flags & (EP_PENDING | EP_DENY_ALL) != 0 || !hook::isolated(flags, DIR_EGRESS) {
         return None;

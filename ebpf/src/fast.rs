@@ -304,7 +304,7 @@ pub fn run(ctx: &TcContext, dir: u32, ifindex: u32) -> Option<i32> {
         return None;
     }
 
-    let ep = unsafe { &*crate::maps::ENDPOINTS.get_ptr(ifindex)? };
+    let ep = crate::maps::endpoint(ifindex)?;
     let flags = ep.flags;
     // Pending, deny-all and spoofed packets are dropped, with their events,
     // by the general path.

@@ -14,11 +14,11 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use palisade_common::{
-    Config, Counters, CtKey, CtValue, Endpoint, Event, FragKey, FragValue, IpKey, PolicyKey,
-    PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, SpillValue, CONNTRACK_MAX,
-    CONNTRACK_POD_TEMPLATE, EVENTS_BYTES, FRAGMENTS_POD_TEMPLATE, FRAG_MAX, IDENTITY_TRIE_MAX,
-    INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, LOCAL_ADDRS_MAX,
-    MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
+    Config, Counters, CtKey, CtValue, Endpoint, EndpointCell, Event, FragKey, FragValue, IpKey,
+    PolicyKey, PortKey, RuleBits, RuleCounter, ServiceKey, SpillKey, SpillValue, CONNTRACK_MAX,
+    CONNTRACK_POD_TEMPLATE, ENDPOINT_CELLS_MAX, EVENTS_BYTES, FRAGMENTS_POD_TEMPLATE, FRAG_MAX,
+    IDENTITY_TRIE_MAX, INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX,
+    LOCAL_ADDRS_MAX, MAX_ENDPOINTS, OUTER_MAX, RULE_COLS, SERVICES_MAX, SLOTS,
 };
 
 const NO_PREALLOC: usize = BPF_F_NO_PREALLOC as usize;
@@ -34,6 +34,38 @@ pub type SpillInner = HashMap<SpillKey, SpillValue, { INNER_SPILL_MAX as usize }
 #[btf_map]
 pub static ENDPOINTS: HashMap<u32, Endpoint, { MAX_ENDPOINTS as usize }, NO_PREALLOC> =
     HashMap::new();
+
+/// One cell of `ENDPOINT_CELLS`: a one-entry array, written before it is
+/// linked and never after.
+pub type CellInner = Array<EndpointCell, 1>;
+
+/// Copies of the `ENDPOINTS` records by `ifindex & (ENDPOINT_CELLS_MAX -
+/// 1)` (`endpoint`).
+#[btf_map]
+pub static ENDPOINT_CELLS: ArrayOfMaps<CellInner, { ENDPOINT_CELLS_MAX as usize }> =
+    ArrayOfMaps::new();
+
+/// The endpoint record of interface `ifindex`: from its cell when the cell
+/// holds it (two array lookups, both inlined by the verifier), else from
+/// `ENDPOINTS` (a cell shared with another interface, or one the writer
+/// could not create). The writer writes `ENDPOINTS` before the cell and
+/// removes the cell first, so both give the record of one moment. Every
+/// hook asks here, so that the fast and the general path read one record.
+#[inline(always)]
+pub fn endpoint(ifindex: u32) -> Option<&'static Endpoint> {
+    // No interface has index 0: a packet the host sent has no sender pod.
+    if ifindex == 0 {
+        return None;
+    }
+    if let Some(cell) = ENDPOINT_CELLS.get_value(ifindex & (ENDPOINT_CELLS_MAX - 1), &ZERO) {
+        if cell.ifindex == ifindex {
+            return Some(&cell.endpoint);
+        }
+    }
+    // SAFETY: `BPF_F_NO_PREALLOC` (above): the record stays valid for the
+    // rest of the run even if userspace replaces it.
+    ENDPOINTS.get_ptr(ifindex).map(|p| unsafe { &*p })
+}
 
 #[btf_map]
 pub static IDENTITIES: LpmTrie<IpKey, u32, { IDENTITY_TRIE_MAX as usize }, NO_PREALLOC> =

@@ -6,7 +6,9 @@
 //! an assertion fails. Needs root and the embedded eBPF object.
 
 use ipnetwork::IpNetwork;
+use palisade::datapath::cells::{self, cell_of, CellMap};
 use palisade::datapath::{ebpf_object, Datapath};
+use palisade_common::Endpoint;
 use palisade_common::{
     PolicyKey, RuleBits, SpillKey, EP_DENY_ALL, EP_ISOLATED_INGRESS, EP_PENDING, IDENTITY_HOST,
     INNER_IDENTITY_MAX, PROTO_TCP, SPILL_IDENTITY,
@@ -16,7 +18,7 @@ use palisade_tests::kernel::{
     add_pod_iface, bpftool, pins, pod_interfaces, run, tcx_progs, wait_until, NetNs, Scratch,
 };
 use serde_json::Value;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
@@ -41,6 +43,41 @@ fn endpoint_json(bpffs: &Path, ifindex: u32) -> Option<Value> {
         .into_iter()
         .find(|e| e["key"].as_u64() == Some(u64::from(ifindex)))
         .map(|e| e["value"].clone())
+}
+
+fn open_cells(bpffs: &Path) -> aya::maps::ArrayOfMaps<aya::maps::MapData, CellMap> {
+    use aya::maps::{ArrayOfMaps, Map, MapData};
+    let data = MapData::from_pin(pins(bpffs, "node1").join("ENDPOINT_CELLS")).expect("open cells");
+    ArrayOfMaps::try_from(Map::ArrayOfMaps(data)).expect("typed cells")
+}
+
+/// The records the classifiers find in `ENDPOINT_CELLS`, by interface,
+/// each in the cell of its interface.
+fn cell_records(bpffs: &Path) -> BTreeMap<u32, Endpoint> {
+    let read = cells::read(&open_cells(bpffs)).expect("read cells");
+    read.into_iter()
+        .map(|(cell, c)| {
+            assert_eq!(cell_of(c.ifindex), cell, "{c:?} in cell {cell}");
+            (c.ifindex, c.endpoint)
+        })
+        .collect()
+}
+
+/// The records of `ENDPOINTS`, by interface.
+fn records(bpffs: &Path) -> BTreeMap<u32, Endpoint> {
+    use aya::maps::{HashMap, Map, MapData};
+    let data = MapData::from_pin(pins(bpffs, "node1").join("ENDPOINTS")).expect("open ENDPOINTS");
+    let map: HashMap<MapData, u32, Endpoint> =
+        HashMap::try_from(Map::HashMap(data)).expect("typed ENDPOINTS");
+    map.iter().map(|e| e.expect("read ENDPOINTS")).collect()
+}
+
+/// The cells hold exactly the records of `ENDPOINTS` (no interface of
+/// these tests shares a cell).
+fn assert_cells_follow(bpffs: &Path, what: &str) {
+    let want = records(bpffs);
+    assert!(!want.is_empty(), "{what}: no records");
+    assert_eq!(cell_records(bpffs), want, "{what}");
 }
 
 /// Inner map ids of an outer map.
@@ -156,6 +193,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     assert_eq!(report.write.flipped, 2, "{report:?}");
     assert_eq!(report.attached, 2);
     assert!(report.attach_errors.is_empty(), "{report:?}");
+    assert_cells_follow(&bpffs, "first write");
 
     // bpftool sees the records with their BTF field names.
     let ep_a = endpoint_json(&bpffs, a_if).expect("endpoint of pod a");
@@ -207,8 +245,23 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     // The loader goes away; enforcement stays; a new one re-adopts.
     drop(dp);
     assert_eq!(tcx_progs("pa"), (1, 1), "links survive the loader");
+    // As if it had stopped between a record and its cell: b's cell holds
+    // an older record, and a cell names an interface without a record.
+    {
+        let mut outer = open_cells(&bpffs);
+        let stale = Endpoint {
+            generation: 9,
+            ..Default::default()
+        };
+        for ifindex in [b_if, 4242] {
+            let cell = cells::new_cell(ifindex, &stale).expect("cell");
+            outer.set(cell_of(ifindex), &cell, 0).expect("plant cell");
+        }
+    }
+    assert_ne!(cell_records(&bpffs), records(&bpffs));
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("re-open datapath");
     assert!(dp.adopted());
+    assert_cells_follow(&bpffs, "re-adopted");
     assert_eq!(
         dp.attached(),
         &[a_if, b_if].into_iter().collect::<BTreeSet<_>>()
@@ -278,6 +331,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         endpoint_json(&bpffs, a_if).unwrap()["generation"].as_u64(),
         Some(1)
     );
+    assert_cells_follow(&bpffs, "flipped");
     // ... and moves the policy epoch on: established flows are decided
     // again at their next packet.
     assert_eq!(epoch(&bpffs), (epoch_before + 1) & u64::from(u32::MAX));
@@ -360,6 +414,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
         Some(u64::from(EP_PENDING))
     );
     assert_eq!(tcx_progs("pc"), (1, 1));
+    assert_cells_follow(&bpffs, "pending");
 
     // A pod that goes away with its interface: detached, record and maps gone.
     run("ip", &["link", "del", "pa"]);
@@ -369,6 +424,7 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     let report = dp.program(&node, &ifaces).expect("program removal");
     assert_eq!(report.detached, 1, "{report:?}");
     assert!(endpoint_json(&bpffs, a_if).is_none());
+    assert_cells_follow(&bpffs, "removed");
     assert!(!pins(&bpffs, "node1")
         .join("links")
         .join(format!("{a_if}-pod_ingress"))

@@ -10,12 +10,16 @@ pub mod packet;
 
 use std::{
     net::IpAddr,
+    os::fd::{AsFd, AsRawFd},
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context, Result};
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, HashOfMaps, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, ArrayOfMaps, HashMap, HashOfMaps, LpmTrie, Map as MapKind, MapData,
+        PerCpuArray, RingBuf,
+    },
     programs::{SchedClassifier, TcAttachType, TestRun, TestRunOptions},
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
@@ -26,6 +30,7 @@ use palisade_common::{
     INNER_CIDR_MAX, INNER_IDENTITY_MAX, INNER_PORT_MAX, INNER_SPILL_MAX, RULE_BITS, RULE_COLS,
     SPILL_ALLOW,
 };
+use palisade_datapath::cells::{cell_of, new_cell, CellMap};
 
 /// The flag every inner map template in the object carries.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -416,6 +421,8 @@ impl Classifier {
         Ok(prog.info()?.id())
     }
 
+    /// Writes the record of `ifindex`, then its cell (`ENDPOINT_CELLS`), in
+    /// the writer's order.
     pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
         let map = self.ebpf.map_mut(names::ENDPOINTS).context("ENDPOINTS")?;
         match HashMap::<_, u32, Endpoint>::try_from(&mut *map) {
@@ -425,14 +432,49 @@ impl Classifier {
                 HashMap::<_, u32, [u8; 96]>::try_from(map)?.insert(ifindex, endpoint_v3(ep), 0)?
             }
         }
+        // Objects before layout version 5 have no cells.
+        if let Some(mut cells) = self.cells()? {
+            let cell = new_cell(ifindex, ep)?;
+            cells.set(cell_of(ifindex), &cell, 0)?;
+        }
         Ok(())
     }
 
+    /// Empties the cell of `ifindex`, then removes its record.
     pub fn remove_endpoint(&mut self, ifindex: u32) -> Result<()> {
+        self.clear_cell(ifindex)?;
         let mut m: HashMap<_, u32, Endpoint> =
             HashMap::try_from(self.ebpf.map_mut(names::ENDPOINTS).context("ENDPOINTS")?)?;
         m.remove(&ifindex)?;
         Ok(())
+    }
+
+    /// Puts a record of interface `ifindex` in its cell alone, leaving
+    /// `ENDPOINTS` as it is (a writer stopped between the two, or another
+    /// interface sharing the cell).
+    pub fn set_cell(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
+        let mut cells = self.cells()?.context("the object has no ENDPOINT_CELLS")?;
+        cells.set(cell_of(ifindex), &new_cell(ifindex, ep)?, 0)?;
+        Ok(())
+    }
+
+    /// Empties the cell of `ifindex` alone: its record stays in
+    /// `ENDPOINTS`, where the classifiers then find it.
+    pub fn clear_cell(&mut self, ifindex: u32) -> Result<()> {
+        if let Some(map) = self.ebpf.map(names::ENDPOINT_CELLS) {
+            let MapKind::ArrayOfMaps(data) = map else {
+                bail!("ENDPOINT_CELLS is not an array of maps");
+            };
+            palisade_datapath::sys::delete_index(data.fd().as_fd().as_raw_fd(), cell_of(ifindex))?;
+        }
+        Ok(())
+    }
+
+    fn cells(&mut self) -> Result<Option<ArrayOfMaps<&mut MapData, CellMap>>> {
+        match self.ebpf.map_mut(names::ENDPOINT_CELLS) {
+            Some(map) => Ok(Some(ArrayOfMaps::try_from(map)?)),
+            None => Ok(None),
+        }
     }
 
     /// Maps a prefix of the node-wide identity trie to an identity.

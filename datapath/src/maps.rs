@@ -224,13 +224,20 @@ impl NodeMaps {
         Ok(out)
     }
 
-    /// Writes the record of `ifindex`, then its cell: until the cell
-    /// follows, the classifiers read the record it held before.
+    /// Writes the record of `ifindex` and queues its cell: until
+    /// `flush_cells`, the classifiers read the record the cell held before
+    /// (whose inner maps must live until then).
     pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
         self.endpoints
             .insert(ifindex, ep, 0)
             .with_context(|| format!("write ENDPOINTS[{ifindex}]"))?;
         self.cells.set(ifindex, ep)
+    }
+
+    /// Links the cells of the records written since the last call: one
+    /// batch, one RCU grace period (`cells.rs`).
+    pub fn flush_cells(&mut self) -> Result<()> {
+        self.cells.flush()
     }
 
     /// Empties the cell of `ifindex`, then removes its record.

@@ -383,8 +383,18 @@ impl Writer {
         // Every pod of the round has its new epoch by now.
         self.identities_moved = false;
         let pending = std::mem::take(&mut self.pending);
+        let old = self.flip(pending, report)?;
+        // The classifiers read the records from their cells: those follow
+        // before the old generations go.
+        self.maps.flush_cells()?;
+        self.maps.delete_dirs(&old)
+    }
+
+    /// Links the staged inner maps of `pending` and writes each pod's
+    /// record; returns the keys of the generations they left.
+    fn flip(&mut self, pending: Vec<Flip>, report: &mut WriteReport) -> Result<Vec<PolicyKey>> {
         if pending.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let all: Vec<&StagedDir> = pending.iter().flat_map(|f| &f.staged).collect();
         let linked_all = self.maps.link(&all).is_ok();
@@ -430,8 +440,9 @@ impl Writer {
                 },
             );
         }
+        // Records written, cells not yet: a restart finds them behind.
         crate::crash::point(crate::crash::FLIP_FLIPPED);
-        self.maps.delete_dirs(&old)
+        Ok(old)
     }
 
     /// Logs and reports a pod whose maps could not be written, and denies
@@ -498,6 +509,7 @@ impl Writer {
             ..Endpoint::default()
         };
         self.maps.set_endpoint(ifindex, &endpoint)?;
+        self.maps.flush_cells()?;
         self.maps
             .delete_dirs(&[dir_keys(ifindex, 0), dir_keys(ifindex, 1)].concat())?;
         self.cache.insert(

@@ -434,7 +434,7 @@ impl Classifier {
         }
         // Objects before layout version 5 have no cells.
         if let Some(mut cells) = self.cells()? {
-            let cell = new_cell(ifindex, ep)?;
+            let (cell, _) = new_cell(ifindex, ep)?;
             cells.set(cell_of(ifindex), &cell, 0)?;
         }
         Ok(())
@@ -454,7 +454,7 @@ impl Classifier {
     /// interface sharing the cell).
     pub fn set_cell(&mut self, ifindex: u32, ep: &Endpoint) -> Result<()> {
         let mut cells = self.cells()?.context("the object has no ENDPOINT_CELLS")?;
-        cells.set(cell_of(ifindex), &new_cell(ifindex, ep)?, 0)?;
+        cells.set(cell_of(ifindex), &new_cell(ifindex, ep)?.0, 0)?;
         Ok(())
     }
 

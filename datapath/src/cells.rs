@@ -72,6 +72,9 @@ pub fn read(outer: &ArrayOfMaps<MapData, CellMap>) -> Result<BTreeMap<u32, Endpo
     Ok(out)
 }
 
+/// Cells a link left empty, with why.
+type Unlinked = Vec<(u32, anyhow::Error)>;
+
 /// The writer's handle on `ENDPOINT_CELLS`.
 pub struct EndpointCells {
     outer: ArrayOfMaps<MapData, CellMap>,
@@ -86,7 +89,7 @@ pub struct EndpointCells {
     linked: BTreeSet<u32>,
     /// Cells being linked on a thread of their own (`flush`), and the
     /// thread, which returns those it could not link.
-    background: Option<(Vec<u32>, JoinHandle<Vec<(u32, anyhow::Error)>>)>,
+    background: Option<(Vec<u32>, JoinHandle<Unlinked>)>,
 }
 
 impl EndpointCells {
@@ -240,7 +243,7 @@ impl Drop for EndpointCells {
 /// Links each cell's inner map into `outer`: one batch (one RCU grace
 /// period), or one by one should the kernel refuse the batch. Returns the
 /// cells not linked.
-fn link(outer: BorrowedFd<'_>, cells: &[(u32, OwnedFd)]) -> Vec<(u32, anyhow::Error)> {
+fn link(outer: BorrowedFd<'_>, cells: &[(u32, OwnedFd)]) -> Unlinked {
     let keys: Vec<u32> = cells.iter().map(|(c, _)| *c).collect();
     let fds: Vec<BorrowedFd<'_>> = cells.iter().map(|(_, fd)| fd.as_fd()).collect();
     if batch::update_inner(&outer, &keys, &fds).is_ok() {

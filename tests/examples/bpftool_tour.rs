@@ -16,8 +16,9 @@ use std::time::Duration;
 
 /// Entries shown per map.
 const SHOWN: usize = 2;
-const NODE_MAPS: [&str; 12] = [
+const NODE_MAPS: [&str; 13] = [
     names::ENDPOINTS,
+    names::ENDPOINT_CELLS,
     names::IDENTITIES,
     names::SERVICES,
     names::LOCAL_ADDRS,

@@ -8,12 +8,13 @@
 //! generation flip of the agent may see the old endpoint record with inner
 //! maps already deleted, which reads back as a missing direction.
 
+use super::cells::{cell_of, CellMap};
 use super::encode::{Lpm, PodMaps};
 use super::load::PinLayout;
 use super::maps::{dir_keys, read_dir, CidrInner, IdentityInner, PortInner, SpillInner};
 use super::writer::live_keys;
 use anyhow::{bail, Context, Result};
-use aya::maps::{HashMap, HashOfMaps, LpmTrie, Map, MapData};
+use aya::maps::{ArrayOfMaps, HashMap, HashOfMaps, LpmTrie, Map, MapData};
 use ipnetwork::IpNetwork;
 use palisade_common::{
     names, DirPolicy, Endpoint, IpKey, PolicyKey, PortKey, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS,
@@ -27,6 +28,7 @@ use std::path::Path;
 /// The pinned maps of one node, opened for reading.
 pub struct PinnedNode {
     endpoints: HashMap<MapData, u32, Endpoint>,
+    cells: ArrayOfMaps<MapData, CellMap>,
     identities: LpmTrie<MapData, IpKey, u32>,
     identity: HashOfMaps<MapData, PolicyKey, IdentityInner>,
     cidr: HashOfMaps<MapData, PolicyKey, CidrInner>,
@@ -34,13 +36,45 @@ pub struct PinnedNode {
     spill: HashOfMaps<MapData, PolicyKey, SpillInner>,
 }
 
-/// One interface's live state: its endpoint record and the inner maps of
-/// the generation the record points at.
+/// One interface's live state: its endpoint record as the classifiers
+/// read it and the inner maps of the generation the record points at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedEndpoint {
     pub ifindex: u32,
     pub endpoint: Endpoint,
     pub maps: PodMaps,
+    pub source: RecordSource,
+}
+
+/// Where the classifiers find an interface's record (`docs/maps.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordSource {
+    /// Its cell of `ENDPOINT_CELLS`, which holds what `ENDPOINTS` holds.
+    Cell,
+    /// `ENDPOINTS`: the cell is empty (a pending interface, a cell being
+    /// linked) or holds another interface's record.
+    Endpoints,
+    /// Its cell, which holds another record than `ENDPOINTS` (a round
+    /// between the two writes, or a fault): the cell's is the one read.
+    CellDiffers,
+}
+
+impl RecordSource {
+    pub fn describe(self) -> &'static str {
+        match self {
+            RecordSource::Cell => "read from its cell",
+            RecordSource::Endpoints => "read from ENDPOINTS (no cell of its own)",
+            RecordSource::CellDiffers => "read from its cell, which differs from ENDPOINTS",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordSource::Cell => "cell",
+            RecordSource::Endpoints => "endpoints",
+            RecordSource::CellDiffers => "cell-differs",
+        }
+    }
 }
 
 fn open(layout: &PinLayout, name: &str, wrap: fn(MapData) -> Map) -> Result<Map> {
@@ -72,6 +106,7 @@ impl PinnedNode {
         }
         Ok(PinnedNode {
             endpoints: typed!(names::ENDPOINTS, Map::HashMap),
+            cells: typed!(names::ENDPOINT_CELLS, Map::ArrayOfMaps),
             identities: typed!(names::IDENTITIES, Map::LpmTrie),
             identity: typed!(names::POLICY_IDENTITY, Map::HashOfMaps),
             cidr: typed!(names::POLICY_CIDR, Map::HashOfMaps),
@@ -83,10 +118,16 @@ impl PinnedNode {
     /// The endpoint record of `ifindex` and its live inner maps; `None`
     /// when the interface has no record.
     pub fn endpoint(&self, ifindex: u32) -> Result<Option<PinnedEndpoint>> {
-        let endpoint = match self.endpoints.get(&ifindex, 0) {
-            Ok(ep) => ep,
-            Err(aya::maps::MapError::KeyNotFound) => return Ok(None),
+        let record = match self.endpoints.get(&ifindex, 0) {
+            Ok(ep) => Some(ep),
+            Err(aya::maps::MapError::KeyNotFound) => None,
             Err(e) => return Err(e).with_context(|| format!("read ENDPOINTS[{ifindex}]")),
+        };
+        let (endpoint, source) = match (self.cell(ifindex)?, record) {
+            (Some(c), Some(r)) if c == r => (c, RecordSource::Cell),
+            (Some(c), _) => (c, RecordSource::CellDiffers),
+            (None, Some(r)) => (r, RecordSource::Endpoints),
+            (None, None) => return Ok(None),
         };
         let live = live_keys(ifindex, &endpoint);
         let [ing, eg] = dir_keys(ifindex, endpoint.generation);
@@ -104,7 +145,21 @@ impl PinnedNode {
                 ingress: read(ing)?,
                 egress: read(eg)?,
             },
+            source,
         }))
+    }
+
+    /// The record in the cell of `ifindex`, when the cell names it.
+    fn cell(&self, ifindex: u32) -> Result<Option<Endpoint>> {
+        let cell = cell_of(ifindex);
+        // An empty cell reads as an error: nothing is linked there.
+        let Ok(inner) = self.cells.get(&cell, 0) else {
+            return Ok(None);
+        };
+        let value = inner
+            .get(&0, 0)
+            .with_context(|| format!("read ENDPOINT_CELLS[{cell}]"))?;
+        Ok((value.ifindex == ifindex).then_some(value.endpoint))
     }
 
     /// Every entry of the node's identity trie.
@@ -285,6 +340,7 @@ mod tests {
                 ifindex: 7,
                 endpoint,
                 maps,
+                source: RecordSource::Cell,
             },
         )
         .unwrap();

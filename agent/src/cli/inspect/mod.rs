@@ -12,7 +12,7 @@ use super::ManifestArgs;
 use crate::datapath::encode::{self, Lpm};
 use crate::datapath::iface::{self, HostRoute, Interfaces};
 use crate::datapath::load::DEFAULT_BPFFS_ROOT;
-use crate::datapath::readback::{self, PinnedEndpoint, PinnedNode};
+use crate::datapath::readback::{self, PinnedEndpoint, PinnedNode, RecordSource};
 use anyhow::{Context, Result};
 use ipnetwork::IpNetwork;
 use palisade_common::{
@@ -218,7 +218,15 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
         )
     })?;
     let pinned = node.pinned_pod(&key)?;
-    let drifts = drift(&node, &key, pinned.as_ref().map(|(_, p)| p));
+    let mut drifts = drift(&node, &key, pinned.as_ref().map(|(_, p)| p));
+    if let Some((ep, _)) = &pinned {
+        if ep.source == RecordSource::CellDiffers {
+            drifts.push(
+                "the classifiers' copy of the endpoint record (ENDPOINT_CELLS) differs from ENDPOINTS"
+                    .to_string(),
+            );
+        }
+    }
     let ifname = node.ifname(ifindex).unwrap_or("?");
     match args.output {
         InspectOutput::Json => {
@@ -230,6 +238,7 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
                 "endpoint": pinned.as_ref().map(|(ep, pod)| json!({
                     "flags": flag_names(ep.endpoint.flags),
                     "generation": ep.endpoint.generation,
+                    "read_from": ep.source.name(),
                     "addresses": pod.ips,
                     "ingress": dir_json(&node, &pod.ingress),
                     "egress": dir_json(&node, &pod.egress),
@@ -249,10 +258,11 @@ pub fn inspect(args: InspectArgs) -> Result<ExitCode> {
                     let flags = flag_names(ep.endpoint.flags);
                     let _ = writeln!(
                         out,
-                        "endpoint: flags [{}], generation {}, addresses {}",
+                        "endpoint: flags [{}], generation {}, addresses {}; {}",
                         flags.join(", "),
                         ep.endpoint.generation,
-                        list(&pod.ips)
+                        list(&pod.ips),
+                        ep.source.describe()
                     );
                     if let Some(e) = &pod.error {
                         let _ = writeln!(out, "{e}: all traffic denied");

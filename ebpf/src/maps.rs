@@ -46,11 +46,12 @@ pub static ENDPOINT_CELLS: ArrayOfMaps<CellInner, { ENDPOINT_CELLS_MAX as usize 
     ArrayOfMaps::new();
 
 /// The endpoint record of interface `ifindex`: from its cell when the cell
-/// holds it (two array lookups, both inlined by the verifier), else from
-/// `ENDPOINTS` (a cell shared with another interface, or one the writer
-/// could not create). The writer writes `ENDPOINTS` before the cell and
-/// removes the cell first, so both give the record of one moment. Every
-/// hook asks here, so that the fast and the general path read one record.
+/// names it (two array lookups, both inlined by the verifier), else from
+/// `ENDPOINTS` (no cell yet or at all: a pending interface, a cell being
+/// linked, one another interface holds or the writer could not make). A
+/// cell may lag its record within a round: the writer keeps the inner
+/// maps of the record a cell holds until the cell follows. Every hook asks
+/// here, so that the fast and the general path read one record.
 #[inline(always)]
 pub fn endpoint(ifindex: u32) -> Option<&'static Endpoint> {
     // No interface has index 0: a packet the host sent has no sender pod.

@@ -1,4 +1,5 @@
-//! Batched updates and deletes of the outer (map-of-maps) maps.
+//! Batched updates and deletes of the outer (map-of-maps) maps, and the
+//! batched read of an array of maps.
 //!
 //! Every update or delete of a map-of-maps element makes the kernel wait
 //! for an RCU grace period before the syscall returns (so that, once it
@@ -11,6 +12,7 @@
 use anyhow::{bail, Result};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 
@@ -46,19 +48,52 @@ fn batch(
         elem_flags: 0,
         flags: 0,
     };
-    // SAFETY: `attr` is the batch member of `union bpf_attr`; `keys` and
-    // `values` hold `count` elements of the map's key and value sizes and
-    // outlive the call; the kernel writes back only `attr.count`.
+    let err = call(cmd, &mut attr);
+    (attr.count as usize, err)
+}
+
+/// Issues `cmd` with `attr`; the error, if any.
+fn call(cmd: libc::c_long, attr: &mut BatchAttr) -> Option<std::io::Error> {
+    // SAFETY: `attr` is the batch member of `union bpf_attr`; the buffers
+    // it points at hold `attr.count` elements of the map's key and value
+    // sizes and outlive the call; the kernel writes back only `attr.count`,
+    // the buffers and the `out_batch` token.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
-            &mut attr as *mut BatchAttr,
+            attr as *mut BatchAttr,
             std::mem::size_of::<BatchAttr>(),
         )
     };
-    let err = (r < 0).then(std::io::Error::last_os_error);
-    (attr.count as usize, err)
+    (r < 0).then(std::io::Error::last_os_error)
+}
+
+/// Every (index, inner map id) an array of maps with `max_entries` holds,
+/// in one `BPF_MAP_LOOKUP_BATCH` (the kernel skips the empty indexes):
+/// one system call where a lookup per index costs `max_entries`.
+pub fn inner_ids(outer: &impl AsFd, max_entries: u32) -> Result<Vec<(u32, u32)>> {
+    let n = max_entries as usize;
+    let (mut keys, mut ids) = (vec![0u32; n], vec![0u32; n]);
+    let mut token = 0u32;
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: &mut token as *mut u32 as u64,
+        keys: keys.as_mut_ptr() as u64,
+        values: ids.as_mut_ptr() as u64,
+        count: max_entries,
+        map_fd: outer.as_fd().as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    match call(BPF_MAP_LOOKUP_BATCH, &mut attr) {
+        // ENOENT: the walk reached the end, `count` holds what it found.
+        None => {}
+        Some(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Some(e) => bail!("batch lookup of an array of maps failed: {e}"),
+    }
+    let found = attr.count as usize;
+    Ok(keys[..found].iter().copied().zip(ids[..found].iter().copied()).collect())
 }
 
 /// Plain-data bytes of a slice of keys.

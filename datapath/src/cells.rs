@@ -18,7 +18,7 @@ use super::load::MapShape;
 use super::maps::create_inner;
 use super::{batch, sys};
 use anyhow::{Context, Result};
-use aya::maps::{Array, ArrayOfMaps, Map, MapData};
+use aya::maps::{Array, Map, MapData};
 use palisade_common::{layout::TYPE_ARRAY, Endpoint, EndpointCell, ENDPOINT_CELLS_MAX, EP_PENDING};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -56,18 +56,18 @@ fn value(ifindex: u32, endpoint: &Endpoint) -> EndpointCell {
     }
 }
 
-/// What the cells hold, by cell: one system call per cell, every cell.
-pub fn read(outer: &ArrayOfMaps<MapData, CellMap>) -> Result<BTreeMap<u32, EndpointCell>> {
+/// What the cells hold, by cell: the linked cells' map ids in one batch
+/// lookup, then each cell's record.
+pub fn read(outer: &MapData) -> Result<BTreeMap<u32, EndpointCell>> {
     let mut out = BTreeMap::new();
-    for cell in 0..ENDPOINT_CELLS_MAX {
-        // An empty cell reads as an error: nothing is linked there.
-        let Ok(inner) = outer.get(&cell, 0) else {
+    for (cell, id) in batch::inner_ids(outer.fd(), ENDPOINT_CELLS_MAX)? {
+        let ctx = || format!("read ENDPOINT_CELLS[{cell}] (map id {id})");
+        // A cell unlinked since the batch lookup is gone: skip it.
+        let Ok(data) = MapData::from_id(id) else {
             continue;
         };
-        let value = inner
-            .get(&0, 0)
-            .with_context(|| format!("read ENDPOINT_CELLS[{cell}]"))?;
-        out.insert(cell, value);
+        let inner: CellMap = Array::try_from(Map::Array(data)).with_context(ctx)?;
+        out.insert(cell, inner.get(&0, 0).with_context(ctx)?);
     }
     Ok(out)
 }
@@ -77,9 +77,8 @@ type Unlinked = Vec<(u32, anyhow::Error)>;
 
 /// The writer's handle on `ENDPOINT_CELLS`.
 pub struct EndpointCells {
-    outer: ArrayOfMaps<MapData, CellMap>,
-    /// A second handle on the outer map, for the batch and delete calls
-    /// (aya's array of maps has neither).
+    /// The outer map, for the batch and delete calls (aya's array of maps
+    /// has neither).
     outer_data: MapData,
     /// Cell -> the interface whose record it holds, or will once linked.
     owners: BTreeMap<u32, u32>,
@@ -93,9 +92,8 @@ pub struct EndpointCells {
 }
 
 impl EndpointCells {
-    pub fn new(outer: ArrayOfMaps<MapData, CellMap>, outer_data: MapData) -> Self {
+    pub fn new(outer_data: MapData) -> Self {
         EndpointCells {
-            outer,
             outer_data,
             owners: BTreeMap::new(),
             queued: BTreeMap::new(),
@@ -114,7 +112,7 @@ impl EndpointCells {
         self.owners.clear();
         self.queued.clear();
         self.linked.clear();
-        let held = read(&self.outer)?;
+        let held = read(&self.outer_data)?;
         for (cell, have) in &held {
             let pending = have.endpoint.flags & EP_PENDING != 0;
             if records.get(&have.ifindex) == Some(&have.endpoint)

@@ -163,10 +163,7 @@ impl NodeMaps {
                 })?
             };
         }
-        let cells = EndpointCells::new(
-            typed!(names::ENDPOINT_CELLS),
-            open_pinned(loaded, names::ENDPOINT_CELLS)?,
-        );
+        let cells = EndpointCells::new(open_pinned(loaded, names::ENDPOINT_CELLS)?);
         let mut maps = NodeMaps {
             endpoints: typed!(names::ENDPOINTS),
             cells,

@@ -54,7 +54,9 @@ fn open_cells(bpffs: &Path) -> aya::maps::ArrayOfMaps<aya::maps::MapData, CellMa
 /// The records the classifiers find in `ENDPOINT_CELLS`, by interface,
 /// each in the cell of its interface.
 fn cell_records(bpffs: &Path) -> BTreeMap<u32, Endpoint> {
-    let read = cells::read(&open_cells(bpffs)).expect("read cells");
+    let outer = aya::maps::MapData::from_pin(pins(bpffs, "node1").join("ENDPOINT_CELLS"))
+        .expect("open cells");
+    let read = cells::read(&outer).expect("read cells");
     read.into_iter()
         .map(|(cell, c)| {
             assert_eq!(cell_of(c.ifindex), cell, "{c:?} in cell {cell}");

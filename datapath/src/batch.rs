@@ -93,7 +93,11 @@ pub fn inner_ids(outer: &impl AsFd, max_entries: u32) -> Result<Vec<(u32, u32)>>
         Some(e) => bail!("batch lookup of an array of maps failed: {e}"),
     }
     let found = attr.count as usize;
-    Ok(keys[..found].iter().copied().zip(ids[..found].iter().copied()).collect())
+    Ok(keys[..found]
+        .iter()
+        .copied()
+        .zip(ids[..found].iter().copied())
+        .collect())
 }
 
 /// Plain-data bytes of a slice of keys.

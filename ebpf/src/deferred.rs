@@ -21,7 +21,7 @@ use crate::{
     conntrack,
     events::{self, Source},
     hook,
-    maps::{endpoint, LOCAL_ADDRS, SERVICES},
+    maps::{record, LOCAL_ADDRS, SERVICES},
     policy,
 };
 
@@ -53,11 +53,11 @@ pub struct Client {
 /// a pod of this node asks, and a second lookup cost it about 25 ns.
 #[inline(always)]
 pub fn client(ingress_ifindex: u32, addr: &IpKey, hook_ifindex: u32) -> Option<Client> {
-    let (ifindex, ep) = match endpoint(ingress_ifindex) {
+    let (ifindex, ep) = match record(ingress_ifindex) {
         Some(ep) => (ingress_ifindex, ep),
         None => {
             let ifindex = *unsafe { LOCAL_ADDRS.get(addr) }?;
-            (ifindex, endpoint(ifindex)?)
+            (ifindex, record(ifindex)?)
         }
     };
     if ifindex == hook_ifindex {

@@ -18,7 +18,7 @@ use crate::{
     deferred,
     events::{self, Source},
     fast, frag,
-    maps::{endpoint, LOCAL_ADDRS},
+    maps::{record, LOCAL_ADDRS},
     parse::{self, Tuple, FRAG_FIRST, FRAG_LATER, ICMP_ERROR, ICMP_MLD, ICMP_NDP, L2},
     policy,
     scratch::{self, Scratch},
@@ -217,7 +217,7 @@ fn general(ctx: &TcContext, dir: u32, ifindex: u32) -> i32 {
         // A tagged frame: treated as an unreadable IP header (`l3_ok` false).
         _ => parse::reset(&mut s.pkt),
     }
-    let ep = endpoint(ifindex);
+    let ep = record(ifindex);
     let h = Hook {
         src: Source {
             slot: ep.map_or(SLOT_UNKNOWN, |e| e.slot as u32),

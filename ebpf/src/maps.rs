@@ -45,23 +45,34 @@ pub type CellInner = Array<EndpointCell, 1>;
 pub static ENDPOINT_CELLS: ArrayOfMaps<CellInner, { ENDPOINT_CELLS_MAX as usize }> =
     ArrayOfMaps::new();
 
-/// The endpoint record of interface `ifindex`: from its cell when the cell
-/// names it (two array lookups, both inlined by the verifier), else from
-/// `ENDPOINTS` (no cell yet or at all: a pending interface, a cell being
-/// linked, one another interface holds or the writer could not make). A
-/// cell may lag its record within a round: the writer keeps the inner
-/// maps of the record a cell holds until the cell follows. Every hook asks
-/// here, so that the fast and the general path read one record.
+/// The endpoint record of interface `ifindex` as the fast path reads it:
+/// from its cell when the cell names it (two array lookups, both inlined
+/// by the verifier), else from `ENDPOINTS` (no cell yet or at all: a
+/// pending interface, a cell being linked, one another interface holds or
+/// the writer could not make). The general path reads `ENDPOINTS` alone
+/// (`record`): a path that can get its record from either map is walked
+/// by the verifier once per map, and the general path is the long one.
+///
+/// A cell may lag its record within a round: the writer keeps the inner
+/// maps of the record a cell holds until the cell follows, so either
+/// record is one the writer made, with its maps.
 #[inline(always)]
 pub fn endpoint(ifindex: u32) -> Option<&'static Endpoint> {
-    // No interface has index 0: a packet the host sent has no sender pod.
-    if ifindex == 0 {
-        return None;
-    }
     if let Some(cell) = ENDPOINT_CELLS.get_value(ifindex & (ENDPOINT_CELLS_MAX - 1), &ZERO) {
         if cell.ifindex == ifindex {
             return Some(&cell.endpoint);
         }
+    }
+    record(ifindex)
+}
+
+/// The endpoint record of interface `ifindex` in `ENDPOINTS`, the record
+/// of truth (see `endpoint`). No interface has index 0: a packet the host
+/// sent (`ingress_ifindex` 0) has no sender pod, and costs no lookup.
+#[inline(always)]
+pub fn record(ifindex: u32) -> Option<&'static Endpoint> {
+    if ifindex == 0 {
+        return None;
     }
     // SAFETY: `BPF_F_NO_PREALLOC` (above): the record stays valid for the
     // rest of the run even if userspace replaces it.

@@ -1,8 +1,12 @@
 //! Where the classifiers find an endpoint record (`ENDPOINT_CELLS`,
-//! `docs/maps.md`), through BPF_PROG_TEST_RUN (root required): the cell of
-//! the interface when it names the interface, else `ENDPOINTS`. The
-//! writer keeps the two equal; these tests make them differ on purpose,
-//! so that each verdict shows which one was read.
+//! `docs/maps.md`), through BPF_PROG_TEST_RUN (root required): the fast
+//! path reads the cell of the interface when it names the interface, else
+//! `ENDPOINTS`. The writer keeps the two equal; these tests make them
+//! differ on purpose, so that each verdict shows which one was read. The
+//! packets are new TCP flows, which the fast path decides (a deny-all or
+//! pending record would send them to the general path, which reads
+//! `ENDPOINTS` alone): "closed" is a record isolated both ways with no
+//! policy.
 
 use std::net::IpAddr;
 
@@ -19,8 +23,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// A record of the pod with `flags` (no policy: not isolated, unless
-/// `EP_DENY_ALL`).
+/// A record of the pod with `flags` (no policy maps).
 fn record(flags: u32) -> Endpoint {
     let mut ep = Endpoint {
         flags,
@@ -44,10 +47,13 @@ fn verdicts(c: &Classifier, port: u16) -> (u32, u32) {
 const PASSED: (u32, u32) = (TCX_NEXT, TCX_NEXT);
 const DROPPED: (u32, u32) = (TCX_DROP, TCX_DROP);
 
+/// Isolated both ways, no policy: the fast path refuses every new flow.
+const CLOSED: u32 = EP_ISOLATED_INGRESS | EP_ISOLATED_EGRESS;
+
 #[test]
 fn cells_the_cell_of_the_interface_is_read_before_endpoints() -> Result<()> {
     let mut c = Classifier::load()?;
-    c.set_endpoint(IFINDEX, &record(EP_DENY_ALL))?;
+    c.set_endpoint(IFINDEX, &record(CLOSED))?;
     assert_eq!(verdicts(&c, 1000), DROPPED, "record and cell agree");
     // The cell alone says otherwise: the cell decides.
     c.set_cell(IFINDEX, &record(0))?;
@@ -65,11 +71,11 @@ fn cells_a_cell_naming_another_interface_is_passed_over() -> Result<()> {
     // The interface that shares IFINDEX's cell holds it, with a record
     // that drops everything: IFINDEX's packets still read their own.
     let sharer = IFINDEX + ENDPOINT_CELLS_MAX;
-    c.set_cell(sharer, &record(EP_DENY_ALL))?;
+    c.set_cell(sharer, &record(CLOSED))?;
     assert_eq!(verdicts(&c, 2000), PASSED);
     // The same record in the cell naming IFINDEX drops: the pass above
     // was the comparison of interfaces, not a cell ignored.
-    c.set_cell(IFINDEX, &record(EP_DENY_ALL))?;
+    c.set_cell(IFINDEX, &record(CLOSED))?;
     assert_eq!(verdicts(&c, 2001), DROPPED);
     Ok(())
 }
@@ -77,11 +83,11 @@ fn cells_a_cell_naming_another_interface_is_passed_over() -> Result<()> {
 #[test]
 fn cells_follow_every_record_the_harness_writes_and_removes() -> Result<()> {
     let mut c = Classifier::load()?;
-    c.set_endpoint(IFINDEX, &record(EP_DENY_ALL))?;
+    c.set_endpoint(IFINDEX, &record(CLOSED))?;
     c.set_endpoint(IFINDEX, &record(0))?;
     assert_eq!(verdicts(&c, 3000), PASSED, "the newer record");
-    // Removed from both: no record at all fails closed. A cell left
-    // behind would still pass.
+    // Removed from both: no record at all fails closed (the general path
+    // drops). A cell left behind would still pass.
     c.remove_endpoint(IFINDEX)?;
     assert_eq!(verdicts(&c, 3001), DROPPED);
     Ok(())

@@ -246,7 +246,7 @@ pub struct Endpoint {
     pub epoch: u32,
 }
 
-/// Cells of `ENDPOINT_CELLS`: the classifiers find the record of interface
+/// Cells of `ENDPOINT_CELLS`: the fast path finds the record of interface
 /// `ifindex` in cell `ifindex & (ENDPOINT_CELLS_MAX - 1)`, two array
 /// lookups the verifier inlines, where `ENDPOINTS` costs a hash lookup.
 /// Interface indexes grow with every interface a node creates, so the

@@ -1,9 +1,9 @@
-//! Copies of the endpoint records that the classifiers find without a hash
-//! lookup (`ENDPOINT_CELLS`, `docs/maps.md`).
+//! Copies of the endpoint records that the classifiers' fast path finds
+//! without a hash lookup (`ENDPOINT_CELLS`, `docs/maps.md`).
 //!
-//! `ENDPOINTS` stays the record of truth: the writer writes it first and
-//! the cell after, and removes the cell first. A classifier takes the
-//! record from the cell `ifindex & (ENDPOINT_CELLS_MAX - 1)` when that cell
+//! `ENDPOINTS` stays the record of truth (the general path reads it): the
+//! writer writes it first and the cell after, and removes the cell first.
+//! The fast path takes the record from the cell `ifindex & (ENDPOINT_CELLS_MAX - 1)` when that cell
 //! names its interface, else from `ENDPOINTS`; so a cell that is missing,
 //! shared with another interface or could not be made costs a hash lookup,
 //! never a wrong record. Each cell is a one-entry array written before it

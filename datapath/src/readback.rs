@@ -36,8 +36,8 @@ pub struct PinnedNode {
     spill: HashOfMaps<MapData, PolicyKey, SpillInner>,
 }
 
-/// One interface's live state: its endpoint record as the classifiers
-/// read it and the inner maps of the generation the record points at.
+/// One interface's live state: its endpoint record as the classifiers'
+/// fast path reads it and the inner maps of the generation the record points at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinnedEndpoint {
     pub ifindex: u32,
@@ -46,7 +46,8 @@ pub struct PinnedEndpoint {
     pub source: RecordSource,
 }
 
-/// Where the classifiers find an interface's record (`docs/maps.md`).
+/// Where the classifiers' fast path finds an interface's record (the
+/// general path reads `ENDPOINTS`; `docs/maps.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecordSource {
     /// Its cell of `ENDPOINT_CELLS`, which holds what `ENDPOINTS` holds.

@@ -28,13 +28,7 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn endpoint(flags: u32) -> Endpoint {
-    let mut ep = Endpoint {
-        flags,
-        ..Default::default()
-    };
-    ep.addrs[0] = palisade_tests::classifier::ip_key(ip(POD4));
-    ep.addrs[1] = palisade_tests::classifier::ip_key(ip(POD6));
-    ep
+    palisade_tests::classifier::pod_endpoint(flags, &[ip(POD4), ip(POD6)])
 }
 
 fn key(dir: u32, generation: u32) -> PolicyKey {

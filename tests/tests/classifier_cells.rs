@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use palisade_common::*;
 use palisade_tests::classifier::{
-    ip_key, packet::Packet, Classifier, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
+    packet::Packet, pod_endpoint, Classifier, Hook, IFINDEX, TCX_DROP, TCX_NEXT,
 };
 
 const POD: &str = "10.0.0.1";
@@ -25,12 +25,7 @@ fn ip(s: &str) -> IpAddr {
 
 /// A record of the pod with `flags` (no policy maps).
 fn record(flags: u32) -> Endpoint {
-    let mut ep = Endpoint {
-        flags,
-        ..Default::default()
-    };
-    ep.addrs[0] = ip_key(ip(POD));
-    ep
+    pod_endpoint(flags, &[ip(POD)])
 }
 
 /// The verdicts of a new flow into the pod and out of it, each its own

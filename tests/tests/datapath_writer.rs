@@ -6,7 +6,6 @@
 //! an assertion fails. Needs root and the embedded eBPF object.
 
 use ipnetwork::IpNetwork;
-use palisade::datapath::cells::{self, cell_of, CellMap};
 use palisade::datapath::{ebpf_object, Datapath};
 use palisade_common::Endpoint;
 use palisade_common::{
@@ -15,10 +14,11 @@ use palisade_common::{
 };
 use palisade_compiler::{CompiledDirection, CompiledNode, CompiledPod, PortPrefix};
 use palisade_tests::kernel::{
-    add_pod_iface, bpftool, pins, pod_interfaces, run, tcx_progs, wait_until, NetNs, Scratch,
+    add_pod_iface, bpftool, cell_records, pins, plant_cell, pod_interfaces, records, run,
+    tcx_progs, wait_until, NetNs, Scratch,
 };
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
@@ -45,45 +45,16 @@ fn endpoint_json(bpffs: &Path, ifindex: u32) -> Option<Value> {
         .map(|e| e["value"].clone())
 }
 
-fn open_cells(bpffs: &Path) -> aya::maps::ArrayOfMaps<aya::maps::MapData, CellMap> {
-    use aya::maps::{ArrayOfMaps, Map, MapData};
-    let data = MapData::from_pin(pins(bpffs, "node1").join("ENDPOINT_CELLS")).expect("open cells");
-    ArrayOfMaps::try_from(Map::ArrayOfMaps(data)).expect("typed cells")
-}
-
-/// The records the classifiers find in `ENDPOINT_CELLS`, by interface,
-/// each in the cell of its interface.
-fn cell_records(bpffs: &Path) -> BTreeMap<u32, Endpoint> {
-    let outer = aya::maps::MapData::from_pin(pins(bpffs, "node1").join("ENDPOINT_CELLS"))
-        .expect("open cells");
-    let read = cells::read(&outer).expect("read cells");
-    read.into_iter()
-        .map(|(cell, c)| {
-            assert_eq!(cell_of(c.ifindex), cell, "{c:?} in cell {cell}");
-            (c.ifindex, c.endpoint)
-        })
-        .collect()
-}
-
-/// The records of `ENDPOINTS`, by interface.
-fn records(bpffs: &Path) -> BTreeMap<u32, Endpoint> {
-    use aya::maps::{HashMap, Map, MapData};
-    let data = MapData::from_pin(pins(bpffs, "node1").join("ENDPOINTS")).expect("open ENDPOINTS");
-    let map: HashMap<MapData, u32, Endpoint> =
-        HashMap::try_from(Map::HashMap(data)).expect("typed ENDPOINTS");
-    map.iter().map(|e| e.expect("read ENDPOINTS")).collect()
-}
-
 /// The cells hold exactly the records of `ENDPOINTS` but the pending ones
 /// (no interface of these tests shares a cell), once the cells of new
 /// interfaces, linked in the background, are in.
 fn assert_cells_follow(bpffs: &Path, what: &str) {
-    let mut want = records(bpffs);
+    let mut want = records(&pins(bpffs, "node1"));
     want.retain(|_, e| e.flags & EP_PENDING == 0);
     assert!(!want.is_empty(), "{what}: no records");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let have = cell_records(bpffs);
+        let have = cell_records(&pins(bpffs, "node1"));
         if have == want {
             return;
         }
@@ -262,18 +233,15 @@ fn datapath_writer_programs_readopts_flips_and_removes() {
     assert_eq!(tcx_progs("pa"), (1, 1), "links survive the loader");
     // As if it had stopped between a record and its cell: b's cell holds
     // an older record, and a cell names an interface without a record.
-    {
-        let mut outer = open_cells(&bpffs);
-        let stale = Endpoint {
-            generation: 9,
-            ..Default::default()
-        };
-        for ifindex in [b_if, 4242] {
-            let (cell, _) = cells::new_cell(ifindex, &stale).expect("cell");
-            outer.set(cell_of(ifindex), &cell, 0).expect("plant cell");
-        }
+    let stale = Endpoint {
+        generation: 9,
+        ..Default::default()
+    };
+    let node_pins = pins(&bpffs, "node1");
+    for ifindex in [b_if, 4242] {
+        plant_cell(&node_pins, ifindex, &stale);
     }
-    assert_ne!(cell_records(&bpffs), records(&bpffs));
+    assert_ne!(cell_records(&node_pins), records(&node_pins));
     let mut dp = Datapath::open(object, &bpffs, "node1").expect("re-open datapath");
     assert!(dp.adopted());
     assert_cells_follow(&bpffs, "re-adopted");

@@ -8,11 +8,10 @@
 //! own with a private bpffs; guards remove both and kill the agent even when
 //! an assertion fails.
 
-use palisade::datapath::cells::{cell_of, new_cell, CellMap};
-use palisade_common::{Endpoint, EP_DENY_ALL};
+use palisade_common::EP_DENY_ALL;
 use palisade_tests::fixtures::shop_pods;
-use palisade_tests::kernel::pins;
 use palisade_tests::kernel::{add_pod_iface, Agent, NetNs, Scratch};
+use palisade_tests::kernel::{pins, plant_cell, records};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
@@ -147,7 +146,11 @@ fn inspect_reads_back_the_pinned_policy_and_reports_drift() {
     // A cell that says otherwise than ENDPOINTS (what the agent's order of
     // writes never leaves for long): the record shown is the cell's, the
     // one the classifiers read, and the difference is drift.
-    let before = plant_cell(&s, web, |ep| ep.flags |= EP_DENY_ALL);
+    let node_pins = pins(&s.bpffs(), "node1");
+    let before = records(&node_pins)[&web];
+    let mut closed = before;
+    closed.flags |= EP_DENY_ALL;
+    plant_cell(&node_pins, web, &closed);
     let r = pinned_cmd(&s, "inspect", &["shop/web", "--output", "json"]);
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     let doc: Value = serde_json::from_str(&r.stdout).unwrap();
@@ -162,7 +165,7 @@ fn inspect_reads_back_the_pinned_policy_and_reports_drift() {
         doc["drift"].to_string().contains("differs from ENDPOINTS"),
         "{doc}"
     );
-    plant_cell(&s, web, |ep| *ep = before);
+    plant_cell(&node_pins, web, &before);
 
     // The client is not isolated: its own policy shows as such.
     let r = pinned_cmd(&s, "inspect", &["shop/client"]);
@@ -364,23 +367,4 @@ fn explain_names_the_cluster_group_and_the_oracles_rule() {
             "{from} -> {to} {port}"
         );
     }
-}
-
-/// Links a cell for `ifindex` holding its `ENDPOINTS` record as `change`
-/// leaves it; returns the record as it was.
-fn plant_cell(s: &Scratch, ifindex: u32, change: impl FnOnce(&mut Endpoint)) -> Endpoint {
-    use aya::maps::{ArrayOfMaps, HashMap, Map, MapData};
-    let dir = pins(&s.bpffs(), "node1");
-    let records = MapData::from_pin(dir.join("ENDPOINTS")).expect("open ENDPOINTS");
-    let records: HashMap<MapData, u32, Endpoint> =
-        HashMap::try_from(Map::HashMap(records)).expect("typed ENDPOINTS");
-    let before = records.get(&ifindex, 0).expect("the pod's record");
-    let mut ep = before;
-    change(&mut ep);
-    let cells = MapData::from_pin(dir.join("ENDPOINT_CELLS")).expect("open cells");
-    let mut cells: ArrayOfMaps<MapData, CellMap> =
-        ArrayOfMaps::try_from(Map::ArrayOfMaps(cells)).expect("typed cells");
-    let (cell, _) = new_cell(ifindex, &ep).expect("cell");
-    cells.set(cell_of(ifindex), &cell, 0).expect("link cell");
-    before
 }

@@ -104,6 +104,19 @@ pub fn object_path() -> PathBuf {
         .join("../ebpf/target/bpfel-unknown-none/release/palisade-ebpf")
 }
 
+/// The endpoint record of a pod with `flags` and its addresses `addrs`
+/// (at most two), nothing else set.
+pub fn pod_endpoint(flags: u32, addrs: &[IpAddr]) -> Endpoint {
+    let mut ep = Endpoint {
+        flags,
+        ..Default::default()
+    };
+    for (slot, a) in ep.addrs.iter_mut().zip(addrs) {
+        *slot = ip_key(*a);
+    }
+    ep
+}
+
 /// An address as the maps store it.
 pub fn ip_key(a: IpAddr) -> IpKey {
     let mut k = IpKey::default();
@@ -433,9 +446,8 @@ impl Classifier {
             }
         }
         // Objects before layout version 5 have no cells.
-        if let Some(mut cells) = self.cells()? {
-            let (cell, _) = new_cell(ifindex, ep)?;
-            cells.set(cell_of(ifindex), &cell, 0)?;
+        if self.has_map(names::ENDPOINT_CELLS) {
+            self.set_cell(ifindex, ep)?;
         }
         Ok(())
     }

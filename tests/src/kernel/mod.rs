@@ -11,12 +11,14 @@ mod agent;
 mod bpftool;
 mod iface;
 mod netns;
+mod records;
 mod scratch;
 
 pub use agent::{rounds, settled_rounds, wait_for, wait_round_after, Agent};
 pub use bpftool::{bpftool, dump};
 pub use iface::{add_pod_iface, ifindex, pod_interfaces, tcx_progs};
 pub use netns::NetNs;
+pub use records::{cell_records, plant_cell, records};
 pub use scratch::Scratch;
 
 use std::process::Command;
